@@ -1,0 +1,33 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="video_llama",
+    version="0.1.0",
+    description="Finetune Video-LLaMA style video-language models on your own video datasets",
+    packages=find_packages(include=["video_llama", "video_llama.*"]),
+    package_data={"video_llama": ["configs/**/*.yaml", "configs/*.yaml", "prompts/*.txt", "cli/*.txt"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4",
+        "torchvision",
+        "timm>=1.0",
+        "transformers>=4.46",
+        "huggingface_hub",
+        "sentencepiece",
+        "protobuf",
+        "safetensors",
+        "peft",
+        "omegaconf>=2.3",
+        "iopath",
+        "decord",
+        "av",
+        "webdataset",
+        "tqdm",
+        "tensorboard",
+        "matplotlib",
+        "numpy",
+        "pillow",
+    ],
+    extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+    entry_points={"console_scripts": ["video-llama=video_llama.cli.main:main"]},
+)

@@ -1,0 +1,221 @@
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+import video_llama  # noqa: F401  (registers the built-ins)
+from video_llama.common.config import Config, ConfigError, check_runtime
+from video_llama.common.hub import WeightsNotFoundError, resolve_pretrained
+from video_llama.common.registry import registry
+
+from conftest import DATA_DIR, REPO_ROOT
+
+GUIDE_YAML = DATA_DIR / "guide_visionbranch_stage2_finetune.yaml"
+
+
+def write_yaml(tmp_path, data, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def guide_dict():
+    return yaml.safe_load(GUIDE_YAML.read_text())
+
+
+def problems_of(path, options=None):
+    with pytest.raises(ConfigError) as err:
+        Config.from_file(path, options)
+    return err.value.problems
+
+
+def test_guide_yaml_loads_unchanged_with_all_keys():
+    raw = OmegaConf.load(GUIDE_YAML)
+    cfg = Config.from_file(GUIDE_YAML)
+    for section in ("model", "run"):
+        for key, value in raw[section].items():
+            assert cfg.config[section][key] == value, f"{section}.{key}"
+    ds = cfg.datasets_cfg.webvid_instruct
+    assert ds.build_info.anno_dir.endswith("videoaction_instruct_11k.json")
+    assert ds.vis_processor.train.n_frms == 8 and ds.vis_processor.train.image_size == 224
+    assert ds.text_processor.train.name == "blip_caption"
+    assert ds.tokenizer_name == "meta-llama/Llama-2-7b-chat-hf" and ds.model_type == "llama_v2"
+
+
+def test_merge_order_defaults_user_options(tmp_path):
+    data = guide_dict()
+    data["run"]["init_lr"] = 5e-5
+    path = write_yaml(tmp_path, data)
+    cfg = Config.from_file(path, ["run.init_lr=7e-5", "model.max_txt_len=99"])
+    assert cfg.run_cfg.init_lr == 7e-5  # options beat the user YAML
+    assert cfg.model_cfg.max_txt_len == 99
+    assert cfg.run_cfg.accum_grad_iters == 1  # run default
+    assert cfg.model_cfg.vit_depth == 39  # model default for pretrain_llama_v2
+    assert cfg.datasets_cfg.webvid_instruct.vis_processor.train.min_scale == 0.5  # processor default
+    assert cfg.datasets_cfg.webvid_instruct.vis_processor.eval.name == "alpro_video_eval"  # dataset default
+    assert cfg.datasets_cfg.webvid_instruct.max_txt_len == 99  # derived from the model's
+
+
+def test_model_type_override_changes_defaults(tmp_path):
+    path = write_yaml(tmp_path, guide_dict())
+    cfg = Config.from_file(path, ["model.model_type=tiny"])
+    assert cfg.model_cfg.model_type == "tiny"
+    assert cfg.model_cfg.vit_depth == 2 and cfg.model_cfg.vit_embed_dim == 64
+    assert cfg.model_cfg.freeze_vit is True  # the user's key still wins over the tiny default
+    assert cfg.model_cfg.llama_model == "meta-llama/Llama-2-7b-chat-hf"
+
+
+def shipped_experiment_yamls():
+    return sorted(p for folder in ("train_configs", "eval_configs") for p in (REPO_ROOT / folder).rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", shipped_experiment_yamls(), ids=lambda p: p.name)
+def test_every_shipped_experiment_yaml_validates(path):
+    Config.from_file(path)
+
+
+def test_default_yamls_are_consistent():
+    base = OmegaConf.load(REPO_ROOT / "video_llama/configs/models/video_llama/base.yaml").model
+    model_cls = registry.get_model_class("video_llama")
+    for model_type in model_cls.PRETRAINED_MODEL_CONFIG_DICT:
+        overlay = OmegaConf.load(model_cls.default_config_path(model_type)).model
+        assert set(overlay) <= set(base), f"{model_type} sets keys the base does not document"
+        assert overlay.model_type == model_type
+    for name in registry.list_datasets():
+        builder = registry.get_builder_class(name)
+        top = OmegaConf.load(builder.default_config_path()).datasets
+        assert list(top) == [name], f"{builder.default_config_path()} must be keyed by its registered name"
+    all_yaml = list((REPO_ROOT / "video_llama/configs").rglob("*.yaml"))
+    assert len(all_yaml) >= 6
+    for path in all_yaml:
+        assert isinstance(OmegaConf.load(path), OmegaConf.create({}).__class__)
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda d: d.update(modle=d.pop("model")), "modle: unknown key 'modle'; did you mean 'model'?"),
+        (lambda d: d["model"].update(freez_vit=True), "model.freez_vit: unknown key 'freez_vit'; did you mean 'freeze_vit'?"),
+        (lambda d: d["datasets"].update(webvid_instrct=d["datasets"].pop("webvid_instruct")), "Did you mean 'webvid_instruct'?"),
+        (lambda d: d["datasets"]["webvid_instruct"].update(num_video_query_tokens=32), "did you mean 'num_video_query_token'?"),
+        (lambda d: d["datasets"]["webvid_instruct"]["build_info"].update(video_dir="x"), "datasets.webvid_instruct.build_info.video_dir: unknown key 'video_dir'; did you mean 'videos_dir'?"),
+        (lambda d: d["datasets"]["webvid_instruct"]["vis_processor"]["train"].update(n_frm=8), "datasets.webvid_instruct.vis_processor.train.n_frm: unknown key 'n_frm'; did you mean 'n_frms'?"),
+        (lambda d: d["datasets"]["webvid_instruct"]["vis_processor"]["train"].update(name="alpro_video_trian"), "Did you mean 'alpro_video_train'?"),
+        (lambda d: d["run"].update(max_epochs=3), "run.max_epochs: unknown key 'max_epochs'; did you mean 'max_epoch'?"),
+        (lambda d: d["run"].update(lr_sched="linear_warmup_cosine"), "Did you mean 'linear_warmup_cosine_lr'?"),
+        (lambda d: d["model"].update(model_type="pretrain_llama2"), "model.model_type: unknown value 'pretrain_llama2'; did you mean 'pretrain_llama_v2'?"),
+        (lambda d: d["run"].update(batch_size_train="four"), "run.batch_size_train: expected a int"),
+    ],
+)
+def test_misspelled_keys_suggest_the_right_one(tmp_path, edit, expected):
+    data = guide_dict()
+    edit(data)
+    problems = problems_of(write_yaml(tmp_path, data))
+    assert any(expected in p for p in problems), problems
+
+
+def test_all_problems_reported_at_once(tmp_path):
+    data = guide_dict()
+    data["model"]["freez_vit"] = True
+    data["run"]["max_epochs"] = 3
+    data["datasets"]["webvid_instruct"]["vis_processor"]["train"]["n_frm"] = 8
+    problems = problems_of(write_yaml(tmp_path, data), ["run.warmup_step=5"])
+    assert len(problems) == 4
+    assert any(p.startswith("run.warmup_step:") and "warmup_steps" in p for p in problems)
+
+
+def test_options_must_be_key_value(tmp_path):
+    problems = problems_of(write_yaml(tmp_path, guide_dict()), ["run.init_lr"])
+    assert "not key=value" in problems[0]
+
+
+@pytest.mark.parametrize(
+    "options, both_keys",
+    [
+        (["datasets.webvid_instruct.model_type=vicuna"], ("datasets.webvid_instruct.model_type", "model.end_sym")),
+        (["model.end_sym=###", "model.prompt_template='###Human: {} ###Assistant: '"], ("datasets.webvid_instruct.model_type", "model.end_sym")),
+        (["model.prompt_template='###Human: {} ###Assistant: '"], ("datasets.webvid_instruct.model_type", "model.prompt_template")),
+        (["datasets.webvid_instruct.num_video_query_token=16"], ("datasets.webvid_instruct.num_video_query_token", "model.num_video_query_token")),
+        (["datasets.webvid_instruct.vis_processor.train.image_size=112"], ("vis_processor.train.image_size", "model.img_size")),
+        (["datasets.webvid_instruct.vis_processor.train.n_frms=64"], ("vis_processor.train.n_frms", "model.max_frame_pos")),
+        (["model.freeze_vit=False"], ("model.freeze_vit", "model.vit_precision")),
+    ],
+)
+def test_consistency_checks_name_both_keys(tmp_path, options, both_keys):
+    problems = problems_of(write_yaml(tmp_path, guide_dict()), options)
+    assert any(all(k in p for k in both_keys) for p in problems), problems
+
+
+def test_vicuna_pair_is_consistent(tmp_path):
+    cfg = Config.from_file(
+        write_yaml(tmp_path, guide_dict()),
+        ["model.model_type=pretrain_vicuna", "model.end_sym=###", "model.prompt_template='###Human: {} ###Assistant: '",
+         "datasets.webvid_instruct.model_type=vicuna"],
+    )
+    assert cfg.model_cfg.end_sym == "###"
+
+
+def test_tokenizer_name_defaults_to_llama_model(tmp_path):
+    data = guide_dict()
+    del data["datasets"]["webvid_instruct"]["tokenizer_name"]
+    cfg = Config.from_file(write_yaml(tmp_path, data), ["model.llama_model=/models/my-llama"])
+    assert cfg.datasets_cfg.webvid_instruct.tokenizer_name == "/models/my-llama"
+
+
+def test_cuda_without_gpu_says_set_cpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = Config.from_file(GUIDE_YAML)
+    with pytest.raises(ConfigError, match=r"set run.device=cpu"):
+        check_runtime(cfg.config)
+    check_runtime(Config.from_file(GUIDE_YAML, ["run.device=cpu"]).config)
+
+
+def test_relative_paths_resolve_against_config_folder_and_package(tmp_path, monkeypatch):
+    exp_dir = tmp_path / "exp"
+    (exp_dir / "data").mkdir(parents=True)
+    (exp_dir / "data" / "train.json").write_text("[]")
+    data = guide_dict()
+    data["datasets"]["webvid_instruct"]["build_info"] = {"anno_dir": ["data/train.json"], "videos_dir": "data"}
+    path = write_yaml(exp_dir, data)
+    monkeypatch.chdir(tmp_path)  # neither the config's folder nor the repository
+    cfg = Config.from_file(path)
+    info = cfg.datasets_cfg.webvid_instruct.build_info
+    assert info.anno_dir == [str((exp_dir / "data" / "train.json").resolve())]
+    assert info.videos_dir == str((exp_dir / "data").resolve())
+    prompt = Path(cfg.model_cfg.prompt_path)
+    assert prompt.is_file() and prompt.name == "alignment_image.txt"  # shipped with the package
+
+
+def test_hub_id_offline_fails_fast_with_advice(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    start = time.monotonic()
+    with pytest.raises(WeightsNotFoundError) as err:
+        resolve_pretrained("meta-llama/Llama-2-7b-chat-hf", "model.llama_model")
+    assert time.monotonic() - start < 5
+    message = str(err.value)
+    assert "model.llama_model" in message and "HF_HUB_OFFLINE" in message and "--options model.llama_model=" in message
+
+
+def test_hub_id_found_in_local_cache(monkeypatch, tmp_path):
+    import huggingface_hub.constants as constants
+
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--org--tiny" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (cache / "models--org--tiny" / "refs").mkdir()
+    (cache / "models--org--tiny" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    found = resolve_pretrained("org/tiny", "model.llama_model")
+    assert Path(found) == snapshot
+
+
+def test_local_folder_missing_names_key():
+    with pytest.raises(WeightsNotFoundError, match="model.llama_model"):
+        resolve_pretrained("./ckpt/llama-2-7b-chat-hf", "model.llama_model")

@@ -1,0 +1,5 @@
+import sys
+
+from video_llama.cli.main import main
+
+sys.exit(main())

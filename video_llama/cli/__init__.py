@@ -1,0 +1,1 @@
+"""The ``video-llama`` command and its subcommands."""

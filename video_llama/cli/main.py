@@ -1,0 +1,37 @@
+"""``video-llama <subcommand>``: each subcommand lives in its own module with its own ``main``."""
+
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "tiny-llm": ("video_llama.cli.tiny_llm", "write a tiny random-weight LLaMA + tokenizer for CPU runs"),
+    "config": ("video_llama.cli.show_config", "validate an experiment YAML and print the resolved config"),
+    "list": ("video_llama.cli.list_registered", "list every registered name per kind"),
+}
+
+
+def usage():
+    lines = ["usage: video-llama <subcommand> [args]", "", "subcommands:"]
+    lines += [f"  {name:<14} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        from video_llama.common.registry import closest
+
+        guess = closest(name, SUBCOMMANDS)
+        print(f"video-llama: unknown subcommand {name!r}" + (f"; did you mean {guess!r}?" if guess else ""), file=sys.stderr)
+        print(usage(), file=sys.stderr)
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return module.main(rest) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""The experiment config: layered YAML, validated as a whole before any data or model work.
+
+Merge order (later wins)::
+
+    model defaults (base.yaml ← <model_type>.yaml)  ← each dataset's defaults.yaml
+        ← run defaults (configs/default.yaml) ← the user's YAML ← --options key=value
+
+The defaults files are also the schema: a key the defaults do not have is a typo, reported with
+its full path and the closest known key. Processor sections (``vis_processor.train`` ...) are
+checked against the ``Config`` dataclass of the processor they name. All problems are collected
+and raised together as one :class:`ConfigError`.
+"""
+
+import logging
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from video_llama.common.registry import RegistryError, closest, registry
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_RUN_CONFIG = PACKAGE_DIR / "configs" / "default.yaml"
+TOP_LEVEL_KEYS = ("model", "datasets", "run", "plugins")
+PROCESSOR_SECTIONS = ("vis_processor", "text_processor")
+TEMPLATES = {
+    # dataset model_type → what the model's end_sym and prompt_template must look like
+    "llama_v2": {"end_sym": "</s>", "template_marker": "[INST]"},
+    "vicuna": {"end_sym": "###", "template_marker": "###Human"},
+}
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """One or more problems in an experiment config; the message lists all of them."""
+
+    def __init__(self, problems, source=None):
+        self.problems = list(problems)
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s){where}:\n{lines}")
+
+
+def load_yaml(path):
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file not found: {path}"])
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and OmegaConf's own errors
+        raise ConfigError([f"cannot parse {path}: {err}"]) from err
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError([f"{path} must hold a mapping with model/datasets/run, not a {type(cfg).__name__}"])
+    return cfg
+
+
+def parse_options(options):
+    """``["run.init_lr=1e-4", "model.ckpt=x.pth"]`` → a DictConfig (values parsed as YAML)."""
+    options = list(options or [])
+    bad = [o for o in options if "=" not in o or o.startswith("=")]
+    if bad:
+        raise ConfigError([f"--options entry {o!r} is not key=value (e.g. run.init_lr=1e-4)" for o in bad])
+    parsed = OmegaConf.create({})
+    for option in options:
+        key, text = option.split("=", 1)
+        try:
+            value = OmegaConf.select(OmegaConf.from_dotlist([f"v={text}"]), "v")
+        except Exception as err:
+            raise ConfigError([f"cannot parse --options {option!r}: {err}"]) from err
+        if value is None and text.strip() not in ("", "null", "~", "None"):
+            value = text  # e.g. end_sym=### parses as a YAML comment; the user meant the text
+        OmegaConf.update(parsed, key, value, force_add=True)
+    return parsed
+
+
+class Config:
+    """A merged, validated experiment: ``config.model_cfg``, ``datasets_cfg``, ``run_cfg``.
+
+    Args:
+        args: anything with ``cfg_path`` and ``options`` attributes (the parsed command line), as in
+            LAVIS; or use :meth:`from_file`.
+
+    Raises:
+        ConfigError: listing every unknown key, bad value and inconsistency found.
+    """
+
+    def __init__(self, args):
+        self.cfg_path = Path(args.cfg_path).resolve()
+        self.options = list(getattr(args, "options", None) or [])
+        user = OmegaConf.merge(load_yaml(self.cfg_path), parse_options(self.options))
+        self.config = build_config(user, base_dir=self.cfg_path.parent, source=str(self.cfg_path))
+
+    @classmethod
+    def from_file(cls, cfg_path, options=None):
+        class _Args:
+            pass
+
+        args = _Args()
+        args.cfg_path, args.options = cfg_path, options
+        return cls(args)
+
+    @property
+    def model_cfg(self):
+        return self.config.model
+
+    @property
+    def datasets_cfg(self):
+        return self.config.datasets
+
+    @property
+    def run_cfg(self):
+        return self.config.run
+
+    def to_yaml(self):
+        return OmegaConf.to_yaml(self.config)
+
+    def pretty_print(self):
+        logger.info("\n===== Resolved config (%s) =====\n%s", self.cfg_path, self.to_yaml())
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_config(user, base_dir=None, source=None):
+    """Merge defaults under ``user`` (a DictConfig), validate, and return the resolved config."""
+    problems = []
+    for key in user:
+        if key not in TOP_LEVEL_KEYS:
+            problems.append(_unknown(str(key), key, TOP_LEVEL_KEYS))
+
+    user_model = user.get("model") or OmegaConf.create({})
+    user_datasets = user.get("datasets") or OmegaConf.create({})
+    user_run = user.get("run") or OmegaConf.create({})
+    for name, section in (("model", user_model), ("datasets", user_datasets), ("run", user_run)):
+        if not isinstance(section, DictConfig):
+            problems.append(f"{name}: must be a mapping, got {OmegaConf.to_container(section)!r}")
+    if problems:
+        raise ConfigError(problems, source)
+
+    model = _model_section(user_model, problems)
+    datasets = _datasets_section(user_datasets, problems)
+    run_defaults = load_yaml(DEFAULT_RUN_CONFIG)
+    _check_keys(user_run, run_defaults.run, "run", problems)
+    run = OmegaConf.merge(run_defaults.run, user_run)
+    plugins = user.get("plugins", run_defaults.plugins)
+    if plugins is None:
+        plugins = []
+    if not isinstance(plugins, (ListConfig, list)) or not all(isinstance(p, str) for p in plugins):
+        problems.append(f"plugins: must be a list of module names or .py paths, got {plugins!r}")
+
+    config = OmegaConf.create({"model": model, "datasets": datasets, "run": run, "plugins": plugins})
+    _check_registered_names(config, problems)
+    _fill_derived(config)
+    problems.extend(consistency_problems(config))
+    if problems:
+        raise ConfigError(problems, source)
+    _resolve_paths(config, base_dir)
+    return config
+
+
+def _model_section(user_model, problems):
+    arch = user_model.get("arch", "video_llama")
+    try:
+        model_cls = registry.get_model_class(arch)
+    except RegistryError as err:
+        problems.append(f"model.arch: {err}")
+        return user_model
+    model_type = user_model.get("model_type", model_cls.DEFAULT_MODEL_TYPE)
+    if model_type not in model_cls.PRETRAINED_MODEL_CONFIG_DICT:
+        problems.append(_unknown("model.model_type", model_type, model_cls.PRETRAINED_MODEL_CONFIG_DICT, "value"))
+        model_type = model_cls.DEFAULT_MODEL_TYPE
+    defaults = model_cls.default_config(model_type)
+    _check_keys(user_model, defaults, "model", problems)
+    return OmegaConf.merge(defaults, user_model)
+
+
+def _datasets_section(user_datasets, problems):
+    merged = {}
+    for name, user_ds in user_datasets.items():
+        path = f"datasets.{name}"
+        try:
+            builder_cls = registry.get_builder_class(name)
+        except RegistryError as err:
+            problems.append(f"{path}: {err}")
+            continue
+        user_ds = user_ds if user_ds is not None else OmegaConf.create({})
+        if not isinstance(user_ds, DictConfig):
+            problems.append(f"{path}: must be a mapping, got {user_ds!r}")
+            continue
+        defaults = builder_cls.default_config()
+        _check_keys(user_ds, defaults, path, problems, skip=PROCESSOR_SECTIONS)
+        ds = OmegaConf.merge(_without(defaults, PROCESSOR_SECTIONS), _without(user_ds, PROCESSOR_SECTIONS))
+        for section in PROCESSOR_SECTIONS:
+            ds[section] = _processor_section(defaults.get(section), user_ds.get(section), f"{path}.{section}", problems)
+        merged[name] = ds
+    return merged
+
+
+def _processor_section(defaults, user, path, problems):
+    """Each split's processor: class defaults ← dataset defaults (same name only) ← user."""
+    defaults = defaults or OmegaConf.create({})
+    user = user if user is not None else OmegaConf.create({})
+    if not isinstance(user, DictConfig):
+        problems.append(f"{path}: must map splits (train/eval) to processors, got {user!r}")
+        return defaults
+    section = {}
+    for split in set(defaults) | set(user):
+        split_path = f"{path}.{split}"
+        user_split = user.get(split) or OmegaConf.create({})
+        default_split = defaults.get(split) or OmegaConf.create({})
+        name = user_split.get("name", default_split.get("name"))
+        if name is None:
+            problems.append(f"{split_path}.name: missing; set the processor name")
+            continue
+        try:
+            proc_cls = registry.get_processor_class(name)
+        except RegistryError as err:
+            problems.append(f"{split_path}.name: {err}")
+            continue
+        known = OmegaConf.create({"name": name, **proc_cls.default_config()})
+        _check_keys(user_split, known, split_path, problems)
+        layers = [known]
+        if default_split.get("name") == name:
+            layers.append(default_split)
+        section[split] = OmegaConf.merge(*layers, user_split)
+    return OmegaConf.create(section)
+
+
+def _without(cfg, keys):
+    return OmegaConf.create({k: v for k, v in cfg.items() if k not in keys})
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _unknown(path, key, known, what="key"):
+    guess = closest(key, known)
+    hint = f"; did you mean '{guess}'?" if guess else ""
+    return f"{path}: unknown {what} {key!r}{hint} (known: {', '.join(sorted(map(str, known)))})"
+
+
+def _check_keys(user, schema, path, problems, skip=()):
+    """Every key of ``user`` must exist in ``schema`` (recursively), with a compatible type."""
+    for key, value in user.items():
+        key_path = f"{path}.{key}"
+        if key in skip:
+            continue
+        if key not in schema:
+            problems.append(_unknown(key_path, key, list(schema.keys())))
+            continue
+        default = schema[key]
+        if isinstance(default, DictConfig) and len(default) > 0:
+            if isinstance(value, DictConfig):
+                _check_keys(value, default, key_path, problems)
+            elif value is not None:
+                problems.append(f"{key_path}: expected a mapping with keys {list(default.keys())}, got {value!r}")
+            continue
+        problem = _type_problem(default, value)
+        if problem:
+            problems.append(f"{key_path}: {problem}")
+
+
+def _type_problem(default, value):
+    if default is None or value is None:
+        return None
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    else:
+        return None
+    if ok:
+        return None
+    return f"expected a {type(default).__name__} (default {default!r}), got {value!r}"
+
+
+def _check_registered_names(config, problems):
+    run = config.run
+    for key, lookup in (
+        ("task", registry.get_task_class),
+        ("runner", registry.get_runner_class),
+        ("lr_sched", registry.get_lr_scheduler_class),
+    ):
+        try:
+            lookup(run[key])
+        except RegistryError as err:
+            problems.append(f"run.{key}: {err}")
+    if run.amp_dtype not in ("bf16", "fp16"):
+        problems.append(f"run.amp_dtype: must be bf16 or fp16, got {run.amp_dtype!r}")
+    if run.device not in ("cuda", "cpu") and not str(run.device).startswith("cuda:"):
+        problems.append(f"run.device: must be cuda or cpu, got {run.device!r}")
+    for key in ("batch_size_train", "batch_size_eval", "accum_grad_iters", "max_epoch"):
+        if not isinstance(run[key], int) or run[key] < 1:
+            problems.append(f"run.{key}: must be a positive integer, got {run[key]!r}")
+    for name, ds in config.datasets.items():
+        if ds.get("model_type") is not None and ds.model_type not in TEMPLATES:
+            problems.append(_unknown(f"datasets.{name}.model_type", ds.model_type, TEMPLATES, "value"))
+
+
+def _fill_derived(config):
+    """Keys whose documented default is another key's value."""
+    for ds in config.datasets.values():
+        if "tokenizer_name" in ds and ds.tokenizer_name is None:
+            ds.tokenizer_name = config.model.get("llama_model")
+        if "max_txt_len" in ds and ds.max_txt_len is None:
+            ds.max_txt_len = config.model.get("max_txt_len")
+
+
+def consistency_problems(config):
+    """Settings that are each valid but contradict each other; every message names both keys."""
+    problems = []
+    model = config.model
+    for name, ds in config.datasets.items():
+        path = f"datasets.{name}"
+        template = TEMPLATES.get(ds.get("model_type"))
+        if template and "end_sym" in model and model.end_sym != template["end_sym"]:
+            problems.append(
+                f"{path}.model_type is {ds.model_type!r}, which ends answers with {template['end_sym']!r}, "
+                f"but model.end_sym is {model.end_sym!r}; make them agree (llama_v2: '</s>', vicuna: '###')"
+            )
+        if template and "prompt_template" in model and template["template_marker"] not in model.prompt_template:
+            problems.append(
+                f"{path}.model_type is {ds.model_type!r} but model.prompt_template {model.prompt_template!r} "
+                f"is not a {ds.model_type} template (expected one containing {template['template_marker']!r})"
+            )
+        if "num_video_query_token" in ds and ds.num_video_query_token != model.get("num_video_query_token"):
+            problems.append(
+                f"{path}.num_video_query_token ({ds.num_video_query_token}) must equal "
+                f"model.num_video_query_token ({model.get('num_video_query_token')}): the placeholder "
+                "count in the prompt is the number of video tokens the model produces"
+            )
+        if ds.get("tokenizer_name") and model.get("llama_model") and ds.tokenizer_name != model.llama_model:
+            logger.warning(
+                "%s.tokenizer_name (%s) differs from model.llama_model (%s); they must share one vocabulary",
+                path, ds.tokenizer_name, model.llama_model,
+            )
+        for split, proc in (ds.get("vis_processor") or {}).items():
+            size = proc.get("image_size")
+            if size is not None and "img_size" in model and size != model.img_size:
+                problems.append(
+                    f"{path}.vis_processor.{split}.image_size ({size}) must equal model.img_size "
+                    f"({model.img_size}): the vision encoder's position embedding is built for it"
+                )
+            n_frms = proc.get("n_frms")
+            if n_frms is not None and "max_frame_pos" in model and n_frms > model.max_frame_pos:
+                problems.append(
+                    f"{path}.vis_processor.{split}.n_frms ({n_frms}) exceeds model.max_frame_pos "
+                    f"({model.max_frame_pos}); raise model.max_frame_pos or sample fewer frames"
+                )
+    if model.get("vit_precision") == "fp16" and model.get("freeze_vit") is False:
+        problems.append(
+            "model.freeze_vit is False but model.vit_precision is fp16: a ViT trained in fp16 diverges; "
+            "set model.vit_precision=fp32 or keep model.freeze_vit=True"
+        )
+    return problems
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def resolve_path(value, base_dir=None, fallbacks=()):
+    """A relative path as a user expects: the current folder first, then the config's folder,
+    then the given fallback folders (e.g. the package's shipped prompts). Unfound paths are
+    returned unchanged so that the error at use names what the user wrote."""
+    if not value:
+        return value
+    path = Path(os.path.expanduser(str(value)))
+    if path.is_absolute() or path.exists():
+        return str(path)
+    for folder in ([base_dir] if base_dir else []) + list(fallbacks):
+        candidate = Path(folder) / path
+        if candidate.exists():
+            return str(candidate.resolve())
+    return str(value)
+
+
+def _resolve_paths(config, base_dir):
+    model = config.model
+    for key in ("prompt_path", "ckpt", "ckpt_2", "vit_ckpt", "q_former_model", "llama_model", "imagebind_ckpt_path"):
+        if model.get(key):
+            model[key] = resolve_path(model[key], base_dir, fallbacks=[PACKAGE_DIR])
+    for ds in config.datasets.values():
+        info = ds.get("build_info") or {}
+        for key in ("videos_dir", "shards"):
+            if info.get(key):
+                info[key] = resolve_path(info[key], base_dir)
+        anno = info.get("anno_dir")
+        if isinstance(anno, str):
+            info.anno_dir = resolve_path(anno, base_dir)
+        elif isinstance(anno, ListConfig):
+            info.anno_dir = [resolve_path(a, base_dir) for a in anno]
+        elif isinstance(anno, DictConfig):
+            for split, files in anno.items():
+                if isinstance(files, str):
+                    anno[split] = resolve_path(files, base_dir)
+                else:
+                    anno[split] = [resolve_path(a, base_dir) for a in files]
+        if ds.get("tokenizer_name"):
+            ds.tokenizer_name = resolve_path(ds.tokenizer_name, base_dir)
+
+
+# --------------------------------------------------------------------------- runtime checks
+
+
+def check_runtime(config):
+    """Checks that depend on this machine rather than on the YAML (run before building anything)."""
+    import torch
+
+    problems = []
+    device = str(config.run.device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        problems.append(
+            f"run.device is {device!r} but this machine has no usable CUDA GPU; "
+            "set run.device=cpu (e.g. --options run.device=cpu)"
+        )
+    if problems:
+        raise ConfigError(problems)

@@ -1,0 +1,63 @@
+"""Where pretrained weights come from: a local folder, or a hub id found in the local HF cache.
+
+A hub id (``meta-llama/Llama-2-7b-chat-hf``) is downloaded only when the machine is online and
+``HF_HUB_OFFLINE`` is not set; otherwise the lookup fails within seconds with a message saying
+where to put the weights and which config key to set.
+"""
+
+import os
+import socket
+from pathlib import Path
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    pass
+
+
+def _offline():
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(host="huggingface.co", timeout=3.0):
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def looks_like_hub_id(value):
+    parts = str(value).split("/")
+    return len(parts) == 2 and all(parts) and not str(value).startswith((".", "/", "~"))
+
+
+def resolve_pretrained(name_or_path, key):
+    """A local folder for ``name_or_path`` (the value of config key ``key``).
+
+    Raises:
+        WeightsNotFoundError: when it is neither a folder, nor in the HF cache, nor downloadable.
+    """
+    path = Path(os.path.expanduser(str(name_or_path)))
+    if path.is_dir():
+        return str(path)
+    if not looks_like_hub_id(name_or_path):
+        raise WeightsNotFoundError(
+            f"{key}: {name_or_path!r} is not a folder (looked in {Path.cwd()}). Put the Hugging Face "
+            f"model folder there, or set {key} to its path (e.g. --options {key}=/data/llama-2-7b-chat-hf)."
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(str(name_or_path), local_files_only=True)
+    except Exception:
+        pass  # not cached: try the network below
+    if not _offline() and _hub_reachable():
+        return snapshot_download(str(name_or_path))
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    reason = "HF_HUB_OFFLINE is set" if _offline() else "the Hugging Face hub cannot be reached"
+    raise WeightsNotFoundError(
+        f"{key}: {name_or_path!r} is not in the local Hugging Face cache ({HF_HUB_CACHE}) and {reason}. "
+        f"Download it on a machine with internet (huggingface-cli download {name_or_path}) and copy the "
+        f"cache there, or set {key} to a local model folder (e.g. --options {key}=/data/{path.name})."
+    )

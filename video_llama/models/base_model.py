@@ -1,0 +1,34 @@
+"""What every registered model shares: its default config files, chosen by ``model_type``."""
+
+from pathlib import Path
+
+import torch.nn as nn
+from omegaconf import OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class BaseModel(nn.Module):
+    # model_type → default YAML, relative to video_llama/configs; merged over BASE_CONFIG_PATH.
+    PRETRAINED_MODEL_CONFIG_DICT = {}
+    BASE_CONFIG_PATH = None
+    DEFAULT_MODEL_TYPE = None
+
+    @classmethod
+    def default_config_path(cls, model_type):
+        if model_type not in cls.PRETRAINED_MODEL_CONFIG_DICT:
+            raise KeyError(
+                f"{cls.__name__} has no model_type {model_type!r}; known: {sorted(cls.PRETRAINED_MODEL_CONFIG_DICT)}"
+            )
+        return CONFIG_DIR / cls.PRETRAINED_MODEL_CONFIG_DICT[model_type]
+
+    @classmethod
+    def default_config(cls, model_type):
+        """The full ``model:`` section for ``model_type``: every key with its default."""
+        layers = [OmegaConf.load(CONFIG_DIR / cls.BASE_CONFIG_PATH).model] if cls.BASE_CONFIG_PATH else []
+        layers.append(OmegaConf.load(cls.default_config_path(model_type)).model)
+        return OmegaConf.merge(*layers)
+
+    @property
+    def device(self):
+        return next(self.parameters()).device

@@ -1,0 +1,62 @@
+"""BLIP-2 image processors: PIL image → float (C, H, W)."""
+
+import dataclasses
+
+import torch
+
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import v2 as T
+
+from video_llama.common.registry import registry
+from video_llama.processors.base_processor import BaseProcessor
+from video_llama.processors.normalization import CLIP_MEAN, CLIP_STD
+
+
+@dataclasses.dataclass
+class ImageProcessorConfig:
+    image_size: int = 224
+    mean: list = dataclasses.field(default_factory=lambda: list(CLIP_MEAN))
+    std: list = dataclasses.field(default_factory=lambda: list(CLIP_STD))
+
+
+@dataclasses.dataclass
+class ImageTrainProcessorConfig(ImageProcessorConfig):
+    min_scale: float = 0.5
+    max_scale: float = 1.0
+
+
+def _to_normalized_tensor(mean, std):
+    return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
+
+
+@registry.register_processor("blip2_image_train")
+class Blip2ImageTrainProcessor(BaseProcessor):
+    Config = ImageTrainProcessorConfig
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        cfg = self.config
+        self.transform = T.Compose(
+            [
+                T.RandomResizedCrop(cfg.image_size, scale=(cfg.min_scale, cfg.max_scale), interpolation=InterpolationMode.BICUBIC),
+                T.RandomHorizontalFlip(),
+                *_to_normalized_tensor(cfg.mean, cfg.std),
+            ]
+        )
+
+    def __call__(self, image):
+        return self.transform(image.convert("RGB"))
+
+
+@registry.register_processor("blip2_image_eval")
+class Blip2ImageEvalProcessor(BaseProcessor):
+    Config = ImageProcessorConfig
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        cfg = self.config
+        size = (cfg.image_size, cfg.image_size)
+        self.transform = T.Compose([T.Resize(size, interpolation=InterpolationMode.BICUBIC), *_to_normalized_tensor(cfg.mean, cfg.std)])
+
+    def __call__(self, image):
+        return self.transform(image.convert("RGB"))

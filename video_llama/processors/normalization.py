@@ -1,0 +1,27 @@
+"""Pixel normalisation shared by the image and video processors."""
+
+import torch
+
+# What the pretrained EVA-CLIP / BLIP-2 encoders expect.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def normalize(pixels, mean, std, channel_dim=0):
+    """uint8 or [0, 1] float pixels → (x - mean) / std along ``channel_dim``."""
+    if pixels.dtype == torch.uint8:
+        pixels = pixels.float() / 255.0
+    shape = [1] * pixels.dim()
+    shape[channel_dim] = -1
+    mean = torch.tensor(mean, dtype=pixels.dtype).view(shape)
+    std = torch.tensor(std, dtype=pixels.dtype).view(shape)
+    return (pixels - mean) / std
+
+
+def standardize_clip(pixels, eps=1e-5):
+    """Zero mean, unit variance over the whole clip: for encoders trained from scratch, where a
+    fixed mean/std leaves colour and brightness differences that swamp the motion signal."""
+    pixels = pixels.float()
+    if pixels.max() > 1.0:
+        pixels = pixels / 255.0
+    return (pixels - pixels.mean()) / (pixels.std() + eps)

@@ -1,0 +1,129 @@
+"""Video decoding behind one small interface: decord by default, PyAV as the other backend.
+
+Both backends resize in the decoder (cheaper than decoding full frames and resizing after) and
+read from a path or from bytes in memory (WebDataset shards). Frame indices are chosen by a
+sampling strategy before decoding, so only the needed frames are converted to RGB.
+"""
+
+import io
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class VideoDecodeError(RuntimeError):
+    """A clip that cannot be opened or decoded; the message names it."""
+
+
+@dataclass
+class DecodedClip:
+    frames: torch.Tensor  # uint8 (C, T, H, W)
+    indices: list  # the frame indices that were sampled (may repeat for short clips)
+    num_frames: int  # frames in the source clip
+
+    @property
+    def is_short(self):
+        return self.num_frames < len(self.indices)
+
+
+def sample_indices(num_frames, n_frms, sampling="uniform", rng=None):
+    """Indices of ``n_frms`` frames out of ``num_frames``.
+
+    ``uniform`` takes evenly spaced frames (as the original Video-LLaMA); ``headtail`` draws half
+    of the frames at random from each half of the clip (training augmentation). A clip shorter
+    than ``n_frms`` is sampled uniformly with repetition so the model still sees ``n_frms`` frames.
+    """
+    if num_frames < 1:
+        raise ValueError("a clip needs at least one frame")
+    if sampling == "headtail" and num_frames // 2 >= (n_frms + 1) // 2 and n_frms > 1:
+        rng = rng or random.Random()
+        half = num_frames // 2
+        head = rng.sample(range(half), n_frms // 2)
+        tail = rng.sample(range(half, num_frames), n_frms - n_frms // 2)
+        return sorted(head) + sorted(tail)
+    if sampling not in ("uniform", "headtail"):
+        raise ValueError(f"unknown frame sampling {sampling!r}; use uniform or headtail")
+    step = num_frames / n_frms
+    return [min(int(i * step), num_frames - 1) for i in range(n_frms)]
+
+
+def _as_source(source):
+    """decord and PyAV accept a path or a file-like object rewound to 0 (not raw bytes)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(source))
+    if isinstance(source, io.IOBase):
+        source.seek(0)
+        return source
+    return str(source)
+
+
+def _name(source):
+    return str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__} in memory>"
+
+
+class DecordBackend:
+    name = "decord"
+
+    def read(self, source, n_frms, height, width, sampling, rng=None):
+        import decord
+
+        try:
+            reader = decord.VideoReader(_as_source(source), height=height or -1, width=width or -1, num_threads=1)
+            num_frames = len(reader)
+            indices = sample_indices(num_frames, n_frms, sampling, rng)
+            frames = reader.get_batch(indices).asnumpy()
+        except Exception as err:  # decord raises its own DECORDError and RuntimeErrors
+            raise VideoDecodeError(f"cannot decode {_name(source)} with decord: {err}") from err
+        return DecodedClip(torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous(), indices, num_frames)
+
+
+class PyAVBackend:
+    name = "pyav"
+
+    def read(self, source, n_frms, height, width, sampling, rng=None):
+        import av
+
+        try:
+            with av.open(_as_source(source)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                # mkv and some other containers do not store a frame count: decode to count.
+                frames = [self._to_rgb(f, height, width) for f in container.decode(stream)]
+        except Exception as err:  # av.error.* and IndexError when there is no video stream
+            raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: {err}") from err
+        if not frames:
+            raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: no video frames")
+        indices = sample_indices(len(frames), n_frms, sampling, rng)
+        clip = np.stack([frames[i] for i in indices])
+        return DecodedClip(torch.from_numpy(clip).permute(3, 0, 1, 2).contiguous(), indices, len(frames))
+
+    @staticmethod
+    def _to_rgb(frame, height, width):
+        if height and width:
+            return frame.to_ndarray(format="rgb24", width=width, height=height)
+        return frame.to_ndarray(format="rgb24")
+
+
+BACKENDS = {"decord": DecordBackend, "pyav": PyAVBackend}
+
+
+def get_backend(name):
+    if name not in BACKENDS:
+        raise ValueError(f"unknown video backend {name!r}; use one of {sorted(BACKENDS)}")
+    return BACKENDS[name]()
+
+
+def load_video(source, n_frms=8, height=224, width=224, sampling="uniform", backend="decord", rng=None):
+    """Decode ``n_frms`` frames of a clip (path, bytes or file object), resized to height × width.
+
+    Returns:
+        DecodedClip with uint8 frames of shape (C, T, H, W).
+    Raises:
+        VideoDecodeError: naming the clip, when it is missing or cannot be decoded.
+    """
+    if isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise VideoDecodeError(f"video file not found: {source}")
+    return get_backend(backend).read(source, n_frms, height, width, sampling, rng)
