@@ -1,8 +1,10 @@
-"""Shared fixtures: tiny LLMs and synthetic clips are made once per test session."""
+"""Shared fixtures: tiny LLMs, synthetic clips and tiny configs are made once per test session."""
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
@@ -10,6 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(__file__).resolve().parent / "data"
+TINY_CONFIG = REPO_ROOT / "train_configs" / "tiny_cpu_finetune.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +20,42 @@ def tiny_llm_dir(tmp_path_factory):
     from video_llama.cli.tiny_llm import write_tiny_llm
 
     return write_tiny_llm(tmp_path_factory.mktemp("tiny_llm"))
+
+
+def gradient_clip(num_frames, height=48, width=64, seed=0):
+    """Frames whose brightness encodes the frame index (so sampled indices can be read back)."""
+    rng = np.random.default_rng(seed)
+    frames = np.zeros((num_frames, height, width, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        frames[t] = int(255 * t / max(1, num_frames - 1))
+    frames[..., 2] = rng.integers(0, 255, size=(height, width), dtype=np.uint8)  # texture, not index
+    return frames
+
+
+@pytest.fixture(scope="session")
+def clips_dir(tmp_path_factory):
+    """A folder with ordinary clips, a short clip, a broken file, and an instruction JSON."""
+    from video_llama.datasets.video_writer import write_video
+
+    root = tmp_path_factory.mktemp("clips")
+    for i in range(4):
+        write_video(root / f"clip{i}.mp4", gradient_clip(24, seed=i))
+    write_video(root / "short.avi", gradient_clip(3))
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    qa = lambda a: [{"q": "What is the action shown in the displayed video?", "a": a}]  # noqa: E731
+    entries = [{"video": f"clip{i}.mp4", "QA": qa(["greet_mode", "clean_mode"][i % 2])} for i in range(4)]
+    (root / "train.json").write_text(json.dumps(entries))
+    return root
+
+
+def tiny_config(llm_dir, anno, videos_dir, *options):
+    """The shipped tiny CPU recipe pointed at test files."""
+    from video_llama.common.config import Config
+
+    return Config.from_file(TINY_CONFIG, [
+        f"model.llama_model={llm_dir}",
+        f"datasets.webvid_instruct.tokenizer_name={llm_dir}",
+        f"datasets.webvid_instruct.build_info.anno_dir={anno}",
+        f"datasets.webvid_instruct.build_info.videos_dir={videos_dir}",
+        *options,
+    ])

@@ -1,8 +1,14 @@
-"""LAVIS-style dataset builders: ``registry.get_builder_class(name)(cfg).build_datasets()``."""
+"""LAVIS-style dataset builders: ``registry.get_builder_class(name)(cfg).build_datasets()``.
+
+A builder knows its default YAML (``DATASET_CONFIG_DICT``) and how to turn its config into one
+dataset per split; processors, annotation splits and path checks are shared here.
+"""
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+
+from video_llama.common.registry import registry
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 
@@ -26,3 +32,35 @@ class BaseDatasetBuilder:
         if len(datasets) != 1:
             raise ValueError(f"{cls.default_config_path(type)} must define exactly one dataset, found {list(datasets)}")
         return next(iter(datasets.values()))
+
+    # ------------------------------------------------------------------ shared helpers
+    def annotation_splits(self):
+        """``build_info.anno_dir`` as {split: [files]}: a file or a list is the train split."""
+        anno = self.config.build_info.anno_dir
+        if anno is None:
+            raise ValueError("build_info.anno_dir is not set: point it at the annotation file(s)")
+        if isinstance(anno, (DictConfig, dict)):
+            return {split: [files] if isinstance(files, str) else list(files) for split, files in anno.items()}
+        return {"train": [anno] if isinstance(anno, str) else list(anno)}
+
+    def videos_dir(self):
+        videos_dir = self.config.build_info.get("videos_dir")
+        if videos_dir and not Path(videos_dir).is_dir():
+            raise FileNotFoundError(f"build_info.videos_dir: {videos_dir} is not a folder; set it to where the videos are")
+        return videos_dir
+
+    def processor(self, section, split):
+        """The processor for ``split``: ``train`` uses the train entry, other splits ``eval``."""
+        procs = self.config.get(section) or {}
+        proc_cfg = procs.get("train" if split == "train" else "eval") or procs.get("train")
+        if proc_cfg is None:
+            return None
+        return registry.get_processor_class(proc_cfg.name).from_config(proc_cfg)
+
+    def build_datasets(self):
+        """{split: dataset} for every split of the annotations."""
+        return {split: self.build_split(split, files) for split, files in self.annotation_splits().items()}
+
+    def build_split(self, split, anno_files):
+        raise NotImplementedError
+

@@ -2,13 +2,41 @@
 
 from video_llama.common.registry import registry
 from video_llama.datasets.builders.base_builder import BaseDatasetBuilder
+from video_llama.datasets.datasets.video_caption_dataset import VideoCaptionDataset, read_caption_csv
+from video_llama.datasets.datasets.video_instruct_dataset import VideoInstructDataset, read_instruct_annotations
 
 
 @registry.register_builder("webvid_instruct")
 class WebvidInstructBuilder(BaseDatasetBuilder):
     DATASET_CONFIG_DICT = {"default": "datasets/webvid_instruct/defaults.yaml"}
 
+    def build_split(self, split, anno_files):
+        from video_llama.models.video_llama import load_tokenizer
+
+        cfg = self.config
+        return VideoInstructDataset(
+            read_instruct_annotations(anno_files),
+            self.videos_dir(),
+            self.processor("vis_processor", split),
+            load_tokenizer(cfg.tokenizer_name),
+            model_type=cfg.model_type,
+            num_video_query_token=cfg.num_video_query_token,
+            max_txt_len=cfg.max_txt_len,
+            max_failed_ratio=cfg.max_failed_ratio,
+            name=f"webvid_instruct/{split}",
+        )
+
 
 @registry.register_builder("webvid")
 class WebvidBuilder(BaseDatasetBuilder):
     DATASET_CONFIG_DICT = {"default": "datasets/webvid/defaults.yaml"}
+
+    def build_split(self, split, anno_files):
+        return VideoCaptionDataset(
+            read_caption_csv(anno_files),
+            self.videos_dir(),
+            self.processor("vis_processor", split),
+            self.processor("text_processor", split),
+            max_failed_ratio=self.config.max_failed_ratio,
+            name=f"webvid/{split}",
+        )

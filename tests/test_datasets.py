@@ -1,0 +1,113 @@
+import json
+import logging
+
+import pytest
+
+import video_llama  # noqa: F401
+from video_llama.common.registry import registry
+from video_llama.datasets.datasets.base_video_dataset import TooManyBadVideos
+from video_llama.datasets.datasets.video_instruct_dataset import AnnotationError
+
+from conftest import tiny_config
+
+
+def build(tiny_llm_dir, anno, videos_dir, *options):
+    cfg = tiny_config(tiny_llm_dir, anno, videos_dir, "datasets.webvid_instruct.vis_processor.train.n_frms=4", *options)
+    return registry.get_builder_class("webvid_instruct")(cfg.datasets_cfg.webvid_instruct).build_datasets()
+
+
+def write_anno(tmp_path, entries, name="anno.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def entry(video, *qa):
+    return {"video": video, "QA": [{"q": q, "a": a} for q, a in qa]}
+
+
+def test_builder_api_and_sample_fields(tiny_llm_dir, clips_dir, tmp_path):
+    anno = {"train": str(clips_dir / "train.json"), "val": str(write_anno(tmp_path, [entry("clip0.mp4", ("q?", "Fall down"))]))}
+    datasets = build(tiny_llm_dir, "x", clips_dir, f"datasets.webvid_instruct.build_info.anno_dir={json.dumps(anno)}")
+    assert set(datasets) == {"train", "val"} and len(datasets["train"]) == 4
+    sample = datasets["train"][0]
+    assert sample["image"].shape == (3, 4, 112, 112)
+    assert sample["input_ids"].shape == sample["labels"].shape
+    val = datasets["val"]
+    assert val.vis_processor.sampling == "uniform" and datasets["train"].vis_processor.sampling == "headtail"
+    answer = val.tokenizer.decode(val[0]["labels"][val[0]["labels"] != -100])
+    assert answer == "Fall down </s>"  # answers are not caption-processed
+
+
+def test_multi_turn_placeholder_only_in_first_question(tiny_llm_dir, clips_dir, tmp_path):
+    anno = write_anno(tmp_path, [entry("clip0.mp4", ("first?", "one"), ("second?", "two"))])
+    dataset = build(tiny_llm_dir, anno, clips_dir)["train"]
+    ids = dataset.records[0]["input_ids"]
+    patch_id = dataset.placeholder_id
+    positions = [i for i, t in enumerate(ids) if t == patch_id]
+    assert len(positions) == 32 and positions[-1] < ids.index(dataset.tokenizer.eos_token_id)
+    labels = dataset.records[0]["labels"]
+    assert dataset.tokenizer.decode([t for t in labels if t != -100]) == "one </s> two </s>"
+
+
+def test_broken_clip_skipped_and_counted(tiny_llm_dir, clips_dir, tmp_path, caplog):
+    entries = [entry("broken.mp4", ("q?", "a")), entry("clip1.mp4", ("q?", "b"))]
+    dataset = build(tiny_llm_dir, write_anno(tmp_path, entries), clips_dir)["train"]
+    with caplog.at_level(logging.WARNING):
+        sample = dataset[0]
+    assert sample["video"] == "clip1.mp4"
+    assert list(dataset.failed) == [str(clips_dir / "broken.mp4")] and "broken.mp4" in caplog.text
+
+
+def test_too_many_failures_stop_with_the_list(tiny_llm_dir, clips_dir, tmp_path):
+    entries = [entry(f"missing{i}.mp4", ("q?", "a")) for i in range(6)] + [entry("clip0.mp4", ("q?", "a"))]
+    dataset = build(tiny_llm_dir, write_anno(tmp_path, entries), clips_dir)["train"]
+    with pytest.raises(TooManyBadVideos, match=r"(?s)5 of 5 clips.*missing0.mp4.*missing4.mp4"):
+        dataset[0]
+
+
+def test_short_clip_is_repeated_and_counted(tiny_llm_dir, clips_dir, tmp_path):
+    dataset = build(tiny_llm_dir, write_anno(tmp_path, [entry("short.avi", ("q?", "a"))]), clips_dir)["train"]
+    assert dataset[0]["image"].shape[1] == 4 and dataset.short == {"short.avi"}
+
+
+def test_too_long_text_is_reported_and_left_out(tiny_llm_dir, clips_dir, tmp_path, caplog):
+    entries = [entry("clip0.mp4", ("q?", "a")), entry("clip1.mp4", ("a very long question " * 40, "b"))]
+    with caplog.at_level(logging.WARNING):
+        dataset = build(tiny_llm_dir, write_anno(tmp_path, entries), clips_dir)["train"]
+    assert len(dataset) == 1 and [r["video"] for r in dataset.dropped] == ["clip1.mp4"]
+    assert "left out 1 record" in caplog.text
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not valid JSON"),
+    ('{"video": "a.mp4"}', "must hold a JSON list"),
+    ('[{"video": "a.mp4", "QA": [{"q": "x"}]}]', "entry 0: expected"),
+])
+def test_bad_annotation_files_name_the_file(tiny_llm_dir, clips_dir, tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(AnnotationError, match=message) as err:
+        build(tiny_llm_dir, path, clips_dir)
+    assert "bad.json" in str(err.value)
+
+
+def test_missing_paths_name_the_key(tiny_llm_dir, clips_dir, tmp_path):
+    with pytest.raises(AnnotationError, match="not found: .*nope.json"):
+        build(tiny_llm_dir, tmp_path / "nope.json", clips_dir)
+    with pytest.raises(FileNotFoundError, match="build_info.videos_dir"):
+        build(tiny_llm_dir, clips_dir / "train.json", tmp_path / "no_videos")
+
+
+def test_caption_builder(clips_dir, tmp_path):
+    (tmp_path / "pages" ).mkdir()
+    import shutil
+
+    shutil.copy(clips_dir / "clip0.mp4", tmp_path / "pages" / "v0.mp4")
+    (tmp_path / "captions.csv").write_text("videoid,name,page_dir\nv0,A Dog (running) FAST.,pages\n")
+    cfg = registry.get_builder_class("webvid").default_config()
+    cfg.build_info.anno_dir = str(tmp_path / "captions.csv")
+    cfg.build_info.videos_dir = str(tmp_path)
+    cfg.vis_processor.train.n_frms, cfg.vis_processor.train.image_size = 4, 32
+    sample = registry.get_builder_class("webvid")(cfg).build_datasets()["train"][0]
+    assert sample["text_input"] == "a dog running fast" and sample["image"].shape == (3, 4, 32, 32)

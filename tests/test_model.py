@@ -1,0 +1,129 @@
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import video_llama  # noqa: F401
+from video_llama.common.registry import registry
+from video_llama.datasets.collate import collate_video_samples
+
+from conftest import DATA_DIR, tiny_config
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llm_dir, clips_dir):
+    cfg = tiny_config(tiny_llm_dir, clips_dir / "train.json", clips_dir, "datasets.webvid_instruct.vis_processor.train.n_frms=4")
+    datasets = registry.get_builder_class("webvid_instruct")(cfg.datasets_cfg.webvid_instruct).build_datasets()
+    return cfg, datasets["train"]
+
+
+def build(cfg, *options):
+    model_cfg = OmegaConf.merge(cfg.model_cfg, OmegaConf.from_dotlist(list(options)))
+    torch.manual_seed(0)
+    return registry.get_model_class("video_llama").from_config(model_cfg)
+
+
+def batch_of(dataset):
+    return collate_video_samples([dataset[(0, 1)], dataset[(1, 2)]], dataset.tokenizer.pad_token_id)
+
+
+def test_only_trainable_parts_learn_and_frozen_stay_bit_identical(tiny):
+    cfg, dataset = tiny
+    model = build(cfg)
+    model.train()
+    frozen_before = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    trainable_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    assert {n.split(".")[0] for n in trainable_before} == {
+        "video_frame_position_embedding", "video_Qformer", "video_query_tokens", "llama_proj"}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    batch = batch_of(dataset)
+    for _ in range(2):
+        loss = model(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        for name, param in model.named_parameters():
+            assert (param.grad is not None) == (name in trainable_before), name
+        optimizer.step()
+    assert all(torch.equal(p, frozen_before[n]) for n, p in model.named_parameters() if n in frozen_before)
+    assert any(not torch.equal(p, trainable_before[n]) for n, p in model.named_parameters() if n in trainable_before)
+
+
+def test_frozen_modules_stay_in_eval_mode(tiny):
+    model = build(tiny[0])
+    model.train()
+    assert model.training and model.video_Qformer.training
+    for name in ("visual_encoder", "ln_vision", "Qformer", "llama_model"):
+        assert not getattr(model, name).training, name
+        assert all(not m.training for m in getattr(model, name).modules()), name
+
+
+def test_freezing_flags_are_honoured(tiny):
+    model = build(tiny[0], "freeze_vit=false", "vit_precision=fp32", "frozen_video_Qformer=true", "frozen_llama_proj=true")
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"visual_encoder", "ln_vision"}
+
+
+def test_loss_only_on_answer_tokens(tiny):
+    cfg, dataset = tiny
+    model = build(cfg).eval()
+    batch = batch_of(dataset)
+    with torch.no_grad():
+        out = model(batch)
+    logits, labels = out["logits"][:, :-1], batch["labels"][:, 1:]
+    mask = labels != -100
+    expected = torch.nn.functional.cross_entropy(logits[mask], labels[mask])
+    assert torch.allclose(out["loss"], expected, atol=1e-5)
+    answers = [dataset.tokenizer.decode(row[row != -100]) for row in batch["labels"]]
+    assert answers == ["greet_mode </s>", "clean_mode </s>"]
+
+
+def test_placeholder_count_is_checked(tiny):
+    cfg, dataset = tiny
+    model = build(cfg)
+    batch = batch_of(dataset)
+    patch_id = model.im_patch_token_id
+    first = (batch["input_ids"][0] == patch_id).nonzero()[0, 0]
+    batch["input_ids"][0, first] = dataset.tokenizer.unk_token_id
+    with pytest.raises(ValueError, match=r"exactly 32 <ImageHere> placeholders.*\[31, 32\]"):
+        model(batch)
+
+
+def test_guide_keys_accepted_at_tiny_size(tiny):
+    model = build(tiny[0], "num_query_token=32", "max_frame_pos=32", "img_size=224",
+                  "fusion_header_type=seqTransf", "fusion_head_layers=2")
+    assert model.query_tokens.shape[1] == 32 and model.video_frame_position_embedding.num_embeddings == 32
+    assert model.visual_encoder.patch_embed.img_size == (224, 224)
+
+
+@pytest.mark.parametrize("model_type, llm_width, reference, expected", [
+    ("pretrain_llama_v2", 4096, "VL_7B", 22_104_064),
+    ("pretrain_vicuna", 5120, "VL_13B", 22_891_520),
+])
+def test_full_size_on_meta_matches_published_trainable_part(model_type, llm_width, reference, expected):
+    from video_llama.models.checkpoint import original_to_ours
+
+    model_cls = registry.get_model_class("video_llama")
+    cfg = model_cls.default_config(model_type)
+    cfg.llama_hidden_size = llm_width
+    with torch.device("meta"):
+        model = model_cls.from_config(cfg, load_llm=False)
+    trainable = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
+    published = json.loads((DATA_DIR / "original_checkpoint_keys.json").read_text())[reference]
+    mapped = {original_to_ours(n): tuple(s) for n, s in published.items() if original_to_ours(n)}
+    assert trainable == mapped
+    vit = sum(p.numel() for p in model.visual_encoder.parameters())
+    assert len(list(model.visual_encoder.state_dict())) == 511 and abs(vit - 985.9e6) < 0.1e6
+
+
+def test_caption_samples_are_wrapped_in_a_prompt(tiny):
+    cfg, dataset = tiny
+    model = build(cfg)
+    frames = batch_of(dataset)["image"]
+    out = model({"image": frames, "text_input": ["a dog runs", "a man waves"]})
+    assert torch.isfinite(out["loss"])
+    tokens = model.tokenize_captions(["a dog runs"], "cpu")
+    answer = tokens["labels"][0][tokens["labels"][0] != -100]
+    assert model.llama_tokenizer.decode(answer) == "a dog runs </s>"
+    assert (tokens["input_ids"][0] == model.im_patch_token_id).sum() == 32

@@ -1,0 +1,83 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from video_llama.processors import AlproVideoEvalProcessor, AlproVideoTrainProcessor, BlipCaptionProcessor
+from video_llama.processors.normalization import CLIP_MEAN, CLIP_STD
+from video_llama.processors.video_decoding import VideoDecodeError, get_backend, load_video, sample_indices
+
+
+def test_uniform_and_headtail_indices():
+    assert sample_indices(24, 8, "uniform") == [0, 3, 6, 9, 12, 15, 18, 21]
+    import random
+
+    idx = sample_indices(24, 8, "headtail", random.Random(0))
+    assert len(idx) == 8 and all(i < 12 for i in idx[:4]) and all(12 <= i < 24 for i in idx[4:])
+    assert idx == sample_indices(24, 8, "headtail", random.Random(0))  # reproducible from the rng
+    assert sample_indices(3, 8, "headtail") == [0, 0, 0, 1, 1, 1, 2, 2]  # short: repeat uniformly
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_eval_processor_frames_indices_and_normalisation(clips_dir, backend):
+    proc = AlproVideoEvalProcessor.from_config({"n_frms": 8, "image_size": 32, "backend": backend})
+    frames, clip = proc(clips_dir / "clip0.mp4")
+    assert frames.shape == (3, 8, 32, 32) and frames.dtype == torch.float32
+    assert clip.indices == [0, 3, 6, 9, 12, 15, 18, 21] and clip.num_frames == 24
+    # red channel encodes the frame index: undo the CLIP normalisation and read it back
+    red = frames[0].mean(dim=(1, 2)) * CLIP_STD[0] + CLIP_MEAN[0]
+    expected = torch.tensor([i / 23 for i in clip.indices])
+    assert torch.allclose(red, expected, atol=0.03)
+
+
+def test_train_processor_crop_is_shared_and_seeded(clips_dir):
+    import random
+
+    proc = AlproVideoTrainProcessor.from_config({"n_frms": 4, "image_size": 32, "per_clip_norm": True})
+    a, clip_a = proc(clips_dir / "clip1.mp4", rng=random.Random(7))
+    b, clip_b = proc(clips_dir / "clip1.mp4", rng=random.Random(7))
+    assert a.shape == (3, 4, 32, 32) and torch.equal(a, b) and clip_a.indices == clip_b.indices
+    assert abs(a.mean().item()) < 1e-4 and abs(a.std().item() - 1) < 1e-2  # per-clip standardised
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_bytes_equal_file(clips_dir, backend):
+    data = (clips_dir / "clip2.mp4").read_bytes()
+    from_file = load_video(clips_dir / "clip2.mp4", 6, 32, 32, backend=backend)
+    from_bytes = get_backend(backend).read(data, 6, 32, 32, "uniform")
+    from_buffer = load_video(io.BytesIO(data), 6, 32, 32, backend=backend)
+    assert torch.equal(from_file.frames, from_bytes.frames) and torch.equal(from_file.frames, from_buffer.frames)
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_broken_and_missing_clips_raise_with_path(clips_dir, backend):
+    with pytest.raises(VideoDecodeError, match="broken.mp4"):
+        load_video(clips_dir / "broken.mp4", 4, 32, 32, backend=backend)
+    with pytest.raises(VideoDecodeError, match="not found: .*nope.mp4"):
+        load_video(clips_dir / "nope.mp4", 4, 32, 32, backend=backend)
+
+
+def test_short_clip_repeats_frames(clips_dir):
+    frames, clip = AlproVideoEvalProcessor.from_config({"n_frms": 8, "image_size": 32})(clips_dir / "short.avi")
+    assert frames.shape[1] == 8 and clip.is_short and clip.num_frames == 3
+
+
+def test_unknown_processor_setting_is_refused():
+    with pytest.raises(ValueError, match="n_frm"):
+        AlproVideoEvalProcessor.from_config({"n_frm": 8})
+
+
+def test_caption_processor():
+    proc = BlipCaptionProcessor.from_config({"max_words": 4})
+    assert proc("A Man (walking)   quickly: across the STREET.") == "a man walking quickly"
+
+
+def test_image_processors():
+    from PIL import Image
+
+    from video_llama.processors import Blip2ImageEvalProcessor, Blip2ImageTrainProcessor
+
+    image = Image.fromarray(np.full((40, 60, 3), 128, dtype=np.uint8))
+    assert Blip2ImageEvalProcessor.from_config({"image_size": 32})(image).shape == (3, 32, 32)
+    assert Blip2ImageTrainProcessor.from_config({"image_size": 32})(image).shape == (3, 32, 32)

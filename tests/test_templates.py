@@ -1,0 +1,66 @@
+"""Label masks, token by token, for both templates."""
+
+import pytest
+
+from video_llama.conversation.templates import IGNORE_INDEX, conversation_ids, get_template, truncate, video_placeholder
+from video_llama.models.video_llama import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_llm_dir):
+    return load_tokenizer(str(tiny_llm_dir))
+
+
+def ids(tok, text):
+    return tok(text, add_special_tokens=False).input_ids
+
+
+def test_llama_v2_single_turn(tok):
+    input_ids, labels = conversation_ids(tok, get_template("llama_v2"), [("Which action?", "greet_mode")])
+    prompt = [tok.bos_token_id] + ids(tok, "[INST] <<SYS>>\n \n<</SYS>>\n\nWhich action? [/INST]")
+    answer = ids(tok, " greet_mode ") + [tok.eos_token_id]
+    assert input_ids == prompt + answer
+    assert labels == [IGNORE_INDEX] * len(prompt) + answer
+    assert input_ids[0] == tok.bos_token_id and labels[-1] == tok.eos_token_id
+
+
+def test_llama_v2_multi_turn_trains_every_answer_and_repeats_bos(tok):
+    turns = [("q one", "a one"), ("q two", "a two")]
+    input_ids, labels = conversation_ids(tok, get_template("llama_v2"), turns)
+    first = [tok.bos_token_id] + ids(tok, "[INST] <<SYS>>\n \n<</SYS>>\n\nq one [/INST]")
+    a1 = ids(tok, " a one ") + [tok.eos_token_id]
+    second = [tok.bos_token_id] + ids(tok, "[INST] q two [/INST]")
+    a2 = ids(tok, " a two ") + [tok.eos_token_id]
+    assert input_ids == first + a1 + second + a2
+    assert labels == [IGNORE_INDEX] * len(first) + a1 + [IGNORE_INDEX] * len(second) + a2
+
+
+def test_vicuna_ends_with_hashes(tok):
+    turns = [("q one", "a one"), ("q two", "a two")]
+    input_ids, labels = conversation_ids(tok, get_template("vicuna"), turns)
+    first = [tok.bos_token_id] + ids(tok, "###Human: q one ###Assistant:")
+    a1 = ids(tok, " a one") + ids(tok, "###")
+    second = ids(tok, "###Human: q two ###Assistant:")  # BOS only once
+    a2 = ids(tok, " a two") + ids(tok, "###")
+    assert input_ids == first + a1 + second + a2
+    assert labels == [IGNORE_INDEX] * len(first) + a1 + [IGNORE_INDEX] * len(second) + a2
+    assert input_ids.count(tok.bos_token_id) == 1
+
+
+def test_placeholder_is_one_token_each(tok):
+    n = 32
+    input_ids, _ = conversation_ids(tok, get_template("llama_v2"), [(video_placeholder(n) + " q", "a")])
+    patch_id = tok.convert_tokens_to_ids("<ImageHere>")
+    assert input_ids.count(patch_id) == n
+
+
+def test_truncation_keeps_placeholder_and_an_answer(tok):
+    n = 8
+    patch_id = tok.convert_tokens_to_ids("<ImageHere>")
+    input_ids, labels = conversation_ids(tok, get_template("llama_v2"), [(video_placeholder(n) + " q", "a long answer here")])
+    first_answer = next(i for i, l in enumerate(labels) if l != IGNORE_INDEX)
+    cut = truncate(input_ids, labels, first_answer + 1, patch_id, n)
+    assert cut is not None and cut[1][-1] != IGNORE_INDEX and len(cut[0]) == first_answer + 1
+    assert truncate(input_ids, labels, first_answer, patch_id, n) is None  # no answer token left
+    assert truncate(input_ids, labels, 5, patch_id, n) is None  # would cut the placeholder
+    assert truncate(input_ids, labels, 10_000, patch_id, n) == (input_ids, labels)

@@ -1,0 +1,109 @@
+"""Prompt templates (llama_v2, vicuna) and the one function that turns a conversation into
+``input_ids`` and ``labels``.
+
+Token ids are built piece by piece (BOS added explicitly, prompts and answers tokenised apart), so
+the label mask is exact: -100 on every prompt token, the answer tokens and the end symbol kept.
+The same pieces are used at inference (:func:`prompt_ids`), so a model is asked exactly the way it
+was trained.
+
+llama_v2 (LLaMA-2-chat)::
+
+    <s>[INST] <<SYS>>\\n \\n<</SYS>>\\n\\n{placeholder} {q1} [/INST] {a1} </s><s>[INST] {q2} [/INST] {a2} </s>
+
+vicuna::
+
+    <s>###Human: {placeholder} {q1} ###Assistant: {a1}###Human: {q2} ###Assistant: {a2}###
+"""
+
+from dataclasses import dataclass
+
+IGNORE_INDEX = -100
+IMAGE_PATCH_TOKEN = "<ImageHere>"
+VIDEO_START, VIDEO_END = "<Video>", "</Video>"
+IMAGE_START, IMAGE_END = "<Image>", "</Image>"
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    first_prompt: str  # format with {q}; the first turn carries the system part
+    next_prompt: str
+    answer: str  # format with {a}; the end symbol is appended as tokens
+    end_sym: str  # "eos" = the tokenizer's EOS token, otherwise literal text
+    bos_every_turn: bool
+
+
+TEMPLATES = {
+    "llama_v2": Template(
+        name="llama_v2",
+        first_prompt="[INST] <<SYS>>\n \n<</SYS>>\n\n{q} [/INST]",
+        next_prompt="[INST] {q} [/INST]",
+        answer=" {a} ",
+        end_sym="eos",
+        bos_every_turn=True,
+    ),
+    "vicuna": Template(
+        name="vicuna",
+        first_prompt="###Human: {q} ###Assistant:",
+        next_prompt="###Human: {q} ###Assistant:",
+        answer=" {a}",
+        end_sym="###",
+        bos_every_turn=False,
+    ),
+}
+
+
+def get_template(name):
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown prompt template {name!r}; use one of {sorted(TEMPLATES)}")
+    return TEMPLATES[name]
+
+
+def video_placeholder(num_tokens, start=VIDEO_START, end=VIDEO_END):
+    return start + IMAGE_PATCH_TOKEN * num_tokens + end
+
+
+def _ids(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
+def _end_ids(tokenizer, template):
+    return [tokenizer.eos_token_id] if template.end_sym == "eos" else _ids(tokenizer, template.end_sym)
+
+
+def prompt_ids(tokenizer, template, question, history=(), bos=True):
+    """Ids of a prompt ending where the model's answer starts (history: earlier (q, a) turns)."""
+    ids, _ = conversation_ids(tokenizer, template, list(history) + [(question, None)], bos=bos)
+    return ids
+
+
+def conversation_ids(tokenizer, template, turns, bos=True):
+    """``turns``: [(question, answer), ...], the placeholder already in the first question.
+
+    Returns (input_ids, labels) as lists; an answer of None ends the ids at the answer's start.
+    """
+    input_ids, labels = [], []
+    for i, (question, answer) in enumerate(turns):
+        prompt = []
+        if (i == 0 and bos) or (i > 0 and template.bos_every_turn):
+            prompt.append(tokenizer.bos_token_id)
+        prompt += _ids(tokenizer, (template.first_prompt if i == 0 else template.next_prompt).format(q=question))
+        input_ids += prompt
+        labels += [IGNORE_INDEX] * len(prompt)
+        if answer is None:
+            break
+        target = _ids(tokenizer, template.answer.format(a=answer)) + _end_ids(tokenizer, template)
+        input_ids += target
+        labels += target
+    return input_ids, labels
+
+
+def truncate(input_ids, labels, max_len, placeholder_id, num_placeholders):
+    """Cut to ``max_len`` from the right; None when that would cut the placeholder or leave no
+    answer token (the caller reports and leaves out such a sample)."""
+    input_ids, labels = input_ids[:max_len], labels[:max_len]
+    if input_ids.count(placeholder_id) != num_placeholders:
+        return None
+    if all(label == IGNORE_INDEX for label in labels):
+        return None
+    return input_ids, labels

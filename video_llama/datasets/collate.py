@@ -1,0 +1,30 @@
+"""Batching: pad token sequences on the right (labels with -100), stack frames."""
+
+import torch
+
+from video_llama.conversation.templates import IGNORE_INDEX
+
+
+def pad_batch(items, pad_token_id):
+    """[{input_ids, labels}] (lists or 1-D tensors) → padded ``input_ids``, ``labels``, ``attention_mask``."""
+    length = max(len(item["input_ids"]) for item in items)
+    input_ids = torch.full((len(items), length), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(items), length), dtype=torch.long)
+    for row, item in enumerate(items):
+        n = len(item["input_ids"])
+        input_ids[row, :n] = torch.as_tensor(item["input_ids"])
+        labels[row, :n] = torch.as_tensor(item["labels"])
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def collate_video_samples(samples, pad_token_id=None):
+    """Stack ``image``; pad token ids when present; keep other fields as lists."""
+    batch = {"image": torch.stack([s["image"] for s in samples])}
+    if "input_ids" in samples[0]:
+        batch.update(pad_batch(samples, pad_token_id))
+    for key in samples[0]:
+        if key not in batch and key not in ("input_ids", "labels"):
+            batch[key] = [s[key] for s in samples]
+    return batch

@@ -1,0 +1,80 @@
+"""Video instruction data: ``[{"video": rel/path, "QA": [{"q": ..., "a": ...}, ...]}]``.
+
+Every record is tokenised once, up front: records whose text cannot fit ``max_txt_len`` without
+cutting the video placeholder or losing every answer token are reported and left out before
+training starts. Answers are used as written (a label such as ``greet_mode`` stays as it is).
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from video_llama.conversation.templates import IMAGE_PATCH_TOKEN, conversation_ids, get_template, truncate, video_placeholder
+from video_llama.datasets.datasets.base_video_dataset import BaseVideoDataset
+
+logger = logging.getLogger(__name__)
+
+
+class AnnotationError(ValueError):
+    pass
+
+
+def read_instruct_annotations(paths):
+    """Records from one or more annotation JSON files; errors name the file, entry and fix."""
+    records = []
+    for path in [paths] if isinstance(paths, (str, Path)) else paths:
+        path = Path(path)
+        if not path.is_file():
+            raise AnnotationError(f"annotation file not found: {path} (set build_info.anno_dir)")
+        try:
+            entries = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise AnnotationError(f"{path} is not valid JSON: {err}") from err
+        if not isinstance(entries, list):
+            raise AnnotationError(f"{path} must hold a JSON list of {{'video': ..., 'QA': [...]}} entries")
+        for i, entry in enumerate(entries):
+            qa = entry.get("QA") if isinstance(entry, dict) else None
+            ok = isinstance(entry, dict) and isinstance(entry.get("video"), str) and isinstance(qa, list) and qa
+            ok = ok and all(isinstance(t, dict) and isinstance(t.get("q"), str) and isinstance(t.get("a"), str) for t in qa)
+            if not ok:
+                raise AnnotationError(
+                    f"{path}, entry {i}: expected {{'video': 'path', 'QA': [{{'q': str, 'a': str}}, ...]}}, got {entry!r:.200}"
+                )
+            records.append({"video": entry["video"], "QA": qa})
+    return records
+
+
+class VideoInstructDataset(BaseVideoDataset):
+    def __init__(self, records, videos_dir, vis_processor, tokenizer, model_type="llama_v2",
+                 num_video_query_token=32, max_txt_len=320, max_failed_ratio=0.1, name="webvid_instruct"):
+        self.tokenizer = tokenizer
+        self.template = get_template(model_type)
+        self.num_video_query_token = num_video_query_token
+        self.placeholder_id = tokenizer.convert_tokens_to_ids(IMAGE_PATCH_TOKEN)
+        kept, dropped = [], []
+        for record in records:
+            tokens = self.tokenize(record["QA"], max_txt_len)
+            (kept if tokens else dropped).append({**record, **(tokens or {})})
+        if dropped:
+            logger.warning("%s: left out %d record(s) whose text does not fit max_txt_len=%d with the "
+                           "placeholder and an answer, e.g. %s", name, len(dropped), max_txt_len,
+                           [r["video"] for r in dropped[:5]])
+        self.dropped = dropped
+        super().__init__(kept, videos_dir, vis_processor, max_failed_ratio, name)
+
+    def tokenize(self, qa, max_txt_len):
+        placeholder = video_placeholder(self.num_video_query_token)
+        turns = [(f"{placeholder} {t['q']}" if i == 0 else t["q"], t["a"]) for i, t in enumerate(qa)]
+        input_ids, labels = conversation_ids(self.tokenizer, self.template, turns)
+        result = truncate(input_ids, labels, max_txt_len, self.placeholder_id, self.num_video_query_token)
+        return None if result is None else {"input_ids": result[0], "labels": result[1]}
+
+    def make_sample(self, record, frames):
+        return {
+            "image": frames,
+            "input_ids": torch.tensor(record["input_ids"]),
+            "labels": torch.tensor(record["labels"]),
+            "video": record["video"],
+        }

@@ -1,0 +1,39 @@
+"""The vision encoder (timm's EVA) and Q-Formers (transformers' BLIP-2 Q-Former), sized from the
+``model:`` config. Both use the original parameter layout, so published weights load by a plain
+rename (see checkpoint.py)."""
+
+from timm.models.eva import Eva
+from transformers import Blip2QFormerConfig, Blip2QFormerModel
+
+
+def build_eva_vit(cfg):
+    """EVA ViT as in BLIP-2: no class head, no final norm (``ln_vision`` follows it)."""
+    return Eva(
+        img_size=cfg.img_size,
+        patch_size=cfg.vit_patch_size,
+        embed_dim=cfg.vit_embed_dim,
+        depth=cfg.vit_depth,
+        num_heads=cfg.vit_num_heads,
+        mlp_ratio=cfg.vit_mlp_ratio,
+        qkv_bias=True,
+        num_classes=0,
+        global_pool="",
+        use_post_transformer_norm=False,
+        use_fc_norm=False,
+        init_values=None,
+        drop_path_rate=cfg.drop_path_rate,
+    )
+
+
+def build_qformer(cfg, num_layers, encoder_width, cross_attention_freq):
+    """Query-only Q-Former (no text embeddings or text feed-forward), as Video-LLaMA uses it."""
+    config = Blip2QFormerConfig(
+        hidden_size=cfg.qformer_hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=cfg.qformer_num_heads,
+        intermediate_size=cfg.qformer_intermediate_size,
+        encoder_hidden_size=encoder_width,
+        cross_attention_frequency=cross_attention_freq,
+        use_qformer_text_input=False,
+    )
+    return Blip2QFormerModel(config)
