@@ -1,12 +1,325 @@
-"""The training runner (epochs × iters_per_epoch, DDP, AMP, resume)."""
+"""The training runner: ``max_epoch`` × ``iters_per_epoch`` iterations, DDP, AMP, exact resume.
 
+An *iteration* is one batch of ``batch_size_train`` samples per process; with
+``accum_grad_iters = k`` the optimizer steps every k iterations (and at the end of each epoch), so
+the effective batch is ``batch_size_train × processes × accum_grad_iters``. Read :meth:`train`
+top to bottom; everything it calls is a few lines.
+"""
+
+import datetime
+import functools
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DataLoader
+
+from video_llama.common import dist_utils
+from video_llama.common.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from video_llama.common.registry import registry
+from video_llama.datasets.collate import collate_video_samples
+from video_llama.datasets.sampling import MixedDataset, MixingBatchSampler
+
+logger = logging.getLogger(__name__)
+
+# Settings that change what a resumed run computes; a disagreement with the checkpoint is reported.
+RESUME_SENSITIVE = ("seed", "batch_size_train", "accum_grad_iters", "iters_per_epoch", "max_epoch", "init_lr",
+                    "min_lr", "warmup_steps", "lr_sched", "weight_decay")
 
 
 @registry.register_runner("runner_base")
 class RunnerBase:
     def __init__(self, cfg, task, model, datasets, job_id=None):
-        self.config, self.task, self.model, self.datasets, self.job_id = cfg, task, model, datasets, job_id
+        self.config, self.task, self.datasets = cfg, task, datasets
+        self.run_cfg = cfg.run_cfg
+        self.rank, self.world_size = dist_utils.get_rank(), dist_utils.get_world_size()
+        self.device = torch.device(self._device_name())
+        self.model = model.to(self.device)
+        self.job_id = job_id or datetime.datetime.now().strftime("%Y%m%d%H%M%S")
+        self.start_epoch, self.start_step = 0, 0
 
+    # ------------------------------------------------------------------ the loop
     def train(self):
-        raise NotImplementedError("the training loop arrives with the runner (spine part 3)")
+        """Train, checkpoint each epoch (and every ``save_freq_iters``), evaluate ``valid_splits``."""
+        run = self.run_cfg
+        self.run_dir = self._make_run_dir()
+        sampler, loader = self._train_loader()
+        optimizer = self._optimizer()
+        scheduler = registry.get_lr_scheduler_class(run.lr_sched)(
+            optimizer, max_epoch=run.max_epoch, iters_per_epoch=sampler.iters_per_epoch, init_lr=run.init_lr,
+            min_lr=run.min_lr, warmup_steps=run.warmup_steps, warmup_start_lr=run.warmup_lr,
+            decay_rate=run.lr_decay_rate)
+        autocast, scaler = self._precision()
+        if run.resume_ckpt_path:
+            self._resume(run.resume_ckpt_path, optimizer, scaler)
+        ddp_model = self._wrap_ddp()
+        self._log_start(sampler, optimizer, scheduler)
+
+        history = []
+        for epoch in range(self.start_epoch, run.max_epoch):
+            sampler.set_epoch(epoch, self.start_step if epoch == self.start_epoch else 0)
+            self.model.train()
+            progress = self._progress(len(sampler), epoch)
+            for step, batch in zip(range(sampler.start_step, sampler.iters_per_epoch), loader):
+                lr = scheduler.step(epoch, step)
+                if not history:
+                    self.first_batch_videos = batch.get("video")
+                loss = self.train_iteration(ddp_model, batch, step, sampler.iters_per_epoch, optimizer, scaler, autocast)
+                record = {"epoch": epoch, "step": step, "global_step": epoch * sampler.iters_per_epoch + step,
+                          "loss": loss, "lr": lr}
+                history.append(record)
+                self._log_metrics(record, every=run.log_freq)
+                progress.update(1)
+                progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                at_boundary = self._window(step, sampler.iters_per_epoch)[1]
+                if run.save_freq_iters and at_boundary and (step + 1) % run.save_freq_iters == 0 and step + 1 < sampler.iters_per_epoch:
+                    self._save(epoch, step + 1, optimizer, scaler)
+            progress.close()
+            self._save(epoch + 1, 0, optimizer, scaler)
+            if run.valid_splits:
+                self._log_metrics({"epoch": epoch, **self.evaluate(run.valid_splits)}, every=1)
+        return self._finish(history)
+
+    def train_iteration(self, ddp_model, batch, step, iters_per_epoch, optimizer, scaler, autocast):
+        """Forward and backward one batch; step the optimizer at the end of an accumulation window.
+
+        The loss is divided by the number of batches in the window (fewer than accum_grad_iters
+        when an epoch ends mid-window), so the update is the mean gradient over the window.
+        Gradients are all-reduced only on the window's last batch.
+        """
+        window_size, is_last = self._window(step, iters_per_epoch)
+        if isinstance(ddp_model, torch.nn.parallel.DistributedDataParallel):
+            ddp_model.require_backward_grad_sync = is_last  # like no_sync(), without a context block
+        with autocast():
+            loss = self.task.train_step(ddp_model, self._to_device(batch))
+        scaler.scale(loss / window_size).backward()
+        if is_last:
+            if self.run_cfg.max_grad_norm:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(self._trainable_params(), self.run_cfg.max_grad_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    def _window(self, step, iters_per_epoch):
+        """(batches in the accumulation window holding ``step``, whether ``step`` ends it)."""
+        accum = self.run_cfg.accum_grad_iters
+        start = step - step % accum
+        size = min(accum, iters_per_epoch - start)
+        return size, step == start + size - 1
+
+    @torch.no_grad()
+    def evaluate(self, splits):
+        """Mean loss per split (sharded over ranks, averaged)."""
+        self.model.eval()
+        results = {}
+        for split in splits:
+            losses = [self.task.train_step(self.model, self._to_device(batch)).item()
+                      for batch in self._eval_loader(split)]
+            mean = sum(losses) / max(1, len(losses))
+            results[f"{split}_loss"] = dist_utils.all_reduce_mean(mean)
+        self.model.train()
+        return results
+
+    # ------------------------------------------------------------------ set-up helpers
+    def _device_name(self):
+        device = str(self.run_cfg.device)
+        if device.startswith("cuda"):
+            return f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
+        return "cpu"
+
+    def _make_run_dir(self):
+        """output_dir/<job id>, never an earlier run's folder (rank 0 picks the name)."""
+        run_dir = None
+        if self.rank == 0:
+            base = Path(self.run_cfg.output_dir)
+            run_dir = base / self.job_id
+            suffix = 1
+            while run_dir.exists():
+                run_dir, suffix = base / f"{self.job_id}_{suffix}", suffix + 1
+            run_dir.mkdir(parents=True)
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.config.config))
+        return Path(dist_utils.all_gather_object(str(run_dir))[0])
+
+    def _train_datasets(self):
+        datasets, ratios = [], []
+        for name, splits in self.datasets.items():
+            parts = [splits[s] for s in self.run_cfg.train_splits if s in splits]
+            if not parts:
+                raise ValueError(f"datasets.{name} has no split among run.train_splits {list(self.run_cfg.train_splits)}; "
+                                 f"it has {sorted(splits)}")
+            if len(parts) > 1:
+                raise ValueError(f"datasets.{name}: use one train split per dataset (got {len(parts)})")
+            datasets.append(parts[0])
+            ratios.append(self.config.datasets_cfg[name].get("sample_ratio", 1))
+        return datasets, ratios
+
+    def _collate(self):
+        tokenizer = getattr(self.model, "llama_tokenizer", None)
+        return functools.partial(collate_video_samples, pad_token_id=tokenizer.pad_token_id if tokenizer else 0)
+
+    def _train_loader(self):
+        datasets, ratios = self._train_datasets()
+        run = self.run_cfg
+        sampler = MixingBatchSampler([len(d) for d in datasets], ratios, run.batch_size_train, seed=run.seed,
+                                     rank=self.rank, world_size=self.world_size, iters_per_epoch=run.iters_per_epoch)
+        loader = DataLoader(
+            MixedDataset(datasets), batch_sampler=sampler, num_workers=run.num_workers, collate_fn=self._collate(),
+            worker_init_fn=functools.partial(seed_worker, base_seed=run.seed, rank=self.rank),
+            # a private generator: creating loader iterators must not consume the global torch RNG
+            # (dropout draws from it, and a resumed run must draw exactly the same numbers)
+            generator=torch.Generator().manual_seed(run.seed), pin_memory=self.device.type == "cuda",
+        )
+        return sampler, loader
+
+    def _eval_loader(self, split):
+        datasets = [splits[split] for splits in self.datasets.values() if split in splits]
+        if not datasets:
+            raise ValueError(f"run.valid_splits/test_splits names {split!r}, which no dataset has")
+        dataset = torch.utils.data.ConcatDataset(datasets)
+        shard = list(range(self.rank, len(dataset), self.world_size))
+        return DataLoader(torch.utils.data.Subset(dataset, shard), batch_size=self.run_cfg.batch_size_eval,
+                          num_workers=self.run_cfg.num_workers, collate_fn=self._collate())
+
+    def _trainable_params(self):
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def _optimizer(self):
+        """AdamW; no weight decay on norms, biases and embeddings-like 1-D parameters."""
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                (no_decay if param.ndim < 2 or "bias" in name or "norm" in name.lower() else decay).append(param)
+        groups = [{"params": decay, "weight_decay": self.run_cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.run_cfg.init_lr, betas=(0.9, self.run_cfg.beta2))
+
+    def _precision(self):
+        """(autocast context factory, grad scaler) for run.amp / run.amp_dtype on this device."""
+        run, device = self.run_cfg, self.device.type
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[run.amp_dtype]
+        enabled = bool(run.amp)
+        if enabled and device == "cpu" and dtype == torch.float16:
+            logger.warning("run.amp with amp_dtype=fp16 is not supported on CPU: training in fp32 "
+                           "(set run.amp_dtype=bf16 for bf16 autocast on CPU, or run.amp=False)")
+            enabled = False
+        elif enabled and device == "cpu":
+            logger.warning("run.amp on CPU: bf16 autocast (set run.amp=False for fp32)")
+        autocast = functools.partial(torch.autocast, device_type=device, dtype=dtype, enabled=enabled)
+        scaler = torch.amp.GradScaler(device, enabled=enabled and dtype == torch.float16)
+        return autocast, scaler
+
+    def _wrap_ddp(self):
+        if self.world_size == 1:
+            return self.model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+
+    def _to_device(self, batch):
+        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, epoch, step, optimizer, scaler):
+        """Checkpoint to resume at (epoch, step); every rank's RNG state goes to rank 0's file."""
+        rng_states = dist_utils.all_gather_object(rng_state())
+        if self.rank == 0:
+            state = {"epoch": epoch, "step": step, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                     "rng": rng_states, "world_size": self.world_size}
+            path = save_checkpoint(self.run_dir, f"checkpoint_e{epoch}_s{step}", self.model.trainable_state_dict(),
+                                   state, OmegaConf.to_yaml(self.config.config))
+            logger.info("checkpoint written: %s", path)
+            self.last_checkpoint = path
+        dist_utils.barrier()
+
+    def _resume(self, path, optimizer, scaler):
+        weights, state, config_yaml, folder = load_checkpoint(path)
+        missing = {n for n, p in self.model.named_parameters() if p.requires_grad} - set(weights)
+        if missing:
+            raise ValueError(f"run.resume_ckpt_path: {folder} lacks trainable parameters {sorted(missing)[:5]}; "
+                             "was it written with other freezing flags?")
+        self.model.load_state_dict(weights, strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        if state["world_size"] == self.world_size:
+            set_rng_state(state["rng"][self.rank])
+        else:
+            logger.warning("checkpoint was written by %d processes, this run has %d: RNG states are not restored, "
+                           "so dropout noise differs from the original run", state["world_size"], self.world_size)
+        saved = OmegaConf.create(config_yaml).run
+        for key in RESUME_SENSITIVE:
+            if saved.get(key) != self.run_cfg.get(key):
+                logger.warning("run.%s is %s in the checkpoint and %s now; the current config wins",
+                               key, saved.get(key), self.run_cfg.get(key))
+        self.start_epoch, self.start_step = state["epoch"], state["step"]
+        logger.info("resumed from %s at epoch %d, step %d", folder, self.start_epoch, self.start_step)
+
+    # ------------------------------------------------------------------ logging
+    def _log_start(self, sampler, optimizer, scheduler):
+        if self.rank != 0:
+            return
+        self.metrics_file = open(self.run_dir / "metrics.jsonl", "a")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
+        run = self.run_cfg
+        trainable = sum(p.numel() for p in self._trainable_params())
+        logger.info(
+            "start: %d process(es) on %s | effective batch %d = %d per process × %d processes × %d accumulation | "
+            "%d epochs × %d iterations | trainable parameters %s | lr plan: %s | output: %s",
+            self.world_size, self.device, run.batch_size_train * self.world_size * run.accum_grad_iters,
+            run.batch_size_train, self.world_size, run.accum_grad_iters, run.max_epoch, sampler.iters_per_epoch,
+            f"{trainable:,}", scheduler.describe(), self.run_dir)
+
+    def _log_metrics(self, record, every):
+        if self.rank != 0:
+            return
+        self.metrics_file.write(json.dumps(record) + "\n")
+        self.metrics_file.flush()
+        step = record.get("global_step", record.get("epoch", 0))
+        for key, value in record.items():
+            if isinstance(value, float):
+                self.tensorboard.add_scalar(f"train/{key}" if "step" in record else f"eval/{key}", value, step)
+        if "step" in record and record["step"] % max(1, every) == 0:
+            logger.info("epoch %d step %d: loss %.4f lr %.2e", record["epoch"], record["step"], record["loss"], record["lr"])
+
+    def _progress(self, total, epoch):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=f"epoch {epoch}", disable=self.rank != 0, dynamic_ncols=True)
+
+    def _finish(self, history):
+        """Summary on rank 0; includes a fingerprint of every rank's weights (DDP replicas must agree)."""
+        digest = hashlib.sha256()
+        for param in self._trainable_params():
+            digest.update(param.detach().float().cpu().numpy().tobytes())
+        fingerprints = dist_utils.all_gather_object(digest.hexdigest())
+        summary = {"run_dir": str(self.run_dir), "steps": len(history),
+                   "final_loss": history[-1]["loss"] if history else None,
+                   "checkpoint": str(getattr(self, "last_checkpoint", "")), "world_size": self.world_size,
+                   "rank_weight_fingerprints": fingerprints,
+                   "rank_first_batch_videos": dist_utils.all_gather_object(getattr(self, "first_batch_videos", None))}
+        if self.rank == 0:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            self.metrics_file.close()
+            self.tensorboard.close()
+            logger.info("done: %d iterations, final loss %s, checkpoint %s", len(history),
+                        f"{summary['final_loss']:.4f}" if history else "n/a", summary["checkpoint"])
+        return summary
+
+
+def seed_worker(worker_id, base_seed, rank):
+    """Each data-loader worker of each rank gets its own seeds (augmentation itself is seeded per sample)."""
+    import random
+
+    import numpy as np
+
+    seed = (base_seed * 1000 + rank * 100 + worker_id) % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+

@@ -26,10 +26,6 @@ class BaseTask:
     def train_step(self, model, samples):
         return model(samples)["loss"]
 
-    def evaluation(self, model, data_loader):
-        """Mean loss over a loader (tasks with metrics override this)."""
-        raise NotImplementedError
-
 
 @registry.register_task("video_text_pretrain")
 class VideoTextPretrainTask(BaseTask):

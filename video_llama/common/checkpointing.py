@@ -1,0 +1,93 @@
+"""Training checkpoints: written atomically, resumable exactly.
+
+A checkpoint is a folder::
+
+    checkpoint_e{epoch}_s{step}/
+        model.safetensors      trainable weights only (frozen parts come from their own files)
+        training_state.pt      optimizer, scaler, epoch, next step, RNG states of every rank
+        config.yaml            the resolved config of the run
+
+It is written under a temporary name and renamed into place, and ``latest`` (a one-line file
+naming the newest checkpoint) is replaced atomically afterwards: a process killed while writing
+leaves the previous checkpoint, and ``latest``, as they were.
+"""
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+WEIGHTS, STATE, CONFIG, LATEST = "model.safetensors", "training_state.pt", "config.yaml", "latest"
+
+
+def rng_state():
+    """This process's RNG states, in types that ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_text_atomic(path, text):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir, name, weights, state, config_yaml):
+    """Write ``run_dir/name`` atomically and point ``run_dir/latest`` at it. Returns its path."""
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    final = run_dir / name
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".tmp-{name}-"))
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
+        torch.save(state, tmp / STATE)
+        (tmp / CONFIG).write_text(config_yaml)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_text_atomic(run_dir / LATEST, name + "\n")
+    return final
+
+
+def resolve_checkpoint(path):
+    """A checkpoint folder, or a run folder (→ the checkpoint its ``latest`` names)."""
+    path = Path(path)
+    if (path / WEIGHTS).is_file() and (path / STATE).is_file():
+        return path
+    if (path / LATEST).is_file():
+        return path / (path / LATEST).read_text().strip()
+    raise FileNotFoundError(
+        f"run.resume_ckpt_path: {path} is neither a checkpoint folder (with {WEIGHTS} and {STATE}) nor "
+        f"a run folder with a '{LATEST}' file; point it at output_dir/<run>/checkpoint_... or output_dir/<run>"
+    )
+
+
+def load_checkpoint(path):
+    """(weights, training state, config yaml text) of a checkpoint folder or run folder."""
+    from safetensors.torch import load_file
+
+    folder = resolve_checkpoint(path)
+    state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+    return load_file(str(folder / WEIGHTS)), state, (folder / CONFIG).read_text(), folder

@@ -1,0 +1,117 @@
+"""Process-group set-up from the launcher's environment, and guarded collectives.
+
+torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; those win over SLURM's variables (under
+``srun torchrun`` ``SLURM_PROCID`` is the node index, not the rank) and over ``run.world_size``.
+A single process needs no process group: every helper here works without one.
+"""
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: str = "cpu"
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    @property
+    def distributed(self):
+        return self.world_size > 1
+
+
+def _launcher_env():
+    """(rank, local_rank, world_size, launcher) from torchrun, else from a plain srun, else None."""
+    env = os.environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"]), "torchrun"
+    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        # `srun python train.py`: one task per process; needs MASTER_ADDR/MASTER_PORT for env://.
+        return int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0)), int(env["SLURM_NTASKS"]), "srun"
+    return None
+
+
+def init_distributed_mode(run_cfg):
+    """Initialise the process group when launched with more than one process.
+
+    NCCL on GPUs, gloo on CPUs. Returns a :class:`DistInfo` (rank, world size, device).
+    """
+    launched = _launcher_env()
+    rank, local_rank, world_size, launcher = launched or (0, 0, 1, None)
+    if run_cfg.world_size != world_size:
+        logger.warning("run.world_size is %s but %s started %d process(es); the launcher wins",
+                       run_cfg.world_size, launcher or "this launch (no torchrun)", world_size)
+    use_cuda = str(run_cfg.device).startswith("cuda")
+    device = f"cuda:{local_rank}" if use_cuda else "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if world_size > 1:
+        if not run_cfg.distributed:
+            raise RuntimeError(f"{world_size} processes were launched but run.distributed is False; "
+                               "set run.distributed=True or launch a single process")
+        if launcher == "srun":
+            os.environ.setdefault("RANK", str(rank))
+            os.environ.setdefault("WORLD_SIZE", str(world_size))
+            os.environ.setdefault("LOCAL_RANK", str(local_rank))
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method=run_cfg.dist_url,
+                                world_size=world_size, rank=rank, timeout=datetime.timedelta(minutes=30))
+        logger.info("process group: rank %d of %d (%s, %s)", rank, world_size, dist.get_backend(), device)
+    return DistInfo(rank, local_rank, world_size, device)
+
+
+def is_dist():
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank():
+    return dist.get_rank() if is_dist() else 0
+
+
+def get_world_size():
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main_process():
+    return get_rank() == 0
+
+
+def barrier():
+    if is_dist():
+        dist.barrier()
+
+
+def all_gather_object(obj):
+    """[obj of rank 0, obj of rank 1, ...]; just [obj] in a single process."""
+    if not is_dist():
+        return [obj]
+    gathered = [None] * get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def all_reduce_mean(value):
+    """Mean of a float over all ranks."""
+    if not is_dist():
+        return float(value)
+    tensor = torch.tensor([float(value)], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        tensor = tensor.cuda()
+    dist.all_reduce(tensor)
+    return tensor.item() / get_world_size()
+
+
+def destroy():
+    if is_dist():
+        dist.destroy_process_group()
