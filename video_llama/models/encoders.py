@@ -1,13 +1,13 @@
 """The vision encoder (timm's EVA) and Q-Formers (transformers' BLIP-2 Q-Former), sized from the
 ``model:`` config. Both use the original parameter layout, so published weights load by a plain
-rename (see checkpoint.py)."""
-
-from timm.models.eva import Eva
-from transformers import Blip2QFormerConfig, Blip2QFormerModel
+rename (see checkpoint.py). timm and transformers are imported on use: they are slow to import and
+most commands never build a model."""
 
 
 def build_eva_vit(cfg):
     """EVA ViT as in BLIP-2: no class head, no final norm (``ln_vision`` follows it)."""
+    from timm.models.eva import Eva
+
     return Eva(
         img_size=cfg.img_size,
         patch_size=cfg.vit_patch_size,
@@ -27,6 +27,8 @@ def build_eva_vit(cfg):
 
 def build_qformer(cfg, num_layers, encoder_width, cross_attention_freq):
     """Query-only Q-Former (no text embeddings or text feed-forward), as Video-LLaMA uses it."""
+    from transformers import Blip2QFormerConfig, Blip2QFormerModel
+
     config = Blip2QFormerConfig(
         hidden_size=cfg.qformer_hidden_size,
         num_hidden_layers=num_layers,

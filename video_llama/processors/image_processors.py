@@ -1,11 +1,6 @@
-"""BLIP-2 image processors: PIL image → float (C, H, W)."""
+"""BLIP-2 image processors: PIL image → float (C, H, W). (torchvision is imported on use: it is slow.)"""
 
 import dataclasses
-
-import torch
-
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2 as T
 
 from video_llama.common.registry import registry
 from video_llama.processors.base_processor import BaseProcessor
@@ -26,6 +21,9 @@ class ImageTrainProcessorConfig(ImageProcessorConfig):
 
 
 def _to_normalized_tensor(mean, std):
+    import torch
+    from torchvision.transforms import v2 as T
+
     return [T.ToImage(), T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
 
 
@@ -35,6 +33,9 @@ class Blip2ImageTrainProcessor(BaseProcessor):
 
     def __init__(self, config=None):
         super().__init__(config)
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import v2 as T
+
         cfg = self.config
         self.transform = T.Compose(
             [
@@ -54,6 +55,9 @@ class Blip2ImageEvalProcessor(BaseProcessor):
 
     def __init__(self, config=None):
         super().__init__(config)
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import v2 as T
+
         cfg = self.config
         size = (cfg.image_size, cfg.image_size)
         self.transform = T.Compose([T.Resize(size, interpolation=InterpolationMode.BICUBIC), *_to_normalized_tensor(cfg.mean, cfg.std)])

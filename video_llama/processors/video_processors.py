@@ -4,9 +4,6 @@ import dataclasses
 import math
 import random
 
-from torchvision.transforms.v2 import functional as TF
-from torchvision.transforms import InterpolationMode
-
 from video_llama.common.registry import registry
 from video_llama.processors.base_processor import BaseProcessor
 from video_llama.processors.normalization import CLIP_MEAN, CLIP_STD, normalize, standardize_clip
@@ -65,6 +62,9 @@ class AlproVideoTrainProcessor(_VideoProcessor):
     Config = VideoTrainProcessorConfig
 
     def augment(self, frames, rng):
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+
         rng = rng or random.Random()
         _, _, height, width = frames.shape
         top, left, h, w = random_crop_box(height, width, (self.config.min_scale, self.config.max_scale), rng)

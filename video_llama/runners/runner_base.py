@@ -284,7 +284,10 @@ class RunnerBase:
         for key, value in record.items():
             if isinstance(value, float):
                 self.tensorboard.add_scalar(f"train/{key}" if "step" in record else f"eval/{key}", value, step)
-        if "step" in record and record["step"] % max(1, every) == 0:
+        if "step" not in record:
+            logger.info("evaluation after epoch %d: %s", record["epoch"],
+                        ", ".join(f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float)))
+        elif record["step"] % max(1, every) == 0:
             logger.info("epoch %d step %d: loss %.4f lr %.2e", record["epoch"], record["step"], record["loss"], record["lr"])
 
     def _progress(self, total, epoch):
