@@ -1,10 +1,10 @@
 """Train from a YAML experiment:
 
-    python train.py --cfg-path train_configs/tiny_cpu_finetune.yaml
+    python train.py --cfg-path train_configs/quickstart_action_tiny.yaml
     torchrun --standalone --nproc_per_node=2 train.py --cfg-path X.yaml --options run.init_lr=1e-4
 """
 
-from video_llama.common.train_job import main
+from video_llama.common.jobs import train
 
 if __name__ == "__main__":
-    main()
+    train()

@@ -219,3 +219,13 @@ def test_hub_id_found_in_local_cache(monkeypatch, tmp_path):
 def test_local_folder_missing_names_key():
     with pytest.raises(WeightsNotFoundError, match="model.llama_model"):
         resolve_pretrained("./ckpt/llama-2-7b-chat-hf", "model.llama_model")
+
+
+def test_processor_image_size_follows_model_unless_set(tmp_path):
+    data = guide_dict()
+    del data["datasets"]["webvid_instruct"]["vis_processor"]["train"]["image_size"]
+    cfg = Config.from_file(write_yaml(tmp_path, data), ["model.model_type=tiny", "model.img_size=112"])
+    procs = cfg.datasets_cfg.webvid_instruct.vis_processor
+    assert procs.train.image_size == 112 and procs.eval.image_size == 112
+    problems = problems_of(write_yaml(tmp_path, guide_dict()), ["model.img_size=112"])  # the guide sets 224
+    assert any("vis_processor.train.image_size (224) must equal model.img_size (112)" in p for p in problems)

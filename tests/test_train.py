@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from video_llama.common import checkpointing
-from video_llama.common.train_job import main as train_main
+from video_llama.common.jobs import train as train_main
 from video_llama.runners.runner_base import RunnerBase
 
 from conftest import REPO_ROOT, TINY_CONFIG

@@ -4,9 +4,14 @@ import argparse
 
 
 def main(argv=None):
-    argparse.ArgumentParser(prog="video-llama list", description=__doc__.splitlines()[0]).parse_args(argv)
+    parser = argparse.ArgumentParser(prog="video-llama list", description=__doc__.splitlines()[0])
+    parser.add_argument("--plugins", nargs="+", default=[], help="also load these modules or .py files")
+    args = parser.parse_args(argv)
     import video_llama  # noqa: F401  (registers the built-ins)
+    from video_llama.common.plugins import load_plugins
     from video_llama.common.registry import registry
+
+    load_plugins(args.plugins)
 
     for kind, label in registry.KINDS.items():
         print(f"{label}s:")

@@ -10,6 +10,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="video-llama config", description=__doc__.splitlines()[0])
     parser.add_argument("--cfg-path", required=True)
     parser.add_argument("--options", nargs="+", default=[], help="overrides, key=value")
+    parser.add_argument("--plugins", nargs="+", default=[], help="modules or .py files that register builders etc.")
     args = parser.parse_args(argv)
     import video_llama  # noqa: F401  (registers the built-ins)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-WEIGHTS, STATE, CONFIG, LATEST = "model.safetensors", "training_state.pt", "config.yaml", "latest"
+WEIGHTS, STATE, CONFIG, LATEST, BEST = "model.safetensors", "training_state.pt", "config.yaml", "latest", "best"
 
 
 def rng_state():
@@ -71,13 +71,21 @@ def save_checkpoint(run_dir, name, weights, state, config_yaml):
     return final
 
 
-def resolve_checkpoint(path):
-    """A checkpoint folder, or a run folder (→ the checkpoint its ``latest`` names)."""
+def mark_best(run_dir, name, metrics):
+    """Record ``name`` as the run's best checkpoint (``run_dir/best``: name, then the metrics)."""
+    import json
+
+    _write_text_atomic(Path(run_dir) / BEST, f"{name}\n{json.dumps(metrics)}\n")
+
+
+def resolve_checkpoint(path, prefer=LATEST):
+    """A checkpoint folder, or a run folder (→ the checkpoint its ``prefer`` file, else ``latest``, names)."""
     path = Path(path)
     if (path / WEIGHTS).is_file() and (path / STATE).is_file():
         return path
-    if (path / LATEST).is_file():
-        return path / (path / LATEST).read_text().strip()
+    for pointer in (prefer, LATEST):
+        if (path / pointer).is_file():
+            return path / (path / pointer).read_text().splitlines()[0].strip()
     raise FileNotFoundError(
         f"run.resume_ckpt_path: {path} is neither a checkpoint folder (with {WEIGHTS} and {STATE}) nor "
         f"a run folder with a '{LATEST}' file; point it at output_dir/<run>/checkpoint_... or output_dir/<run>"

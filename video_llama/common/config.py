@@ -86,18 +86,25 @@ class Config:
     """
 
     def __init__(self, args):
+        from video_llama.common.plugins import load_plugins
+
         self.cfg_path = Path(args.cfg_path).resolve()
         self.options = list(getattr(args, "options", None) or [])
         user = OmegaConf.merge(load_yaml(self.cfg_path), parse_options(self.options))
+        # Plugins register before anything is resolved: their default YAMLs merge like built-ins.
+        load_plugins(getattr(args, "plugins", None) or [], "--plugins")
+        yaml_plugins = user.get("plugins") or []
+        if isinstance(yaml_plugins, (ListConfig, list)):
+            load_plugins([str(p) for p in yaml_plugins], f"plugins: in {self.cfg_path}", base_dir=self.cfg_path.parent)
         self.config = build_config(user, base_dir=self.cfg_path.parent, source=str(self.cfg_path))
 
     @classmethod
-    def from_file(cls, cfg_path, options=None):
+    def from_file(cls, cfg_path, options=None, plugins=None):
         class _Args:
             pass
 
         args = _Args()
-        args.cfg_path, args.options = cfg_path, options
+        args.cfg_path, args.options, args.plugins = cfg_path, options, plugins
         return cls(args)
 
     @property
@@ -139,7 +146,7 @@ def build_config(user, base_dir=None, source=None):
         raise ConfigError(problems, source)
 
     model = _model_section(user_model, problems)
-    datasets = _datasets_section(user_datasets, problems)
+    datasets = _datasets_section(user_datasets, problems, model.get("img_size"))
     run_defaults = load_yaml(DEFAULT_RUN_CONFIG)
     _check_keys(user_run, run_defaults.run, "run", problems)
     run = OmegaConf.merge(run_defaults.run, user_run)
@@ -175,7 +182,7 @@ def _model_section(user_model, problems):
     return OmegaConf.merge(defaults, user_model)
 
 
-def _datasets_section(user_datasets, problems):
+def _datasets_section(user_datasets, problems, img_size=None):
     merged = {}
     for name, user_ds in user_datasets.items():
         path = f"datasets.{name}"
@@ -192,13 +199,15 @@ def _datasets_section(user_datasets, problems):
         _check_keys(user_ds, defaults, path, problems, skip=PROCESSOR_SECTIONS)
         ds = OmegaConf.merge(_without(defaults, PROCESSOR_SECTIONS), _without(user_ds, PROCESSOR_SECTIONS))
         for section in PROCESSOR_SECTIONS:
-            ds[section] = _processor_section(defaults.get(section), user_ds.get(section), f"{path}.{section}", problems)
+            ds[section] = _processor_section(defaults.get(section), user_ds.get(section), f"{path}.{section}", problems,
+                                             img_size)
         merged[name] = ds
     return merged
 
 
-def _processor_section(defaults, user, path, problems):
-    """Each split's processor: class defaults ← dataset defaults (same name only) ← user."""
+def _processor_section(defaults, user, path, problems, img_size=None):
+    """Each split's processor: class defaults ← dataset defaults (same name only) ← user.
+    An ``image_size`` set nowhere follows ``model.img_size``."""
     defaults = defaults or OmegaConf.create({})
     user = user if user is not None else OmegaConf.create({})
     if not isinstance(user, DictConfig):
@@ -223,7 +232,10 @@ def _processor_section(defaults, user, path, problems):
         layers = [known]
         if default_split.get("name") == name:
             layers.append(default_split)
-        section[split] = OmegaConf.merge(*layers, user_split)
+        merged = OmegaConf.merge(*layers, user_split)
+        if "image_size" in merged and img_size is not None and not any("image_size" in layer for layer in layers[1:] + [user_split]):
+            merged.image_size = img_size
+        section[split] = merged
     return OmegaConf.create(section)
 
 

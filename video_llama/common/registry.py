@@ -53,7 +53,7 @@ class Registry:
                 raise RegistryError(
                     f"{self.KINDS[kind]} name '{name}' is already taken by {_qualname(existing)} "
                     f"(from {self.origin[kind].get(name, 'built-in')}); cannot register "
-                    f"{_qualname(cls)} under it. Pick another name."
+                    f"{_qualname(cls)} (from {self._current_origin}) under it. Pick another name."
                 )
             table[name] = cls
             self.origin[kind].setdefault(name, self._current_origin)

@@ -48,8 +48,12 @@ def load_questions(path):
     return questions
 
 
+LOOPED_DIR = "_looped"  # where --loop-short writes longer copies (under root, so paths stay relative)
+
+
 def find_videos(root):
-    """{label folder: [video paths relative to root]}, nested sub-folders included."""
+    """{label folder: [video paths relative to root]}, nested sub-folders included; folders whose
+    name starts with ``_`` or ``.`` (such as our own ``_looped``) are not labels."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"--root: {root} is not a folder")
@@ -57,6 +61,8 @@ def find_videos(root):
     for path in sorted(root.rglob("*")):
         if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
             rel = path.relative_to(root)
+            if rel.parts[0].startswith(("_", ".")):
+                continue
             if len(rel.parts) < 2:
                 logger.warning("%s is not inside a label folder; skipped", rel)
                 continue
@@ -161,7 +167,7 @@ def prepare(root, out, label_map=None, questions_file=None, ratios=(0.8, 0.1, 0.
                 continue
             if frames < n_frms:
                 if loop_short:
-                    looped = Path("_looped") / Path(rel).with_suffix(".mp4")
+                    looped = Path(LOOPED_DIR) / Path(rel).with_suffix(".mp4")
                     loop_clip(root / rel, root / looped, n_frms)
                     report.counts[folder]["looped"] += 1
                     rel = str(looped)

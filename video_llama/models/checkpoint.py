@@ -48,6 +48,10 @@ def ours_to_original(name):
 def read_state_dict(path, key):
     """A state dict from ``.safetensors`` or a torch checkpoint (``{"model": ...}`` unwrapped)."""
     path = Path(path)
+    if path.is_dir():  # a training checkpoint folder, or a run folder (its best, else latest, checkpoint)
+        from video_llama.common.checkpointing import BEST, WEIGHTS, resolve_checkpoint
+
+        path = resolve_checkpoint(path, prefer=BEST) / WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(f"{key}: checkpoint not found: {path}. Set {key} to the file's path, or null.")
     if path.suffix == ".safetensors":

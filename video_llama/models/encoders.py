@@ -3,12 +3,14 @@
 rename (see checkpoint.py). timm and transformers are imported on use: they are slow to import and
 most commands never build a model."""
 
+import torch.nn as nn
+
 
 def build_eva_vit(cfg):
     """EVA ViT as in BLIP-2: no class head, no final norm (``ln_vision`` follows it)."""
     from timm.models.eva import Eva
 
-    return Eva(
+    vit = Eva(
         img_size=cfg.img_size,
         patch_size=cfg.vit_patch_size,
         embed_dim=cfg.vit_embed_dim,
@@ -23,6 +25,11 @@ def build_eva_vit(cfg):
         init_values=None,
         drop_path_rate=cfg.drop_path_rate,
     )
+    if cfg.init_std:
+        for module in vit.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=cfg.init_std)
+    return vit
 
 
 def build_qformer(cfg, num_layers, encoder_width, cross_attention_freq):
@@ -37,5 +44,6 @@ def build_qformer(cfg, num_layers, encoder_width, cross_attention_freq):
         encoder_hidden_size=encoder_width,
         cross_attention_frequency=cross_attention_freq,
         use_qformer_text_input=False,
+        initializer_range=cfg.init_std or 0.02,
     )
     return Blip2QFormerModel(config)

@@ -8,7 +8,7 @@
       → llama_proj                                        (B, num_video_query_token, D_llm)
       → replaces the <ImageHere> placeholders of the prompt → causal LM → loss on answer tokens
 
-The LLM is always frozen; the freezing flags decide the rest. Frozen modules stay in eval mode
+The LLM is frozen (``freeze_llm``, as in the original); the other freezing flags decide the rest. Frozen modules stay in eval mode
 even after ``model.train()`` (their dropout and norms must behave as at pretraining).
 """
 
@@ -95,7 +95,7 @@ class VideoLLAMA(BaseModel):
     def frozen_modules(self):
         """Names of the submodules (and parameters) that the config freezes."""
         cfg = self.cfg
-        frozen = ["llama_model"]
+        frozen = ["llama_model"] if cfg.freeze_llm else []
         if cfg.freeze_vit:
             frozen += ["visual_encoder", "ln_vision"]
         if cfg.freeze_qformer:

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from video_llama.common import dist_utils
-from video_llama.common.checkpointing import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from video_llama.common.checkpointing import load_checkpoint, mark_best, rng_state, save_checkpoint, set_rng_state
 from video_llama.common.registry import registry
 from video_llama.datasets.collate import collate_video_samples
 from video_llama.datasets.sampling import MixedDataset, MixingBatchSampler
@@ -41,6 +41,7 @@ class RunnerBase:
         self.model = model.to(self.device)
         self.job_id = job_id or datetime.datetime.now().strftime("%Y%m%d%H%M%S")
         self.start_epoch, self.start_step = 0, 0
+        self.best = (None, None)  # (checkpoint name, validation metric)
 
     # ------------------------------------------------------------------ the loop
     def train(self):
@@ -79,9 +80,11 @@ class RunnerBase:
                 if run.save_freq_iters and at_boundary and (step + 1) % run.save_freq_iters == 0 and step + 1 < sampler.iters_per_epoch:
                     self._save(epoch, step + 1, optimizer, scaler)
             progress.close()
-            self._save(epoch + 1, 0, optimizer, scaler)
+            checkpoint = self._save(epoch + 1, 0, optimizer, scaler)
             if run.valid_splits:
-                self._log_metrics({"epoch": epoch, **self.evaluate(run.valid_splits)}, every=1)
+                results = self.evaluate(run.valid_splits, f"epoch{epoch}")
+                self._log_metrics({"epoch": epoch, **results}, every=1)
+                self._keep_best(checkpoint, results)
         return self._finish(history)
 
     def train_iteration(self, ddp_model, batch, step, iters_per_epoch, optimizer, scaler, autocast):
@@ -114,17 +117,35 @@ class RunnerBase:
         return size, step == start + size - 1
 
     @torch.no_grad()
-    def evaluate(self, splits):
-        """Mean loss per split (sharded over ranks, averaged)."""
+    def evaluate(self, splits, tag):
+        """The task's metrics for every dataset holding each split (sharded over ranks).
+
+        Results (and the task's files, e.g. a confusion matrix) go to ``run_dir/eval_<tag>/``.
+        """
         self.model.eval()
         results = {}
         for split in splits:
-            losses = [self.task.train_step(self.model, self._to_device(batch)).item()
-                      for batch in self._eval_loader(split)]
-            mean = sum(losses) / max(1, len(losses))
-            results[f"{split}_loss"] = dist_utils.all_reduce_mean(mean)
+            holders = [(name, parts[split]) for name, parts in self.datasets.items() if split in parts]
+            if not holders:
+                raise ValueError(f"run.valid_splits/test_splits names {split!r}, which no dataset has "
+                                 f"(splits: { {n: sorted(p) for n, p in self.datasets.items()} })")
+            for name, dataset in holders:
+                prefix = f"{name}/" if len(self.datasets) > 1 else ""
+                out_dir = self.run_dir / f"eval_{tag}" / f"{name}_{split}"
+                metrics = self.task.evaluate_split(self.model, self._eval_loader(dataset), self.run_cfg, split,
+                                                   out_dir, dataset)
+                results.update({prefix + k: v for k, v in metrics.items()})
         self.model.train()
         return results
+
+    def evaluate_only(self):
+        """``evaluate.py``: the test splits of the loaded model, into a run folder of their own."""
+        self.run_dir = self._make_run_dir()
+        results = self.evaluate(self.run_cfg.test_splits, "test")
+        if self.rank == 0:
+            (self.run_dir / "summary.json").write_text(json.dumps({"run_dir": str(self.run_dir), **results}, indent=2))
+            logger.info("evaluation: %s; files in %s", results, self.run_dir)
+        return {"run_dir": str(self.run_dir), **results}
 
     # ------------------------------------------------------------------ set-up helpers
     def _device_name(self):
@@ -177,11 +198,7 @@ class RunnerBase:
         )
         return sampler, loader
 
-    def _eval_loader(self, split):
-        datasets = [splits[split] for splits in self.datasets.values() if split in splits]
-        if not datasets:
-            raise ValueError(f"run.valid_splits/test_splits names {split!r}, which no dataset has")
-        dataset = torch.utils.data.ConcatDataset(datasets)
+    def _eval_loader(self, dataset):
         shard = list(range(self.rank, len(dataset), self.world_size))
         return DataLoader(torch.utils.data.Subset(dataset, shard), batch_size=self.run_cfg.batch_size_eval,
                           num_workers=self.run_cfg.num_workers, collate_fn=self._collate())
@@ -235,6 +252,17 @@ class RunnerBase:
             logger.info("checkpoint written: %s", path)
             self.last_checkpoint = path
         dist_utils.barrier()
+        return f"checkpoint_e{epoch}_s{step}"
+
+    def _keep_best(self, checkpoint, results):
+        """Point ``run_dir/best`` at the checkpoint with the best first validation metric
+        (highest for accuracies, lowest for losses)."""
+        key, value = next(iter(results.items()))
+        if self.best[0] is None or (value < self.best[1] if key.endswith("loss") else value > self.best[1]):
+            self.best = (checkpoint, value)
+            if self.rank == 0:
+                mark_best(self.run_dir, checkpoint, {key: value})
+                logger.info("best so far: %s (%s %.4f)", checkpoint, key, value)
 
     def _resume(self, path, optimizer, scaler):
         weights, state, config_yaml, folder = load_checkpoint(path)
@@ -301,7 +329,7 @@ class RunnerBase:
         for param in self._trainable_params():
             digest.update(param.detach().float().cpu().numpy().tobytes())
         fingerprints = dist_utils.all_gather_object(digest.hexdigest())
-        summary = {"run_dir": str(self.run_dir), "steps": len(history),
+        summary = {"run_dir": str(self.run_dir), "steps": len(history), "best_checkpoint": self.best[0],
                    "final_loss": history[-1]["loss"] if history else None,
                    "checkpoint": str(getattr(self, "last_checkpoint", "")), "world_size": self.world_size,
                    "rank_weight_fingerprints": fingerprints,

@@ -2,6 +2,9 @@
 
 import logging
 
+import torch
+
+from video_llama.common import dist_utils
 from video_llama.common.registry import registry
 
 logger = logging.getLogger(__name__)
@@ -25,6 +28,14 @@ class BaseTask:
 
     def train_step(self, model, samples):
         return model(samples)["loss"]
+
+    @torch.no_grad()
+    def evaluate_split(self, model, loader, run_cfg, split, out_dir, dataset):
+        """Mean loss over this rank's share of a split, averaged over ranks."""
+        device = next(model.parameters()).device
+        losses = [self.train_step(model, {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}).item()
+                  for batch in loader]
+        return {f"{split}_loss": dist_utils.all_reduce_mean(sum(losses) / max(1, len(losses)))}
 
 
 @registry.register_task("video_text_pretrain")

@@ -1,6 +1,6 @@
 """Dataset builders; importing this package registers the built-in ones."""
 
 from video_llama.datasets.builders.base_builder import BaseDatasetBuilder
-from video_llama.datasets.builders.video_builders import WebvidBuilder, WebvidInstructBuilder
+from video_llama.datasets.builders.video_builders import VideoInstructBuilder, WebvidBuilder
 
-__all__ = ["BaseDatasetBuilder", "WebvidBuilder", "WebvidInstructBuilder"]
+__all__ = ["BaseDatasetBuilder", "VideoInstructBuilder", "WebvidBuilder"]

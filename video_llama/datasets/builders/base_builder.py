@@ -27,11 +27,19 @@ class BaseDatasetBuilder:
 
     @classmethod
     def default_config(cls, type="default"):
-        """The builder's section of its default YAML (the YAML's single ``datasets`` entry)."""
-        datasets = OmegaConf.load(cls.default_config_path(type)).datasets
-        if len(datasets) != 1:
-            raise ValueError(f"{cls.default_config_path(type)} must define exactly one dataset, found {list(datasets)}")
-        return next(iter(datasets.values()))
+        """Every key the builder understands, with its default: the single ``datasets`` entry of its
+        default YAML, over those of the builders it derives from (so a subclass's YAML lists only
+        what it adds or changes)."""
+        layers = []
+        for klass in reversed(cls.__mro__):
+            own = klass.__dict__.get("DATASET_CONFIG_DICT", {})
+            if type in own:
+                path = CONFIG_DIR / own[type]
+                datasets = OmegaConf.load(path).datasets
+                if len(datasets) != 1:
+                    raise ValueError(f"{path} must define exactly one dataset, found {list(datasets)}")
+                layers.append(next(iter(datasets.values())))
+        return OmegaConf.merge(*layers)
 
     # ------------------------------------------------------------------ shared helpers
     def annotation_splits(self):

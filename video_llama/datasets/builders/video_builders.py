@@ -7,15 +7,23 @@ from video_llama.datasets.datasets.video_instruct_dataset import VideoInstructDa
 
 
 @registry.register_builder("webvid_instruct")
-class WebvidInstructBuilder(BaseDatasetBuilder):
+class VideoInstructBuilder(BaseDatasetBuilder):
+    """Video instruction data. The base for new annotation formats: a subclass overrides
+    :meth:`read_annotations` and names its default YAML (only the keys it adds); videos,
+    processors, templates, truncation and distributed loading come from here."""
+
     DATASET_CONFIG_DICT = {"default": "datasets/webvid_instruct/defaults.yaml"}
+
+    def read_annotations(self, anno_files):
+        """[{"video": path relative to videos_dir, "QA": [{"q": ..., "a": ...}, ...]}, ...]"""
+        return read_instruct_annotations(anno_files)
 
     def build_split(self, split, anno_files):
         from video_llama.models.video_llama import load_tokenizer
 
         cfg = self.config
         return VideoInstructDataset(
-            read_instruct_annotations(anno_files),
+            self.read_annotations(anno_files),
             self.videos_dir(),
             self.processor("vis_processor", split),
             load_tokenizer(cfg.tokenizer_name),
@@ -24,6 +32,7 @@ class WebvidInstructBuilder(BaseDatasetBuilder):
             max_txt_len=cfg.max_txt_len,
             max_failed_ratio=cfg.max_failed_ratio,
             name=f"webvid_instruct/{split}",
+            anno_files=anno_files,
         )
 
 

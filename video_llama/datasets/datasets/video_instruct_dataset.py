@@ -48,8 +48,10 @@ def read_instruct_annotations(paths):
 
 class VideoInstructDataset(BaseVideoDataset):
     def __init__(self, records, videos_dir, vis_processor, tokenizer, model_type="llama_v2",
-                 num_video_query_token=32, max_txt_len=320, max_failed_ratio=0.1, name="webvid_instruct"):
+                 num_video_query_token=32, max_txt_len=320, max_failed_ratio=0.1, name="webvid_instruct",
+                 anno_files=()):
         self.tokenizer = tokenizer
+        self.anno_files = list(anno_files)
         self.template = get_template(model_type)
         self.num_video_query_token = num_video_query_token
         self.placeholder_id = tokenizer.convert_tokens_to_ids(IMAGE_PATCH_TOKEN)
@@ -77,4 +79,6 @@ class VideoInstructDataset(BaseVideoDataset):
             "input_ids": torch.tensor(record["input_ids"]),
             "labels": torch.tensor(record["labels"]),
             "video": record["video"],
+            "question": record["QA"][0]["q"],
+            "answer": record["QA"][0]["a"],
         }

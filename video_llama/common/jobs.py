@@ -1,4 +1,5 @@
-"""What ``train.py`` does: parse → config → distributed set-up → task → model, data → runner."""
+"""What ``train.py`` and ``evaluate.py`` do: parse → config → distributed set-up → task → model and
+data → runner. Every config problem is reported before any data or model work."""
 
 import argparse
 import logging
@@ -11,10 +12,11 @@ import torch
 logger = logging.getLogger(__name__)
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description="Train a Video-LLaMA style model from a YAML experiment.")
+def parse_args(argv=None, description=""):
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--cfg-path", required=True, help="experiment YAML")
     parser.add_argument("--options", nargs="+", default=[], help="overrides, key=value (e.g. run.init_lr=1e-4)")
+    parser.add_argument("--plugins", nargs="+", default=[], help="modules or .py files that register builders etc.")
     return parser.parse_args(argv)
 
 
@@ -25,15 +27,14 @@ def setup_seeds(seed, rank):
     torch.manual_seed(seed)
 
 
-def main(argv=None):
+def _run(argv, description, action):
     import video_llama  # noqa: F401  (registers the built-ins)
     from video_llama.common import dist_utils
     from video_llama.common.config import Config, check_runtime
     from video_llama.common.logger import setup_logger
     from video_llama.common.registry import registry
 
-    args = parse_args(argv)
-    cfg = Config(args)  # every config problem is reported here, before any work
+    cfg = Config(parse_args(argv, description))
     check_runtime(cfg.config)
     setup_logger(int(os.environ.get("RANK", 0)))
     info = dist_utils.init_distributed_mode(cfg.run_cfg)
@@ -43,6 +44,16 @@ def main(argv=None):
         datasets = task.build_datasets(cfg)
         model = task.build_model(cfg)
         runner = registry.get_runner_class(cfg.run_cfg.runner)(cfg=cfg, task=task, model=model, datasets=datasets)
-        return runner.train()
+        return action(runner)
     finally:
         dist_utils.destroy()
+
+
+def train(argv=None):
+    """Train from a YAML experiment; returns the runner's summary."""
+    return _run(argv, "Train a Video-LLaMA style model from a YAML experiment.", lambda runner: runner.train())
+
+
+def evaluate(argv=None):
+    """Evaluate ``run.test_splits`` with the task's metrics; returns them."""
+    return _run(argv, "Evaluate a Video-LLaMA style model on run.test_splits.", lambda runner: runner.evaluate_only())

@@ -1,0 +1,9 @@
+"""Evaluate a model on the test splits of a YAML experiment (accuracy, confusion matrix, ...):
+
+    python evaluate.py --cfg-path eval_configs/quickstart_action_tiny.yaml --options model.ckpt=RUN_DIR
+"""
+
+from video_llama.common.jobs import evaluate
+
+if __name__ == "__main__":
+    evaluate()

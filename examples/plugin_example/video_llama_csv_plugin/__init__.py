@@ -1,0 +1,1 @@
+"""Example plugin package; the registrations live in csv_actions.py (named by the entry point)."""

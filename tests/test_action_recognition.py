@@ -1,0 +1,136 @@
+"""prepare / synth, answer matching, ranking, metrics and their files."""
+
+import json
+
+import pytest
+import torch
+
+import video_llama  # noqa: F401
+from video_llama.datasets.action_folders import prepare, readable_label, stratified_split
+from video_llama.datasets.video_writer import write_video
+from video_llama.tasks.action_recognition import compute_metrics, match_answer, normalize_answer, rank_labels, write_results
+
+from conftest import gradient_clip
+
+
+@pytest.fixture(scope="module")
+def action_root(tmp_path_factory, clips_dir):
+    """wave/ (flat, 4 clips), fall_down/ (nested, 4 clips), a broken file and a too-short clip."""
+    root = tmp_path_factory.mktemp("actions")
+    for i in range(4):
+        write_video(root / "wave" / f"w{i}.mp4", gradient_clip(12, 32, 32, seed=i))
+        write_video(root / "fall_down" / "session1" / f"f{i}.avi", gradient_clip(12, 32, 32, seed=10 + i))
+    (root / "wave" / "broken.mkv").write_bytes(b"not a video at all")
+    write_video(root / "fall_down" / "short.mp4", gradient_clip(3, 32, 32))
+    return root
+
+
+def test_prepare_layouts_unreadable_short_and_label_map(action_root, tmp_path):
+    label_map = tmp_path / "modes.yaml"
+    label_map.write_text("wave: greet_mode\nfall_down: alert_mode\n")
+    report, labels = prepare(action_root, tmp_path / "out", label_map=label_map, ratios=(0.5, 0.25, 0.25), n_frms=8)
+    assert labels == {"wave": "greet_mode", "fall_down": "alert_mode"}
+    assert [rel for rel, _ in report.unreadable] == ["wave/broken.mkv"]
+    assert report.short == [("fall_down/short.mp4", 3)]
+    entries = {s: json.loads((tmp_path / "out" / f"{s}.json").read_text()) for s in ("train", "val", "test")}
+    videos = [e["video"] for split in entries.values() for e in split]
+    assert sorted(videos) == sorted([f"wave/w{i}.mp4" for i in range(4)] + [f"fall_down/session1/f{i}.avi" for i in range(4)])
+    assert {e["QA"][0]["a"] for e in entries["train"]} == {"greet_mode", "alert_mode"}
+    assert json.loads((tmp_path / "out" / "labels.json").read_text())["labels"] == ["alert_mode", "greet_mode"]
+    table = report.table(labels)
+    assert "greet_mode" in table and "total" in table
+
+
+def test_prepare_keep_short_and_loop_short(action_root, tmp_path):
+    report, _ = prepare(action_root, tmp_path / "keep", n_frms=8, keep_short=True)
+    assert report.counts["fall_down"]["short_kept"] == 1 and not report.short
+    report, _ = prepare(action_root, tmp_path / "loop", n_frms=8, loop_short=True)
+    assert report.counts["fall_down"]["looped"] == 1
+    from video_llama.datasets.action_folders import probe
+
+    assert probe(action_root / "_looped" / "fall_down" / "short.mp4")[0] >= 8
+
+
+def test_prepare_errors_name_the_fix(action_root, tmp_path):
+    partial = tmp_path / "partial.json"
+    partial.write_text('{"wave": "greet_mode"}')
+    with pytest.raises(ValueError, match=r"no entry for folder\(s\) \['fall_down'\]"):
+        prepare(action_root, tmp_path / "x", label_map=partial)
+    with pytest.raises(FileNotFoundError, match="no videos"):
+        prepare(tmp_path, tmp_path / "y")
+
+
+def test_split_is_stratified_and_seeded():
+    items = {"a": [f"a{i}" for i in range(10)], "b": [f"b{i}" for i in range(20)]}
+    split = stratified_split(items, (0.8, 0.1, 0.1), seed=3)
+    assert split == stratified_split(items, (0.8, 0.1, 0.1), seed=3)
+    assert split != stratified_split(items, (0.8, 0.1, 0.1), seed=4)
+    for label, n in (("a", 10), ("b", 20)):
+        counts = [sum(x.startswith(label) for x in split[s]) for s in ("train", "val", "test")]
+        assert counts == [round(n * 0.8), round(n * 0.1), round(n * 0.1)]
+    assert sorted(sum(split.values(), [])) == sorted(items["a"] + items["b"])
+
+
+def test_labels_readable_and_answers_matched():
+    assert readable_label("fall_down") == "Fall down" and readable_label("clean-glass_door") == "Clean glass door"
+    labels = ["Fall down", "Fall", "greet_mode", "To and fro"]
+    assert normalize_answer("  Greet_Mode! ") == "greet mode"
+    assert match_answer("fall down.", labels) == "Fall down"
+    assert match_answer("The person is falling", labels) is None
+    assert match_answer("I think it is fall down here", labels) == "Fall down"  # longest label wins
+    assert match_answer("greet mode", labels) == "greet_mode"
+    assert match_answer("to and fro or fall", labels) is None  # two labels: ambiguous
+
+
+def test_rank_scores_are_answer_log_likelihoods(tiny_llm_dir, clips_dir):
+    """Labels of different token lengths sharing a prefix: each score equals the log-likelihood
+    the training loss assigns to that answer, and the pick is the largest."""
+    from omegaconf import OmegaConf
+
+    from video_llama.common.registry import registry
+    from video_llama.conversation.templates import conversation_ids, video_placeholder
+    from video_llama.datasets.collate import pad_batch
+
+    from conftest import tiny_config
+
+    cfg = tiny_config(tiny_llm_dir, clips_dir / "train.json", clips_dir)
+    torch.manual_seed(0)
+    model = registry.get_model_class("video_llama").from_config(OmegaConf.merge(cfg.model_cfg, {"img_size": 112})).eval()
+    labels = ["Fall", "Fall down", "Fall down slowly", "Wave"]
+    frames = torch.randn(1, 3, 8, 112, 112)
+    question = "What is the action?"
+    scores = rank_labels(model, frames, [question], labels)[0]
+    expected = []
+    for label in labels:
+        ids, targets = conversation_ids(model.llama_tokenizer, model.template, [(f"{video_placeholder(32)} {question}", label)])
+        batch = pad_batch([{"input_ids": ids, "labels": targets}], model.llama_tokenizer.pad_token_id)
+        with torch.no_grad():
+            loss = model({"image": frames, **batch})["loss"]
+        expected.append(-loss.item() * sum(t != -100 for t in targets))
+    assert scores.tolist() == pytest.approx(expected, abs=1e-4)
+    assert int(scores.argmax()) == max(range(len(labels)), key=lambda i: expected[i])
+
+
+def test_metrics_and_files(tmp_path):
+    labels = ["a", "b"]
+    predictions = [{"video": "1", "label": "a", "prediction": "a"}, {"video": "2", "label": "a", "prediction": "b"},
+                   {"video": "3", "label": "b", "prediction": "b"}, {"video": "4", "label": "b", "prediction": None}]
+    metrics = compute_metrics(predictions, labels)
+    assert metrics["top1"] == 0.5 and metrics["n"] == 4 and metrics["per_class"] == {"a": 0.5, "b": 0.5}
+    assert metrics["unmatched"] == 1 and metrics["confusion_matrix"]["counts"] == [[1, 1, 0], [0, 1, 1]]
+    write_results(predictions, metrics, tmp_path)
+    assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / "metrics.json").read_text())["top1"] == 0.5
+    assert len((tmp_path / "predictions.jsonl").read_text().splitlines()) == 4
+
+
+def test_synthetic_dataset_layout(tmp_path):
+    from video_llama.datasets.synthetic import write_synthetic_dataset
+    from video_llama.processors.video_decoding import load_video
+
+    names = write_synthetic_dataset(tmp_path, classes=3, per_class=2, seed=1)
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.*"))
+    assert names == ["to_and_fro", "circling", "falling_down"] and len(files) == 6
+    assert {f.rsplit(".", 1)[1] for f in files} == {"mp4", "avi"}
+    clip = load_video(tmp_path / files[0], n_frms=8, height=32, width=32)
+    assert clip.num_frames >= 16

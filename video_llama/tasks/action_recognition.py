@@ -1,0 +1,219 @@
+"""Action recognition: how often the model names the right action for a held-out clip.
+
+Two ways to ask (``run.eval_mode``):
+
+* ``rank``: score every label by the model's log-likelihood of answering it (the answer tokens
+  and the end symbol, summed) and take the best; no generation, so no unmatched answers.
+* ``generate``: the model answers freely (greedy); the answer is normalised and matched to the
+  label set; an answer that matches no label counts as wrong and is listed.
+
+Outputs under the evaluation folder: ``metrics.json`` (``top1``, ``per_class``, ``n``, ...),
+``confusion_matrix.json`` and ``.png``, and ``predictions.jsonl`` with every prediction.
+"""
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import torch
+
+from video_llama.common import dist_utils
+from video_llama.common.registry import registry
+from video_llama.conversation.templates import IGNORE_INDEX, _end_ids, prompt_ids, video_placeholder
+from video_llama.datasets.collate import pad_batch
+from video_llama.tasks.base_task import BaseTask
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- answers → labels
+
+
+def normalize_answer(text):
+    """Lower case, underscores and hyphens as spaces, no punctuation, single spaces."""
+    text = text.lower().replace("_", " ").replace("-", " ")
+    text = re.sub(r"[^\w\s]", " ", text)
+    return " ".join(text.split())
+
+
+def match_answer(answer, labels):
+    """The label an answer names, or None. Exact (normalised) match first; otherwise the single
+    label whose words appear in the answer ("The action is falling down." → "Falling down")."""
+    norm = normalize_answer(answer)
+    by_norm = {normalize_answer(label): label for label in labels}
+    if norm in by_norm:
+        return by_norm[norm]
+    found = [key for key in by_norm if key and re.search(rf"\b{re.escape(key)}\b", norm)]
+    # "fall" inside "fall down" is not a second label; two unrelated labels are ambiguous
+    found = [key for key in found if not any(key != other and key in other for other in found)]
+    return by_norm[found[0]] if len(found) == 1 else None
+
+
+def label_set(run_cfg, anno_files, records):
+    """Labels from run.labels, else labels.json beside the annotations, else distinct answers."""
+    if run_cfg.get("labels"):
+        return list(run_cfg.labels)
+    for anno in anno_files:
+        labels_file = Path(anno).parent / "labels.json"
+        if labels_file.is_file():
+            return list(json.loads(labels_file.read_text())["labels"])
+    return sorted({record["QA"][0]["a"] for record in records})
+
+
+# ---------------------------------------------------------------------------- asking the model
+
+
+def _prompts(model, questions):
+    placeholder = video_placeholder(model.num_video_query_token)
+    return [prompt_ids(model.llama_tokenizer, model.template, f"{placeholder} {q}") for q in questions]
+
+
+@torch.no_grad()
+def rank_labels(model, frames, questions, labels):
+    """Log-likelihood of each label as the answer: tensor (batch, len(labels))."""
+    tokenizer = model.llama_tokenizer
+    answers = [tokenizer(model.template.answer.format(a=label), add_special_tokens=False).input_ids
+               + _end_ids(tokenizer, model.template) for label in labels]
+    video = model.encode_video(frames)
+    scores = torch.empty(len(questions), len(labels))
+    for row, prompt in enumerate(_prompts(model, questions)):
+        items = [{"input_ids": prompt + a, "labels": [IGNORE_INDEX] * len(prompt) + a} for a in answers]
+        batch = {k: v.to(frames.device) for k, v in pad_batch(items, tokenizer.pad_token_id).items()}
+        embeds = model.embed_with_video(batch["input_ids"], video[row:row + 1].expand(len(labels), -1, -1))
+        logits = model.llama_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits.float()
+        targets = batch["labels"][:, 1:]
+        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+        picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        scores[row] = (picked * (targets != IGNORE_INDEX)).sum(dim=1).cpu()
+    return scores
+
+
+@torch.no_grad()
+def generate_answers(model, frames, questions, max_new_tokens=16):
+    """Greedy answers (text), prompts left-padded so that every answer starts at the same place."""
+    tokenizer = model.llama_tokenizer
+    prompts = _prompts(model, questions)
+    length = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), length), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), length), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        ids[row, length - len(prompt):] = torch.tensor(prompt)
+        mask[row, length - len(prompt):] = 1
+    ids, mask = ids.to(frames.device), mask.to(frames.device)
+    embeds = model.embed_with_video(ids, model.encode_video(frames))
+    stop = [tokenizer.eos_token_id]
+    out = model.llama_model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                     do_sample=False, eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)
+    texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+    end_sym = model.cfg.end_sym if model.cfg.end_sym != "</s>" else None
+    return [(t.split(end_sym)[0] if end_sym else t).strip() for t in texts]
+
+
+# ---------------------------------------------------------------------------- metrics and files
+
+
+def compute_metrics(predictions, labels):
+    """top-1, per-class accuracy and the confusion matrix (rows: truth, columns: prediction)."""
+    index = {label: i for i, label in enumerate(labels)}
+    columns = labels + ["(unmatched)"]
+    matrix = [[0] * len(columns) for _ in labels]
+    for p in predictions:
+        if p["label"] in index:
+            matrix[index[p["label"]]][index.get(p["prediction"], len(labels))] += 1
+    per_class = {label: (matrix[i][i] / sum(matrix[i]) if sum(matrix[i]) else None) for i, label in enumerate(labels)}
+    n = len(predictions)
+    correct = sum(p["prediction"] == p["label"] for p in predictions)
+    unmatched = [p for p in predictions if p["prediction"] is None]
+    return {"top1": correct / n if n else 0.0, "n": n, "correct": correct, "per_class": per_class,
+            "unmatched": len(unmatched), "unknown_truth": sum(p["label"] not in index for p in predictions),
+            "labels": labels, "confusion_matrix": {"rows_truth": labels, "columns_prediction": columns, "counts": matrix}}
+
+
+def plot_confusion_matrix(confusion, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    counts = confusion["counts"]
+    rows, columns = confusion["rows_truth"], confusion["columns_prediction"]
+    if not any(row[-1] for row in counts):  # hide the unmatched column when empty
+        counts, columns = [r[:-1] for r in counts], columns[:-1]
+    size = max(4, 0.7 * len(columns) + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    ax.imshow(counts, cmap="Blues")
+    ax.set_xticks(range(len(columns)), columns, rotation=45, ha="right")
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    peak = max((max(r) for r in counts), default=0)
+    for i, row in enumerate(counts):
+        for j, value in enumerate(row):
+            ax.text(j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(predictions, metrics, out_dir):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "predictions.jsonl", "w") as f:
+        for p in predictions:
+            f.write(json.dumps(p) + "\n")
+    (out_dir / "confusion_matrix.json").write_text(json.dumps(metrics["confusion_matrix"], indent=1))
+    (out_dir / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"}, indent=1))
+    plot_confusion_matrix(metrics["confusion_matrix"], out_dir / "confusion_matrix.png",
+                          f"top-1 {metrics['top1']:.3f} (n={metrics['n']})")
+
+
+# ---------------------------------------------------------------------------- the task
+
+
+@registry.register_task("action_recognition")
+class ActionRecognitionTask(BaseTask):
+    """Trains like video_text_pretrain; evaluates by top-1 accuracy over a closed label set."""
+
+    def predict(self, model, loader, labels, mode, max_new_tokens=16):
+        """Predictions of this rank's share of a split: [{video, label, prediction, answer|scores}]."""
+        model.eval()
+        predictions = []
+        for batch in loader:
+            frames = batch["image"].to(model.device)
+            truths = [normalize_truth(a, labels) for a in batch["answer"]]
+            if mode == "rank":
+                scores = rank_labels(model, frames, batch["question"], labels)
+                for video, truth, row in zip(batch["video"], truths, scores):
+                    predictions.append({"video": video, "label": truth, "prediction": labels[int(row.argmax())],
+                                        "scores": {l: round(float(s), 4) for l, s in zip(labels, row)}})
+            elif mode == "generate":
+                for video, truth, answer in zip(batch["video"], truths,
+                                                generate_answers(model, frames, batch["question"], max_new_tokens)):
+                    predictions.append({"video": video, "label": truth, "answer": answer,
+                                        "prediction": match_answer(answer, labels)})
+            else:
+                raise ValueError(f"run.eval_mode must be rank or generate, got {mode!r}")
+        return predictions
+
+    def evaluate_split(self, model, loader, run_cfg, split, out_dir, dataset):
+        labels = label_set(run_cfg, dataset.anno_files, dataset.records)
+        local = self.predict(model, loader, labels, run_cfg.eval_mode, run_cfg.max_new_tokens)
+        predictions = [p for part in dist_utils.all_gather_object(local) for p in part]
+        metrics = compute_metrics(predictions, labels)
+        if dist_utils.is_main_process():
+            write_results(predictions, metrics, out_dir)
+            unmatched = [p for p in predictions if p["prediction"] is None]
+            if unmatched:
+                logger.warning("%d answer(s) matched no label (counted wrong), e.g. %s", len(unmatched),
+                               [(p["video"], p["answer"]) for p in unmatched[:5]])
+            logger.info("%s: top-1 %.3f over %d clips (%s mode); per class: %s; results in %s", split,
+                        metrics["top1"], metrics["n"], run_cfg.eval_mode,
+                        {k: (round(v, 3) if v is not None else None) for k, v in metrics["per_class"].items()}, out_dir)
+        return {f"{split}_top1": metrics["top1"]}
+
+
+def normalize_truth(answer, labels):
+    """The label an annotation's answer stands for (answers are labels written by `prepare`)."""
+    return answer if answer in labels else (match_answer(answer, labels) or answer)
