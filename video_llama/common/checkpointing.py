@@ -78,7 +78,7 @@ def mark_best(run_dir, name, metrics):
     _write_text_atomic(Path(run_dir) / BEST, f"{name}\n{json.dumps(metrics)}\n")
 
 
-def resolve_checkpoint(path, prefer=LATEST):
+def resolve_checkpoint(path, prefer=LATEST, key="run.resume_ckpt_path"):
     """A checkpoint folder, or a run folder (→ the checkpoint its ``prefer`` file, else ``latest``, names)."""
     path = Path(path)
     if (path / WEIGHTS).is_file() and (path / STATE).is_file():

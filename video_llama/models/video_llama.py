@@ -85,12 +85,41 @@ class VideoLLAMA(BaseModel):
         if load_llm:
             llama_model, llama_tokenizer = load_llm_and_tokenizer(cfg.llama_model, DTYPES[cfg.llama_dtype])
         model = cls(cfg, llama_model, llama_tokenizer)
-        if cfg.ckpt:
-            from video_llama.models.checkpoint import load_trainable_weights
-
-            load_trainable_weights(model, cfg.ckpt, key="model.ckpt")
+        model.load_pretrained_parts()
         model.log_parameter_counts()
         return model
+
+    def load_pretrained_parts(self):
+        """The files the config names, in order: the EVA ViT, the BLIP-2 image Q-Former (LAVIS
+        ``.pth`` or a Hugging Face BLIP-2 folder, which may bring the ViT too), then ``ckpt``
+        (the trainable part: a published VL checkpoint or one of ours), then ``ckpt_2``."""
+        from video_llama.models.checkpoint import load_weights
+
+        cfg = self.cfg
+        if cfg.vit_ckpt:  # LAVIS's eva_vit_g.pth holds the ViT's own names, without our module prefix
+            load_weights(self, cfg.vit_ckpt, "model.vit_ckpt", required_prefixes=("visual_encoder.",),
+                         add_prefix="visual_encoder.")
+        if cfg.q_former_model:
+            load_weights(self, cfg.q_former_model, "model.q_former_model",
+                         required_prefixes=("Qformer.", "query_tokens"),
+                         wanted_prefixes=("vision_model.", "qformer.", "query_tokens"))
+        for key in ("ckpt", "ckpt_2"):
+            if cfg[key]:
+                load_weights(self, cfg[key], f"model.{key}", required_prefixes=None if key == "ckpt" else ())
+
+    @classmethod
+    def from_pretrained(cls, path, load_llm=True, **overrides):
+        """One call for a model we trained: ``path`` is a run folder (its best checkpoint) or a
+        checkpoint folder; the model is rebuilt from the config saved with it, then loaded.
+        ``overrides`` replace ``model:`` keys (e.g. ``llama_model=`` when the LLM moved)."""
+        from omegaconf import OmegaConf
+
+        from video_llama.common.checkpointing import BEST, CONFIG, resolve_checkpoint
+
+        folder = resolve_checkpoint(path, prefer=BEST, key="from_pretrained")
+        cfg = OmegaConf.load(folder / CONFIG).model
+        cfg = OmegaConf.merge(cfg, {**overrides, "ckpt": str(folder)})
+        return cls.from_config(cfg, load_llm=load_llm)
 
     def frozen_modules(self):
         """Names of the submodules (and parameters) that the config freezes."""
