@@ -1,6 +1,7 @@
 """train.py end to end on the tiny recipe: one process, two processes, stop/resume, atomic saves."""
 
 import json
+from pathlib import Path
 import os
 import subprocess
 import sys
@@ -156,3 +157,30 @@ def test_gradient_accumulation_scales_loss_to_the_window_mean():
         r.train_iteration(two, {"x": data[0][step:step + 1], "y": data[1][step:step + 1]}, step, 2, opt, scaler, no_autocast)
     assert torch.allclose(one.weight, two.weight, atol=1e-6) and torch.allclose(one.bias, two.bias, atol=1e-6)
     assert [r._window(s, 3) for s in range(3)] == [(2, False), (2, True), (1, True)]  # epoch ends mid-window
+
+
+def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir, clips_dir, tmp_path):
+    from video_llama.common.jobs import evaluate
+
+    splits = json.dumps({"train": str(clips_dir / "train.json"), "val": str(clips_dir / "train.json")})
+    summary = train_main(["--cfg-path", str(TINY_CONFIG), "--options",
+                          *options(tiny_llm_dir, clips_dir, tmp_path / "train", "run.iters_per_epoch=2", "run.max_epoch=2",
+                                   "run.task=action_recognition", "run.valid_splits=[val]"),
+                          f"datasets.webvid_instruct.build_info.anno_dir={splits}"])
+    run_dir = Path(summary["run_dir"])
+    best = (run_dir / "best").read_text().splitlines()
+    assert best[0] == summary["best_checkpoint"] and "val_top1" in best[1]
+    assert (run_dir / "eval_epoch0" / "webvid_instruct_val" / "confusion_matrix.png").is_file()
+
+    for mode in ("rank", "generate"):
+        result = evaluate(["--cfg-path", str(TINY_CONFIG), "--options",
+                           *options(tiny_llm_dir, clips_dir, tmp_path / f"eval_{mode}", "run.task=action_recognition",
+                                    "run.test_splits=[test]", f"run.eval_mode={mode}", f"model.ckpt={run_dir}"),
+                           f"datasets.webvid_instruct.build_info.anno_dir={{test: {clips_dir / 'train.json'}}}"])
+        out = Path(result["run_dir"]) / "eval_test" / "webvid_instruct_test"
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["n"] == 4 and set(metrics["per_class"]) == {"clean_mode", "greet_mode"}
+        assert result["test_top1"] == metrics["top1"] and 0.0 <= metrics["top1"] <= 1.0
+        predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+        assert len(predictions) == 4 and all(("answer" in p) == (mode == "generate") for p in predictions)
+        assert (out / "confusion_matrix.png").is_file() and (out / "confusion_matrix.json").is_file()

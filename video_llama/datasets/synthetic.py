@@ -17,39 +17,43 @@ from video_llama.datasets.video_writer import write_video
 FRAME_SIZE = 96
 
 
-def _to_and_fro(t, rng):  # a hand waving: horizontal oscillation
-    phase, amp, freq = rng.uniform(0, 2 * math.pi), rng.uniform(0.18, 0.3), rng.uniform(0.12, 0.22)
+# Each motion spans the whole clip (speeds are given per clip, not per frame), so that the 8
+# frames a model samples from a clip of any length still show it without aliasing.
+
+
+def _to_and_fro(t, n, rng):  # a hand waving: horizontal oscillation, 1-2 cycles per clip
+    cycles, phase, amp = rng.uniform(1.0, 2.0), rng.uniform(0, 2 * math.pi), rng.uniform(0.18, 0.3)
     cx, cy = rng.uniform(0.3, 0.7), rng.uniform(0.2, 0.8)
-    return cx + amp * np.sin(2 * math.pi * freq * t + phase), np.full_like(t, cy)
+    return cx + amp * np.sin(2 * math.pi * cycles * t / n + phase), np.full_like(t, cy)
 
 
-def _circling(t, rng):  # wiping a glass door: circular motion
-    phase, radius, freq = rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.28), rng.uniform(0.08, 0.16)
+def _circling(t, n, rng):  # wiping a glass door: about one turn per clip, either direction
+    turns, phase, radius = rng.uniform(0.8, 1.5), rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.28)
     direction = rng.choice([-1, 1])
     cx, cy = rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65)
-    angle = direction * 2 * math.pi * freq * t + phase
+    angle = direction * 2 * math.pi * turns * t / n + phase
     return cx + radius * np.cos(angle), cy + radius * np.sin(angle)
 
 
-def _falling(t, rng):  # falling down: accelerating downwards
-    x0, y0, g = rng.uniform(0.15, 0.85), rng.uniform(0.05, 0.3), rng.uniform(0.0015, 0.004)
-    return np.full_like(t, x0), np.minimum(y0 + g * t**2, 0.92)
+def _falling(t, n, rng):  # falling down: accelerating downwards through most of the frame
+    x0, y0, drop = rng.uniform(0.15, 0.85), rng.uniform(0.05, 0.3), rng.uniform(0.45, 0.65)
+    return np.full_like(t, x0), y0 + drop * (t / n) ** 2
 
 
-def _crossing(t, rng):  # walking across: constant speed, either direction
-    speed, direction = rng.uniform(0.02, 0.04), rng.choice([-1, 1])
-    y0 = rng.uniform(0.15, 0.85)
-    x = 0.1 + speed * t if direction > 0 else 0.9 - speed * t
-    return np.clip(x, 0.05, 0.95), np.full_like(t, y0)
+def _crossing(t, n, rng):  # walking across: constant speed, either direction
+    span, direction, y0 = rng.uniform(0.5, 0.8), rng.choice([-1, 1]), rng.uniform(0.15, 0.85)
+    start = rng.uniform(0.1, 0.9 - span)
+    x = start + span * t / n
+    return (x if direction > 0 else 1 - x), np.full_like(t, y0)
 
 
-def _bouncing(t, rng):  # jumping: vertical oscillation
-    phase, amp, freq = rng.uniform(0, 2 * math.pi), rng.uniform(0.18, 0.3), rng.uniform(0.12, 0.22)
-    cx, cy = rng.uniform(0.2, 0.8), rng.uniform(0.3, 0.7)
-    return np.full_like(t, cx), cy + amp * np.abs(np.sin(2 * math.pi * freq * t + phase)) - amp / 2
+def _bouncing(t, n, rng):  # jumping: vertical hops, 2-3 per clip
+    hops, phase, amp = rng.uniform(2.0, 3.0), rng.uniform(0, math.pi), rng.uniform(0.2, 0.3)
+    cx, cy = rng.uniform(0.2, 0.8), rng.uniform(0.45, 0.75)
+    return np.full_like(t, cx), cy - amp * np.abs(np.sin(math.pi * hops * t / n + phase))
 
 
-def _still(t, rng):  # standing: small jitter around one place
+def _still(t, n, rng):  # standing: small jitter around one place
     cx, cy = rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85)
     return cx + rng.normal(0, 0.004, t.shape), cy + rng.normal(0, 0.004, t.shape)
 
@@ -68,7 +72,7 @@ def render_clip(motion, rng, num_frames=None, size=FRAME_SIZE):
     """uint8 frames (T, size, size, 3) of one clip of ``motion``."""
     num_frames = num_frames or int(rng.integers(16, 41))
     t = np.arange(num_frames, dtype=np.float64)
-    xs, ys = MOTIONS[motion](t, rng)
+    xs, ys = MOTIONS[motion](t, num_frames, rng)
     background = rng.integers(0, 256, size=3)
     colour = rng.integers(0, 256, size=3)
     while np.abs(colour.astype(int) - background).sum() < 150:  # keep the shape visible

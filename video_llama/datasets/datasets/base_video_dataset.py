@@ -24,6 +24,19 @@ class TooManyBadVideos(RuntimeError):
     pass
 
 
+class AnnotationError(ValueError):
+    """An annotation file that is missing or malformed; the message names it and the fix."""
+
+
+def annotation_files(paths):
+    """One path or several → existing Paths (build_info.anno_dir may be a file or a list)."""
+    files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    for path in files:
+        if not path.is_file():
+            raise AnnotationError(f"annotation file not found: {path} (set build_info.anno_dir)")
+    return files
+
+
 class BaseVideoDataset(Dataset):
     min_failures = 5
 

@@ -1,18 +1,13 @@
 """Video-caption data in the WebVid CSV layout (``videoid``, ``name``, ``page_dir``)."""
 
 import csv
-from pathlib import Path
 
-from video_llama.datasets.datasets.base_video_dataset import BaseVideoDataset
-from video_llama.datasets.datasets.video_instruct_dataset import AnnotationError
+from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset, annotation_files
 
 
 def read_caption_csv(paths):
     records = []
-    for path in [paths] if isinstance(paths, (str, Path)) else paths:
-        path = Path(path)
-        if not path.is_file():
-            raise AnnotationError(f"annotation file not found: {path} (set build_info.anno_dir)")
+    for path in annotation_files(paths):
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             missing = {"videoid", "name", "page_dir"} - set(reader.fieldnames or [])

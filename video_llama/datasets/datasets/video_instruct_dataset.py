@@ -7,27 +7,19 @@ training starts. Answers are used as written (a label such as ``greet_mode`` sta
 
 import json
 import logging
-from pathlib import Path
 
 import torch
 
 from video_llama.conversation.templates import IMAGE_PATCH_TOKEN, conversation_ids, get_template, truncate, video_placeholder
-from video_llama.datasets.datasets.base_video_dataset import BaseVideoDataset
+from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset, annotation_files
 
 logger = logging.getLogger(__name__)
-
-
-class AnnotationError(ValueError):
-    pass
 
 
 def read_instruct_annotations(paths):
     """Records from one or more annotation JSON files; errors name the file, entry and fix."""
     records = []
-    for path in [paths] if isinstance(paths, (str, Path)) else paths:
-        path = Path(path)
-        if not path.is_file():
-            raise AnnotationError(f"annotation file not found: {path} (set build_info.anno_dir)")
+    for path in annotation_files(paths):
         try:
             entries = json.loads(path.read_text())
         except json.JSONDecodeError as err:
