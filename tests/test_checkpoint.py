@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 import video_llama  # noqa: F401
 from video_llama.common.registry import registry
-from video_llama.models.checkpoint import (fit_frame_positions, load_weights, original_to_ours, save_original_layout,
+from video_llama.models.checkpoint import (fit_frame_positions, load_weights, save_original_layout,
                                            to_original, to_ours)
 
 from conftest import DATA_DIR
