@@ -17,45 +17,46 @@ from video_llama.datasets.video_writer import write_video
 FRAME_SIZE = 96
 
 
-# Each motion spans the whole clip (speeds are given per clip, not per frame), so that the 8
-# frames a model samples from a clip of any length still show it without aliasing.
+# Each motion is a path of relative offsets spanning the whole clip (speeds are per clip, not per
+# frame, so the 8 frames a model samples still show it without aliasing). The path is then placed
+# at a random spot where it fits, so where the shape is in any one frame says nothing of the class.
 
 
-def _to_and_fro(t, n, rng):  # a hand waving: horizontal oscillation, 1-2 cycles per clip
-    cycles, phase, amp = rng.uniform(1.0, 2.0), rng.uniform(0, 2 * math.pi), rng.uniform(0.18, 0.3)
-    cx, cy = rng.uniform(0.3, 0.7), rng.uniform(0.2, 0.8)
-    return cx + amp * np.sin(2 * math.pi * cycles * t / n + phase), np.full_like(t, cy)
+def _to_and_fro(t, n, rng):  # a hand waving: horizontal oscillation, 1.5-2.5 cycles per clip
+    cycles, phase, amp = rng.uniform(1.5, 2.5), rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.3)
+    return amp * np.sin(2 * math.pi * cycles * t / n + phase), np.zeros_like(t)
 
 
 def _circling(t, n, rng):  # wiping a glass door: about one turn per clip, either direction
-    turns, phase, radius = rng.uniform(0.8, 1.5), rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.28)
-    direction = rng.choice([-1, 1])
-    cx, cy = rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65)
-    angle = direction * 2 * math.pi * turns * t / n + phase
-    return cx + radius * np.cos(angle), cy + radius * np.sin(angle)
+    turns, phase, radius = rng.uniform(0.9, 1.5), rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.28)
+    angle = rng.choice([-1, 1]) * 2 * math.pi * turns * t / n + phase
+    return radius * np.cos(angle), radius * np.sin(angle)
 
 
-def _falling(t, n, rng):  # falling down: accelerating downwards through most of the frame
-    x0, y0, drop = rng.uniform(0.15, 0.85), rng.uniform(0.05, 0.3), rng.uniform(0.45, 0.65)
-    return np.full_like(t, x0), y0 + drop * (t / n) ** 2
+def _falling(t, n, rng):  # falling down: accelerating downwards
+    return np.zeros_like(t), rng.uniform(0.45, 0.75) * (t / n) ** 2
 
 
 def _crossing(t, n, rng):  # walking across: constant speed, either direction
-    span, direction, y0 = rng.uniform(0.5, 0.8), rng.choice([-1, 1]), rng.uniform(0.15, 0.85)
-    start = rng.uniform(0.1, 0.9 - span)
-    x = start + span * t / n
-    return (x if direction > 0 else 1 - x), np.full_like(t, y0)
+    return rng.choice([-1, 1]) * rng.uniform(0.45, 0.75) * t / n, np.zeros_like(t)
 
 
 def _bouncing(t, n, rng):  # jumping: vertical hops, 2-3 per clip
     hops, phase, amp = rng.uniform(2.0, 3.0), rng.uniform(0, math.pi), rng.uniform(0.2, 0.3)
-    cx, cy = rng.uniform(0.2, 0.8), rng.uniform(0.45, 0.75)
-    return np.full_like(t, cx), cy - amp * np.abs(np.sin(math.pi * hops * t / n + phase))
+    return np.zeros_like(t), -amp * np.abs(np.sin(math.pi * hops * t / n + phase))
 
 
 def _still(t, n, rng):  # standing: small jitter around one place
-    cx, cy = rng.uniform(0.15, 0.85), rng.uniform(0.15, 0.85)
-    return cx + rng.normal(0, 0.004, t.shape), cy + rng.normal(0, 0.004, t.shape)
+    return rng.normal(0, 0.004, t.shape), rng.normal(0, 0.004, t.shape)
+
+
+def place(xs, ys, margin, rng):
+    """Translate a path to a random spot where all of it stays ``margin`` inside the frame."""
+    out = []
+    for v in (xs, ys):
+        low, high = margin - v.min(), 1 - margin - v.max()
+        out.append(v + (rng.uniform(low, high) if high > low else (low + high) / 2))
+    return out
 
 
 MOTIONS = {
@@ -72,12 +73,12 @@ def render_clip(motion, rng, num_frames=None, size=FRAME_SIZE):
     """uint8 frames (T, size, size, 3) of one clip of ``motion``."""
     num_frames = num_frames or int(rng.integers(16, 41))
     t = np.arange(num_frames, dtype=np.float64)
-    xs, ys = MOTIONS[motion](t, num_frames, rng)
+    radius = rng.uniform(0.06, 0.13) * size
+    xs, ys = place(*MOTIONS[motion](t, num_frames, rng), margin=radius / size, rng=rng)
     background = rng.integers(0, 256, size=3)
     colour = rng.integers(0, 256, size=3)
     while np.abs(colour.astype(int) - background).sum() < 150:  # keep the shape visible
         colour = rng.integers(0, 256, size=3)
-    radius = rng.uniform(0.06, 0.13) * size
     round_shape = rng.random() < 0.5
     noise = rng.uniform(2, 14)
     yy, xx = np.mgrid[0:size, 0:size]
