@@ -77,8 +77,9 @@ def prompt_ids(tokenizer, template, question, history=(), bos=True):
     return ids
 
 
-def conversation_ids(tokenizer, template, turns, bos=True):
+def conversation_ids(tokenizer, template, turns, bos=True, first_prompt=None):
     """``turns``: [(question, answer), ...], the placeholder already in the first question.
+    ``first_prompt`` (with ``{q}``) replaces the template's first turn, e.g. model.prompt_template.
 
     Returns (input_ids, labels) as lists; an answer of None ends the ids at the answer's start.
     """
@@ -87,7 +88,10 @@ def conversation_ids(tokenizer, template, turns, bos=True):
         prompt = []
         if (i == 0 and bos) or (i > 0 and template.bos_every_turn):
             prompt.append(tokenizer.bos_token_id)
-        prompt += _ids(tokenizer, (template.first_prompt if i == 0 else template.next_prompt).format(q=question))
+        if i == 0:
+            prompt += _ids(tokenizer, (first_prompt or template.first_prompt).format(q=question))
+        else:
+            prompt += _ids(tokenizer, template.next_prompt.format(q=question))
         input_ids += prompt
         labels += [IGNORE_INDEX] * len(prompt)
         if answer is None:

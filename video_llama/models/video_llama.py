@@ -72,8 +72,9 @@ class VideoLLAMA(BaseModel):
         if llama_tokenizer is not None:
             self.im_patch_token_id = llama_tokenizer.convert_tokens_to_ids(IMAGE_PATCH_TOKEN)
             self.template = get_template("vicuna" if cfg.end_sym == "###" else "llama_v2")
-        # The guide's single-quoted YAML keeps "\n" as two characters; the template means newlines.
-        self.prompt_template = cfg.prompt_template.replace("\\n", "\n")
+        # Caption prompts are wrapped in model.prompt_template. The guide's single-quoted YAML keeps
+        # "\n" as two characters; the template means newlines.
+        self.prompt_template = cfg.prompt_template.replace("\\n", "\n").replace("{}", "{q}").rstrip()
         self.prompt_list = load_prompts(cfg.prompt_path)
         self.max_txt_len = cfg.max_txt_len
         self._freeze()
@@ -231,7 +232,8 @@ class VideoLLAMA(BaseModel):
         items = []
         for caption in captions:
             prompt = rng.choice(self.prompt_list).replace(IMAGE_PATCH_TOKEN, IMAGE_PATCH_TOKEN * self.num_video_query_token)
-            input_ids, labels = conversation_ids(self.llama_tokenizer, self.template, [(prompt, caption)])
+            input_ids, labels = conversation_ids(self.llama_tokenizer, self.template, [(prompt, caption)],
+                                                 first_prompt=self.prompt_template)
             items.append({"input_ids": input_ids[: self.max_txt_len], "labels": labels[: self.max_txt_len]})
         batch = pad_batch(items, self.llama_tokenizer.pad_token_id)
         return {k: v.to(device) for k, v in batch.items()}
