@@ -1,6 +1,7 @@
 """train.py end to end on the tiny recipe: one process, two processes, stop/resume, atomic saves."""
 
 import json
+import math
 from pathlib import Path
 import os
 import subprocess
@@ -184,3 +185,24 @@ def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir,
         predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
         assert len(predictions) == 4 and all(("answer" in p) == (mode == "generate") for p in predictions)
         assert (out / "confusion_matrix.png").is_file() and (out / "confusion_matrix.json").is_file()
+
+
+def test_guide_yaml_trains_with_tiny_sizes_and_local_paths(tiny_llm_dir, clips_dir, tmp_path, caplog):
+    """The guide's experiment as written, only sizes and paths changed through --options; its
+    `amp: True` runs as bf16 autocast on CPU, and its world_size 4 / warmup 1000 are reported."""
+    import logging
+
+    from conftest import DATA_DIR
+
+    guide = DATA_DIR / "guide_visionbranch_stage2_finetune.yaml"
+    with caplog.at_level(logging.WARNING):
+        summary = train_main(["--cfg-path", str(guide), "--options", "model.model_type=tiny", "model.ckpt=null",
+                              f"model.llama_model={tiny_llm_dir}", f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
+                              f"datasets.webvid_instruct.build_info.anno_dir={clips_dir / 'train.json'}",
+                              f"datasets.webvid_instruct.build_info.videos_dir={clips_dir}",
+                              "run.device=cpu", "run.iters_per_epoch=2", "run.max_epoch=1", "run.num_workers=2",
+                              f"run.output_dir={tmp_path}"])
+    assert summary["steps"] == 2 and Path(summary["checkpoint"]).is_dir()
+    assert math.isfinite(summary["final_loss"])
+    assert "bf16 autocast" in caplog.text and "never reach run.init_lr" in caplog.text
+    assert "run.world_size is 4" in caplog.text
