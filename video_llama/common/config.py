@@ -141,7 +141,7 @@ def build_config(user, base_dir=None, source=None):
     user_run = user.get("run") or OmegaConf.create({})
     for name, section in (("model", user_model), ("datasets", user_datasets), ("run", user_run)):
         if not isinstance(section, DictConfig):
-            problems.append(f"{name}: must be a mapping, got {OmegaConf.to_container(section)!r}")
+            problems.append(f"{name}: must be a mapping of keys, got {section!r}")
     if problems:
         raise ConfigError(problems, source)
 

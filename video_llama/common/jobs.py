@@ -57,3 +57,20 @@ def train(argv=None):
 def evaluate(argv=None):
     """Evaluate ``run.test_splits`` with the task's metrics; returns them."""
     return _run(argv, "Evaluate a Video-LLaMA style model on run.test_splits.", lambda runner: runner.evaluate_only())
+
+
+def run_cli(job):
+    """Run ``job`` for a script's ``__main__``: problems a user can fix (config, plugins, missing
+    files, bad annotations) print as one clear message and exit 2, without a traceback."""
+    import sys
+
+    from video_llama.common.config import ConfigError
+    from video_llama.common.hub import WeightsNotFoundError
+    from video_llama.common.plugins import PluginError
+    from video_llama.datasets.datasets.base_video_dataset import AnnotationError, TooManyBadVideos
+
+    try:
+        job()
+    except (ConfigError, PluginError, WeightsNotFoundError, AnnotationError, TooManyBadVideos, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
