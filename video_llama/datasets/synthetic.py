@@ -73,14 +73,14 @@ def render_clip(motion, rng, num_frames=None, size=FRAME_SIZE):
     """uint8 frames (T, size, size, 3) of one clip of ``motion``."""
     num_frames = num_frames or int(rng.integers(16, 41))
     t = np.arange(num_frames, dtype=np.float64)
-    radius = rng.uniform(0.06, 0.13) * size
+    radius = rng.uniform(0.09, 0.15) * size
     xs, ys = place(*MOTIONS[motion](t, num_frames, rng), margin=radius / size, rng=rng)
     background = rng.integers(0, 256, size=3)
     colour = rng.integers(0, 256, size=3)
     while np.abs(colour.astype(int) - background).sum() < 150:  # keep the shape visible
         colour = rng.integers(0, 256, size=3)
     round_shape = rng.random() < 0.5
-    noise = rng.uniform(2, 14)
+    noise = rng.uniform(2, 10)
     yy, xx = np.mgrid[0:size, 0:size]
     frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
     for i in range(num_frames):

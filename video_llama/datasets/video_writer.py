@@ -26,6 +26,8 @@ def write_video(path, frames, fps=8):
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
             stream.options = {"bf": "0", "g": "8", "crf": "18", "preset": "veryfast"}
+        elif codec == "mpeg4":
+            stream.options = {"qscale": "3", "bf": "0", "g": "8"}  # the default quality smears small shapes
         for frame in frames:
             image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[: stream.height, : stream.width]), format="rgb24")
             container.mux(stream.encode(image))
