@@ -122,9 +122,6 @@ class Config:
     def to_yaml(self):
         return OmegaConf.to_yaml(self.config)
 
-    def pretty_print(self):
-        logger.info("\n===== Resolved config (%s) =====\n%s", self.cfg_path, self.to_yaml())
-
 
 # --------------------------------------------------------------------------- building
 
@@ -391,9 +388,11 @@ def resolve_path(value, base_dir=None, fallbacks=()):
 
 def _resolve_paths(config, base_dir):
     model = config.model
-    for key in ("prompt_path", "ckpt", "ckpt_2", "vit_ckpt", "q_former_model", "llama_model", "imagebind_ckpt_path"):
+    if model.get("prompt_path"):  # prompts/... also resolves to the prompts shipped with the package
+        model.prompt_path = resolve_path(model.prompt_path, base_dir, fallbacks=[PACKAGE_DIR])
+    for key in ("ckpt", "ckpt_2", "vit_ckpt", "q_former_model", "llama_model", "imagebind_ckpt_path"):
         if model.get(key):
-            model[key] = resolve_path(model[key], base_dir, fallbacks=[PACKAGE_DIR])
+            model[key] = resolve_path(model[key], base_dir)
     for ds in config.datasets.values():
         info = ds.get("build_info") or {}
         for key in ("videos_dir", "shards"):

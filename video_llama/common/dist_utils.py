@@ -43,6 +43,11 @@ def _launcher_env():
     return None
 
 
+def device_for(run_cfg, local_rank):
+    """This process's device: its own GPU (``cuda:LOCAL_RANK``) when run.device is cuda."""
+    return f"cuda:{local_rank}" if str(run_cfg.device).startswith("cuda") else "cpu"
+
+
 def init_distributed_mode(run_cfg):
     """Initialise the process group when launched with more than one process.
 
@@ -53,8 +58,8 @@ def init_distributed_mode(run_cfg):
     if run_cfg.world_size != world_size:
         logger.warning("run.world_size is %s but %s started %d process(es); the launcher wins",
                        run_cfg.world_size, launcher or "this launch (no torchrun)", world_size)
-    use_cuda = str(run_cfg.device).startswith("cuda")
-    device = f"cuda:{local_rank}" if use_cuda else "cpu"
+    device = device_for(run_cfg, local_rank)
+    use_cuda = device != "cpu"
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if world_size > 1:

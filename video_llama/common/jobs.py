@@ -4,10 +4,8 @@ data → runner. Every config problem is reported before any data or model work.
 import argparse
 import logging
 import os
-import random
 
-import numpy as np
-import torch
+from video_llama.common.utils import seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -18,13 +16,6 @@ def parse_args(argv=None, description=""):
     parser.add_argument("--options", nargs="+", default=[], help="overrides, key=value (e.g. run.init_lr=1e-4)")
     parser.add_argument("--plugins", nargs="+", default=[], help="modules or .py files that register builders etc.")
     return parser.parse_args(argv)
-
-
-def setup_seeds(seed, rank):
-    seed = seed + rank
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _run(argv, description, action):
@@ -38,7 +29,7 @@ def _run(argv, description, action):
     check_runtime(cfg.config)
     setup_logger(int(os.environ.get("RANK", 0)))
     info = dist_utils.init_distributed_mode(cfg.run_cfg)
-    setup_seeds(cfg.run_cfg.seed, info.rank)
+    seed_everything(cfg.run_cfg.seed + info.rank)  # per rank
     try:
         task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
         datasets = task.build_datasets(cfg)

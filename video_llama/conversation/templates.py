@@ -67,7 +67,7 @@ def _ids(tokenizer, text):
     return tokenizer(text, add_special_tokens=False).input_ids
 
 
-def _end_ids(tokenizer, template):
+def end_ids(tokenizer, template):
     return [tokenizer.eos_token_id] if template.end_sym == "eos" else _ids(tokenizer, template.end_sym)
 
 
@@ -96,7 +96,7 @@ def conversation_ids(tokenizer, template, turns, bos=True, first_prompt=None):
         labels += [IGNORE_INDEX] * len(prompt)
         if answer is None:
             break
-        target = _ids(tokenizer, template.answer.format(a=answer)) + _end_ids(tokenizer, template)
+        target = _ids(tokenizer, template.answer.format(a=answer)) + end_ids(tokenizer, template)
         input_ids += target
         labels += target
     return input_ids, labels

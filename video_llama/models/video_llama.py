@@ -139,12 +139,10 @@ class VideoLLAMA(BaseModel):
     def _freeze(self):
         for name in self.frozen_modules():
             part = getattr(self, name)
-            if part is None:
+            if part is None:  # no LLM when built without one (e.g. on meta)
                 continue
-            if isinstance(part, nn.Parameter):
-                part.requires_grad_(False)
-            else:
-                part.requires_grad_(False)
+            part.requires_grad_(False)
+            if isinstance(part, nn.Module):
                 part.eval()
 
     def train(self, mode=True):

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from video_llama.common import dist_utils
 from video_llama.common.checkpointing import load_checkpoint, mark_best, rng_state, save_checkpoint, set_rng_state
 from video_llama.common.registry import registry
+from video_llama.common.utils import seed_everything
 from video_llama.datasets.collate import collate_video_samples
 from video_llama.datasets.sampling import MixedDataset, MixingBatchSampler
 
@@ -37,7 +38,7 @@ class RunnerBase:
         self.config, self.task, self.datasets = cfg, task, datasets
         self.run_cfg = cfg.run_cfg
         self.rank, self.world_size = dist_utils.get_rank(), dist_utils.get_world_size()
-        self.device = torch.device(self._device_name())
+        self.device = torch.device(dist_utils.device_for(self.run_cfg, int(os.environ.get("LOCAL_RANK", 0))))
         self.model = model.to(self.device)
         self.job_id = job_id or datetime.datetime.now().strftime("%Y%m%d%H%M%S")
         self.start_epoch, self.start_step = 0, 0
@@ -148,11 +149,6 @@ class RunnerBase:
         return {"run_dir": str(self.run_dir), **results}
 
     # ------------------------------------------------------------------ set-up helpers
-    def _device_name(self):
-        device = str(self.run_cfg.device)
-        if device.startswith("cuda"):
-            return f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
-        return "cpu"
 
     def _make_run_dir(self):
         """output_dir/<job id>, never an earlier run's folder (rank 0 picks the name)."""
@@ -345,12 +341,5 @@ class RunnerBase:
 
 def seed_worker(worker_id, base_seed, rank):
     """Each data-loader worker of each rank gets its own seeds (augmentation itself is seeded per sample)."""
-    import random
-
-    import numpy as np
-
-    seed = (base_seed * 1000 + rank * 100 + worker_id) % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_everything(base_seed * 1000 + rank * 100 + worker_id)
 

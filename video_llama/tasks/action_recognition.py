@@ -20,7 +20,7 @@ import torch
 
 from video_llama.common import dist_utils
 from video_llama.common.registry import registry
-from video_llama.conversation.templates import IGNORE_INDEX, _end_ids, prompt_ids, video_placeholder
+from video_llama.conversation.templates import IGNORE_INDEX, end_ids, prompt_ids, video_placeholder
 from video_llama.datasets.collate import pad_batch
 from video_llama.tasks.base_task import BaseTask
 
@@ -74,7 +74,7 @@ def rank_labels(model, frames, questions, labels):
     """Log-likelihood of each label as the answer: tensor (batch, len(labels))."""
     tokenizer = model.llama_tokenizer
     answers = [tokenizer(model.template.answer.format(a=label), add_special_tokens=False).input_ids
-               + _end_ids(tokenizer, model.template) for label in labels]
+               + end_ids(tokenizer, model.template) for label in labels]
     video = model.encode_video(frames)
     scores = torch.empty(len(questions), len(labels))
     for row, prompt in enumerate(_prompts(model, questions)):

@@ -62,10 +62,9 @@ class BaseVideoDataset(Dataset):
         rng = random.Random(seed) if seed is not None else random.Random()
         for attempt in range(len(self.records)):
             record = self.records[(index + attempt) % len(self.records)]
-            source = record.get("video_bytes") or self.video_path(record)
             self.tried += 1
             try:
-                frames, clip = self.vis_processor(source, rng=rng)
+                frames, clip = self.vis_processor(self.video_path(record), rng=rng)
             except VideoDecodeError as err:
                 self._record_failure(record, err)
                 continue
