@@ -127,5 +127,8 @@ def test_caption_samples_are_wrapped_in_a_prompt(tiny):
     answer = tokens["labels"][0][tokens["labels"][0] != -100]
     assert model.llama_tokenizer.decode(answer) == "a dog runs </s>"
     assert (tokens["input_ids"][0] == model.im_patch_token_id).sum() == 32
+    model.max_txt_len = 2  # limits the caption only: the 32 placeholders stay (stage-1 recipe uses 32)
+    short = model.tokenize_captions(["a dog runs across the wide green field"], "cpu")
+    assert (short["labels"][0] != -100).sum() == 2 and (short["input_ids"][0] == model.im_patch_token_id).sum() == 32
     prompt = model.llama_tokenizer.decode(tokens["input_ids"][0][tokens["labels"][0] == -100])
     assert "[INST] <<SYS>>\n \n<</SYS>>\n\n<Image>" in prompt and "\\n" not in prompt  # real newlines

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from video_llama.common.registry import registry
-from video_llama.conversation.templates import IMAGE_PATCH_TOKEN, conversation_ids, get_template
+from video_llama.conversation.templates import IGNORE_INDEX, IMAGE_PATCH_TOKEN, conversation_ids, get_template
 from video_llama.models.base_model import BaseModel
 from video_llama.models.encoders import build_eva_vit, build_qformer
 
@@ -232,7 +232,9 @@ class VideoLLAMA(BaseModel):
             prompt = rng.choice(self.prompt_list).replace(IMAGE_PATCH_TOKEN, IMAGE_PATCH_TOKEN * self.num_video_query_token)
             input_ids, labels = conversation_ids(self.llama_tokenizer, self.template, [(prompt, caption)],
                                                  first_prompt=self.prompt_template)
-            items.append({"input_ids": input_ids[: self.max_txt_len], "labels": labels[: self.max_txt_len]})
+            # As in the original, max_txt_len limits the caption, never the prompt and its placeholders.
+            keep = labels.count(IGNORE_INDEX) + self.max_txt_len
+            items.append({"input_ids": input_ids[:keep], "labels": labels[:keep]})
         batch = pad_batch(items, self.llama_tokenizer.pad_token_id)
         return {k: v.to(device) for k, v in batch.items()}
 
