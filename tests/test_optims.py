@@ -33,3 +33,26 @@ def test_step_lr_per_epoch_and_step_sets_groups():
     assert [s.lr_at(e, 3) for e in range(3)] == [1.0, 0.5, 0.3]
     s.step(1, 0)
     assert opt.param_groups[0]["lr"] == 0.5
+
+
+def test_lr_scales_multiply_whole_modules_and_reject_unknown_names():
+    from omegaconf import OmegaConf
+
+    from video_llama.common.config import ConfigError
+    from video_llama.runners.runner_base import RunnerBase, lr_scales_by_parameter
+
+    model = torch.nn.ModuleDict({"llama_model": torch.nn.Linear(2, 2), "llama_proj": torch.nn.Linear(2, 2)})
+    runner = RunnerBase.__new__(RunnerBase)  # only the optimizer is under test
+    runner.model = model
+    runner.run_cfg = OmegaConf.create({"lr_scales": {"llama_model": 0.1}, "weight_decay": 0.05, "init_lr": 1.0,
+                                       "beta2": 0.999})
+    opt = runner._optimizer()
+    LinearWarmupCosineLRScheduler(opt, max_epoch=1, iters_per_epoch=10, init_lr=1.0).step(0, 0)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    decay_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert lr_of[id(model.llama_model.weight)] == pytest.approx(0.1) == lr_of[id(model.llama_model.bias)]
+    assert lr_of[id(model.llama_proj.weight)] == pytest.approx(1.0)  # a shared prefix is not the same module
+    assert decay_of[id(model.llama_model.weight)] == 0.05 and decay_of[id(model.llama_model.bias)] == 0.0
+
+    with pytest.raises(ConfigError, match=r"run.lr_scales.llama_modle: .*\['llama_model', 'llama_proj'\]"):
+        lr_scales_by_parameter(model, {"llama_modle": 0.1})

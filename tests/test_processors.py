@@ -38,7 +38,9 @@ def test_train_processor_crop_is_shared_and_seeded(clips_dir):
     a, clip_a = proc(clips_dir / "clip1.mp4", rng=random.Random(7))
     b, clip_b = proc(clips_dir / "clip1.mp4", rng=random.Random(7))
     assert a.shape == (3, 4, 32, 32) and torch.equal(a, b) and clip_a.indices == clip_b.indices
-    assert abs(a.mean().item()) < 1e-4 and abs(a.std().item() - 1) < 1e-2  # per-clip standardised
+    per_channel = a.flatten(1)  # per-clip standardised, channel by channel
+    assert per_channel.mean(1).abs().max() < 1e-4
+    assert all(0.8 < s <= 1.0 for s in per_channel.std(1).tolist())  # slightly under 1 for a flat channel
 
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])

@@ -8,10 +8,14 @@ import json
 import time
 from pathlib import Path
 
+from video_llama.common.config import PACKAGE_DIR
+
 ROOT = Path("output/quickstart")
 TINY_LLM = Path("output/tiny-llm")
 TRAIN_CONFIG = "train_configs/quickstart_action_tiny.yaml"
 EVAL_CONFIG = "eval_configs/quickstart_action_tiny.yaml"
+QUESTIONS = PACKAGE_DIR / "prompts" / "action_question_guide.txt"  # one question: see the file
+PER_CLASS = 375  # 300 training, 37 validation and 38 test clips per class (the 80/10/10 split)
 
 
 def main(argv=None):
@@ -26,9 +30,9 @@ def main(argv=None):
     print(f"[1/5] tiny LLM: {TINY_LLM}")
     videos = ROOT / "videos"
     if not videos.is_dir():
-        write_synthetic_dataset(videos, classes=4, per_class=40, seed=0)
+        write_synthetic_dataset(videos, classes=4, per_class=PER_CLASS, seed=0)
     print(f"[2/5] synthetic clips (4 motion classes): {videos}")
-    report, labels = prepare(videos, ROOT / "annotations", seed=0, n_frms=8)
+    report, labels = prepare(videos, ROOT / "annotations", seed=0, n_frms=8, questions_file=QUESTIONS)
     print(report.table(labels))
     print(f"[3/5] annotations: {ROOT / 'annotations'}")
     summary = train(["--cfg-path", TRAIN_CONFIG])

@@ -75,10 +75,8 @@ def render_clip(motion, rng, num_frames=None, size=FRAME_SIZE):
     t = np.arange(num_frames, dtype=np.float64)
     radius = rng.uniform(0.09, 0.15) * size
     xs, ys = place(*MOTIONS[motion](t, num_frames, rng), margin=radius / size, rng=rng)
-    background = rng.integers(0, 256, size=3)
-    colour = rng.integers(0, 256, size=3)
-    while np.abs(colour.astype(int) - background).sum() < 150:  # keep the shape visible
-        colour = rng.integers(0, 256, size=3)
+    background = rng.integers(0, 111, size=3)  # a darker scene ...
+    colour = background + rng.integers(90, 256 - background)  # ... and a lighter shape, in every channel
     round_shape = rng.random() < 0.5
     noise = rng.uniform(2, 10)
     yy, xx = np.mgrid[0:size, 0:size]

@@ -29,6 +29,9 @@ def build_eva_vit(cfg):
         for module in vit.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=cfg.init_std)
+    if cfg.vit_pos_embed_std:
+        std = cfg.vit_pos_embed_std
+        nn.init.trunc_normal_(vit.pos_embed, std=std, a=-2 * std, b=2 * std)
     return vit
 
 
@@ -44,6 +47,8 @@ def build_qformer(cfg, num_layers, encoder_width, cross_attention_freq):
         encoder_hidden_size=encoder_width,
         cross_attention_frequency=cross_attention_freq,
         use_qformer_text_input=False,
+        hidden_dropout_prob=cfg.qformer_dropout,
+        attention_probs_dropout_prob=cfg.qformer_dropout,
         initializer_range=cfg.init_std or 0.02,
     )
     return Blip2QFormerModel(config)

@@ -18,10 +18,14 @@ def normalize(pixels, mean, std, channel_dim=0):
     return (pixels - mean) / std
 
 
-def standardize_clip(pixels, eps=1e-5):
-    """Zero mean, unit variance over the whole clip: for encoders trained from scratch, where a
-    fixed mean/std leaves colour and brightness differences that swamp the motion signal."""
+def standardize_clip(pixels, channel_dim=0, eps=1e-2):
+    """Zero mean, unit variance per colour channel over the whole clip: for encoders trained from
+    scratch, where a fixed mean/std leaves each scene's colour cast, which swamps the motion signal.
+    ``eps`` (in [0, 1] pixel units) keeps a flat channel from blowing up its noise."""
     pixels = pixels.float()
     if pixels.max() > 1.0:
         pixels = pixels / 255.0
-    return (pixels - pixels.mean()) / (pixels.std() + eps)
+    dims = [d for d in range(pixels.dim()) if d != channel_dim]
+    mean = pixels.mean(dim=dims, keepdim=True)
+    std = pixels.std(dim=dims, keepdim=True)
+    return (pixels - mean) / (std + eps)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from video_llama.common import dist_utils
 from video_llama.common.checkpointing import load_checkpoint, mark_best, rng_state, save_checkpoint, set_rng_state
+from video_llama.common.config import ConfigError
 from video_llama.common.registry import registry
 from video_llama.common.utils import seed_everything
 from video_llama.datasets.collate import collate_video_samples
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 # Settings that change what a resumed run computes; a disagreement with the checkpoint is reported.
 RESUME_SENSITIVE = ("seed", "batch_size_train", "accum_grad_iters", "iters_per_epoch", "max_epoch", "init_lr",
-                    "min_lr", "warmup_steps", "lr_sched", "weight_decay")
+                    "min_lr", "warmup_steps", "lr_sched", "weight_decay", "lr_scales")
 
 
 @registry.register_runner("runner_base")
@@ -203,14 +204,17 @@ class RunnerBase:
         return [p for p in self.model.parameters() if p.requires_grad]
 
     def _optimizer(self):
-        """AdamW; no weight decay on norms, biases and embeddings-like 1-D parameters."""
-        decay, no_decay = [], []
+        """AdamW; no weight decay on norms, biases and other 1-D parameters. ``run.lr_scales``
+        multiplies the learning rate of whole modules (the schedule reads each group's ``lr_scale``)."""
+        scales = lr_scales_by_parameter(self.model, self.run_cfg.lr_scales)
+        groups = {}
         for name, param in self.model.named_parameters():
             if param.requires_grad:
-                (no_decay if param.ndim < 2 or "bias" in name or "norm" in name.lower() else decay).append(param)
-        groups = [{"params": decay, "weight_decay": self.run_cfg.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.run_cfg.init_lr, betas=(0.9, self.run_cfg.beta2))
+                decay = not (param.ndim < 2 or "bias" in name or "norm" in name.lower())
+                key = (decay, scales.get(name, 1.0))
+                groups.setdefault(key, {"params": [], "weight_decay": self.run_cfg.weight_decay if decay else 0.0,
+                                        "lr_scale": key[1]})["params"].append(param)
+        return torch.optim.AdamW(list(groups.values()), lr=self.run_cfg.init_lr, betas=(0.9, self.run_cfg.beta2))
 
     def _precision(self):
         """(autocast context factory, grad scaler) for run.amp / run.amp_dtype on this device."""
@@ -343,3 +347,19 @@ def seed_worker(worker_id, base_seed, rank):
     """Each data-loader worker of each rank gets its own seeds (augmentation itself is seeded per sample)."""
     seed_everything(base_seed * 1000 + rank * 100 + worker_id)
 
+
+def lr_scales_by_parameter(model, lr_scales):
+    """{parameter name: multiplier} from ``run.lr_scales`` ({module name: multiplier}); the longest
+    module name that contains a parameter wins. A name that matches no trainable parameter is an
+    error, so that a typo cannot silently train at the wrong rate."""
+    lr_scales = dict(lr_scales or {})
+    trainable = [name for name, param in model.named_parameters() if param.requires_grad]
+    scales = {}
+    for module in sorted(lr_scales, key=len):  # longer (more specific) names overwrite shorter ones
+        matched = [n for n in trainable if n == module or n.startswith(module + ".")]
+        if not matched:
+            modules = sorted({n.split(".")[0] for n in trainable})
+            raise ConfigError([f"run.lr_scales.{module}: no trainable parameter is in a module of that name; "
+                               f"trainable top-level modules: {modules}"])
+        scales.update(dict.fromkeys(matched, float(lr_scales[module])))
+    return scales
