@@ -132,3 +132,13 @@ def test_caption_samples_are_wrapped_in_a_prompt(tiny):
     assert (short["labels"][0] != -100).sum() == 2 and (short["input_ids"][0] == model.im_patch_token_id).sum() == 32
     prompt = model.llama_tokenizer.decode(tokens["input_ids"][0][tokens["labels"][0] == -100])
     assert "[INST] <<SYS>>\n \n<</SYS>>\n\n<Image>" in prompt and "\\n" not in prompt  # real newlines
+
+
+def test_from_scratch_settings_reach_the_modules(tiny):
+    cfg, _ = tiny
+    model = build(cfg, "vit_pos_embed_std=1.0", "qformer_dropout=0.0")
+    assert 0.7 < model.visual_encoder.pos_embed.std().item() < 1.1  # truncated at 2 std
+    assert model.Qformer.config.attention_probs_dropout_prob == 0.0 == model.video_Qformer.config.hidden_dropout_prob
+    default = build(cfg, "vit_pos_embed_std=null", "qformer_dropout=0.1")
+    assert default.visual_encoder.pos_embed.std().item() < 0.05  # timm's 0.02
+    assert default.Qformer.config.attention_probs_dropout_prob == 0.1

@@ -19,6 +19,19 @@ def test_uniform_and_headtail_indices():
     assert sample_indices(3, 8, "headtail") == [0, 0, 0, 1, 1, 1, 2, 2]  # short: repeat uniformly
 
 
+def test_sampling_setting_overrides_the_processor_default(clips_dir):
+    import random
+
+    uniform_train = AlproVideoTrainProcessor.from_config({"n_frms": 8, "image_size": 32, "sampling": "uniform"})
+    _, clip = uniform_train(clips_dir / "clip0.mp4", rng=random.Random(3))
+    assert clip.indices == [0, 3, 6, 9, 12, 15, 18, 21]
+    _, clip = AlproVideoTrainProcessor.from_config({"n_frms": 8, "image_size": 32})(clips_dir / "clip0.mp4",
+                                                                                      rng=random.Random(3))
+    assert clip.indices != [0, 3, 6, 9, 12, 15, 18, 21]  # headtail by default
+    with pytest.raises(ValueError, match="'headtial' is not a frame sampling; use uniform or headtail"):
+        AlproVideoEvalProcessor.from_config({"sampling": "headtial"})
+
+
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
 def test_eval_processor_frames_indices_and_normalisation(clips_dir, backend):
     proc = AlproVideoEvalProcessor.from_config({"n_frms": 8, "image_size": 32, "backend": backend})

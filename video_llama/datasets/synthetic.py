@@ -22,8 +22,8 @@ FRAME_SIZE = 96
 # at a random spot where it fits, so where the shape is in any one frame says nothing of the class.
 
 
-def _to_and_fro(t, n, rng):  # a hand waving: horizontal oscillation, 1.5-2.5 cycles per clip
-    cycles, phase, amp = rng.uniform(1.5, 2.5), rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.3)
+def _to_and_fro(t, n, rng):  # a hand waving: horizontal oscillation, 1-1.5 cycles per clip (8 frames see it)
+    cycles, phase, amp = rng.uniform(1.0, 1.5), rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.3)
     return amp * np.sin(2 * math.pi * cycles * t / n + phase), np.zeros_like(t)
 
 

@@ -18,11 +18,19 @@ class VideoProcessorConfig:
     std: list = dataclasses.field(default_factory=lambda: list(CLIP_STD))
     per_clip_norm: bool = False  # standardise each clip instead of mean/std (from-scratch encoders)
     backend: str = "decord"  # decord | pyav
+    sampling: str = ""  # uniform | headtail; empty = the processor's own (eval: uniform, train: headtail)
 
 
 class _VideoProcessor(BaseProcessor):
     sampling = "uniform"
     Config = VideoProcessorConfig
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        if self.config.sampling not in ("", "uniform", "headtail"):
+            raise ValueError(f"vis_processor sampling: {self.config.sampling!r} is not a frame sampling; "
+                             "use uniform or headtail")
+        self.sampling = self.config.sampling or self.sampling
 
     def __call__(self, source, rng=None):
         """Returns (frames float (C, T, H, W), DecodedClip) for a path, bytes or file object."""
