@@ -34,11 +34,11 @@ def _circling(t, n, rng):  # wiping a glass door: about one turn per clip, eithe
 
 
 def _falling(t, n, rng):  # falling down: accelerating downwards
-    return np.zeros_like(t), rng.uniform(0.45, 0.75) * (t / n) ** 2
+    return np.zeros_like(t), rng.uniform(0.35, 0.55) * (t / n) ** 2
 
 
 def _crossing(t, n, rng):  # walking across: constant speed, either direction
-    return rng.choice([-1, 1]) * rng.uniform(0.45, 0.75) * t / n, np.zeros_like(t)
+    return rng.choice([-1, 1]) * rng.uniform(0.35, 0.55) * t / n, np.zeros_like(t)
 
 
 def _bouncing(t, n, rng):  # jumping: vertical hops, 2-3 per clip
