@@ -29,6 +29,9 @@ class DecodedClip:
         return self.num_frames < len(self.indices)
 
 
+SAMPLINGS = ("uniform", "headtail")
+
+
 def sample_indices(num_frames, n_frms, sampling="uniform", rng=None):
     """Indices of ``n_frms`` frames out of ``num_frames``.
 
@@ -44,8 +47,8 @@ def sample_indices(num_frames, n_frms, sampling="uniform", rng=None):
         head = rng.sample(range(half), n_frms // 2)
         tail = rng.sample(range(half, num_frames), n_frms - n_frms // 2)
         return sorted(head) + sorted(tail)
-    if sampling not in ("uniform", "headtail"):
-        raise ValueError(f"unknown frame sampling {sampling!r}; use uniform or headtail")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"unknown frame sampling {sampling!r}; use {' or '.join(SAMPLINGS)}")
     step = num_frames / n_frms
     return [min(int(i * step), num_frames - 1) for i in range(n_frms)]
 
