@@ -134,3 +134,35 @@ def test_synthetic_dataset_layout(tmp_path):
     assert {f.rsplit(".", 1)[1] for f in files} == {"mp4", "avi"}
     clip = load_video(tmp_path / files[0], n_frms=8, height=32, width=32)
     assert clip.num_frames >= 16
+
+
+@pytest.mark.parametrize("motion", ["to_and_fro", "circling", "falling_down", "crossing"])
+def test_synthetic_shape_stays_whole_on_the_wrapped_scene(motion):
+    """With ``wrap`` a shape crossing an edge is split, never cut: every frame shows the same amount
+    of shape wherever the path goes."""
+    import numpy as np
+
+    from video_llama.datasets.synthetic import render_clip
+
+    frames = render_clip(motion, np.random.default_rng(3), num_frames=24, size=48, wrap=True).astype(int)
+    background = np.median(frames.reshape(-1, 3), axis=0)
+    lit = (np.abs(frames - background).sum(axis=-1) > 120).sum(axis=(1, 2))
+    assert lit.min() > 0.8 * lit.max(), lit
+
+
+def test_synthetic_wrapped_position_says_nothing_of_the_class():
+    """On the wrapped scene, where the shape is mid-clip is spread over the whole scene for every
+    class (paths that must fit in the frame fail this: crossing shapes are mid-frame at mid-clip)."""
+    import numpy as np
+
+    from video_llama.datasets import synthetic
+
+    rng = np.random.default_rng(0)
+    for motion in ("to_and_fro", "circling", "falling_down", "crossing"):
+        mids = []
+        for _ in range(400):
+            xs, ys = synthetic.MOTIONS[motion](np.arange(20.0), 20, rng)
+            mids.append([coord[10] for coord in synthetic.scene_position(xs, ys, rng)])
+        for axis in np.array(mids).T:  # 100 expected in each quarter of the scene's width and height
+            counts = np.histogram(axis, bins=4, range=(0, 1))[0]
+            assert counts.min() > 70, (motion, counts)

@@ -11,7 +11,9 @@ def main(argv=None):
     parser.add_argument("--classes", type=int, default=4, help=f"2-{len(MOTIONS)}: {', '.join(MOTIONS)}")
     parser.add_argument("--per-class", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wrap", action="store_true",
+                        help="the scene wraps at its edges, so no single frame hints at the class (harder)")
     args = parser.parse_args(argv)
-    names = write_synthetic_dataset(args.out, args.classes, args.per_class, args.seed)
+    names = write_synthetic_dataset(args.out, args.classes, args.per_class, args.seed, wrap=args.wrap)
     print(f"wrote {args.per_class} clips for each of {names} under {args.out}")
     return 0

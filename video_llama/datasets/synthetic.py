@@ -5,6 +5,13 @@ background, noise, length and container (MP4/AVI) are drawn at random for every 
 same for every class, so neither one frame nor the clip's mean colour tells the classes apart: a
 model has to follow the shape over time. Written as real encoded video files in the layout
 ``prepare`` reads: ``OUT/<class>/<class>_<n>.<ext>``.
+
+By default each path is placed at a random spot where all of it fits in the frame. That leaks a
+little of the class into single frames (a shape crossing the frame is near the middle at mid-clip,
+a falling one is never low early on). ``wrap=True`` removes the leak: the scene wraps around at its
+edges (a shape leaving on the right comes back on the left, as in old arcade games) and every path
+starts at a uniformly random spot, so in every frame of every class the shape is equally likely to
+be anywhere. That is the stricter test of motion, and a harder one: the README has the numbers.
 """
 
 import math
@@ -17,13 +24,12 @@ from video_llama.datasets.video_writer import write_video
 FRAME_SIZE = 96
 
 
-# Each motion is a path of relative offsets spanning the whole clip (speeds are per clip, not per
-# frame, so the 8 frames a model samples still show it without aliasing). The path is then placed
-# at a random spot where it fits, so where the shape is in any one frame says nothing of the class.
+# Each motion is a path of offsets (in frame widths) spanning the whole clip. Speeds are per clip,
+# not per frame, so the 8 evenly spaced frames a model samples show every motion without aliasing.
 
 
-def _to_and_fro(t, n, rng):  # a hand waving: horizontal oscillation, 1-1.5 cycles per clip (8 frames see it)
-    cycles, phase, amp = rng.uniform(1.0, 1.5), rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.3)
+def _to_and_fro(t, n, rng):  # a hand waving: 2-2.75 horizontal cycles per clip, no net displacement
+    cycles, phase, amp = rng.uniform(2.0, 2.75), rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.3)
     return amp * np.sin(2 * math.pi * cycles * t / n + phase), np.zeros_like(t)
 
 
@@ -59,6 +65,16 @@ def place(xs, ys, margin, rng):
     return out
 
 
+def scene_position(xs, ys, rng):
+    """The path moved to a uniformly random start on the wrapped scene (coordinates in [0, 1))."""
+    return (xs + rng.uniform()) % 1.0, (ys + rng.uniform()) % 1.0
+
+
+def wrapped_offset(offset, size):
+    """A signed pixel offset taken the short way round a scene that wraps every ``size`` pixels."""
+    return (offset + size / 2) % size - size / 2
+
+
 MOTIONS = {
     "to_and_fro": _to_and_fro,
     "circling": _circling,
@@ -69,12 +85,13 @@ MOTIONS = {
 }
 
 
-def render_clip(motion, rng, num_frames=None, size=FRAME_SIZE):
-    """uint8 frames (T, size, size, 3) of one clip of ``motion``."""
+def render_clip(motion, rng, num_frames=None, size=FRAME_SIZE, wrap=False):
+    """uint8 frames (T, size, size, 3) of one clip of ``motion``, on a wrapped scene if ``wrap``."""
     num_frames = num_frames or int(rng.integers(16, 41))
     t = np.arange(num_frames, dtype=np.float64)
     radius = rng.uniform(0.09, 0.15) * size
-    xs, ys = place(*MOTIONS[motion](t, num_frames, rng), margin=radius / size, rng=rng)
+    path = MOTIONS[motion](t, num_frames, rng)
+    xs, ys = scene_position(*path, rng) if wrap else place(*path, margin=radius / size, rng=rng)
     background = rng.integers(0, 111, size=3)  # a darker scene ...
     colour = background + rng.integers(90, 256 - background)  # ... and a lighter shape, in every channel
     round_shape = rng.random() < 0.5
@@ -83,6 +100,8 @@ def render_clip(motion, rng, num_frames=None, size=FRAME_SIZE):
     frames = np.empty((num_frames, size, size, 3), dtype=np.uint8)
     for i in range(num_frames):
         dx, dy = xx - xs[i] * size, yy - ys[i] * size
+        if wrap:
+            dx, dy = wrapped_offset(dx, size), wrapped_offset(dy, size)
         mask = (dx**2 + dy**2 <= radius**2) if round_shape else (np.abs(dx) <= radius) & (np.abs(dy) <= radius)
         frame = np.broadcast_to(background, (size, size, 3)).astype(np.float64)
         frame[mask] = colour
@@ -91,7 +110,7 @@ def render_clip(motion, rng, num_frames=None, size=FRAME_SIZE):
     return frames
 
 
-def write_synthetic_dataset(out_dir, classes=4, per_class=40, seed=0, fps=8):
+def write_synthetic_dataset(out_dir, classes=4, per_class=40, seed=0, fps=8, wrap=False):
     """Write ``per_class`` clips for each of the first ``classes`` motions. Returns the class names."""
     if not 2 <= classes <= len(MOTIONS):
         raise ValueError(f"--classes must be between 2 and {len(MOTIONS)}")
@@ -101,5 +120,5 @@ def write_synthetic_dataset(out_dir, classes=4, per_class=40, seed=0, fps=8):
     for name in names:
         for n in range(per_class):
             ext = ".mp4" if n % 2 == 0 else ".avi"
-            write_video(out_dir / name / f"{name}_{n:03d}{ext}", render_clip(name, rng), fps=fps)
+            write_video(out_dir / name / f"{name}_{n:03d}{ext}", render_clip(name, rng, wrap=wrap), fps=fps)
     return names
