@@ -43,18 +43,25 @@ def load_split(anno_dir, videos, split, labels, size=64):
     return raw, torch.stack([standardize_clip(c) for c in raw]), torch.tensor(targets)
 
 
+def train_one_epoch(classify, optimizer, x, y, batch, schedule=None):
+    """One shuffled pass of cross-entropy training (``schedule`` steps per batch)."""
+    order = torch.randperm(len(x))
+    for i in range(0, len(x), batch):
+        idx = order[i:i + batch]
+        loss = nn.functional.cross_entropy(classify(x[idx]), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if schedule is not None:
+            schedule.step()
+
+
 def fit(model, x, y, x_test, y_test, epochs, lr=3e-3, batch=16):
     torch.manual_seed(0)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     for _ in range(epochs):
         model.train()
-        order = torch.randperm(len(x))
-        for i in range(0, len(x), batch):
-            idx = order[i:i + batch]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+        train_one_epoch(model, opt, x, y, batch)
     model.eval()
     with torch.no_grad():
         return (model(x_test).argmax(1) == y_test).float().mean().item()

@@ -136,9 +136,11 @@ def test_caption_samples_are_wrapped_in_a_prompt(tiny):
 
 def test_from_scratch_settings_reach_the_modules(tiny):
     cfg, _ = tiny
-    model = build(cfg, "vit_pos_embed_std=1.0", "qformer_dropout=0.0")
+    model = build(cfg, "vit_pos_embed_std=1.0", "qformer_dropout=0.0", "frame_pos_embed_std=0.5")
     assert 0.7 < model.visual_encoder.pos_embed.std().item() < 1.1  # truncated at 2 std
     assert model.Qformer.config.attention_probs_dropout_prob == 0.0 == model.video_Qformer.config.hidden_dropout_prob
-    default = build(cfg, "vit_pos_embed_std=null", "qformer_dropout=0.1")
+    assert 0.4 < model.video_frame_position_embedding.weight.std().item() < 0.6
+    default = build(cfg, "vit_pos_embed_std=null", "qformer_dropout=0.1", "frame_pos_embed_std=null")
     assert default.visual_encoder.pos_embed.std().item() < 0.05  # timm's 0.02
     assert default.Qformer.config.attention_probs_dropout_prob == 0.1
+    assert 0.8 < default.video_frame_position_embedding.weight.std().item() < 1.2  # PyTorch's N(0, 1)

@@ -62,6 +62,8 @@ class VideoLLAMA(BaseModel):
         self.query_tokens = nn.Parameter(torch.zeros(1, cfg.num_query_token, width).normal_(std=0.02))
 
         self.video_frame_position_embedding = nn.Embedding(cfg.max_frame_pos, width)
+        if cfg.frame_pos_embed_std:
+            nn.init.normal_(self.video_frame_position_embedding.weight, std=cfg.frame_pos_embed_std)
         self.video_Qformer = build_qformer(cfg, num_layers=cfg.video_qformer_num_layers, encoder_width=width,
                                            cross_attention_freq=1)
         self.video_query_tokens = nn.Parameter(torch.zeros(1, cfg.num_video_query_token, width).normal_(std=0.02))
