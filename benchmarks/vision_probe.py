@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 
 from video_llama.common.config import Config
+from video_llama.common.registry import registry
 from video_llama.models.video_llama import VideoLLAMA
-from video_llama.processors.video_processors import AlproVideoEvalProcessor
 
 from synthetic_controls import train_one_epoch  # benchmarks/ is on the path when run as a script
 
@@ -38,16 +38,6 @@ def load_split(anno, videos, split, labels, processor):
     return torch.stack(frames), torch.tensor(targets)
 
 
-def frame_features(model, frames):
-    """(B, T * num_query_token * width): the image Q-Former's outputs, frame after frame."""
-    batch, _, num_frames, height, width = frames.shape
-    images = frames.permute(0, 2, 1, 3, 4).reshape(batch * num_frames, -1, height, width)
-    image_embeds = model.ln_vision(model.visual_encoder.forward_features(images))
-    queries = model.query_tokens.expand(image_embeds.shape[0], -1, -1)
-    out = model.Qformer(query_embeds=queries, encoder_hidden_states=image_embeds).last_hidden_state
-    return out.reshape(batch, -1)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=TRAIN_CONFIG, help="its model: section is probed")
@@ -59,11 +49,14 @@ def main():
     parser.add_argument("--options", nargs="*", default=[], help="model.* overrides, as in train.py")
     args = parser.parse_args()
 
-    cfg = Config.from_file(args.config, args.options).model_cfg
+    config = Config.from_file(args.config, args.options)
+    cfg = config.model_cfg
     torch.manual_seed(0)
     model = VideoLLAMA.from_config(cfg)
     labels = json.loads((Path(args.anno) / "labels.json").read_text())["labels"]
-    processor = AlproVideoEvalProcessor.from_config({"n_frms": 8, "image_size": cfg.img_size, "per_clip_norm": True})
+    (dataset,) = config.datasets_cfg.values()  # the config's own eval processing
+    eval_processor = dataset.vis_processor.eval
+    processor = registry.get_processor_class(eval_processor.name).from_config(eval_processor)
     start = time.monotonic()
     x, y = load_split(args.anno, args.videos, "train", labels, processor)
     x_val, y_val = load_split(args.anno, args.videos, "val", labels, processor)
@@ -72,7 +65,7 @@ def main():
     if args.head == "frames":
         width = x.shape[2] * cfg.num_query_token * cfg.qformer_hidden_size
         head = nn.Sequential(nn.Linear(width, 256), nn.GELU(), nn.Linear(256, len(labels)))
-        classify = lambda frames: head(frame_features(model, frames))  # noqa: E731
+        classify = lambda frames: head(model.encode_frames(frames).flatten(1))  # noqa: E731
     else:
         head = nn.Linear(model.llama_proj.out_features, len(labels))
         classify = lambda frames: head(model.encode_video(frames).mean(dim=1))  # noqa: E731

@@ -172,11 +172,10 @@ class VideoLLAMA(BaseModel):
         return {n: t for n, t in self.state_dict().items() if n in trainable}
 
     # ------------------------------------------------------------------ forward
-    def encode_video(self, frames):
-        """(B, C, T, H, W) frames → (B, num_video_query_token, D_llm) soft tokens."""
+    def encode_frames(self, frames):
+        """(B, C, T, H, W) frames → (B, T, num_query_token, D_qformer): each frame on its own
+        through the ViT and the image Q-Former."""
         batch, _, num_frames, height, width = frames.shape
-        if num_frames > self.cfg.max_frame_pos:
-            raise ValueError(f"{num_frames} frames exceed model.max_frame_pos ({self.cfg.max_frame_pos})")
         images = frames.permute(0, 2, 1, 3, 4).reshape(batch * num_frames, -1, height, width)
         vit_dtype = next(self.visual_encoder.parameters()).dtype
         image_embeds = self.ln_vision(self.visual_encoder.forward_features(images.to(vit_dtype)).float())
@@ -184,12 +183,17 @@ class VideoLLAMA(BaseModel):
         query_tokens = self.query_tokens.expand(image_embeds.shape[0], -1, -1)
         frame_queries = self.Qformer(query_embeds=query_tokens, encoder_hidden_states=image_embeds,
                                      encoder_attention_mask=image_atts).last_hidden_state
+        return frame_queries.reshape(batch, num_frames, -1, frame_queries.shape[-1])
 
-        positions = torch.arange(num_frames, device=images.device)
-        frame_queries = frame_queries.reshape(batch, num_frames, -1, frame_queries.shape[-1])
-        frame_queries = frame_queries + self.video_frame_position_embedding(positions)[None, :, None, :]
+    def encode_video(self, frames):
+        """(B, C, T, H, W) frames → (B, num_video_query_token, D_llm) soft tokens."""
+        batch, num_frames = frames.shape[0], frames.shape[2]
+        if num_frames > self.cfg.max_frame_pos:
+            raise ValueError(f"{num_frames} frames exceed model.max_frame_pos ({self.cfg.max_frame_pos})")
+        positions = torch.arange(num_frames, device=frames.device)
+        frame_queries = self.encode_frames(frames) + self.video_frame_position_embedding(positions)[None, :, None, :]
         frame_hidden = frame_queries.reshape(batch, -1, frame_queries.shape[-1])
-        frame_atts = torch.ones(frame_hidden.shape[:-1], dtype=torch.long, device=images.device)
+        frame_atts = torch.ones(frame_hidden.shape[:-1], dtype=torch.long, device=frames.device)
         video_queries = self.video_query_tokens.expand(batch, -1, -1)
         video_hidden = self.video_Qformer(query_embeds=video_queries, encoder_hidden_states=frame_hidden,
                                           encoder_attention_mask=frame_atts).last_hidden_state

@@ -32,6 +32,11 @@ class DecodedClip:
 SAMPLINGS = ("uniform", "headtail")
 
 
+def check_sampling(sampling, what="frame sampling"):
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"{what}: {sampling!r} is not a frame sampling; use {' or '.join(SAMPLINGS)}")
+
+
 def sample_indices(num_frames, n_frms, sampling="uniform", rng=None):
     """Indices of ``n_frms`` frames out of ``num_frames``.
 
@@ -47,8 +52,7 @@ def sample_indices(num_frames, n_frms, sampling="uniform", rng=None):
         head = rng.sample(range(half), n_frms // 2)
         tail = rng.sample(range(half, num_frames), n_frms - n_frms // 2)
         return sorted(head) + sorted(tail)
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"unknown frame sampling {sampling!r}; use {' or '.join(SAMPLINGS)}")
+    check_sampling(sampling)
     step = num_frames / n_frms
     return [min(int(i * step), num_frames - 1) for i in range(n_frms)]
 

@@ -7,7 +7,7 @@ import random
 from video_llama.common.registry import registry
 from video_llama.processors.base_processor import BaseProcessor
 from video_llama.processors.normalization import CLIP_MEAN, CLIP_STD, normalize, standardize_clip
-from video_llama.processors.video_decoding import SAMPLINGS, load_video
+from video_llama.processors.video_decoding import check_sampling, load_video
 
 
 @dataclasses.dataclass
@@ -27,9 +27,8 @@ class _VideoProcessor(BaseProcessor):
 
     def __init__(self, config=None):
         super().__init__(config)
-        if self.config.sampling and self.config.sampling not in SAMPLINGS:
-            raise ValueError(f"vis_processor sampling: {self.config.sampling!r} is not a frame sampling; "
-                             f"use {' or '.join(SAMPLINGS)}")
+        if self.config.sampling:
+            check_sampling(self.config.sampling, "vis_processor sampling")
         self.sampling = self.config.sampling or self.sampling
 
     def __call__(self, source, rng=None):
