@@ -53,3 +53,17 @@ def test_cpu_amp_says_what_it_does(caplog):
         with autocast():
             out = torch.nn.functional.linear(torch.ones(1, 2), torch.ones(2, 2))
         assert (out.dtype == torch.bfloat16) == enabled and not scaler.is_enabled()
+
+
+def test_cpu_threads_leave_cores_to_the_data_loader_workers(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(dist_utils.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert dist_utils.cpu_threads(run_cfg(num_workers=4)) == 12
+    assert dist_utils.cpu_threads(run_cfg(num_workers=2)) == 14
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # four torchrun processes share the 16 cores
+    assert dist_utils.cpu_threads(run_cfg(num_workers=2)) == 2
+    assert dist_utils.cpu_threads(run_cfg(num_workers=8)) == 1  # never below one
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert dist_utils.cpu_threads(run_cfg(num_workers=2)) == 3
+    assert dist_utils.cpu_threads(run_cfg(num_workers=2, cpu_threads=5)) == 5

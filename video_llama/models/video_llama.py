@@ -59,14 +59,16 @@ class VideoLLAMA(BaseModel):
         width = cfg.qformer_hidden_size
         self.Qformer = build_qformer(cfg, num_layers=cfg.qformer_num_layers, encoder_width=cfg.vit_embed_dim,
                                      cross_attention_freq=cfg.qformer_cross_attention_freq)
-        self.query_tokens = nn.Parameter(torch.zeros(1, cfg.num_query_token, width).normal_(std=0.02))
+        # Query tokens start at the Q-Former's initializer_range, as in the original (0.02 there).
+        query_std = cfg.init_std or 0.02
+        self.query_tokens = nn.Parameter(torch.zeros(1, cfg.num_query_token, width).normal_(std=query_std))
 
         self.video_frame_position_embedding = nn.Embedding(cfg.max_frame_pos, width)
         if cfg.frame_pos_embed_std:
             nn.init.normal_(self.video_frame_position_embedding.weight, std=cfg.frame_pos_embed_std)
         self.video_Qformer = build_qformer(cfg, num_layers=cfg.video_qformer_num_layers, encoder_width=width,
                                            cross_attention_freq=1)
-        self.video_query_tokens = nn.Parameter(torch.zeros(1, cfg.num_video_query_token, width).normal_(std=0.02))
+        self.video_query_tokens = nn.Parameter(torch.zeros(1, cfg.num_video_query_token, width).normal_(std=query_std))
 
         self.llama_model, self.llama_tokenizer = llama_model, llama_tokenizer
         llm_width = cfg.llama_hidden_size or llama_model.config.hidden_size
