@@ -8,6 +8,8 @@ from video_llama.processors import AlproVideoEvalProcessor, AlproVideoTrainProce
 from video_llama.processors.normalization import CLIP_MEAN, CLIP_STD
 from video_llama.processors.video_decoding import VideoDecodeError, get_backend, load_video, sample_indices
 
+from conftest import gradient_clip
+
 
 def test_uniform_and_headtail_indices():
     assert sample_indices(24, 8, "uniform") == [0, 3, 6, 9, 12, 15, 18, 21]
@@ -63,6 +65,20 @@ def test_bytes_equal_file(clips_dir, backend):
     from_bytes = get_backend(backend).read(data, 6, 32, 32, "uniform")
     from_buffer = load_video(io.BytesIO(data), 6, 32, 32, backend=backend)
     assert torch.equal(from_file.frames, from_bytes.frames) and torch.equal(from_file.frames, from_buffer.frames)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi", ".mkv"])  # mkv stores no frame count
+def test_pyav_samples_the_same_frames_as_decord(tmp_path, suffix):
+    from video_llama.datasets.video_writer import write_video
+
+    path = write_video(tmp_path / f"clip{suffix}", gradient_clip(20, seed=3))
+    by_decord = load_video(path, 6, 32, 32, backend="decord")
+    by_pyav = load_video(path, 6, 32, 32, backend="pyav")
+    assert by_pyav.num_frames == by_decord.num_frames == 20
+    assert by_pyav.indices == by_decord.indices == [0, 3, 6, 10, 13, 16]
+    red = lambda clip: clip.frames[0].float().mean(dim=(1, 2)) / 255  # noqa: E731  red encodes the frame index
+    assert torch.allclose(red(by_pyav), torch.tensor([i / 19 for i in by_pyav.indices]), atol=0.03)
+    assert (by_pyav.frames.float() - by_decord.frames.float()).abs().mean() < 3
 
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])

@@ -91,21 +91,47 @@ class PyAVBackend:
     name = "pyav"
 
     def read(self, source, n_frms, height, width, sampling, rng=None):
-        import av
-
         try:
-            with av.open(_as_source(source)) as container:
-                stream = container.streams.video[0]
-                stream.thread_type = "AUTO"
-                # mkv and some other containers do not store a frame count: decode to count.
-                frames = [self._to_rgb(f, height, width) for f in container.decode(stream)]
+            num_frames = self._count_frames(source)
+            if num_frames < 1:
+                raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: no video frames")
+            indices = sample_indices(num_frames, n_frms, sampling, rng)
+            frames, decoded = self._decode(source, indices, height, width)
+            if decoded != num_frames:  # the container's count was wrong: sample the frames it has
+                if decoded < 1:
+                    raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: no video frames")
+                num_frames, indices = decoded, sample_indices(decoded, n_frms, sampling, rng)
+                if not set(indices) <= frames.keys():
+                    frames, _ = self._decode(source, indices, height, width)
+        except VideoDecodeError:
+            raise
         except Exception as err:  # av.error.* and IndexError when there is no video stream
             raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: {err}") from err
-        if not frames:
-            raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: no video frames")
-        indices = sample_indices(len(frames), n_frms, sampling, rng)
         clip = np.stack([frames[i] for i in indices])
-        return DecodedClip(torch.from_numpy(clip).permute(3, 0, 1, 2).contiguous(), indices, len(frames))
+        return DecodedClip(torch.from_numpy(clip).permute(3, 0, 1, 2).contiguous(), indices, num_frames)
+
+    @staticmethod
+    def _count_frames(source):
+        """The container's frame count; mkv and webm store none, so count packets (no decoding)."""
+        import av
+
+        with av.open(_as_source(source)) as container:
+            stream = container.streams.video[0]
+            return stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
+
+    def _decode(self, source, indices, height, width):
+        """({index: RGB frame} for the wanted indices, frames decoded). Every frame is decoded, but
+        only the sampled ones are converted to RGB, which is most of PyAV's cost on small clips."""
+        import av
+
+        wanted, frames, decoded = set(indices), {}, 0
+        with av.open(_as_source(source)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for decoded, frame in enumerate(container.decode(stream), start=1):
+                if decoded - 1 in wanted:
+                    frames[decoded - 1] = self._to_rgb(frame, height, width)
+        return frames, decoded
 
     @staticmethod
     def _to_rgb(frame, height, width):
