@@ -150,19 +150,23 @@ def test_synthetic_shape_stays_whole_on_the_wrapped_scene(motion):
     assert lit.min() > 0.8 * lit.max(), lit
 
 
-def test_synthetic_wrapped_position_says_nothing_of_the_class():
-    """On the wrapped scene, where the shape is mid-clip is spread over the whole scene for every
-    class (paths that must fit in the frame fail this: crossing shapes are mid-frame at mid-clip)."""
+@pytest.mark.parametrize("wrap", [False, True])
+def test_synthetic_mid_clip_position_says_nothing_of_the_class(wrap):
+    """Where the shape is mid-clip is spread evenly over the frame (the part where it is wholly in
+    view; with ``wrap`` the whole scene) for every class. Paths that must fit in the frame fail
+    this: crossing shapes are mid-frame at mid-clip."""
     import numpy as np
 
     from video_llama.datasets import synthetic
 
-    rng = np.random.default_rng(0)
+    rng, margin = np.random.default_rng(0), 0.1
+    low, high = (0, 1) if wrap else (margin, 1 - margin)
     for motion in ("to_and_fro", "circling", "falling_down", "crossing"):
         mids = []
         for _ in range(400):
-            xs, ys = synthetic.MOTIONS[motion](np.arange(20.0), 20, rng)
-            mids.append([coord[10] for coord in synthetic.scene_position(xs, ys, rng)])
-        for axis in np.array(mids).T:  # 100 expected in each quarter of the scene's width and height
-            counts = np.histogram(axis, bins=4, range=(0, 1))[0]
-            assert counts.min() > 70, (motion, counts)
+            path = synthetic.MOTIONS[motion](np.arange(20.0), 20, rng)
+            xs, ys = synthetic.scene_position(*path, rng) if wrap else synthetic.place_in_view(*path, margin, rng)
+            mids.append([xs[10], ys[10]])
+        for axis in np.array(mids).T:  # 100 expected in each quarter
+            counts = np.histogram(axis, bins=4, range=(low, high))[0]
+            assert counts.sum() == 400 and counts.min() > 70, (motion, counts)
