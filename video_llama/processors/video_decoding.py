@@ -93,20 +93,16 @@ class PyAVBackend:
     def read(self, source, n_frms, height, width, sampling, rng=None):
         try:
             num_frames = self._count_frames(source)
-            if num_frames < 1:
-                raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: no video frames")
-            indices = sample_indices(num_frames, n_frms, sampling, rng)
+            indices = sample_indices(max(num_frames, 1), n_frms, sampling, rng)
             frames, decoded = self._decode(source, indices, height, width)
-            if decoded != num_frames:  # the container's count was wrong: sample the frames it has
-                if decoded < 1:
-                    raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: no video frames")
+            if decoded and decoded != num_frames:  # the container's count was wrong: sample what it has
                 num_frames, indices = decoded, sample_indices(decoded, n_frms, sampling, rng)
                 if not set(indices) <= frames.keys():
                     frames, _ = self._decode(source, indices, height, width)
-        except VideoDecodeError:
-            raise
         except Exception as err:  # av.error.* and IndexError when there is no video stream
             raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: {err}") from err
+        if not decoded:
+            raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: no video frames")
         clip = np.stack([frames[i] for i in indices])
         return DecodedClip(torch.from_numpy(clip).permute(3, 0, 1, 2).contiguous(), indices, num_frames)
 
