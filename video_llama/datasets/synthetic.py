@@ -2,9 +2,10 @@
 
 Each clip shows one shape on a noisy background. Colour, shape, size, speed, start position,
 background, noise, length and container (MP4/AVI) are drawn at random for every clip and are the
-same for every class, so neither one frame nor the clip's mean colour tells the classes apart: a
-model has to follow the shape over time. Written as real encoded video files in the layout
-``prepare`` reads: ``OUT/<class>/<class>_<n>.<ext>``.
+same for every class, so that neither one frame nor the clip's mean colour tells the classes
+apart (``benchmarks/synthetic_controls.py`` measures both): a model has to follow the shape over
+time. Written as real encoded video files in the layout ``prepare`` reads:
+``OUT/<class>/<class>_<n>.<ext>``.
 
 Where the shape is in any one frame must not give the class away either. If every path had to fit
 inside the frame it would (a crossing shape is near the middle at mid-clip, a falling one is never
