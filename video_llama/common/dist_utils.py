@@ -53,7 +53,7 @@ def cpu_threads(run_cfg):
     this process's share leaves after its data-loader workers (each decodes on one core).
 
     PyTorch's default (every core) oversubscribes the CPU once workers decode alongside: on 2 cores
-    with 2 workers an epoch of the quickstart took 38 s instead of 28 s.
+    with 2 workers a one-epoch quickstart run took 38 s instead of 28 s.
     """
     if getattr(run_cfg, "cpu_threads", None):
         return int(run_cfg.cpu_threads)
