@@ -7,7 +7,8 @@ from video_llama.common import dist_utils
 
 
 def run_cfg(**kw):
-    return types.SimpleNamespace(**{"world_size": 1, "device": "cpu", "distributed": True, "dist_url": "env://", **kw})
+    return types.SimpleNamespace(**{"world_size": 1, "device": "cpu", "distributed": True, "dist_url": "env://",
+                                     "cpu_threads": None, "num_workers": 0, **kw})
 
 
 def test_single_process_needs_no_process_group(monkeypatch):

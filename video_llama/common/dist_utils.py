@@ -55,13 +55,13 @@ def cpu_threads(run_cfg):
     PyTorch's default (every core) oversubscribes the CPU once workers decode alongside: on 2 cores
     with 2 workers a one-epoch quickstart run took 38 s instead of 28 s.
     """
-    if getattr(run_cfg, "cpu_threads", None):
+    if run_cfg.cpu_threads:
         return int(run_cfg.cpu_threads)
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    return max(1, cores // processes_here - getattr(run_cfg, "num_workers", 0))
+    return max(1, cores // processes_here - run_cfg.num_workers)
 
 
 def init_distributed_mode(run_cfg):

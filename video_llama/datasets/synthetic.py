@@ -13,7 +13,7 @@ low early on: a classifier on the middle frame scored 0.38 on such clips). So ea
 on a uniformly random spot of the frame and is free to leave it, as a person walks out of shot.
 Centring on the path's average position rather than on its mid-clip position keeps how often the
 shape is out of view about the same for every class (a circling shape centred mid-clip left the
-frame in a quarter of the frames, a falling one almost never), so the clip's mean colour does not
+frame in about a quarter of the frames, a falling one almost never), so the clip's mean colour does not
 tell the classes apart either. ``wrap=True`` goes further: the scene wraps around at its edges (a
 shape leaving on the right comes back on the left, as in old arcade games) and every path starts
 anywhere, so every frame of every class shows the shape equally likely anywhere. That is the

@@ -60,7 +60,7 @@ class VideoLLAMA(BaseModel):
         self.Qformer = build_qformer(cfg, num_layers=cfg.qformer_num_layers, encoder_width=cfg.vit_embed_dim,
                                      cross_attention_freq=cfg.qformer_cross_attention_freq)
         # Query tokens start at the Q-Former's initializer_range, as in the original (0.02 there).
-        query_std = cfg.init_std or 0.02
+        query_std = self.Qformer.config.initializer_range
         self.query_tokens = nn.Parameter(torch.zeros(1, cfg.num_query_token, width).normal_(std=query_std))
 
         self.video_frame_position_embedding = nn.Embedding(cfg.max_frame_pos, width)

@@ -91,14 +91,20 @@ class PyAVBackend:
     name = "pyav"
 
     def read(self, source, n_frms, height, width, sampling, rng=None):
+        import av
+
         try:
-            num_frames = self._count_frames(source)
-            indices = sample_indices(max(num_frames, 1), n_frms, sampling, rng)
-            frames, decoded = self._decode(source, indices, height, width)
+            with av.open(_as_source(source)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                num_frames = stream.frames or self._count_packets(container, stream)
+                indices = sample_indices(max(num_frames, 1), n_frms, sampling, rng)
+                frames, decoded = self._decode(container, stream, indices, height, width)
             if decoded and decoded != num_frames:  # the container's count was wrong: sample what it has
                 num_frames, indices = decoded, sample_indices(decoded, n_frms, sampling, rng)
                 if not set(indices) <= frames.keys():
-                    frames, _ = self._decode(source, indices, height, width)
+                    with av.open(_as_source(source)) as container:
+                        frames, _ = self._decode(container, container.streams.video[0], indices, height, width)
         except Exception as err:  # av.error.* and IndexError when there is no video stream
             raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: {err}") from err
         if not decoded:
@@ -107,26 +113,20 @@ class PyAVBackend:
         return DecodedClip(torch.from_numpy(clip).permute(3, 0, 1, 2).contiguous(), indices, num_frames)
 
     @staticmethod
-    def _count_frames(source):
-        """The container's frame count; mkv and webm store none, so count packets (no decoding)."""
-        import av
+    def _count_packets(container, stream):
+        """mkv and webm store no frame count: count the packets (no decoding), then rewind."""
+        count = sum(1 for packet in container.demux(stream) if packet.size)
+        container.seek(0)
+        return count
 
-        with av.open(_as_source(source)) as container:
-            stream = container.streams.video[0]
-            return stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
-
-    def _decode(self, source, indices, height, width):
+    def _decode(self, container, stream, indices, height, width):
         """({index: RGB frame} for the wanted indices, frames decoded). Every frame is decoded, but
         only the sampled ones are converted to RGB, which is most of PyAV's cost on small clips."""
-        import av
-
         wanted, frames, decoded = set(indices), {}, 0
-        with av.open(_as_source(source)) as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for decoded, frame in enumerate(container.decode(stream), start=1):
-                if decoded - 1 in wanted:
-                    frames[decoded - 1] = self._to_rgb(frame, height, width)
+        for index, frame in enumerate(container.decode(stream)):
+            if index in wanted:
+                frames[index] = self._to_rgb(frame, height, width)
+            decoded = index + 1
         return frames, decoded
 
     @staticmethod
