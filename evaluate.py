@@ -3,7 +3,7 @@
     python evaluate.py --cfg-path eval_configs/quickstart_action_tiny.yaml --options model.ckpt=RUN_DIR
 """
 
-from video_llama.common.jobs import run_cli, evaluate
+from video_llama.cli.jobs import run_cli, evaluate
 
 if __name__ == "__main__":
     run_cli(evaluate)

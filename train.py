@@ -4,7 +4,7 @@
     torchrun --standalone --nproc_per_node=2 train.py --cfg-path X.yaml --options run.init_lr=1e-4
 """
 
-from video_llama.common.jobs import run_cli, train
+from video_llama.cli.jobs import run_cli, train
 
 if __name__ == "__main__":
     run_cli(train)

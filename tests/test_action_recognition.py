@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import video_llama  # noqa: F401
-from video_llama.datasets.action_folders import prepare, readable_label, stratified_split
-from video_llama.datasets.video_writer import write_video
-from video_llama.tasks.action_recognition import compute_metrics, match_answer, normalize_answer, rank_labels, write_results
+from video_llama.cli.action_folders import prepare, readable_label, stratified_split
+from video_llama.cli.video_writer import write_video
+from video_llama.tasks.action_recognition import compute_metrics, match_answer, normalize_answer, write_results
 
 from conftest import gradient_clip
 
@@ -46,7 +46,7 @@ def test_prepare_keep_short_and_loop_short(action_root, tmp_path):
     assert report.counts["fall_down"]["short_kept"] == 1 and not report.short
     report, _ = prepare(action_root, tmp_path / "loop", n_frms=8, loop_short=True)
     assert report.counts["fall_down"]["looped"] == 1
-    from video_llama.datasets.action_folders import probe
+    from video_llama.cli.action_folders import probe
 
     assert probe(action_root / "_looped" / "fall_down" / "short.mp4")[0] >= 8
 
@@ -83,13 +83,14 @@ def test_labels_readable_and_answers_matched():
 
 
 def test_rank_scores_are_answer_log_likelihoods(tiny_llm_dir, clips_dir):
-    """Labels of different token lengths sharing a prefix: each score equals the log-likelihood
-    the training loss assigns to that answer, and the pick is the largest."""
+    """Labels of different token lengths sharing a prefix: each score of ``model.score`` (label
+    tokens only, in chunks) equals the log-likelihood the training loss assigns to that answer,
+    and the pick is the largest."""
     from omegaconf import OmegaConf
 
     from video_llama.common.registry import registry
     from video_llama.conversation.templates import conversation_ids, video_placeholder
-    from video_llama.datasets.collate import pad_batch
+    from video_llama.conversation.collate import pad_batch
 
     from conftest import tiny_config
 
@@ -99,15 +100,18 @@ def test_rank_scores_are_answer_log_likelihoods(tiny_llm_dir, clips_dir):
     labels = ["Fall", "Fall down", "Fall down slowly", "Wave"]
     frames = torch.randn(1, 3, 8, 112, 112)
     question = "What is the action?"
-    scores = rank_labels(model, frames, [question], labels)[0]
-    expected = []
+    scores = model.score(frames, [question], labels, chunk_size=3)[0]  # two chunks: 3 + 1
+    normalized = model.score(frames, [question], labels, length_normalize=True)[0]
+    expected, lengths = [], []
     for label in labels:
         ids, targets = conversation_ids(model.llama_tokenizer, model.template, [(f"{video_placeholder(32)} {question}", label)])
         batch = pad_batch([{"input_ids": ids, "labels": targets}], model.llama_tokenizer.pad_token_id)
         with torch.no_grad():
             loss = model({"image": frames, **batch})["loss"]
-        expected.append(-loss.item() * sum(t != -100 for t in targets))
+        lengths.append(sum(t != -100 for t in targets))
+        expected.append(-loss.item() * lengths[-1])
     assert scores.tolist() == pytest.approx(expected, abs=1e-4)
+    assert normalized.tolist() == pytest.approx([e / n for e, n in zip(expected, lengths)], abs=1e-4)
     assert int(scores.argmax()) == max(range(len(labels)), key=lambda i: expected[i])
 
 
@@ -125,7 +129,7 @@ def test_metrics_and_files(tmp_path):
 
 
 def test_synthetic_dataset_layout(tmp_path):
-    from video_llama.datasets.synthetic import write_synthetic_dataset
+    from video_llama.cli.synthetic import write_synthetic_dataset
     from video_llama.processors.video_decoding import load_video
 
     names = write_synthetic_dataset(tmp_path, classes=3, per_class=2, seed=1)
@@ -142,7 +146,7 @@ def test_synthetic_shape_stays_whole_on_the_wrapped_scene(motion):
     of shape wherever the path goes."""
     import numpy as np
 
-    from video_llama.datasets.synthetic import render_clip
+    from video_llama.cli.synthetic import render_clip
 
     frames = render_clip(motion, np.random.default_rng(3), num_frames=24, size=48, wrap=True).astype(int)
     background = np.median(frames.reshape(-1, 3), axis=0)
@@ -157,7 +161,7 @@ def test_synthetic_position_says_nothing_of_the_class(wrap):
     stay near the middle."""
     import numpy as np
 
-    from video_llama.datasets import synthetic
+    from video_llama.cli import synthetic
 
     rng, margin = np.random.default_rng(0), 0.1
     low, high = (0, 1) if wrap else (margin, 1 - margin)

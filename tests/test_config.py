@@ -32,11 +32,19 @@ def problems_of(path, options=None):
 
 
 def test_guide_yaml_loads_unchanged_with_all_keys():
+    """Every key of the guide keeps its value, except the original's keys that change nothing here
+    (accepted with those values and dropped)."""
+    from video_llama.common.config import LEGACY_MODEL_KEYS
+
     raw = OmegaConf.load(GUIDE_YAML)
     cfg = Config.from_file(GUIDE_YAML)
     for section in ("model", "run"):
         for key, value in raw[section].items():
+            if section == "model" and key in LEGACY_MODEL_KEYS:
+                assert key not in cfg.config.model
+                continue
             assert cfg.config[section][key] == value, f"{section}.{key}"
+    assert cfg.model_cfg.template == "llama_v2"
     ds = cfg.datasets_cfg.webvid_instruct
     assert ds.build_info.anno_dir.endswith("videoaction_instruct_11k.json")
     assert ds.vis_processor.train.n_frms == 8 and ds.vis_processor.train.image_size == 224
@@ -134,9 +142,10 @@ def test_options_must_be_key_value(tmp_path):
 @pytest.mark.parametrize(
     "options, both_keys",
     [
-        (["datasets.webvid_instruct.model_type=vicuna"], ("datasets.webvid_instruct.model_type", "model.end_sym")),
-        (["model.end_sym=###", "model.prompt_template='###Human: {} ###Assistant: '"], ("datasets.webvid_instruct.model_type", "model.end_sym")),
-        (["model.prompt_template='###Human: {} ###Assistant: '"], ("datasets.webvid_instruct.model_type", "model.prompt_template")),
+        (["datasets.webvid_instruct.model_type=vicuna"], ("datasets.webvid_instruct.model_type", "model.template")),
+        (["model.end_sym=###", "model.prompt_template='###Human: {} ###Assistant: '"], ("model.end_sym", "model.template")),
+        (["model.prompt_template='###Human: {} ###Assistant: '"], ("model.prompt_template", "model.template")),
+        (["model.freeze_llm=False"], ("model.freeze_llm", "model.llama_dtype")),
         (["datasets.webvid_instruct.num_video_query_token=16"], ("datasets.webvid_instruct.num_video_query_token", "model.num_video_query_token")),
         (["datasets.webvid_instruct.vis_processor.train.image_size=112"], ("vis_processor.train.image_size", "model.img_size")),
         (["datasets.webvid_instruct.vis_processor.train.n_frms=64"], ("vis_processor.train.n_frms", "model.max_frame_pos")),
@@ -154,7 +163,7 @@ def test_vicuna_pair_is_consistent(tmp_path):
         ["model.model_type=pretrain_vicuna", "model.end_sym=###", "model.prompt_template='###Human: {} ###Assistant: '",
          "datasets.webvid_instruct.model_type=vicuna"],
     )
-    assert cfg.model_cfg.end_sym == "###"
+    assert cfg.model_cfg.end_sym == "###" and cfg.model_cfg.template == "vicuna"
 
 
 def test_tokenizer_name_defaults_to_llama_model(tmp_path):

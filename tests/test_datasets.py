@@ -99,15 +99,32 @@ def test_missing_paths_name_the_key(tiny_llm_dir, clips_dir, tmp_path):
         build(tiny_llm_dir, clips_dir / "train.json", tmp_path / "no_videos")
 
 
-def test_caption_builder(clips_dir, tmp_path):
-    (tmp_path / "pages" ).mkdir()
+def test_caption_builder_tokenizes_caption_as_answer_to_a_prompt(tiny_llm_dir, clips_dir, tmp_path):
+    """Captions are cleaned, become the answer to a random prompt of prompt_path (placeholders in
+    the prompt), and max_txt_len cuts the caption only; the prompt is drawn from the global
+    random, so a seed fixes it."""
+    import random
     import shutil
 
+    from video_llama.common.config import Config
+
+    (tmp_path / "pages").mkdir()
     shutil.copy(clips_dir / "clip0.mp4", tmp_path / "pages" / "v0.mp4")
     (tmp_path / "captions.csv").write_text("videoid,name,page_dir\nv0,A Dog (running) FAST.,pages\n")
-    cfg = registry.get_builder_class("webvid").default_config()
-    cfg.build_info.anno_dir = str(tmp_path / "captions.csv")
-    cfg.build_info.videos_dir = str(tmp_path)
-    cfg.vis_processor.train.n_frms, cfg.vis_processor.train.image_size = 4, 32
-    sample = registry.get_builder_class("webvid")(cfg).build_datasets()["train"][0]
-    assert sample["text_input"] == "a dog running fast" and sample["image"].shape == (3, 4, 32, 32)
+    (tmp_path / "cfg.yaml").write_text(
+        f"model: {{model_type: tiny, llama_model: {tiny_llm_dir}, img_size: 112, prompt_path: prompts/alignment_video.txt}}\n"
+        f"datasets: {{webvid: {{build_info: {{anno_dir: {tmp_path / 'captions.csv'}, videos_dir: {tmp_path}}},"
+        " vis_processor: {train: {n_frms: 4}}}}\n"
+        "run: {device: cpu}\n")
+    cfg = Config.from_file(tmp_path / "cfg.yaml", ["model.max_txt_len=3"])
+    dataset = registry.get_builder_class("webvid")(cfg.datasets_cfg.webvid).build_datasets()["train"]
+    random.seed(0)
+    sample = dataset[0]
+    random.seed(0)
+    assert dataset[0]["input_ids"].tolist() == sample["input_ids"].tolist()
+    assert sample["text_input"] == "a dog running fast" and sample["image"].shape == (3, 4, 112, 112)
+    tokenizer = dataset.tokenizer
+    assert (sample["input_ids"] == dataset.tokenizer.convert_tokens_to_ids("<ImageHere>")).sum() == 32
+    answer = sample["labels"][sample["labels"] != -100]
+    assert len(answer) == 3 and tokenizer.decode(answer).strip() in "a dog running fast"
+    assert tokenizer.decode(sample["input_ids"]).replace(" ", "").startswith("<s>[INST]<<SYS>>")

@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 
 import video_llama  # noqa: F401
 from video_llama.common.registry import registry
-from video_llama.datasets.collate import collate_video_samples
+from video_llama.conversation.collate import collate_video_samples
 
 from conftest import DATA_DIR, tiny_config
 
@@ -25,7 +25,7 @@ def build(cfg, *options):
 
 
 def batch_of(dataset):
-    return collate_video_samples([dataset[(0, 1)], dataset[(1, 2)]], dataset.tokenizer.pad_token_id)
+    return collate_video_samples([dataset[0], dataset[1]], dataset.tokenizer.pad_token_id)
 
 
 def test_only_trainable_parts_learn_and_frozen_stay_bit_identical(tiny):
@@ -76,6 +76,23 @@ def test_loss_only_on_answer_tokens(tiny):
     assert torch.allclose(out["loss"], expected, atol=1e-5)
     answers = [dataset.tokenizer.decode(row[row != -100]) for row in batch["labels"]]
     assert answers == ["greet_mode </s>", "clean_mode </s>"]
+    # with the effective batch's token count, the loss is this batch's token sum over that count
+    with torch.no_grad():
+        summed = model(batch, num_items_in_batch=100)["loss"]
+    assert torch.allclose(summed * 100, expected * mask.sum(), atol=1e-4)
+
+
+def test_vit_gradient_checkpointing_gives_the_same_gradients(tiny):
+    cfg, dataset = tiny
+    batch = batch_of(dataset)
+    grads = []
+    for checkpointing in (False, True):
+        model = build(cfg, "freeze_vit=false", f"use_grad_checkpoint={checkpointing}")
+        model.train()
+        model(batch)["loss"].backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if n.startswith("visual_encoder.")})
+    assert model.visual_encoder.grad_checkpointing and grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
 
 
 def test_placeholder_count_is_checked(tiny):
@@ -90,8 +107,7 @@ def test_placeholder_count_is_checked(tiny):
 
 
 def test_guide_keys_accepted_at_tiny_size(tiny):
-    model = build(tiny[0], "num_query_token=32", "max_frame_pos=32", "img_size=224",
-                  "fusion_header_type=seqTransf", "fusion_head_layers=2")
+    model = build(tiny[0], "num_query_token=32", "max_frame_pos=32", "img_size=224")
     assert model.query_tokens.shape[1] == 32 and model.video_frame_position_embedding.num_embeddings == 32
     assert model.visual_encoder.patch_embed.img_size == (224, 224)
 
@@ -115,23 +131,6 @@ def test_full_size_on_meta_matches_published_trainable_part(model_type, llm_widt
     assert trainable == mapped
     vit = sum(p.numel() for p in model.visual_encoder.parameters())
     assert len(list(model.visual_encoder.state_dict())) == 511 and abs(vit - 985.9e6) < 0.1e6
-
-
-def test_caption_samples_are_wrapped_in_a_prompt(tiny):
-    cfg, dataset = tiny
-    model = build(cfg)
-    frames = batch_of(dataset)["image"]
-    out = model({"image": frames, "text_input": ["a dog runs", "a man waves"]})
-    assert torch.isfinite(out["loss"])
-    tokens = model.tokenize_captions(["a dog runs"], "cpu")
-    answer = tokens["labels"][0][tokens["labels"][0] != -100]
-    assert model.llama_tokenizer.decode(answer) == "a dog runs </s>"
-    assert (tokens["input_ids"][0] == model.im_patch_token_id).sum() == 32
-    model.max_txt_len = 2  # limits the caption only: the 32 placeholders stay (stage-1 recipe uses 32)
-    short = model.tokenize_captions(["a dog runs across the wide green field"], "cpu")
-    assert (short["labels"][0] != -100).sum() == 2 and (short["input_ids"][0] == model.im_patch_token_id).sum() == 32
-    prompt = model.llama_tokenizer.decode(tokens["input_ids"][0][tokens["labels"][0] == -100])
-    assert "[INST] <<SYS>>\n \n<</SYS>>\n\n<Image>" in prompt and "\\n" not in prompt  # real newlines
 
 
 def test_from_scratch_settings_reach_the_modules(tiny):

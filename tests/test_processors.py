@@ -25,10 +25,10 @@ def test_sampling_setting_overrides_the_processor_default(clips_dir):
     import random
 
     uniform_train = AlproVideoTrainProcessor.from_config({"n_frms": 8, "image_size": 32, "sampling": "uniform"})
-    _, clip = uniform_train(clips_dir / "clip0.mp4", rng=random.Random(3))
-    assert clip.indices == [0, 3, 6, 9, 12, 15, 18, 21]
-    _, clip = AlproVideoTrainProcessor.from_config({"n_frms": 8, "image_size": 32})(clips_dir / "clip0.mp4",
-                                                                                      rng=random.Random(3))
+    random.seed(3)
+    assert uniform_train.load(clips_dir / "clip0.mp4").indices == [0, 3, 6, 9, 12, 15, 18, 21]
+    random.seed(3)
+    clip = AlproVideoTrainProcessor.from_config({"n_frms": 8, "image_size": 32}).load(clips_dir / "clip0.mp4")
     assert clip.indices != [0, 3, 6, 9, 12, 15, 18, 21]  # headtail by default
     with pytest.raises(ValueError, match="'headtial' is not a frame sampling; use uniform or headtail"):
         AlproVideoEvalProcessor.from_config({"sampling": "headtial"})
@@ -37,9 +37,10 @@ def test_sampling_setting_overrides_the_processor_default(clips_dir):
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
 def test_eval_processor_frames_indices_and_normalisation(clips_dir, backend):
     proc = AlproVideoEvalProcessor.from_config({"n_frms": 8, "image_size": 32, "backend": backend})
-    frames, clip = proc(clips_dir / "clip0.mp4")
+    frames = proc(clips_dir / "clip0.mp4")  # the LAVIS contract: path in, frames tensor out
     assert frames.shape == (3, 8, 32, 32) and frames.dtype == torch.float32
-    assert clip.indices == [0, 3, 6, 9, 12, 15, 18, 21] and clip.num_frames == 24
+    clip = proc.clip_info(clips_dir / "clip0.mp4")
+    assert clip.indices == [0, 3, 6, 9, 12, 15, 18, 21] and clip.num_frames == 24 and clip.fps == 8
     # red channel encodes the frame index: undo the CLIP normalisation and read it back
     red = frames[0].mean(dim=(1, 2)) * CLIP_STD[0] + CLIP_MEAN[0]
     expected = torch.tensor([i / 23 for i in clip.indices])
@@ -50,8 +51,10 @@ def test_train_processor_crop_is_shared_and_seeded(clips_dir):
     import random
 
     proc = AlproVideoTrainProcessor.from_config({"n_frms": 4, "image_size": 32, "per_clip_norm": True})
-    a, clip_a = proc(clips_dir / "clip1.mp4", rng=random.Random(7))
-    b, clip_b = proc(clips_dir / "clip1.mp4", rng=random.Random(7))
+    random.seed(7)
+    a, clip_a = proc(clips_dir / "clip1.mp4"), proc.clip_info(clips_dir / "clip1.mp4")
+    random.seed(7)
+    b, clip_b = proc(clips_dir / "clip1.mp4"), proc.clip_info(clips_dir / "clip1.mp4")
     assert a.shape == (3, 4, 32, 32) and torch.equal(a, b) and clip_a.indices == clip_b.indices
     per_channel = a.flatten(1)  # per-clip standardised, channel by channel
     assert per_channel.mean(1).abs().max() < 1e-4
@@ -69,7 +72,7 @@ def test_bytes_equal_file(clips_dir, backend):
 
 @pytest.mark.parametrize("suffix", [".mp4", ".avi", ".mkv"])  # mkv stores no frame count
 def test_pyav_samples_the_same_frames_as_decord(tmp_path, suffix):
-    from video_llama.datasets.video_writer import write_video
+    from video_llama.cli.video_writer import write_video
 
     path = write_video(tmp_path / f"clip{suffix}", gradient_clip(20, seed=3))
     by_decord = load_video(path, 6, 32, 32, backend="decord")
@@ -90,8 +93,22 @@ def test_broken_and_missing_clips_raise_with_path(clips_dir, backend):
 
 
 def test_short_clip_repeats_frames(clips_dir):
-    frames, clip = AlproVideoEvalProcessor.from_config({"n_frms": 8, "image_size": 32})(clips_dir / "short.avi")
+    proc = AlproVideoEvalProcessor.from_config({"n_frms": 8, "image_size": 32})
+    frames, clip = proc(clips_dir / "short.avi"), proc.clip_info(clips_dir / "short.avi")
     assert frames.shape[1] == 8 and clip.is_short and clip.num_frames == 3
+
+
+def test_clip_info_of_a_processor_that_decodes_in_its_own_call(clips_dir):
+    """A LAVIS-style subclass overrides ``__call__`` alone; clip_info then reads the container."""
+
+    class Lavis(AlproVideoEvalProcessor):
+        def __call__(self, vpath):
+            return torch.zeros(3, self.config.n_frms, 8, 8)
+
+    proc = Lavis.from_config({"n_frms": 8, "image_size": 32})
+    assert proc(clips_dir / "clip0.mp4").shape == (3, 8, 8, 8)
+    info = proc.clip_info(clips_dir / "clip0.mp4")
+    assert (info.num_frames, info.fps, info.indices) == (24, 8.0, [0, 3, 6, 9, 12, 15, 18, 21])
 
 
 def test_unknown_processor_setting_is_refused():

@@ -2,8 +2,16 @@
 
 import pytest
 
-from video_llama.conversation.templates import IGNORE_INDEX, conversation_ids, get_template, truncate, video_placeholder
-from video_llama.models.video_llama import load_tokenizer
+from video_llama.conversation import (
+    IGNORE_INDEX,
+    caption_ids,
+    conversation_ids,
+    get_template,
+    load_tokenizer,
+    truncate,
+    video_placeholder,
+)
+from video_llama.conversation.templates import caption_first_prompt
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +72,17 @@ def test_truncation_keeps_placeholder_and_an_answer(tok):
     assert truncate(input_ids, labels, first_answer, patch_id, n) is None  # no answer token left
     assert truncate(input_ids, labels, 5, patch_id, n) is None  # would cut the placeholder
     assert truncate(input_ids, labels, 10_000, patch_id, n) == (input_ids, labels)
+
+
+def test_caption_is_the_answer_to_the_prompt_and_max_txt_len_cuts_the_caption_only(tok):
+    # the guide's single-quoted YAML keeps "\n" as two characters; the template means newlines
+    first = caption_first_prompt('[INST] <<SYS>>\\n \\n<</SYS>>\\n\\n{} [/INST] ')
+    template = get_template("llama_v2")
+    input_ids, labels = caption_ids(tok, template, "<Image><ImageHere></Image> Describe it.", "a dog runs", 32, 50, first)
+    assert tok.decode([t for t in labels if t != IGNORE_INDEX]) == "a dog runs </s>"
+    assert input_ids.count(tok.convert_tokens_to_ids("<ImageHere>")) == 32
+    prompt = tok.decode([t for t, l in zip(input_ids, labels) if l == IGNORE_INDEX])
+    assert "[INST] <<SYS>>\n \n<</SYS>>\n\n<Image>" in prompt and "\\n" not in prompt
+    short_ids, short_labels = caption_ids(tok, template, "<ImageHere>", "a dog runs across the wide green field", 32, 2, first)
+    assert sum(t != IGNORE_INDEX for t in short_labels) == 2  # stage-1's max_txt_len 32 never cuts the placeholders
+    assert short_ids.count(tok.convert_tokens_to_ids("<ImageHere>")) == 32

@@ -9,6 +9,7 @@ from pathlib import Path
 from video_llama.common.registry import registry
 
 import video_llama.common.optims  # noqa: F401  (lr schedules)
+import video_llama.conversation  # noqa: F401  (prompt templates)
 import video_llama.datasets.builders  # noqa: F401
 import video_llama.models  # noqa: F401
 import video_llama.processors  # noqa: F401

@@ -32,7 +32,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
 
-    from video_llama.datasets.action_folders import prepare
+    from video_llama.cli.action_folders import prepare
 
     report, labels = prepare(args.root, args.out, args.label_map, args.questions, args.split, args.seed, args.n_frms,
                              args.keep_short, args.loop_short, args.all_questions, args.split_list)

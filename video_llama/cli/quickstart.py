@@ -20,9 +20,9 @@ PER_CLASS = 375  # 300 training, 37 validation and 38 test clips per class (the 
 
 def main(argv=None):
     from video_llama.cli.tiny_llm import write_tiny_llm
-    from video_llama.common.jobs import evaluate, train
-    from video_llama.datasets.action_folders import prepare
-    from video_llama.datasets.synthetic import write_synthetic_dataset
+    from video_llama.cli.jobs import evaluate, train
+    from video_llama.cli.action_folders import prepare
+    from video_llama.cli.synthetic import write_synthetic_dataset
 
     start = time.monotonic()
     if not (TINY_LLM / "config.json").is_file():

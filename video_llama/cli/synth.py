@@ -4,7 +4,7 @@ import argparse
 
 
 def main(argv=None):
-    from video_llama.datasets.synthetic import MOTIONS, write_synthetic_dataset
+    from video_llama.cli.synthetic import MOTIONS, write_synthetic_dataset
 
     parser = argparse.ArgumentParser(prog="video-llama synth", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)

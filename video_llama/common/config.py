@@ -23,10 +23,23 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_CONFIG = PACKAGE_DIR / "configs" / "default.yaml"
 TOP_LEVEL_KEYS = ("model", "datasets", "run", "plugins")
 PROCESSOR_SECTIONS = ("vis_processor", "text_processor")
-TEMPLATES = {
-    # dataset model_type → what the model's end_sym and prompt_template must look like
-    "llama_v2": {"end_sym": "</s>", "template_marker": "[INST]"},
-    "vicuna": {"end_sym": "###", "template_marker": "###Human"},
+EVAL_MODES = ("rank", "generate")
+ANY = object()
+# Keys of the original Video-LLaMA configs that this version accepts without acting on them. They
+# are not in the schema (base.yaml): each is accepted only with a value that means what this
+# version does anyway, and is dropped from the resolved config. key → (that value, or ANY; why).
+LEGACY_MODEL_KEYS = {
+    "fusion_header_type": (ANY, "the original ignores it too"),
+    "fusion_head_layers": (ANY, "the original ignores it too"),
+    "frozen_audio_Qformer": (ANY, "this version has no audio branch"),
+    "num_audio_query_token": (ANY, "this version has no audio branch"),
+    "equip_audio_branch": (False, "the audio branch (ImageBind) is not in this version; set "
+                                  "model.equip_audio_branch=False, the vision branch trains alone"),
+    "imagebind_ckpt_path": (None, "the audio branch is not in this version; remove the key"),
+    "ckpt_2": (None, "audio-branch checkpoints (AL_*.pth) need the audio branch, which this version "
+                     "lacks; set model.ckpt_2=null"),
+    "low_resource": (False, "8-bit loading of the LLM is not in this version yet (a later version adds "
+                            "model.llm_load_in_8bit); set model.low_resource=False and model.llama_dtype=bf16 or fp16"),
 }
 
 logger = logging.getLogger(__name__)
@@ -175,8 +188,23 @@ def _model_section(user_model, problems):
         problems.append(_unknown("model.model_type", model_type, model_cls.PRETRAINED_MODEL_CONFIG_DICT, "value"))
         model_type = model_cls.DEFAULT_MODEL_TYPE
     defaults = model_cls.default_config(model_type)
+    user_model = _without_legacy_keys(user_model, problems)
     _check_keys(user_model, defaults, "model", problems)
     return OmegaConf.merge(defaults, user_model)
+
+
+def _without_legacy_keys(user_model, problems):
+    kept = {}
+    for key, value in user_model.items():
+        if key not in LEGACY_MODEL_KEYS:
+            kept[key] = value
+            continue
+        accepted, why = LEGACY_MODEL_KEYS[key]
+        if accepted is ANY or value == accepted:
+            logger.info("model.%s: accepted for the original configs' sake and ignored (%s)", key, why)
+        else:
+            problems.append(f"model.{key}: {value!r} is not supported: {why}")
+    return OmegaConf.create(kept)
 
 
 def _datasets_section(user_datasets, problems, img_size=None):
@@ -304,36 +332,80 @@ def _check_registered_names(config, problems):
     for key in ("batch_size_train", "batch_size_eval", "accum_grad_iters", "max_epoch"):
         if not isinstance(run[key], int) or run[key] < 1:
             problems.append(f"run.{key}: must be a positive integer, got {run[key]!r}")
+    if run.eval_mode not in EVAL_MODES:
+        problems.append(_unknown("run.eval_mode", run.eval_mode, EVAL_MODES, "value"))
+    for key in ("train_splits", "valid_splits", "test_splits"):
+        if not isinstance(run[key], ListConfig) or not all(isinstance(s, str) for s in run[key]):
+            problems.append(f"run.{key}: must be a list of split names, e.g. [val], got {run[key]!r}")
+    for name, value in (("model.template", config.model.get("template")),
+                        *((f"datasets.{n}.model_type", ds.get("model_type")) for n, ds in config.datasets.items())):
+        if value is not None:
+            try:
+                registry.get_template(value)
+            except RegistryError as err:
+                problems.append(f"{name}: {err}")
+    if config.model.get("vit_model", "eva_vit_g") != "eva_vit_g":
+        problems.append(f"model.vit_model: {config.model.vit_model!r} is not available; this version builds "
+                        "the EVA ViT-g of BLIP-2 (eva_vit_g) at the sizes the vit_* keys give")
     for name, ds in config.datasets.items():
-        if ds.get("model_type") is not None and ds.model_type not in TEMPLATES:
-            problems.append(_unknown(f"datasets.{name}.model_type", ds.model_type, TEMPLATES, "value"))
+        builder = registry.get_builder_class(name)
+        kinds = getattr(builder, "DATA_TYPES", None)
+        if kinds and ds.get("data_type") not in kinds:
+            problems.append(f"datasets.{name}.data_type: {ds.get('data_type')!r}, but the {name} builder reads "
+                            f"{' or '.join(kinds)}; use a builder for that kind of data or set data_type={kinds[0]}")
+
+
+# dataset key whose null default means "the model's": dataset key → model key
+FROM_MODEL = {"tokenizer_name": "llama_model", "max_txt_len": "max_txt_len", "model_type": "template",
+              "num_video_query_token": "num_video_query_token", "prompt_path": "prompt_path",
+              "prompt_template": "prompt_template"}
 
 
 def _fill_derived(config):
-    """Keys whose documented default is another key's value."""
+    """Keys whose documented default is another key's value, so that each dataset's section holds
+    all that its builder needs (the builder reads no model key)."""
+    model = config.model
+    if "template" in model:
+        template = registry.get_template(model.template) if model.template in registry.mapping["template"] else None
+        if template is not None and model.get("end_sym") is None:
+            model.end_sym = template.end_sym
+        if template is not None and model.get("prompt_template") is None:
+            model.prompt_template = template.first_prompt.replace("{q}", "{}") + " "
     for ds in config.datasets.values():
-        if "tokenizer_name" in ds and ds.tokenizer_name is None:
-            ds.tokenizer_name = config.model.get("llama_model")
-        if "max_txt_len" in ds and ds.max_txt_len is None:
-            ds.max_txt_len = config.model.get("max_txt_len")
+        for ds_key, model_key in FROM_MODEL.items():
+            if ds_key in ds and ds[ds_key] is None:
+                ds[ds_key] = model.get(model_key)
 
 
 def consistency_problems(config):
     """Settings that are each valid but contradict each other; every message names both keys."""
     problems = []
     model = config.model
+    template = registry.mapping["template"].get(model.get("template"))
+    if template is not None and model.end_sym != template.end_sym:
+        problems.append(
+            f"model.end_sym is {model.end_sym!r} but model.template {template.name!r} ends answers with "
+            f"{template.end_sym!r}; set model.template to the template you mean "
+            f"(llama_v2: '</s>', vicuna: '###') and leave end_sym out"
+        )
+    if template is not None and template.marker not in model.prompt_template:
+        problems.append(
+            f"model.prompt_template {model.prompt_template!r} is not a {template.name} prompt (model.template); "
+            f"expected one containing {template.marker!r}, or leave prompt_template out"
+        )
+    if model.get("freeze_llm") is False and model.get("llama_dtype") != "fp32":
+        problems.append(
+            f"model.freeze_llm is False but model.llama_dtype is {model.llama_dtype}: AdamW would update "
+            f"{model.llama_dtype} weights (small updates vanish; fp16 AMP cannot unscale fp16 gradients); "
+            "set model.llama_dtype=fp32 to train the LLM, or keep model.freeze_llm=True"
+        )
     for name, ds in config.datasets.items():
         path = f"datasets.{name}"
-        template = TEMPLATES.get(ds.get("model_type"))
-        if template and "end_sym" in model and model.end_sym != template["end_sym"]:
+        if template is not None and ds.get("model_type") is not None and ds.model_type != template.name:
             problems.append(
-                f"{path}.model_type is {ds.model_type!r}, which ends answers with {template['end_sym']!r}, "
-                f"but model.end_sym is {model.end_sym!r}; make them agree (llama_v2: '</s>', vicuna: '###')"
-            )
-        if template and "prompt_template" in model and template["template_marker"] not in model.prompt_template:
-            problems.append(
-                f"{path}.model_type is {ds.model_type!r} but model.prompt_template {model.prompt_template!r} "
-                f"is not a {ds.model_type} template (expected one containing {template['template_marker']!r})"
+                f"{path}.model_type is {ds.model_type!r} but model.template is {template.name!r}: data and "
+                f"model must use one prompt template; set model.template={ds.model_type} (and leave "
+                f"{path}.model_type out, it follows the model)"
             )
         if "num_video_query_token" in ds and ds.num_video_query_token != model.get("num_video_query_token"):
             problems.append(
@@ -388,16 +460,18 @@ def resolve_path(value, base_dir=None, fallbacks=()):
 
 def _resolve_paths(config, base_dir):
     model = config.model
+    for ds in config.datasets.values():
+        if ds.get("prompt_path"):
+            ds.prompt_path = resolve_path(ds.prompt_path, base_dir, fallbacks=[PACKAGE_DIR])
     if model.get("prompt_path"):  # prompts/... also resolves to the prompts shipped with the package
         model.prompt_path = resolve_path(model.prompt_path, base_dir, fallbacks=[PACKAGE_DIR])
-    for key in ("ckpt", "ckpt_2", "vit_ckpt", "q_former_model", "llama_model", "imagebind_ckpt_path"):
+    for key in ("ckpt", "vit_ckpt", "q_former_model", "llama_model"):
         if model.get(key):
             model[key] = resolve_path(model[key], base_dir)
     for ds in config.datasets.values():
         info = ds.get("build_info") or {}
-        for key in ("videos_dir", "shards"):
-            if info.get(key):
-                info[key] = resolve_path(info[key], base_dir)
+        if info.get("videos_dir"):
+            info.videos_dir = resolve_path(info.videos_dir, base_dir)
         anno = info.get("anno_dir")
         if isinstance(anno, str):
             info.anno_dir = resolve_path(anno, base_dir)

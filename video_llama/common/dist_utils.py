@@ -124,15 +124,20 @@ def all_gather_object(obj):
     return gathered
 
 
-def all_reduce_mean(value):
-    """Mean of a float over all ranks."""
+def all_reduce_sum(value):
+    """Sum of a number over all ranks."""
     if not is_dist():
         return float(value)
     tensor = torch.tensor([float(value)], dtype=torch.float64)
     if dist.get_backend() == "nccl":
         tensor = tensor.cuda()
     dist.all_reduce(tensor)
-    return tensor.item() / get_world_size()
+    return tensor.item()
+
+
+def all_reduce_mean(value):
+    """Mean of a number over all ranks."""
+    return all_reduce_sum(value) / get_world_size()
 
 
 def destroy():

@@ -35,6 +35,7 @@ class Registry:
         "task": "task",
         "lr_scheduler": "lr scheduler",
         "runner": "runner",
+        "template": "prompt template",
     }
 
     def __init__(self):
@@ -79,6 +80,9 @@ class Registry:
     def register_runner(self, name):
         return self._register("runner", name)
 
+    def register_template(self, name):
+        return self._register("template", name)
+
     def register_path(self, name, path):
         """Record a named location (``library_root``, ``cache_root``...); same value twice is fine."""
         existing = self.mapping["path"].get(name)
@@ -115,6 +119,9 @@ class Registry:
     def get_runner_class(self, name):
         return self._get("runner", name)
 
+    def get_template(self, name):
+        return self._get("template", name)
+
     def get_path(self, name):
         if name not in self.mapping["path"]:
             raise RegistryError(f"Unknown path '{name}'. Known paths: {', '.join(sorted(self.mapping['path']))}.")
@@ -143,7 +150,7 @@ class Registry:
 def _same_class(a, b):
     # A module imported twice (e.g. as a file path and as a module) yields two class objects with
     # the same qualified name and source file; treat them as one.
-    if a is b:
+    if a is b or (not isinstance(a, type) and a == b):
         return True
     return _qualname(a) == _qualname(b) and getattr(a, "__module__", None) == getattr(b, "__module__", None)
 

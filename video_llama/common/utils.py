@@ -1,5 +1,6 @@
 """Small helpers shared across the package."""
 
+import contextlib
 import random
 
 import numpy as np
@@ -12,3 +13,28 @@ def seed_everything(seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def preserved_rng():
+    """Run a block without disturbing the global generators (Python's, NumPy's, torch's CPU and
+    CUDA): what it draws is drawn again after it. Evaluation and per-sample seeding use it, so
+    that dropout in training draws the same numbers however often they run."""
+    python, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy_state)
+        torch.set_rng_state(torch_state)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+@contextlib.contextmanager
+def seeded(seed):
+    """The global generators seeded with ``seed`` inside the block, restored after it."""
+    with preserved_rng():
+        seed_everything(seed)
+        yield

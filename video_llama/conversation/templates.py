@@ -17,6 +17,8 @@ vicuna::
 
 from dataclasses import dataclass
 
+from video_llama.common.registry import registry
+
 IGNORE_INDEX = -100
 IMAGE_PATCH_TOKEN = "<ImageHere>"
 VIDEO_START, VIDEO_END = "<Video>", "</Video>"
@@ -25,38 +27,50 @@ IMAGE_START, IMAGE_END = "<Image>", "</Image>"
 
 @dataclass(frozen=True)
 class Template:
+    """How one LLM family was trained to converse. Registered by name (``model.template``);
+    a plugin registers its own with ``registry.register_template(name)(Template(...))``."""
+
     name: str
     first_prompt: str  # format with {q}; the first turn carries the system part
     next_prompt: str
     answer: str  # format with {a}; the end symbol is appended as tokens
-    end_sym: str  # "eos" = the tokenizer's EOS token, otherwise literal text
+    end_sym: str  # the text that ends an answer (model.end_sym in the original configs)
+    end_is_eos: bool  # the end symbol is the tokenizer's EOS token, not text to tokenise
     bos_every_turn: bool
+    marker: str  # text every prompt of this template contains (to recognise a prompt_template)
 
 
-TEMPLATES = {
-    "llama_v2": Template(
-        name="llama_v2",
-        first_prompt="[INST] <<SYS>>\n \n<</SYS>>\n\n{q} [/INST]",
-        next_prompt="[INST] {q} [/INST]",
-        answer=" {a} ",
-        end_sym="eos",
-        bos_every_turn=True,
-    ),
-    "vicuna": Template(
-        name="vicuna",
-        first_prompt="###Human: {q} ###Assistant:",
-        next_prompt="###Human: {q} ###Assistant:",
-        answer=" {a}",
-        end_sym="###",
-        bos_every_turn=False,
-    ),
-}
+LLAMA_V2 = registry.register_template("llama_v2")(Template(
+    name="llama_v2",
+    first_prompt="[INST] <<SYS>>\n \n<</SYS>>\n\n{q} [/INST]",
+    next_prompt="[INST] {q} [/INST]",
+    answer=" {a} ",
+    end_sym="</s>",
+    end_is_eos=True,
+    bos_every_turn=True,
+    marker="[INST]",
+))
+VICUNA = registry.register_template("vicuna")(Template(
+    name="vicuna",
+    first_prompt="###Human: {q} ###Assistant:",
+    next_prompt="###Human: {q} ###Assistant:",
+    answer=" {a}",
+    end_sym="###",
+    end_is_eos=False,
+    bos_every_turn=False,
+    marker="###Human",
+))
 
 
 def get_template(name):
-    if name not in TEMPLATES:
-        raise ValueError(f"unknown prompt template {name!r}; use one of {sorted(TEMPLATES)}")
-    return TEMPLATES[name]
+    """The registered template ``name`` (an error lists the known ones)."""
+    return registry.get_template(name)
+
+
+def caption_first_prompt(prompt_template):
+    """A caption prompt template as the original configs write it (``'... {} [/INST] '``, with a
+    literal ``\\n`` in single-quoted YAML) → the ``{q}`` form that :func:`conversation_ids` takes."""
+    return prompt_template.replace("\\n", "\n").replace("{}", "{q}").rstrip()
 
 
 def video_placeholder(num_tokens, start=VIDEO_START, end=VIDEO_END):
@@ -68,7 +82,7 @@ def _ids(tokenizer, text):
 
 
 def end_ids(tokenizer, template):
-    return [tokenizer.eos_token_id] if template.end_sym == "eos" else _ids(tokenizer, template.end_sym)
+    return [tokenizer.eos_token_id] if template.end_is_eos else _ids(tokenizer, template.end_sym)
 
 
 def prompt_ids(tokenizer, template, question, history=(), bos=True):
@@ -111,3 +125,13 @@ def truncate(input_ids, labels, max_len, placeholder_id, num_placeholders):
     if all(label == IGNORE_INDEX for label in labels):
         return None
     return input_ids, labels
+
+
+def caption_ids(tokenizer, template, prompt, caption, num_video_query_token, max_txt_len, first_prompt=None):
+    """Caption data: ``caption`` as the answer to ``prompt`` (a line of a prompt file, with one
+    <ImageHere> that becomes the video's placeholder tokens). As in the original, ``max_txt_len``
+    limits the caption's tokens, never the prompt and its placeholders."""
+    prompt = prompt.replace(IMAGE_PATCH_TOKEN, IMAGE_PATCH_TOKEN * num_video_query_token)
+    input_ids, labels = conversation_ids(tokenizer, template, [(prompt, caption)], first_prompt=first_prompt)
+    keep = labels.count(IGNORE_INDEX) + max_txt_len
+    return input_ids[:keep], labels[:keep]

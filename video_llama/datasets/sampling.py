@@ -8,15 +8,27 @@ exactly the batches, and the augmentation seeds, that the uninterrupted run saw:
   all ranks and each rank takes its own slice (``perm[rank::world_size]``), so ranks see different
   samples and the same number of steps; when a pass is used up the stream wraps into the next
   shuffled pass (the loader "cycles" and reshuffles on its own);
-* every sample carries its own augmentation seed, so which worker decodes it does not matter.
+* every sample carries its own augmentation seed, a function of its place in the dataset's global
+  stream (not of the rank or the batch), so which worker decodes it does not matter, and 2 ranks ×
+  batch 2 read and augment exactly what 1 rank × batch 4 does.
+
+Each pass's permutation is computed once and kept while the stream is in it: a batch costs
+O(batch size), whatever the dataset's size (``benchmarks/sampler.py``).
 """
 
 import numpy as np
 from torch.utils.data import Dataset
 
+from video_llama.common.utils import seeded
+
 
 class MixedDataset(Dataset):
-    """Several datasets behind one index space: keys are ``(dataset_id, index, seed)``."""
+    """Several datasets behind one index space: keys are ``(dataset_id, index, seed)``.
+
+    The datasets are plain ``torch.utils.data.Dataset`` objects indexed by int; the seed is applied
+    here, to the global generators around the item's loading, so a dataset (or processor) that
+    draws from ``random``, NumPy or torch is reproducible without knowing about seeds.
+    """
 
     def __init__(self, datasets):
         self.datasets = list(datasets)
@@ -26,7 +38,8 @@ class MixedDataset(Dataset):
 
     def __getitem__(self, key):
         dataset_id, index, seed = key
-        return self.datasets[dataset_id][(index, seed)]
+        with seeded(seed):
+            return self.datasets[dataset_id][index]
 
 
 class MixingBatchSampler:
@@ -42,6 +55,7 @@ class MixingBatchSampler:
         one_pass = sum(max(1, n // batch_size) for n in self.shard_sizes)
         self.iters_per_epoch = iters_per_epoch or one_pass
         self.epoch, self.start_step = 0, 0
+        self._perms = {}  # dataset_id → (pass_id, permutation of that pass)
 
     def set_epoch(self, epoch, start_step=0):
         self.epoch, self.start_step = epoch, start_step
@@ -55,12 +69,21 @@ class MixingBatchSampler:
         rng = np.random.default_rng([self.seed, epoch, 7])
         return rng.choice(len(self.sizes), size=self.iters_per_epoch, p=self.probs)
 
+    def _permutation(self, dataset_id, pass_id):
+        cached = self._perms.get(dataset_id)
+        if cached is None or cached[0] != pass_id:
+            perm = np.random.default_rng([self.seed, dataset_id, pass_id]).permutation(self.sizes[dataset_id])
+            self._perms[dataset_id] = cached = (pass_id, perm)
+        return cached[1]
+
     def _stream(self, dataset_id, position):
-        """The sample at ``position`` of this rank's endless stream over a dataset."""
+        """(index, seed) of the sample at ``position`` of this rank's endless stream over a dataset."""
         shard = self.shard_sizes[dataset_id]
         pass_id, offset = divmod(position, shard)
-        perm = np.random.default_rng([self.seed, dataset_id, pass_id]).permutation(self.sizes[dataset_id])
-        return int(perm[(offset * self.world_size + self.rank) % self.sizes[dataset_id]])
+        slot = offset * self.world_size + self.rank  # the place in the pass, counted over all ranks
+        index = int(self._permutation(dataset_id, pass_id)[slot % self.sizes[dataset_id]])
+        seed = int(np.random.SeedSequence([self.seed, dataset_id, pass_id, slot]).generate_state(1)[0])
+        return index, seed
 
     def __iter__(self):
         # batches drawn from each dataset in the epochs before this one
@@ -72,6 +95,5 @@ class MixingBatchSampler:
             dataset_id = int(choices[step])
             if step >= self.start_step:
                 first = int(drawn[dataset_id]) * self.batch_size
-                seeds = np.random.SeedSequence([self.seed, self.rank, self.epoch, step]).generate_state(self.batch_size)
-                yield [(dataset_id, self._stream(dataset_id, first + j), int(seeds[j])) for j in range(self.batch_size)]
+                yield [(dataset_id, *self._stream(dataset_id, first + j)) for j in range(self.batch_size)]
             drawn[dataset_id] += 1

@@ -13,13 +13,21 @@ even after ``model.train()`` (their dropout and norms must behave as at pretrain
 """
 
 import logging
-import random
 
 import torch
 import torch.nn as nn
 
 from video_llama.common.registry import registry
-from video_llama.conversation.templates import IGNORE_INDEX, IMAGE_PATCH_TOKEN, conversation_ids, get_template
+from video_llama.conversation import (
+    IGNORE_INDEX,
+    IMAGE_PATCH_TOKEN,
+    end_ids,
+    get_template,
+    load_tokenizer,
+    pad_batch,
+    prompt_ids,
+    video_placeholder,
+)
 from video_llama.models.base_model import BaseModel
 from video_llama.models.encoders import build_eva_vit, build_qformer
 
@@ -45,16 +53,13 @@ class VideoLLAMA(BaseModel):
             vision-language part only (``cfg.llama_hidden_size`` must then be set), e.g. on meta.
         """
         super().__init__()
-        if cfg.equip_audio_branch:
-            raise NotImplementedError(
-                "model.equip_audio_branch: True needs the ImageBind audio encoder, which this version "
-                "does not include; set model.equip_audio_branch=False (the vision branch trains alone)"
-            )
         self.cfg = cfg
         self.num_video_query_token = cfg.num_video_query_token
 
         vit_dtype = DTYPES["fp16"] if cfg.vit_precision == "fp16" and torch.cuda.is_available() else torch.float32
         self.visual_encoder = build_eva_vit(cfg).to(vit_dtype)
+        if cfg.use_grad_checkpoint:  # recompute each block in backward: memory for compute
+            self.visual_encoder.set_grad_checkpointing(True)
         self.ln_vision = nn.LayerNorm(cfg.vit_embed_dim)
         width = cfg.qformer_hidden_size
         self.Qformer = build_qformer(cfg, num_layers=cfg.qformer_num_layers, encoder_width=cfg.vit_embed_dim,
@@ -73,14 +78,9 @@ class VideoLLAMA(BaseModel):
         self.llama_model, self.llama_tokenizer = llama_model, llama_tokenizer
         llm_width = cfg.llama_hidden_size or llama_model.config.hidden_size
         self.llama_proj = nn.Linear(width, llm_width)
+        self.template = get_template(cfg.template)
         if llama_tokenizer is not None:
             self.im_patch_token_id = llama_tokenizer.convert_tokens_to_ids(IMAGE_PATCH_TOKEN)
-            self.template = get_template("vicuna" if cfg.end_sym == "###" else "llama_v2")
-        # Caption prompts are wrapped in model.prompt_template. The guide's single-quoted YAML keeps
-        # "\n" as two characters; the template means newlines.
-        self.prompt_template = cfg.prompt_template.replace("\\n", "\n").replace("{}", "{q}").rstrip()
-        self.prompt_list = load_prompts(cfg.prompt_path)
-        self.max_txt_len = cfg.max_txt_len
         self._freeze()
 
     # ------------------------------------------------------------------ construction
@@ -97,7 +97,7 @@ class VideoLLAMA(BaseModel):
     def load_pretrained_parts(self):
         """The files the config names, in order: the EVA ViT, the BLIP-2 image Q-Former (LAVIS
         ``.pth`` or a Hugging Face BLIP-2 folder, which may bring the ViT too), then ``ckpt``
-        (the trainable part: a published VL checkpoint or one of ours), then ``ckpt_2``."""
+        (the trainable part: a published VL checkpoint or one of ours)."""
         from video_llama.models.checkpoint import load_weights
 
         cfg = self.cfg
@@ -108,9 +108,8 @@ class VideoLLAMA(BaseModel):
             load_weights(self, cfg.q_former_model, "model.q_former_model",
                          required_prefixes=("Qformer.", "query_tokens"),
                          wanted_prefixes=("vision_model.", "qformer.", "query_tokens"))
-        for key in ("ckpt", "ckpt_2"):
-            if cfg[key]:
-                load_weights(self, cfg[key], f"model.{key}", required_prefixes=None if key == "ckpt" else ())
+        if cfg.ckpt:
+            load_weights(self, cfg.ckpt, "model.ckpt", required_prefixes=None)
 
     @classmethod
     def from_pretrained(cls, path, load_llm=True, **overrides):
@@ -215,57 +214,97 @@ class VideoLLAMA(BaseModel):
         embeds = self.llama_model.get_input_embeddings()(safe_ids)
         return embeds.masked_scatter(is_patch.unsqueeze(-1), video_embeds.to(embeds.dtype))
 
-    def forward(self, samples):
-        """``samples``: ``image`` (B, C, T, H, W) and either ``input_ids``/``labels``/``attention_mask``
-        (instruction data) or ``text_input`` (captions, wrapped in a random prompt here)."""
+    def forward(self, samples, num_items_in_batch=None):
+        """Next-token loss on the answer tokens.
+
+        Args:
+            samples: ``image`` (B, C, T, H, W), or (B, C, H, W) for images (one-frame videos), and
+                ``input_ids``, ``labels`` (-100 outside answers), ``attention_mask``.
+            num_items_in_batch: the answer tokens of the whole effective batch (all accumulated
+                micro-batches, all ranks). Given, the loss is this batch's token sum divided by
+                it, so that summing over the window weighs every answer token alike; None, the
+                mean over this batch's answer tokens.
+        Returns:
+            {"loss": scalar, "logits": (B, L, vocab)}
+        """
         frames = samples["image"]
         if frames.dim() == 4:  # images are one-frame videos
             frames = frames.unsqueeze(2)
-        if "input_ids" not in samples:
-            samples = {**samples, **self.tokenize_captions(samples["text_input"], frames.device)}
-        video_embeds = self.encode_video(frames)
-        inputs_embeds = self.embed_with_video(samples["input_ids"], video_embeds)
+        inputs_embeds = self.embed_with_video(samples["input_ids"], self.encode_video(frames))
         outputs = self.llama_model(inputs_embeds=inputs_embeds, attention_mask=samples["attention_mask"],
-                                   labels=samples["labels"], return_dict=True)
+                                   labels=samples["labels"], num_items_in_batch=num_items_in_batch, return_dict=True)
         return {"loss": outputs.loss, "logits": outputs.logits}
 
-    def tokenize_captions(self, captions, device, rng=random):
-        """Caption data: each caption becomes the answer to a random prompt from prompt_path."""
-        from video_llama.datasets.collate import pad_batch
+    # ------------------------------------------------------------------ asking the model
+    def prompt_ids(self, question, history=()):
+        """Token ids of the prompt for ``question`` about the video, as training built them (the
+        video placeholder opens the first question), ending where the answer starts."""
+        turns = [*history, (question, None)]
+        turns[0] = (f"{video_placeholder(self.num_video_query_token)} {turns[0][0]}", turns[0][1])
+        return prompt_ids(self.llama_tokenizer, self.template, turns[-1][0], turns[:-1])
 
-        if not self.prompt_list:
-            raise ValueError("caption data needs model.prompt_path: a file of prompts with <ImageHere>")
-        items = []
-        for caption in captions:
-            prompt = rng.choice(self.prompt_list).replace(IMAGE_PATCH_TOKEN, IMAGE_PATCH_TOKEN * self.num_video_query_token)
-            input_ids, labels = conversation_ids(self.llama_tokenizer, self.template, [(prompt, caption)],
-                                                 first_prompt=self.prompt_template)
-            # As in the original, max_txt_len limits the caption, never the prompt and its placeholders.
-            keep = labels.count(IGNORE_INDEX) + self.max_txt_len
-            items.append({"input_ids": input_ids[:keep], "labels": labels[:keep]})
-        batch = pad_batch(items, self.llama_tokenizer.pad_token_id)
-        return {k: v.to(device) for k, v in batch.items()}
+    @torch.no_grad()
+    def score(self, frames, questions, answers, length_normalize=False, chunk_size=16):
+        """Log-likelihood of each of ``answers`` (the answer tokens and the end symbol) as the
+        reply to each question about its clip.
 
+        Only the answer positions go through the LM head, and ``chunk_size`` answers at a time:
+        full-vocabulary log-probabilities of every position of every answer would not fit at 7B with
+        hundreds of labels.
 
-def load_prompts(prompt_path):
-    if not prompt_path:
-        return []
-    with open(prompt_path) as f:
-        return [line.strip() for line in f if IMAGE_PATCH_TOKEN in line]
+        Args:
+            frames: (B, C, T, H, W); questions: B strings; answers: A strings.
+            length_normalize: the mean log-probability per answer token instead of the sum.
+        Returns:
+            float tensor (B, A) on the CPU.
+        """
+        tokenizer = self.llama_tokenizer
+        targets = [tokenizer(self.template.answer.format(a=a), add_special_tokens=False).input_ids
+                   + end_ids(tokenizer, self.template) for a in answers]
+        video = self.encode_video(frames)
+        decoder, head = self.llama_model.get_decoder(), self.llama_model.get_output_embeddings()
+        scores = torch.empty(len(questions), len(answers))
+        for row, question in enumerate(questions):
+            prompt = self.prompt_ids(question)
+            for start in range(0, len(answers), chunk_size):
+                chunk = targets[start:start + chunk_size]
+                items = [{"input_ids": prompt + t, "labels": [IGNORE_INDEX] * len(prompt) + t} for t in chunk]
+                batch = {k: v.to(frames.device) for k, v in pad_batch(items, tokenizer.pad_token_id).items()}
+                embeds = self.embed_with_video(batch["input_ids"], video[row:row + 1].expand(len(chunk), -1, -1))
+                hidden = decoder(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).last_hidden_state
+                next_labels = batch["labels"][:, 1:]
+                which, where = (next_labels != IGNORE_INDEX).nonzero(as_tuple=True)
+                logits = head(hidden[which, where]).float()  # (answer tokens in the chunk, vocab)
+                picked = logits.log_softmax(-1).gather(-1, next_labels[which, where].unsqueeze(-1)).squeeze(-1)
+                total = torch.zeros(len(chunk), device=picked.device).index_add_(0, which, picked)
+                if length_normalize:
+                    total = total / torch.tensor([len(t) for t in chunk], device=total.device)
+                scores[row, start:start + len(chunk)] = total.cpu()
+        return scores
 
-
-def load_tokenizer(name_or_path, key="datasets.*.tokenizer_name"):
-    """The LLM's tokenizer with the <ImageHere> placeholder token; pads on the right with <unk>."""
-    from transformers import AutoTokenizer
-
-    from video_llama.common.hub import resolve_pretrained
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name_or_path, key))
-    tokenizer.add_tokens([IMAGE_PATCH_TOKEN], special_tokens=True)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.unk_token
-    tokenizer.padding_side = "right"
-    return tokenizer
+    @torch.no_grad()
+    def generate(self, frames, questions, max_new_tokens=16, **generation_kwargs):
+        """Answers (text) to one question per clip; greedy unless ``generation_kwargs`` say
+        otherwise. Prompts are left-padded so that every answer starts at the same place; an
+        answer ends at the template's end symbol, which is cut off."""
+        tokenizer = self.llama_tokenizer
+        prompts = [self.prompt_ids(q) for q in questions]
+        length = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), length), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), length), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, length - len(prompt):] = torch.tensor(prompt)
+            mask[row, length - len(prompt):] = 1
+        ids, mask = ids.to(frames.device), mask.to(frames.device)
+        embeds = self.embed_with_video(ids, self.encode_video(frames))
+        settings = {"do_sample": False, **generation_kwargs}
+        out = self.llama_model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                        eos_token_id=[tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id,
+                                        **settings)
+        texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+        if not self.template.end_is_eos:
+            texts = [t.split(self.template.end_sym)[0] for t in texts]
+        return [t.strip() for t in texts]
 
 
 def load_llm_and_tokenizer(name_or_path, dtype):

@@ -23,6 +23,7 @@ class DecodedClip:
     frames: torch.Tensor  # uint8 (C, T, H, W)
     indices: list  # the frame indices that were sampled (may repeat for short clips)
     num_frames: int  # frames in the source clip
+    fps: float  # the container's average frame rate (0.0 when it states none)
 
     @property
     def is_short(self):
@@ -47,7 +48,7 @@ def sample_indices(num_frames, n_frms, sampling="uniform", rng=None):
     if num_frames < 1:
         raise ValueError("a clip needs at least one frame")
     if sampling == "headtail" and num_frames // 2 >= (n_frms + 1) // 2 and n_frms > 1:
-        rng = rng or random.Random()
+        rng = rng or random  # the global generator, which the dataset seeds per sample
         half = num_frames // 2
         head = rng.sample(range(half), n_frms // 2)
         tail = rng.sample(range(half, num_frames), n_frms - n_frms // 2)
@@ -82,9 +83,20 @@ class DecordBackend:
             num_frames = len(reader)
             indices = sample_indices(num_frames, n_frms, sampling, rng)
             frames = reader.get_batch(indices).asnumpy()
+            fps = float(reader.get_avg_fps() or 0.0)
         except Exception as err:  # decord raises its own DECORDError and RuntimeErrors
             raise VideoDecodeError(f"cannot decode {_name(source)} with decord: {err}") from err
-        return DecodedClip(torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous(), indices, num_frames)
+        return DecodedClip(torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous(), indices, num_frames, fps)
+
+    def probe(self, source):
+        """(frame count, fps) without decoding a frame."""
+        import decord
+
+        try:
+            reader = decord.VideoReader(_as_source(source), num_threads=1)
+            return len(reader), float(reader.get_avg_fps() or 0.0)
+        except Exception as err:
+            raise VideoDecodeError(f"cannot open {_name(source)} with decord: {err}") from err
 
 
 class PyAVBackend:
@@ -98,6 +110,7 @@ class PyAVBackend:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 num_frames = stream.frames or self._count_packets(container, stream)
+                fps = float(stream.average_rate or 0.0)
                 indices = sample_indices(max(num_frames, 1), n_frms, sampling, rng)
                 frames, decoded = self._decode(container, stream, indices, height, width)
             if decoded and decoded != num_frames:  # the container's count was wrong: sample what it has
@@ -110,7 +123,18 @@ class PyAVBackend:
         if not decoded:
             raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: no video frames")
         clip = np.stack([frames[i] for i in indices])
-        return DecodedClip(torch.from_numpy(clip).permute(3, 0, 1, 2).contiguous(), indices, num_frames)
+        return DecodedClip(torch.from_numpy(clip).permute(3, 0, 1, 2).contiguous(), indices, num_frames, fps)
+
+    def probe(self, source):
+        """(frame count, fps) from the container (mkv/webm: packets counted), no frame decoded."""
+        import av
+
+        try:
+            with av.open(_as_source(source)) as container:
+                stream = container.streams.video[0]
+                return stream.frames or self._count_packets(container, stream), float(stream.average_rate or 0.0)
+        except Exception as err:
+            raise VideoDecodeError(f"cannot open {_name(source)} with PyAV: {err}") from err
 
     @staticmethod
     def _count_packets(container, stream):
@@ -145,14 +169,26 @@ def get_backend(name):
     return BACKENDS[name]()
 
 
+def _check_exists(source):
+    if isinstance(source, (str, Path)) and not Path(source).is_file():
+        raise VideoDecodeError(f"video file not found: {source}")
+
+
 def load_video(source, n_frms=8, height=224, width=224, sampling="uniform", backend="decord", rng=None):
     """Decode ``n_frms`` frames of a clip (path, bytes or file object), resized to height × width.
+
+    ``rng`` (``random.Random`` or the ``random`` module) draws headtail's frames.
 
     Returns:
         DecodedClip with uint8 frames of shape (C, T, H, W).
     Raises:
         VideoDecodeError: naming the clip, when it is missing or cannot be decoded.
     """
-    if isinstance(source, (str, Path)) and not Path(source).is_file():
-        raise VideoDecodeError(f"video file not found: {source}")
+    _check_exists(source)
     return get_backend(backend).read(source, n_frms, height, width, sampling, rng)
+
+
+def probe_video(source, backend="decord"):
+    """(frame count, fps) of a clip, without decoding its frames."""
+    _check_exists(source)
+    return get_backend(backend).probe(source)

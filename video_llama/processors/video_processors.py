@@ -3,11 +3,12 @@
 import dataclasses
 import math
 import random
+from pathlib import Path
 
 from video_llama.common.registry import registry
 from video_llama.processors.base_processor import BaseProcessor
 from video_llama.processors.normalization import CLIP_MEAN, CLIP_STD, normalize, standardize_clip
-from video_llama.processors.video_decoding import check_sampling, load_video
+from video_llama.processors.video_decoding import check_sampling, load_video, probe_video, sample_indices
 
 
 @dataclasses.dataclass
@@ -21,7 +22,28 @@ class VideoProcessorConfig:
     sampling: str = ""  # uniform | headtail; empty = the processor's own (eval: uniform, train: headtail)
 
 
-class _VideoProcessor(BaseProcessor):
+@dataclasses.dataclass
+class ClipInfo:
+    """What a dataset needs to know of a processed clip, besides its frames."""
+
+    num_frames: int  # frames in the source clip
+    fps: float  # the source's average frame rate (0.0 when unknown)
+    indices: list = None  # the sampled frame indices; None when the processor does not say
+
+    @property
+    def is_short(self):
+        return self.indices is not None and self.num_frames < len(self.indices)
+
+
+class BaseVideoProcessor(BaseProcessor):
+    """The LAVIS contract: ``processor(path_or_bytes) -> float frames (C, T, H, W)``.
+
+    A subclass may override ``__call__`` alone, as LAVIS processors do; the dataset asks
+    :meth:`clip_info` for the clip's frame count, frame rate and sampled indices. Randomness
+    (headtail frames, crops) comes from the global ``random`` module, which the training data
+    path seeds per sample, so any processor is reproducible whichever worker runs it.
+    """
+
     sampling = "uniform"
     Config = VideoProcessorConfig
 
@@ -30,22 +52,42 @@ class _VideoProcessor(BaseProcessor):
         if self.config.sampling:
             check_sampling(self.config.sampling, "vis_processor sampling")
         self.sampling = self.config.sampling or self.sampling
+        self._last = (None, None)  # (source, ClipInfo) of the last clip this processor decoded
 
-    def __call__(self, source, rng=None):
-        """Returns (frames float (C, T, H, W), DecodedClip) for a path, bytes or file object."""
+    def __call__(self, source):
+        return self.transform(self.load(source).frames)
+
+    def load(self, source):
+        """Decode the configured frames of ``source`` (uint8 DecodedClip); remembered for clip_info."""
         cfg = self.config
-        clip = load_video(source, cfg.n_frms, cfg.image_size, cfg.image_size, self.sampling, cfg.backend, rng)
-        frames = self.augment(clip.frames, rng)
-        if cfg.per_clip_norm:
-            return standardize_clip(frames), clip
-        return normalize(frames, cfg.mean, cfg.std, channel_dim=0), clip
+        clip = load_video(source, cfg.n_frms, cfg.image_size, cfg.image_size, self.sampling, cfg.backend)
+        self._last = (source, ClipInfo(clip.num_frames, clip.fps, clip.indices))
+        return clip
 
-    def augment(self, frames, rng):
+    def transform(self, frames):
+        """uint8 frames (C, T, H, W) → augmented, normalised float frames."""
+        frames = self.augment(frames)
+        if self.config.per_clip_norm:
+            return standardize_clip(frames)
+        return normalize(frames, self.config.mean, self.config.std, channel_dim=0)
+
+    def augment(self, frames):
         return frames
+
+    def clip_info(self, source):
+        """Frame count, fps and sampled indices of ``source``: those of the decode just done, else
+        (a subclass that decodes in its own ``__call__``) read from the container, with the indices
+        only where the sampling is deterministic."""
+        last_source, info = self._last
+        if info is not None and (last_source is source or (isinstance(source, (str, Path)) and str(last_source) == str(source))):
+            return info
+        num_frames, fps = probe_video(source, self.config.backend)
+        indices = sample_indices(num_frames, self.config.n_frms, "uniform") if self.sampling == "uniform" else None
+        return ClipInfo(num_frames, fps, indices)
 
 
 @registry.register_processor("alpro_video_eval")
-class AlproVideoEvalProcessor(_VideoProcessor):
+class AlproVideoEvalProcessor(BaseVideoProcessor):
     """Uniformly spaced frames, no augmentation."""
 
     sampling = "uniform"
@@ -58,7 +100,7 @@ class VideoTrainProcessorConfig(VideoProcessorConfig):
 
 
 @registry.register_processor("alpro_video_train")
-class AlproVideoTrainProcessor(_VideoProcessor):
+class AlproVideoTrainProcessor(BaseVideoProcessor):
     """Head-tail frame sampling and one random resized crop shared by all frames of the clip.
 
     No horizontal flip: it would turn left-to-right motion into right-to-left, which can change
@@ -68,13 +110,12 @@ class AlproVideoTrainProcessor(_VideoProcessor):
     sampling = "headtail"
     Config = VideoTrainProcessorConfig
 
-    def augment(self, frames, rng):
+    def augment(self, frames):
         from torchvision.transforms import InterpolationMode
         from torchvision.transforms.v2 import functional as TF
 
-        rng = rng or random.Random()
         _, _, height, width = frames.shape
-        top, left, h, w = random_crop_box(height, width, (self.config.min_scale, self.config.max_scale), rng)
+        top, left, h, w = random_crop_box(height, width, (self.config.min_scale, self.config.max_scale), random)
         frames = frames.permute(1, 0, 2, 3)  # (T, C, H, W) for torchvision
         size = [self.config.image_size, self.config.image_size]
         frames = TF.resized_crop(frames, top, left, h, w, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
@@ -83,7 +124,7 @@ class AlproVideoTrainProcessor(_VideoProcessor):
 
 def random_crop_box(height, width, scale, rng, ratio=(3 / 4, 4 / 3), tries=10):
     """(top, left, h, w) of a crop covering ``scale`` of the area with aspect ratio in ``ratio``,
-    drawn from ``rng`` (a ``random.Random``) so that augmentation is reproducible per sample."""
+    drawn from ``rng`` (``random`` or a ``random.Random``)."""
     area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(tries):

@@ -19,11 +19,18 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from video_llama.common import dist_utils
-from video_llama.common.checkpointing import load_checkpoint, mark_best, rng_state, save_checkpoint, set_rng_state
+from video_llama.common.checkpointing import (
+    load_checkpoint,
+    mark_best,
+    resolve_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from video_llama.common.config import ConfigError
 from video_llama.common.registry import registry
-from video_llama.common.utils import seed_everything
-from video_llama.datasets.collate import collate_video_samples
+from video_llama.common.utils import preserved_rng, seed_everything
+from video_llama.conversation import IGNORE_INDEX, collate_video_samples
 from video_llama.datasets.sampling import MixedDataset, MixingBatchSampler
 
 logger = logging.getLogger(__name__)
@@ -43,13 +50,13 @@ class RunnerBase:
         self.model = model.to(self.device)
         self.job_id = job_id or datetime.datetime.now().strftime("%Y%m%d%H%M%S")
         self.start_epoch, self.start_step = 0, 0
-        self.best = (None, None)  # (checkpoint name, validation metric)
+        self.best = (None, None, None)  # (checkpoint name, validation metric value, metric name)
 
     # ------------------------------------------------------------------ the loop
     def train(self):
         """Train, checkpoint each epoch (and every ``save_freq_iters``), evaluate ``valid_splits``."""
         run = self.run_cfg
-        self.run_dir = self._make_run_dir()
+        self.run_dir = self._make_run_dir(resume=bool(run.resume_ckpt_path))
         sampler, loader = self._train_loader()
         optimizer = self._optimizer()
         scheduler = registry.get_lr_scheduler_class(run.lr_sched)(
@@ -63,45 +70,67 @@ class RunnerBase:
         self._log_start(sampler, optimizer, scheduler)
 
         history = []
+        iters = sampler.iters_per_epoch
         for epoch in range(self.start_epoch, run.max_epoch):
-            sampler.set_epoch(epoch, self.start_step if epoch == self.start_epoch else 0)
+            step = self.start_step if epoch == self.start_epoch else 0
+            sampler.set_epoch(epoch, step)
             self.model.train()
             progress = self._progress(len(sampler), epoch)
-            for step, batch in zip(range(sampler.start_step, sampler.iters_per_epoch), loader):
-                lr = scheduler.step(epoch, step)
-                if not history:
-                    self.first_batch_videos = batch.get("video")
-                loss = self.train_iteration(ddp_model, batch, step, sampler.iters_per_epoch, optimizer, scaler, autocast)
-                record = {"epoch": epoch, "step": step, "global_step": epoch * sampler.iters_per_epoch + step,
-                          "loss": loss, "lr": lr}
-                history.append(record)
-                self._log_metrics(record, every=run.log_freq)
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-                at_boundary = self._window(step, sampler.iters_per_epoch)[1]
-                if run.save_freq_iters and at_boundary and (step + 1) % run.save_freq_iters == 0 and step + 1 < sampler.iters_per_epoch:
-                    self._save(epoch, step + 1, optimizer, scaler)
+            batches = iter(loader)
+            while step < iters:
+                window_size, _ = self._window(step, iters)  # resumes start at a window's first step
+                window = [next(batches) for _ in range(window_size)]
+                num_items = self._answer_tokens(window)
+                for i, batch in enumerate(window):
+                    lr = scheduler.step(epoch, step)
+                    if not history:
+                        self.first_batch_videos = batch.get("video")
+                    loss = self.train_iteration(ddp_model, batch, i == window_size - 1, num_items, window_size,
+                                                optimizer, scaler, autocast)
+                    record = {"epoch": epoch, "step": step, "global_step": epoch * iters + step, "loss": loss, "lr": lr}
+                    history.append(record)
+                    self._log_metrics(record, every=run.log_freq)
+                    progress.update(1)
+                    progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                    step += 1
+                if run.save_freq_iters and step % run.save_freq_iters == 0 and step < iters:
+                    self._save(epoch, step, optimizer, scaler)
             progress.close()
-            checkpoint = self._save(epoch + 1, 0, optimizer, scaler)
-            if run.valid_splits:
-                results = self.evaluate(run.valid_splits, f"epoch{epoch}")
+            checkpoint = f"checkpoint_e{epoch + 1}_s0"
+            improved = False
+            if run.valid_splits:  # before the save, so the checkpoint carries the best after this epoch
+                with preserved_rng():  # evaluation never draws from the training generators
+                    results = self.evaluate(run.valid_splits, f"epoch{epoch}")
                 self._log_metrics({"epoch": epoch, **results}, every=1)
-                self._keep_best(checkpoint, results)
+                improved = self._keep_best(checkpoint, results)
+            self._save(epoch + 1, 0, optimizer, scaler)
+            if improved and self.rank == 0:
+                mark_best(self.run_dir, checkpoint, {self.best[2]: self.best[1]})
         return self._finish(history)
 
-    def train_iteration(self, ddp_model, batch, step, iters_per_epoch, optimizer, scaler, autocast):
-        """Forward and backward one batch; step the optimizer at the end of an accumulation window.
+    def train_iteration(self, ddp_model, batch, is_last, num_items, window_size, optimizer, scaler, autocast):
+        """Forward and backward one batch; step the optimizer on the last batch of the window.
 
-        The loss is divided by the number of batches in the window (fewer than accum_grad_iters
-        when an epoch ends mid-window), so the update is the mean gradient over the window.
-        Gradients are all-reduced only on the window's last batch.
+        The loss of an optimizer step is the mean over every answer token of the effective batch
+        (all batches of the window, all ranks): each batch contributes its token sum divided by
+        ``num_items``, that total (DDP averages gradients over ranks, hence the factor
+        world_size). Without token counts (a dataset that yields no ``labels``), each batch's mean
+        is divided by the window size. Gradients are all-reduced only on the window's last batch.
+
+        Returns:
+            this batch's mean loss per answer token, for the log.
         """
-        window_size, is_last = self._window(step, iters_per_epoch)
         if isinstance(ddp_model, torch.nn.parallel.DistributedDataParallel):
             ddp_model.require_backward_grad_sync = is_last  # like no_sync(), without a context block
+        batch = self._to_device(batch)
         with autocast():
-            loss = self.task.train_step(ddp_model, self._to_device(batch))
-        scaler.scale(loss / window_size).backward()
+            loss = self.task.train_step(ddp_model, batch, num_items_in_batch=num_items)
+        if num_items is None:
+            scaler.scale(loss / window_size).backward()
+            logged = loss.item()
+        else:
+            scaler.scale(loss * self.world_size).backward()
+            logged = loss.item() * num_items / max(1, answer_tokens(batch))
         if is_last:
             if self.run_cfg.max_grad_norm:
                 scaler.unscale_(optimizer)
@@ -109,7 +138,13 @@ class RunnerBase:
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
-        return loss.item()
+        return logged
+
+    def _answer_tokens(self, window):
+        """Answer tokens in the window's batches, summed over ranks; None when a batch has no labels."""
+        if not all("labels" in batch for batch in window):
+            return None
+        return max(1, int(dist_utils.all_reduce_sum(sum(answer_tokens(batch) for batch in window))))
 
     def _window(self, step, iters_per_epoch):
         """(batches in the accumulation window holding ``step``, whether ``step`` ends it)."""
@@ -151,10 +186,14 @@ class RunnerBase:
 
     # ------------------------------------------------------------------ set-up helpers
 
-    def _make_run_dir(self):
-        """output_dir/<job id>, never an earlier run's folder (rank 0 picks the name)."""
+    def _make_run_dir(self, resume=False):
+        """output_dir/<job id>, never an earlier run's folder (rank 0 picks the name); a resumed
+        run continues in the folder of the checkpoint it resumes from."""
         run_dir = None
-        if self.rank == 0:
+        if self.rank == 0 and resume:
+            run_dir = resolve_checkpoint(self.run_cfg.resume_ckpt_path).parent
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.config.config))
+        elif self.rank == 0:
             base = Path(self.run_cfg.output_dir)
             run_dir = base / self.job_id
             suffix = 1
@@ -192,13 +231,16 @@ class RunnerBase:
             # a private generator: creating loader iterators must not consume the global torch RNG
             # (dropout draws from it, and a resumed run must draw exactly the same numbers)
             generator=torch.Generator().manual_seed(run.seed), pin_memory=self.device.type == "cuda",
+            # workers live for the whole run: their bad-clip counts keep growing across epochs
+            persistent_workers=run.num_workers > 0,
         )
         return sampler, loader
 
     def _eval_loader(self, dataset):
         shard = list(range(self.rank, len(dataset), self.world_size))
         return DataLoader(torch.utils.data.Subset(dataset, shard), batch_size=self.run_cfg.batch_size_eval,
-                          num_workers=self.run_cfg.num_workers, collate_fn=self._collate())
+                          num_workers=self.run_cfg.num_workers, collate_fn=self._collate(),
+                          generator=torch.Generator().manual_seed(self.run_cfg.seed))
 
     def _trainable_params(self):
         return [p for p in self.model.parameters() if p.requires_grad]
@@ -246,7 +288,7 @@ class RunnerBase:
         rng_states = dist_utils.all_gather_object(rng_state())
         if self.rank == 0:
             state = {"epoch": epoch, "step": step, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                     "rng": rng_states, "world_size": self.world_size}
+                     "rng": rng_states, "world_size": self.world_size, "best": list(self.best)}
             path = save_checkpoint(self.run_dir, f"checkpoint_e{epoch}_s{step}", self.model.trainable_state_dict(),
                                    state, OmegaConf.to_yaml(self.config.config))
             logger.info("checkpoint written: %s", path)
@@ -255,14 +297,14 @@ class RunnerBase:
         return f"checkpoint_e{epoch}_s{step}"
 
     def _keep_best(self, checkpoint, results):
-        """Point ``run_dir/best`` at the checkpoint with the best first validation metric
-        (highest for accuracies, lowest for losses)."""
+        """Whether ``checkpoint`` beats the best so far on the first validation metric (highest for
+        accuracies, lowest for losses); if so it becomes ``self.best``."""
         key, value = next(iter(results.items()))
         if self.best[0] is None or (value < self.best[1] if key.endswith("loss") else value > self.best[1]):
-            self.best = (checkpoint, value)
-            if self.rank == 0:
-                mark_best(self.run_dir, checkpoint, {key: value})
-                logger.info("best so far: %s (%s %.4f)", checkpoint, key, value)
+            self.best = (checkpoint, value, key)
+            logger.info("best so far: %s (%s %.4f)", checkpoint, key, value)
+            return True
+        return False
 
     def _resume(self, path, optimizer, scaler):
         weights, state, config_yaml, folder = load_checkpoint(path)
@@ -284,7 +326,15 @@ class RunnerBase:
                 logger.warning("run.%s is %s in the checkpoint and %s now; the current config wins",
                                key, saved.get(key), self.run_cfg.get(key))
         self.start_epoch, self.start_step = state["epoch"], state["step"]
-        logger.info("resumed from %s at epoch %d, step %d", folder, self.start_epoch, self.start_step)
+        if state.get("best") and state["best"][0] is not None:
+            self.best = tuple(state["best"])
+            if self.rank == 0:  # the best as of this checkpoint (a later run may have moved the file)
+                mark_best(self.run_dir, self.best[0], {self.best[2]: self.best[1]})
+        if self.rank == 0:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:  # later lines of the same step supersede
+                f.write(json.dumps({"resumed_from": folder.name, "epoch": self.start_epoch, "step": self.start_step}) + "\n")
+        logger.info("resumed from %s at epoch %d, step %d (best so far: %s)", folder, self.start_epoch,
+                    self.start_step, self.best[0])
 
     # ------------------------------------------------------------------ logging
     def _log_start(self, sampler, optimizer, scheduler):
@@ -341,6 +391,11 @@ class RunnerBase:
             logger.info("done: %d iterations, final loss %s, checkpoint %s", len(history),
                         f"{summary['final_loss']:.4f}" if history else "n/a", summary["checkpoint"])
         return summary
+
+
+def answer_tokens(batch):
+    """Tokens a batch's loss is taken over: the labels that a next-token prediction targets."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
 def seed_worker(worker_id, base_seed, rank):

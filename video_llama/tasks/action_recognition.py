@@ -3,7 +3,8 @@
 Two ways to ask (``run.eval_mode``):
 
 * ``rank``: score every label by the model's log-likelihood of answering it (the answer tokens
-  and the end symbol, summed) and take the best; no generation, so no unmatched answers.
+  and the end symbol, summed; ``run.length_norm``: averaged) and take the best; no generation,
+  so no unmatched answers.
 * ``generate``: the model answers freely (greedy); the answer is normalised and matched to the
   label set; an answer that matches no label counts as wrong and is listed.
 
@@ -16,12 +17,8 @@ import logging
 import re
 from pathlib import Path
 
-import torch
-
 from video_llama.common import dist_utils
 from video_llama.common.registry import registry
-from video_llama.conversation.templates import IGNORE_INDEX, end_ids, prompt_ids, video_placeholder
-from video_llama.datasets.collate import pad_batch
 from video_llama.tasks.base_task import BaseTask
 
 logger = logging.getLogger(__name__)
@@ -59,55 +56,6 @@ def label_set(run_cfg, anno_files, records):
         if labels_file.is_file():
             return list(json.loads(labels_file.read_text())["labels"])
     return sorted({record["QA"][0]["a"] for record in records})
-
-
-# ---------------------------------------------------------------------------- asking the model
-
-
-def _prompts(model, questions):
-    placeholder = video_placeholder(model.num_video_query_token)
-    return [prompt_ids(model.llama_tokenizer, model.template, f"{placeholder} {q}") for q in questions]
-
-
-@torch.no_grad()
-def rank_labels(model, frames, questions, labels):
-    """Log-likelihood of each label as the answer: tensor (batch, len(labels))."""
-    tokenizer = model.llama_tokenizer
-    answers = [tokenizer(model.template.answer.format(a=label), add_special_tokens=False).input_ids
-               + end_ids(tokenizer, model.template) for label in labels]
-    video = model.encode_video(frames)
-    scores = torch.empty(len(questions), len(labels))
-    for row, prompt in enumerate(_prompts(model, questions)):
-        items = [{"input_ids": prompt + a, "labels": [IGNORE_INDEX] * len(prompt) + a} for a in answers]
-        batch = {k: v.to(frames.device) for k, v in pad_batch(items, tokenizer.pad_token_id).items()}
-        embeds = model.embed_with_video(batch["input_ids"], video[row:row + 1].expand(len(labels), -1, -1))
-        logits = model.llama_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).logits.float()
-        targets = batch["labels"][:, 1:]
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-        picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        scores[row] = (picked * (targets != IGNORE_INDEX)).sum(dim=1).cpu()
-    return scores
-
-
-@torch.no_grad()
-def generate_answers(model, frames, questions, max_new_tokens=16):
-    """Greedy answers (text), prompts left-padded so that every answer starts at the same place."""
-    tokenizer = model.llama_tokenizer
-    prompts = _prompts(model, questions)
-    length = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), length), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), length), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        ids[row, length - len(prompt):] = torch.tensor(prompt)
-        mask[row, length - len(prompt):] = 1
-    ids, mask = ids.to(frames.device), mask.to(frames.device)
-    embeds = model.embed_with_video(ids, model.encode_video(frames))
-    stop = [tokenizer.eos_token_id]
-    out = model.llama_model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                     do_sample=False, eos_token_id=stop, pad_token_id=tokenizer.pad_token_id)
-    texts = tokenizer.batch_decode(out, skip_special_tokens=True)
-    end_sym = model.cfg.end_sym if model.cfg.end_sym != "</s>" else None
-    return [(t.split(end_sym)[0] if end_sym else t).strip() for t in texts]
 
 
 # ---------------------------------------------------------------------------- metrics and files
@@ -176,21 +124,22 @@ def write_results(predictions, metrics, out_dir):
 class ActionRecognitionTask(BaseTask):
     """Trains like video_text_pretrain; evaluates by top-1 accuracy over a closed label set."""
 
-    def predict(self, model, loader, labels, mode, max_new_tokens=16):
-        """Predictions of this rank's share of a split: [{video, label, prediction, answer|scores}]."""
+    def predict(self, model, loader, labels, mode, max_new_tokens=16, length_norm=False):
+        """Predictions of this rank's share of a split: [{video, label, prediction, answer|scores}],
+        through the model's public ``score`` and ``generate``."""
         model.eval()
         predictions = []
         for batch in loader:
             frames = batch["image"].to(model.device)
             truths = [normalize_truth(a, labels) for a in batch["answer"]]
             if mode == "rank":
-                scores = rank_labels(model, frames, batch["question"], labels)
+                scores = model.score(frames, batch["question"], labels, length_normalize=length_norm)
                 for video, truth, row in zip(batch["video"], truths, scores):
                     predictions.append({"video": video, "label": truth, "prediction": labels[int(row.argmax())],
                                         "scores": {l: round(float(s), 4) for l, s in zip(labels, row)}})
             elif mode == "generate":
                 for video, truth, answer in zip(batch["video"], truths,
-                                                generate_answers(model, frames, batch["question"], max_new_tokens)):
+                                                model.generate(frames, batch["question"], max_new_tokens)):
                     predictions.append({"video": video, "label": truth, "answer": answer,
                                         "prediction": match_answer(answer, labels)})
             else:
@@ -199,7 +148,7 @@ class ActionRecognitionTask(BaseTask):
 
     def evaluate_split(self, model, loader, run_cfg, split, out_dir, dataset):
         labels = label_set(run_cfg, dataset.anno_files, dataset.records)
-        local = self.predict(model, loader, labels, run_cfg.eval_mode, run_cfg.max_new_tokens)
+        local = self.predict(model, loader, labels, run_cfg.eval_mode, run_cfg.max_new_tokens, run_cfg.length_norm)
         predictions = [p for part in dist_utils.all_gather_object(local) for p in part]
         metrics = compute_metrics(predictions, labels)
         if dist_utils.is_main_process():

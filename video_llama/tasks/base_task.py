@@ -26,8 +26,11 @@ class BaseTask:
             datasets[name] = registry.get_builder_class(name)(dataset_cfg).build_datasets()
         return datasets
 
-    def train_step(self, model, samples):
-        return model(samples)["loss"]
+    def train_step(self, model, samples, num_items_in_batch=None):
+        """The loss of one batch (see ``VideoLLAMA.forward`` for ``num_items_in_batch``)."""
+        if num_items_in_batch is None:
+            return model(samples)["loss"]
+        return model(samples, num_items_in_batch=num_items_in_batch)["loss"]
 
     @torch.no_grad()
     def evaluate_split(self, model, loader, run_cfg, split, out_dir, dataset):

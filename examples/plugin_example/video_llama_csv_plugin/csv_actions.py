@@ -39,8 +39,8 @@ class GrayVideoTrainProcessor(AlproVideoTrainProcessor):
 
     Config = GrayVideoConfig
 
-    def augment(self, frames, rng):
-        frames = super().augment(frames, rng).float()
+    def augment(self, frames):
+        frames = super().augment(frames).float()
         gray = frames.mean(dim=0, keepdim=True).expand_as(frames)
         share = self.config.keep_color_share
         return share * frames + (1 - share) * gray

@@ -17,6 +17,10 @@ class BaseDatasetBuilder:
     # type → default YAML (relative to video_llama/configs, or absolute for plugins). The YAML
     # holds ``datasets: {<registered name>: {...}}`` with every key the builder understands.
     DATASET_CONFIG_DICT = {}
+    # the values ``data_type`` may take for this builder (empty: not checked)
+    DATA_TYPES = ()
+    # what a folder given as ``build_info.anno_dir`` holds: split → file name
+    ANNOTATION_FILES = {"train": "train.json", "val": "val.json", "test": "test.json"}
 
     def __init__(self, cfg=None):
         self.config = cfg if cfg is not None else self.default_config()
@@ -42,14 +46,33 @@ class BaseDatasetBuilder:
         return OmegaConf.merge(*layers)
 
     # ------------------------------------------------------------------ shared helpers
-    def annotation_splits(self):
-        """``build_info.anno_dir`` as {split: [files]}: a file or a list is the train split."""
-        anno = self.config.build_info.anno_dir
+    @classmethod
+    def split_files(cls, build_info):
+        """``build_info.anno_dir`` as {split: [files]}: a file or a list is the train split; a folder
+        (``video-llama prepare``'s output) gives each of ``ANNOTATION_FILES`` that it holds. None
+        when the builder reads no ``anno_dir``. Used at start-up to check the run's split names."""
+        if build_info is None or "anno_dir" not in build_info:
+            return None
+        anno = build_info.anno_dir
         if anno is None:
-            raise ValueError("build_info.anno_dir is not set: point it at the annotation file(s)")
+            return {}
         if isinstance(anno, (DictConfig, dict)):
             return {split: [files] if isinstance(files, str) else list(files) for split, files in anno.items()}
+        if isinstance(anno, str) and Path(anno).is_dir():
+            return {split: [str(Path(anno) / name)] for split, name in cls.ANNOTATION_FILES.items()
+                    if (Path(anno) / name).is_file()}
         return {"train": [anno] if isinstance(anno, str) else list(anno)}
+
+    def annotation_splits(self):
+        """{split: [annotation files]} of this dataset (see :meth:`split_files`)."""
+        splits = self.split_files(self.config.build_info)
+        if not splits:
+            anno = self.config.build_info.anno_dir
+            if anno is None:
+                raise ValueError("build_info.anno_dir is not set: point it at the annotation file(s)")
+            raise FileNotFoundError(f"build_info.anno_dir: the folder {anno} holds none of "
+                                    f"{sorted(self.ANNOTATION_FILES.values())}; run `video-llama prepare` or name the files")
+        return splits
 
     def videos_dir(self):
         videos_dir = self.config.build_info.get("videos_dir")

@@ -1,6 +1,7 @@
 """Builders for video data: instruction JSON (``webvid_instruct``) and caption CSV (``webvid``)."""
 
 from video_llama.common.registry import registry
+from video_llama.conversation import get_template, load_prompts, load_tokenizer
 from video_llama.datasets.builders.base_builder import BaseDatasetBuilder
 from video_llama.datasets.datasets.video_caption_dataset import VideoCaptionDataset, read_caption_csv
 from video_llama.datasets.datasets.video_instruct_dataset import VideoInstructDataset, read_instruct_annotations
@@ -13,21 +14,20 @@ class VideoInstructBuilder(BaseDatasetBuilder):
     processors, templates, truncation and distributed loading come from here."""
 
     DATASET_CONFIG_DICT = {"default": "datasets/webvid_instruct/defaults.yaml"}
+    DATA_TYPES = ("video",)
 
     def read_annotations(self, anno_files):
         """[{"video": path relative to videos_dir, "QA": [{"q": ..., "a": ...}, ...]}, ...]"""
         return read_instruct_annotations(anno_files)
 
     def build_split(self, split, anno_files):
-        from video_llama.models.video_llama import load_tokenizer
-
         cfg = self.config
         return VideoInstructDataset(
             self.read_annotations(anno_files),
             self.videos_dir(),
             self.processor("vis_processor", split),
             load_tokenizer(cfg.tokenizer_name),
-            model_type=cfg.model_type,
+            template=get_template(cfg.model_type),
             num_video_query_token=cfg.num_video_query_token,
             max_txt_len=cfg.max_txt_len,
             max_failed_ratio=cfg.max_failed_ratio,
@@ -38,14 +38,25 @@ class VideoInstructBuilder(BaseDatasetBuilder):
 
 @registry.register_builder("webvid")
 class WebvidBuilder(BaseDatasetBuilder):
+    """WebVid captions: each caption answers a random prompt of ``prompt_path``."""
+
     DATASET_CONFIG_DICT = {"default": "datasets/webvid/defaults.yaml"}
+    DATA_TYPES = ("video",)
+    ANNOTATION_FILES = {"train": "train.csv", "val": "val.csv", "test": "test.csv"}
 
     def build_split(self, split, anno_files):
+        cfg = self.config
         return VideoCaptionDataset(
             read_caption_csv(anno_files),
             self.videos_dir(),
             self.processor("vis_processor", split),
             self.processor("text_processor", split),
-            max_failed_ratio=self.config.max_failed_ratio,
+            load_tokenizer(cfg.tokenizer_name),
+            template=get_template(cfg.model_type),
+            prompts=load_prompts(cfg.prompt_path),
+            prompt_template=cfg.prompt_template,
+            num_video_query_token=cfg.num_video_query_token,
+            max_txt_len=cfg.max_txt_len,
+            max_failed_ratio=cfg.max_failed_ratio,
             name=f"webvid/{split}",
         )

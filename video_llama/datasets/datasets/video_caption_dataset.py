@@ -1,7 +1,17 @@
-"""Video-caption data in the WebVid CSV layout (``videoid``, ``name``, ``page_dir``)."""
+"""Video-caption data in the WebVid CSV layout (``videoid``, ``name``, ``page_dir``).
+
+Each caption becomes the answer to a prompt drawn at random from the prompt file (from the
+global ``random``, which the training sampler seeds per sample), tokenised here so that the
+training loop knows every batch's answer tokens before the forward pass.
+"""
 
 import csv
+import random
 
+import torch
+
+from video_llama.conversation import caption_ids
+from video_llama.conversation.templates import caption_first_prompt
 from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset, annotation_files
 
 
@@ -19,9 +29,20 @@ def read_caption_csv(paths):
 
 
 class VideoCaptionDataset(BaseVideoDataset):
-    def __init__(self, records, videos_dir, vis_processor, text_processor, max_failed_ratio=0.1, name="webvid"):
+    def __init__(self, records, videos_dir, vis_processor, text_processor, tokenizer, template, prompts,
+                 prompt_template=None, num_video_query_token=32, max_txt_len=32, max_failed_ratio=0.1, name="webvid"):
+        if not prompts:
+            raise ValueError(f"{name}: caption data needs prompt_path (model.prompt_path or the dataset's): "
+                             "a file of prompts with <ImageHere>, e.g. prompts/alignment_video.txt")
         super().__init__(records, videos_dir, vis_processor, max_failed_ratio, name)
         self.text_processor = text_processor
+        self.tokenizer, self.template, self.prompts = tokenizer, template, list(prompts)
+        self.first_prompt = caption_first_prompt(prompt_template) if prompt_template else None
+        self.num_video_query_token, self.max_txt_len = num_video_query_token, max_txt_len
 
-    def make_sample(self, record, frames):
-        return {"image": frames, "text_input": self.text_processor(record["caption"]), "video": record["video"]}
+    def make_sample(self, record, frames, info):
+        caption = self.text_processor(record["caption"]) if self.text_processor else record["caption"]
+        input_ids, labels = caption_ids(self.tokenizer, self.template, random.choice(self.prompts), caption,
+                                        self.num_video_query_token, self.max_txt_len, self.first_prompt)
+        return {"image": frames, "input_ids": torch.tensor(input_ids), "labels": torch.tensor(labels),
+                "text_input": caption, "video": record["video"]}

@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from video_llama.conversation.templates import IMAGE_PATCH_TOKEN, conversation_ids, get_template, truncate, video_placeholder
+from video_llama.conversation import IMAGE_PATCH_TOKEN, conversation_ids, truncate, video_placeholder
 from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset, annotation_files
 
 logger = logging.getLogger(__name__)
@@ -39,12 +39,11 @@ def read_instruct_annotations(paths):
 
 
 class VideoInstructDataset(BaseVideoDataset):
-    def __init__(self, records, videos_dir, vis_processor, tokenizer, model_type="llama_v2",
-                 num_video_query_token=32, max_txt_len=320, max_failed_ratio=0.1, name="webvid_instruct",
-                 anno_files=()):
+    def __init__(self, records, videos_dir, vis_processor, tokenizer, template, num_video_query_token=32,
+                 max_txt_len=320, max_failed_ratio=0.1, name="webvid_instruct", anno_files=()):
         self.tokenizer = tokenizer
         self.anno_files = list(anno_files)
-        self.template = get_template(model_type)
+        self.template = template
         self.num_video_query_token = num_video_query_token
         self.placeholder_id = tokenizer.convert_tokens_to_ids(IMAGE_PATCH_TOKEN)
         kept, dropped = [], []
@@ -65,7 +64,7 @@ class VideoInstructDataset(BaseVideoDataset):
         result = truncate(input_ids, labels, max_txt_len, self.placeholder_id, self.num_video_query_token)
         return None if result is None else {"input_ids": result[0], "labels": result[1]}
 
-    def make_sample(self, record, frames):
+    def make_sample(self, record, frames, info):
         return {
             "image": frames,
             "input_ids": torch.tensor(record["input_ids"]),

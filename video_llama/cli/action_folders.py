@@ -92,7 +92,7 @@ def loop_clip(src, dst, min_frames):
     """Write a copy of a short clip played forward and backward until it has ``min_frames``."""
     import decord
 
-    from video_llama.datasets.video_writer import write_video
+    from video_llama.cli.video_writer import write_video
 
     reader = decord.VideoReader(str(src), num_threads=1)
     frames = reader.get_batch(list(range(len(reader)))).asnumpy()

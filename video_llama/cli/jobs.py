@@ -41,8 +41,10 @@ def _run(argv, description, action):
 
 
 def train(argv=None):
-    """Train from a YAML experiment; returns the runner's summary."""
-    return _run(argv, "Train a Video-LLaMA style model from a YAML experiment.", lambda runner: runner.train())
+    """Train from a YAML experiment; returns the runner's summary. ``run.evaluate: True`` only
+    evaluates ``run.test_splits`` (as evaluate.py does)."""
+    return _run(argv, "Train a Video-LLaMA style model from a YAML experiment.",
+                lambda runner: runner.evaluate_only() if runner.run_cfg.evaluate else runner.train())
 
 
 def evaluate(argv=None):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from video_llama.datasets.video_writer import write_video
+from video_llama.cli.video_writer import write_video
 
 FRAME_SIZE = 96
 

@@ -1,0 +1,22 @@
+"""The one text path, shared by datasets, the model, the tasks and the demo: tokenizer loading,
+prompt templates, conversation → ``input_ids``/``labels``, padding and batching."""
+
+from video_llama.conversation.collate import collate_video_samples, pad_batch
+from video_llama.conversation.templates import (
+    IGNORE_INDEX,
+    IMAGE_PATCH_TOKEN,
+    Template,
+    caption_ids,
+    conversation_ids,
+    end_ids,
+    get_template,
+    prompt_ids,
+    truncate,
+    video_placeholder,
+)
+from video_llama.conversation.tokenizer import load_prompts, load_tokenizer
+
+__all__ = [
+    "IGNORE_INDEX", "IMAGE_PATCH_TOKEN", "Template", "caption_ids", "collate_video_samples", "conversation_ids", "end_ids",
+    "get_template", "load_prompts", "load_tokenizer", "pad_batch", "prompt_ids", "truncate", "video_placeholder",
+]
