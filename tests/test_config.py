@@ -238,3 +238,45 @@ def test_processor_image_size_follows_model_unless_set(tmp_path):
     assert procs.train.image_size == 112 and procs.eval.image_size == 112
     problems = problems_of(write_yaml(tmp_path, guide_dict()), ["model.img_size=112"])  # the guide sets 224
     assert any("vis_processor.train.image_size (224) must equal model.img_size (112)" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (["model.low_resource=True"], "model.low_resource: True is not supported: 8-bit loading"),
+        (["model.equip_audio_branch=True"], "model.equip_audio_branch: True is not supported"),
+        (["model.ckpt_2=al.pth"], "model.ckpt_2: 'al.pth' is not supported"),
+        (["model.vit_model=eva_vit_l"], "model.vit_model: 'eva_vit_l' is not available"),
+        (["datasets.webvid_instruct.data_type=images"], "datasets.webvid_instruct.data_type: 'images', but the webvid_instruct builder reads video"),
+        (["run.eval_mode=rnk"], "run.eval_mode: unknown value 'rnk'; did you mean 'rank'?"),
+        (["run.valid_splits=val"], "run.valid_splits: must be a list of split names, e.g. [val]"),
+        (["model.template=vicunna"], "model.template: Unknown prompt template 'vicunna'. Did you mean 'vicuna'?"),
+        (["run.valid_splits=[val]"], "run.valid_splits names split 'val', which no dataset has"),
+        (["run.test_splits=[test]"], "or remove it from run.test_splits"),
+    ],
+)
+def test_settings_that_cannot_work_fail_at_start_up(tmp_path, options, expected):
+    problems = problems_of(write_yaml(tmp_path, guide_dict()), options)
+    assert any(expected in p for p in problems), problems
+
+
+def test_original_keys_with_the_values_we_honour_are_accepted(tmp_path):
+    cfg = Config.from_file(write_yaml(tmp_path, guide_dict()),
+                           ["model.low_resource=False", "model.ckpt_2=null", "model.num_audio_query_token=8"])
+    assert "low_resource" not in cfg.model_cfg and "ckpt_2" not in cfg.model_cfg
+
+
+def test_split_names_come_from_the_annotation_layout(tmp_path):
+    """A {split: file} mapping or a `prepare` folder gives the splits that valid_splits may name."""
+    folder = tmp_path / "anno"
+    folder.mkdir()
+    for split in ("train", "val"):
+        (folder / f"{split}.json").write_text("[]")
+    data = guide_dict()
+    data["datasets"]["webvid_instruct"]["build_info"]["anno_dir"] = str(folder)
+    cfg = Config.from_file(write_yaml(tmp_path, data), ["run.valid_splits=[val]"])
+    assert cfg.run_cfg.valid_splits == ["val"]
+    problems = problems_of(write_yaml(tmp_path, data), ["run.valid_splits=[test]"])
+    assert "'webvid_instruct': ['train', 'val']" in problems[0]
+    data["datasets"]["webvid_instruct"]["build_info"]["anno_dir"] = {"train": "a.json", "dev": "b.json"}
+    assert Config.from_file(write_yaml(tmp_path, data), ["run.valid_splits=[dev]"]).run_cfg.valid_splits == ["dev"]

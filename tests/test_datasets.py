@@ -128,3 +128,36 @@ def test_caption_builder_tokenizes_caption_as_answer_to_a_prompt(tiny_llm_dir, c
     answer = sample["labels"][sample["labels"] != -100]
     assert len(answer) == 3 and tokenizer.decode(answer).strip() in "a dog running fast"
     assert tokenizer.decode(sample["input_ids"]).replace(" ", "").startswith("<s>[INST]<<SYS>>")
+
+
+def test_anno_dir_may_be_a_prepare_folder(tiny_llm_dir, clips_dir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "anno"
+    folder.mkdir()
+    shutil.copy(clips_dir / "train.json", folder / "train.json")
+    shutil.copy(clips_dir / "train.json", folder / "val.json")
+    datasets = build(tiny_llm_dir, folder, clips_dir)
+    assert sorted(datasets) == ["train", "val"] and len(datasets["val"]) == 4
+
+
+def test_failure_budget_tolerates_a_few_bad_clips_and_stops_a_mostly_bad_dataset():
+    """5% unreadable clips (normal for WebVid) never stop any of 64 workers over 2,000 tries each;
+    half unreadable stops within 40 tries."""
+    import random
+
+    from video_llama.datasets.datasets.base_video_dataset import FailureBudget
+
+    def first_stop(bad_share, tries, seed):
+        rng, budget = random.Random(seed), FailureBudget(max_ratio=0.1)
+        for n in range(tries):
+            budget.tried += 1
+            if rng.random() < bad_share:
+                budget.failed[f"clip{n}"] = "cannot decode"
+                if budget.exceeded():
+                    return n + 1
+        return None
+
+    assert all(first_stop(0.05, 2000, seed) is None for seed in range(64))
+    stops = [first_stop(0.5, 1000, seed) for seed in range(20)]
+    assert all(stop is not None and stop <= 40 for stop in stops), stops

@@ -99,3 +99,71 @@ def test_plugin_reusing_a_taken_name_names_both_owners(tmp_path):
         load_plugin(str(clash), "--plugins", name="clash")
     message = str(err.value)
     assert "video_builders.WebvidBuilder (from built-in)" in message and "MyWebvid (from plugin clash)" in message
+
+
+PORTED_PLUGIN = '''
+"""Code written as for LAVIS: a processor that overrides __call__ and returns the tensor, and a
+builder whose dataset is a plain torch Dataset."""
+from pathlib import Path
+
+import torch
+
+from video_llama.common.registry import registry
+from video_llama.conversation import conversation_ids, get_template, load_tokenizer, video_placeholder
+from video_llama.datasets.builders.base_builder import BaseDatasetBuilder
+from video_llama.processors.video_decoding import load_video
+from video_llama.processors.video_processors import AlproVideoEvalProcessor
+
+CALLS = {"processor": 0, "plain": 0}
+
+
+@registry.register_processor("lavis_style_video")
+class LavisStyleVideo(AlproVideoEvalProcessor):
+    def __call__(self, vpath):
+        CALLS["processor"] += 1
+        size = self.config.image_size
+        return load_video(vpath, self.config.n_frms, size, size).frames.float() / 255.0
+
+
+class PlainShapes(torch.utils.data.Dataset):
+    def __init__(self, tokenizer, size):
+        self.tokenizer, self.size = tokenizer, size
+
+    def __len__(self):
+        return self.size
+
+    def __getitem__(self, index):
+        CALLS["plain"] += 1
+        ids, labels = conversation_ids(self.tokenizer, get_template("llama_v2"),
+                                       [(video_placeholder(32) + " What is it?", "noise")])
+        return {"image": torch.rand(3, 4, 112, 112), "input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+
+
+@registry.register_builder("plain_shapes")
+class PlainShapesBuilder(BaseDatasetBuilder):
+    DATASET_CONFIG_DICT = {"default": str(Path(__file__).with_name("plain_shapes.yaml"))}
+
+    def build_datasets(self):
+        return {"train": PlainShapes(load_tokenizer(self.config.tokenizer_name), self.config.size)}
+'''
+
+
+def test_ported_lavis_processor_and_plain_dataset_train_in_a_mix(tiny_llm_dir, clips_dir, tmp_path):
+    from conftest import TINY_CONFIG
+    from video_llama.cli.jobs import train
+
+    plugin = tmp_path / "ported_plugin.py"
+    plugin.write_text(PORTED_PLUGIN)
+    (tmp_path / "plain_shapes.yaml").write_text("datasets:\n  plain_shapes:\n    size: 5\n    tokenizer_name: null\n"
+                                                "    sample_ratio: 1\n")
+    summary = train(["--cfg-path", str(TINY_CONFIG), "--plugins", str(plugin), "--options",
+                     f"model.llama_model={tiny_llm_dir}", f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
+                     f"datasets.webvid_instruct.build_info.anno_dir={clips_dir / 'train.json'}",
+                     f"datasets.webvid_instruct.build_info.videos_dir={clips_dir}",
+                     "datasets.webvid_instruct.vis_processor.train.name=lavis_style_video",
+                     "datasets.webvid_instruct.vis_processor.train.n_frms=4",
+                     f"datasets.plain_shapes.tokenizer_name={tiny_llm_dir}",
+                     "run.iters_per_epoch=8", f"run.output_dir={tmp_path / 'out'}"])
+    calls = sys.modules["video_llama_plugin_ported_plugin"].CALLS
+    assert summary["steps"] == 8 and calls["processor"] > 0 and calls["plain"] > 0
+    assert calls["processor"] + calls["plain"] == 8 * 2  # batch 2: every sample from one of the two

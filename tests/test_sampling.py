@@ -1,6 +1,8 @@
 from collections import Counter
 
-from video_llama.datasets.sampling import MixingBatchSampler
+import torch
+
+from video_llama.datasets.sampling import MixedDataset, MixingBatchSampler
 
 
 def batches(sampler, epoch=0, start=0):
@@ -34,3 +36,27 @@ def test_mixing_follows_sample_ratio():
     sampler = MixingBatchSampler([50, 50], [3, 1], batch_size=1, seed=0, iters_per_epoch=2000)
     counts = Counter(d for batch in batches(sampler) for (d, _, _) in batch)
     assert abs(counts[0] / 2000 - 0.75) < 0.04
+
+
+def test_samples_and_seeds_do_not_depend_on_how_the_batch_is_split():
+    """2 ranks × batch 2 read (and augment) exactly the samples of 1 rank × batch 4."""
+    one = next(iter(MixingBatchSampler([10], [1], batch_size=4, seed=5)))
+    ranks = [next(iter(MixingBatchSampler([10], [1], batch_size=2, seed=5, rank=r, world_size=2))) for r in range(2)]
+    assert sorted(one) == sorted(ranks[0] + ranks[1])
+
+
+def test_a_plain_dataset_gets_its_seed_through_the_mix():
+    """Any torch Dataset works in the mix: the seed reaches it through the global generators."""
+    import random
+
+    class Plain(torch.utils.data.Dataset):
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            return index, random.random(), torch.rand(1).item()
+
+    mixed = MixedDataset([Plain()])
+    state = random.getstate()
+    assert mixed[(0, 2, 11)] == mixed[(0, 2, 11)] != mixed[(0, 2, 12)]
+    assert random.getstate() == state  # the caller's generators are left as they were

@@ -219,6 +219,14 @@ def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir,
         assert len(predictions) == 4 and all(("answer" in p) == (mode == "generate") for p in predictions)
         assert (out / "confusion_matrix.png").is_file() and (out / "confusion_matrix.json").is_file()
 
+    # run.evaluate: True makes train.py evaluate only (the guide's key), nothing is trained
+    only = train_main(["--cfg-path", str(TINY_CONFIG), "--options",
+                       *options(tiny_llm_dir, clips_dir, tmp_path / "evaluate_only", "run.task=action_recognition",
+                                "run.test_splits=[test]", "run.evaluate=True", f"model.ckpt={run_dir}"),
+                       f"datasets.webvid_instruct.build_info.anno_dir={{test: {clips_dir / 'train.json'}}}"])
+    assert "test_top1" in only and "steps" not in only
+    assert not list(Path(only["run_dir"]).glob("checkpoint_*"))
+
 
 def test_guide_yaml_trains_with_tiny_sizes_and_local_paths(tiny_llm_dir, clips_dir, tmp_path, caplog):
     """The guide's experiment as written, only sizes and paths changed through --options; its

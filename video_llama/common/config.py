@@ -173,6 +173,9 @@ def build_config(user, base_dir=None, source=None):
     if problems:
         raise ConfigError(problems, source)
     _resolve_paths(config, base_dir)
+    problems.extend(split_problems(config))
+    if problems:
+        raise ConfigError(problems, source)
     return config
 
 
@@ -436,6 +439,32 @@ def consistency_problems(config):
             "model.freeze_vit is False but model.vit_precision is fp16: a ViT trained in fp16 diverges; "
             "set model.vit_precision=fp32 or keep model.freeze_vit=True"
         )
+    return problems
+
+
+def split_problems(config):
+    """Splits that ``run.valid_splits`` / ``run.test_splits`` name but no dataset has, found from
+    each builder's ``build_info`` (its ``split_files``) before any data is read. Datasets whose
+    builder cannot tell (a plugin without ``anno_dir``) make the check skip."""
+    available = {}
+    for name, ds in config.datasets.items():
+        splitter = getattr(registry.get_builder_class(name), "split_files", None)
+        files = splitter(ds.get("build_info")) if splitter else None
+        if files is None:
+            return []
+        available[name] = sorted(files)
+    problems = []
+    for key in ("valid_splits", "test_splits"):
+        for split in config.run[key]:
+            if any(split in splits for splits in available.values()):
+                continue
+            example = next(iter(available), "webvid_instruct")
+            problems.append(
+                f"run.{key} names split {split!r}, which no dataset has (splits: {available}); either give it "
+                f"an annotation file, e.g. datasets.{example}.build_info.anno_dir=\"{{train: TRAIN.json, {split}: "
+                f"{split.upper()}.json}}\" or a folder written by `video-llama prepare` (its {split}.json), "
+                f"or remove it from run.{key}"
+            )
     return problems
 
 
