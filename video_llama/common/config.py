@@ -369,7 +369,7 @@ def _fill_derived(config):
     all that its builder needs (the builder reads no model key)."""
     model = config.model
     if "template" in model:
-        template = registry.get_template(model.template) if model.template in registry.mapping["template"] else None
+        template = registry.mapping["template"].get(model.template)
         if template is not None and model.get("end_sym") is None:
             model.end_sym = template.end_sym
         if template is not None and model.get("prompt_template") is None:

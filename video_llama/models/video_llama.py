@@ -121,8 +121,9 @@ class VideoLLAMA(BaseModel):
         from video_llama.common.checkpointing import BEST, CONFIG, resolve_checkpoint
 
         folder = resolve_checkpoint(path, prefer=BEST, key="from_pretrained")
-        cfg = OmegaConf.load(folder / CONFIG).model
-        cfg = OmegaConf.merge(cfg, {**overrides, "ckpt": str(folder)})
+        saved = OmegaConf.load(folder / CONFIG).model
+        # over today's defaults, so that a run saved before a key existed still builds
+        cfg = OmegaConf.merge(cls.default_config(saved.model_type), saved, {**overrides, "ckpt": str(folder)})
         return cls.from_config(cfg, load_llm=load_llm)
 
     def frozen_modules(self):
