@@ -156,7 +156,11 @@ def test_ported_lavis_processor_and_plain_dataset_train_in_a_mix(tiny_llm_dir, c
     plugin.write_text(PORTED_PLUGIN)
     (tmp_path / "plain_shapes.yaml").write_text("datasets:\n  plain_shapes:\n    size: 5\n    tokenizer_name: null\n"
                                                 "    sample_ratio: 1\n")
-    summary = train(["--cfg-path", str(TINY_CONFIG), "--plugins", str(plugin), "--options",
+    cfg = yaml.safe_load(TINY_CONFIG.read_text())
+    cfg["plugins"] = ["ported_plugin.py"]  # named in the YAML, relative to it
+    experiment = tmp_path / "ported.yaml"
+    experiment.write_text(yaml.safe_dump(cfg))
+    summary = train(["--cfg-path", str(experiment), "--options",
                      f"model.llama_model={tiny_llm_dir}", f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
                      f"datasets.webvid_instruct.build_info.anno_dir={clips_dir / 'train.json'}",
                      f"datasets.webvid_instruct.build_info.videos_dir={clips_dir}",
