@@ -174,3 +174,56 @@ def test_synthetic_position_says_nothing_of_the_class(wrap):
         for axis in np.array(mids).T:  # 100 expected in each quarter
             counts = np.histogram(axis, bins=4, range=(low, high))[0]
             assert counts.sum() == 400 and counts.min() > 70, (motion, counts)
+
+
+def test_prepare_follows_symlinked_label_folders(action_root, tmp_path):
+    root = tmp_path / "linked"
+    root.mkdir()
+    (root / "wave").symlink_to(action_root / "wave", target_is_directory=True)
+    (root / "fall_down").symlink_to(action_root / "fall_down", target_is_directory=True)
+    (root / "fall_down_again").symlink_to(root, target_is_directory=True)  # a loop is not followed forever
+    report, labels = prepare(root, tmp_path / "out", n_frms=8,
+                             label_map=_write(tmp_path / "map.yaml", "wave: Wave\nfall_down: Fall\nfall_down_again: Other\n"))
+    assert report.counts["wave"]["found"] == 5 and report.counts["fall_down"]["found"] == 5
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def bad_folder(tmp_path, name, layout):
+    """A folder of label sub-folders: layout {label: number of good clips, or 'broken'}."""
+    root = tmp_path / name
+    for label, clips in layout.items():
+        if clips == "broken":
+            (root / label).mkdir(parents=True)
+            (root / label / "b.mp4").write_bytes(b"")
+            continue
+        for i in range(clips):
+            write_video(root / label / f"c{i}.mp4", gradient_clip(12, 32, 32, seed=i))
+    return root
+
+
+@pytest.mark.parametrize("layout, expected", [
+    ({"fall_down": 3, "Fall-Down": 3}, "all become the answer 'fall down'"),
+    ({"wave": 3}, "only one label folder"),
+    ({"wave": 3, "wipe": "broken"}, "no usable clip in label folder(s) ['wipe']"),
+    ({"wave": "broken", "wipe": "broken"}, "no usable clip in label folder(s) ['wave', 'wipe']"),
+])
+def test_prepare_refuses_data_that_cannot_train_a_classifier(tmp_path, layout, expected):
+    import subprocess
+    import sys
+
+    root = bad_folder(tmp_path, "videos", layout)
+    result = subprocess.run([sys.executable, "-m", "video_llama.cli.main", "prepare", "--root", str(root), "--out",
+                             str(tmp_path / "anno")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and expected in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not (tmp_path / "anno" / "labels.json").exists()
+
+
+def test_prepare_merges_folders_only_when_the_label_map_says_so(tmp_path):
+    root = bad_folder(tmp_path, "videos", {"wave": 3, "hello": 3, "wipe": 3})
+    label_map = _write(tmp_path / "modes.yaml", "wave: greet_mode\nhello: greet_mode\nwipe: clean_mode\n")
+    _, labels = prepare(root, tmp_path / "anno", label_map=label_map)
+    assert json.loads((tmp_path / "anno" / "labels.json").read_text())["labels"] == ["clean_mode", "greet_mode"]

@@ -8,6 +8,7 @@ copy is written). Splits are stratified per label and seeded.
 
 import json
 import logging
+import os
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -15,7 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
+from video_llama.common.errors import UserError
+
 logger = logging.getLogger(__name__)
+
+
+class PrepareError(UserError, ValueError):
+    """A folder that cannot give a usable dataset; the message says which folder and what to do."""
+
 
 VIDEO_EXTENSIONS = {".avi", ".mp4", ".mkv", ".webm", ".mov"}
 SPLITS = ("train", "val", "test")
@@ -36,7 +44,7 @@ def load_label_map(path):
         raise FileNotFoundError(f"--label-map: {path} not found")
     mapping = OmegaConf.to_container(OmegaConf.load(path))
     if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
-        raise ValueError(f"--label-map: {path} must map folder names to answer strings, e.g. 'wave: greet_mode'")
+        raise PrepareError(f"--label-map: {path} must map folder names to answer strings, e.g. 'wave: greet_mode'")
     return {str(k): v for k, v in mapping.items()}
 
 
@@ -44,7 +52,7 @@ def load_questions(path):
     lines = [line.strip() for line in Path(path).read_text().splitlines()]
     questions = [line for line in lines if line and not line.startswith("#")]
     if not questions:
-        raise ValueError(f"--questions: {path} has no questions (one per line)")
+        raise PrepareError(f"--questions: {path} has no questions (one per line)")
     return questions
 
 
@@ -58,7 +66,7 @@ def find_videos(root):
     if not root.is_dir():
         raise FileNotFoundError(f"--root: {root} is not a folder")
     found = defaultdict(list)
-    for path in sorted(root.rglob("*")):
+    for path in sorted(_walk_files(root)):
         if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
             rel = path.relative_to(root)
             if rel.parts[0].startswith(("_", ".")):
@@ -70,6 +78,37 @@ def find_videos(root):
     if not found:
         raise FileNotFoundError(f"--root: no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}) under {root}/<label>/")
     return dict(found)
+
+
+def _walk_files(root):
+    """Every file below ``root``, following folder links (a label folder is often a link to where
+    the clips really are), each real folder once (a link loop is not followed twice)."""
+    seen = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        yield from (Path(folder) / name for name in files)
+
+
+def check_labels(labels, mapped):
+    """Two folders whose answers read the same once normalised can never be told apart: an error,
+    unless a --label-map gives them the very same answer on purpose (two folders, one mode)."""
+    from video_llama.tasks.action_recognition import normalize_answer
+
+    by_norm = defaultdict(list)
+    for folder, answer in sorted(labels.items()):
+        by_norm[normalize_answer(answer)].append(folder)
+    for norm, folders in by_norm.items():
+        answers = sorted({labels[f] for f in folders})
+        if len(folders) > 1 and (len(answers) > 1 or not mapped):
+            raise PrepareError(
+                f"folders {folders} all become the answer {norm!r} ({', '.join(map(repr, answers))}), so the model "
+                "could never tell them apart; rename the folders, or merge them on purpose with a --label-map "
+                f"that gives each the same answer (e.g. {folders[0]}: {answers[0]})"
+            )
 
 
 def probe(path):
@@ -151,8 +190,9 @@ def prepare(root, out, label_map=None, questions_file=None, ratios=(0.8, 0.1, 0.
     mapping = load_label_map(label_map) if label_map else {}
     unmapped = sorted(set(videos) - set(mapping)) if mapping else []
     if unmapped:
-        raise ValueError(f"--label-map has no entry for folder(s) {unmapped}; add them (folder: answer)")
+        raise PrepareError(f"--label-map has no entry for folder(s) {unmapped}; add them (folder: answer)")
     labels = {folder: mapping.get(folder, readable_label(folder)) for folder in videos}
+    check_labels(labels, mapped=bool(mapping))
     questions = load_questions(questions_file or PACKAGE_DIR / "prompts" / "action_questions.txt")
 
     report = PrepareReport()
@@ -179,6 +219,15 @@ def prepare(root, out, label_map=None, questions_file=None, ratios=(0.8, 0.1, 0.
                     continue
             usable[folder].append(rel)
 
+    empty = sorted(folder for folder in videos if not usable[folder])
+    if empty:
+        details = {f: dict(report.counts[f]) for f in empty}
+        raise PrepareError(f"no usable clip in label folder(s) {empty} under {root} ({details}; unreadable: "
+                           f"{[r for r, _ in report.unreadable if Path(r).parts[0] in empty][:5]}); fix or replace "
+                           "the clips (--keep-short keeps short ones), or remove the folder")
+    if len(usable) < 2:
+        raise PrepareError(f"only one label folder ({sorted(usable)}) under {root}: a classifier needs at least two "
+                           f"labels; put each action in its own folder, {root}/<label>/<clip>")
     if split_list:
         splits = _read_split_list(split_list, usable)
     else:
@@ -201,7 +250,10 @@ def prepare(root, out, label_map=None, questions_file=None, ratios=(0.8, 0.1, 0.
 
 def _read_split_list(path, usable):
     """A JSON {split: [relative video paths]} chosen by the user (e.g. the dataset's official split)."""
-    listed = json.loads(Path(path).read_text())
+    try:
+        listed = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise PrepareError(f"--split-list: {path} is not a JSON {{split: [paths]}} file: {err}") from err
     known = {rel for rels in usable.values() for rel in rels}
     unknown = [rel for split in listed for rel in listed[split] if rel not in known]
     if unknown:

@@ -53,17 +53,19 @@ def evaluate(argv=None):
 
 
 def run_cli(job):
-    """Run ``job`` for a script's ``__main__``: problems a user can fix (config, plugins, missing
-    files, bad annotations) print as one clear message and exit 2, without a traceback."""
+    """Run ``job`` for a command's ``__main__``: a problem the user can fix (a
+    :class:`~video_llama.common.errors.UserError`, a missing file) prints as one message and exits
+    2, without a traceback; Ctrl-C before the loop started exits 130 with one line. Returns what
+    ``job`` returns."""
     import sys
 
-    from video_llama.common.config import ConfigError
-    from video_llama.common.hub import WeightsNotFoundError
-    from video_llama.common.plugins import PluginError
-    from video_llama.datasets.datasets.base_video_dataset import AnnotationError, TooManyBadVideos
+    from video_llama.common.errors import UserError
 
     try:
-        job()
-    except (ConfigError, PluginError, WeightsNotFoundError, AnnotationError, TooManyBadVideos, FileNotFoundError) as err:
+        return job()
+    except (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

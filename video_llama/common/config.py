@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from video_llama.common.errors import UserError
 from video_llama.common.registry import RegistryError, closest, registry
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -45,7 +46,7 @@ LEGACY_MODEL_KEYS = {
 logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """One or more problems in an experiment config; the message lists all of them."""
 
     def __init__(self, problems, source=None):

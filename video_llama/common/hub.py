@@ -9,8 +9,10 @@ import os
 import socket
 from pathlib import Path
 
+from video_llama.common.errors import UserError
 
-class WeightsNotFoundError(FileNotFoundError):
+
+class WeightsNotFoundError(UserError, FileNotFoundError):
     pass
 
 

@@ -19,13 +19,14 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from video_llama.common.errors import UserError
 from video_llama.common.registry import registry
 
 ENTRY_POINT_GROUP = "video_llama.plugins"
 _loaded = {}  # resolved spec → module
 
 
-class PluginError(ImportError):
+class PluginError(UserError, ImportError):
     pass
 
 

@@ -8,8 +8,10 @@ importing a module twice is harmless.
 
 import difflib
 
+from video_llama.common.errors import UserError
 
-class RegistryError(KeyError):
+
+class RegistryError(UserError, KeyError):
     """An unknown name, or two different classes claiming one name."""
 
     def __str__(self):  # KeyError would print the message with quotes around it

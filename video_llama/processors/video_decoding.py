@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from video_llama.common.errors import UserError
 
-class VideoDecodeError(RuntimeError):
+
+class VideoDecodeError(UserError, RuntimeError):
     """A clip that cannot be opened or decoded; the message names it."""
 
 

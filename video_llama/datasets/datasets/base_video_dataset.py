@@ -16,16 +16,17 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from video_llama.common.errors import UserError
 from video_llama.processors.video_decoding import VideoDecodeError
 
 logger = logging.getLogger(__name__)
 
 
-class TooManyBadVideos(RuntimeError):
+class TooManyBadVideos(UserError, RuntimeError):
     pass
 
 
-class AnnotationError(ValueError):
+class AnnotationError(UserError, ValueError):
     """An annotation file that is missing or malformed; the message names it and the fix."""
 
 
