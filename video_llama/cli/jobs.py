@@ -18,7 +18,18 @@ def parse_args(argv=None, description=""):
     return parser.parse_args(argv)
 
 
-def _run(argv, description, action):
+def check_evaluable(model_cfg):
+    """Evaluation scores the weights ``model.ckpt`` names; without it, those of an untrained
+    model, which look like a result. ``model.ckpt: random`` asks for that on purpose."""
+    from video_llama.common.config import ConfigError
+
+    if not model_cfg.get("ckpt"):
+        raise ConfigError(["model.ckpt is not set, so evaluation would score an untrained model; set it to the "
+                           "training run folder (--options model.ckpt=output/<run>) or a checkpoint, or to "
+                           "'random' to score the random initialisation on purpose"])
+
+
+def _run(argv, description, action, evaluating=False):
     import video_llama  # noqa: F401  (registers the built-ins)
     from video_llama.common import dist_utils
     from video_llama.common.config import Config, check_runtime
@@ -26,6 +37,8 @@ def _run(argv, description, action):
     from video_llama.common.registry import registry
 
     cfg = Config(parse_args(argv, description))
+    if evaluating or cfg.run_cfg.evaluate:
+        check_evaluable(cfg.model_cfg)
     check_runtime(cfg.config)
     setup_logger(int(os.environ.get("RANK", 0)))
     info = dist_utils.init_distributed_mode(cfg.run_cfg)
@@ -49,7 +62,8 @@ def train(argv=None):
 
 def evaluate(argv=None):
     """Evaluate ``run.test_splits`` with the task's metrics; returns them."""
-    return _run(argv, "Evaluate a Video-LLaMA style model on run.test_splits.", lambda runner: runner.evaluate_only())
+    return _run(argv, "Evaluate a Video-LLaMA style model on run.test_splits.", lambda runner: runner.evaluate_only(),
+                evaluating=True)
 
 
 def run_cli(job):

@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from video_llama.common.errors import CheckpointError
+
 WEIGHTS, STATE, CONFIG, LATEST, BEST = "model.safetensors", "training_state.pt", "config.yaml", "latest", "best"
 
 
@@ -79,15 +81,26 @@ def mark_best(run_dir, name, metrics):
 
 
 def resolve_checkpoint(path, prefer=LATEST, key="run.resume_ckpt_path"):
-    """A checkpoint folder, or a run folder (→ the checkpoint its ``prefer`` file, else ``latest``, names)."""
+    """A checkpoint folder, or a run folder (→ the checkpoint its ``prefer`` file, else ``latest``, names).
+
+    Raises:
+        CheckpointError: naming ``key`` and what the folder lacks.
+    """
     path = Path(path)
     if (path / WEIGHTS).is_file() and (path / STATE).is_file():
         return path
     for pointer in (prefer, LATEST):
         if (path / pointer).is_file():
-            return path / (path / pointer).read_text().splitlines()[0].strip()
-    raise FileNotFoundError(
-        f"run.resume_ckpt_path: {path} is neither a checkpoint folder (with {WEIGHTS} and {STATE}) nor "
+            lines = (path / pointer).read_text().splitlines()
+            name = lines[0].strip() if lines else ""
+            target = path / name
+            if not name or not ((target / WEIGHTS).is_file() and (target / STATE).is_file()):
+                raise CheckpointError(
+                    f"{key}: {path / pointer} names {name or 'nothing'}, which is not a complete checkpoint "
+                    f"folder; point {key} at one of the checkpoint_* folders in {path} instead")
+            return target
+    raise CheckpointError(
+        f"{key}: {path} is neither a checkpoint folder (with {WEIGHTS} and {STATE}) nor "
         f"a run folder with a '{LATEST}' file; point it at output_dir/<run>/checkpoint_... or output_dir/<run>"
     )
 
@@ -97,5 +110,11 @@ def load_checkpoint(path):
     from safetensors.torch import load_file
 
     folder = resolve_checkpoint(path)
-    state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
-    return load_file(str(folder / WEIGHTS)), state, (folder / CONFIG).read_text(), folder
+    try:
+        state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+        weights = load_file(str(folder / WEIGHTS))
+        config_yaml = (folder / CONFIG).read_text()
+    except Exception as err:  # truncated or foreign files: pickle, safetensors and OS errors
+        raise CheckpointError(f"run.resume_ckpt_path: {folder} cannot be read ({type(err).__name__}: {err}); "
+                              "it was cut short or is not ours: resume from an earlier checkpoint_* folder") from err
+    return weights, state, config_yaml, folder

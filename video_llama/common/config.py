@@ -469,6 +469,31 @@ def split_problems(config):
     return problems
 
 
+def path_problems(config):
+    """Files and folders the run will need, checked before any data or model work."""
+    from video_llama.common.checkpointing import resolve_checkpoint
+
+    problems = []
+    model, run = config.model, config.run
+    for key in ("ckpt", "vit_ckpt", "q_former_model"):
+        value = model.get(key)
+        if value and value != "random" and not Path(value).exists():
+            problems.append(f"model.{key}: {value} does not exist (looked in {Path.cwd()} and next to the YAML); "
+                            f"point it at the file or folder, or set model.{key}=null")
+    if run.get("resume_ckpt_path"):
+        try:
+            resolve_checkpoint(run.resume_ckpt_path)
+        except (FileNotFoundError, ValueError) as err:
+            problems.append(str(err))
+    output = Path(str(run.output_dir))
+    existing = next((p for p in [output, *output.parents] if p.exists()), Path("."))
+    if existing.exists() and not existing.is_dir():
+        problems.append(f"run.output_dir: {existing} is a file, not a folder; choose another run.output_dir")
+    elif not os.access(existing, os.W_OK):
+        problems.append(f"run.output_dir: cannot write in {existing}; choose a folder you can write to")
+    return problems
+
+
 # --------------------------------------------------------------------------- paths
 
 
@@ -496,8 +521,10 @@ def _resolve_paths(config, base_dir):
     if model.get("prompt_path"):  # prompts/... also resolves to the prompts shipped with the package
         model.prompt_path = resolve_path(model.prompt_path, base_dir, fallbacks=[PACKAGE_DIR])
     for key in ("ckpt", "vit_ckpt", "q_former_model", "llama_model"):
-        if model.get(key):
+        if model.get(key) and model[key] != "random":
             model[key] = resolve_path(model[key], base_dir)
+    if config.run.get("resume_ckpt_path"):
+        config.run.resume_ckpt_path = resolve_path(config.run.resume_ckpt_path, base_dir)
     for ds in config.datasets.values():
         info = ds.get("build_info") or {}
         if info.get("videos_dir"):
@@ -521,10 +548,11 @@ def _resolve_paths(config, base_dir):
 
 
 def check_runtime(config):
-    """Checks that depend on this machine rather than on the YAML (run before building anything)."""
+    """Checks that depend on this machine rather than on the YAML: the files the run needs, and
+    the device (run by train.py / evaluate.py before building anything)."""
     import torch
 
-    problems = []
+    problems = path_problems(config)
     device = str(config.run.device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         problems.append(

@@ -20,8 +20,16 @@ def pad_batch(items, pad_token_id):
 
 
 def collate_video_samples(samples, pad_token_id=None):
-    """Stack ``image``; pad token ids when present; keep other fields as lists."""
+    """Stack ``image``; pad token ids when present; keep other fields as lists. Evaluation samples
+    that could not be decoded (``{"unreadable": path, "error": ...}``) are left out of the tensors
+    and listed as ``batch["unreadable"]``; a batch of only those has no ``image``."""
+    unreadable = [(s["unreadable"], s["error"]) for s in samples if "unreadable" in s]
+    samples = [s for s in samples if "unreadable" not in s]
+    if not samples:
+        return {"unreadable": unreadable}
     batch = {"image": torch.stack([s["image"] for s in samples])}
+    if unreadable:
+        batch["unreadable"] = unreadable
     if "input_ids" in samples[0]:
         batch.update(pad_batch(samples, pad_token_id))
     for key in samples[0]:

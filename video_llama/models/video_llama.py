@@ -33,6 +33,7 @@ from video_llama.models.encoders import build_eva_vit, build_qformer
 
 logger = logging.getLogger(__name__)
 
+RANDOM = "random"  # model.ckpt value that asks for the untrained initialisation on purpose
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -108,8 +109,10 @@ class VideoLLAMA(BaseModel):
             load_weights(self, cfg.q_former_model, "model.q_former_model",
                          required_prefixes=("Qformer.", "query_tokens"),
                          wanted_prefixes=("vision_model.", "qformer.", "query_tokens"))
-        if cfg.ckpt:
+        if cfg.ckpt and cfg.ckpt != RANDOM:
             load_weights(self, cfg.ckpt, "model.ckpt", required_prefixes=None)
+        elif cfg.ckpt == RANDOM:
+            logger.warning("model.ckpt is 'random': the trainable part keeps its random initialisation (untrained)")
 
     @classmethod
     def from_pretrained(cls, path, load_llm=True, **overrides):

@@ -22,12 +22,12 @@ from video_llama.common import dist_utils
 from video_llama.common.checkpointing import (
     load_checkpoint,
     mark_best,
-    resolve_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from video_llama.common.config import ConfigError
+from video_llama.common.errors import CheckpointError
 from video_llama.common.registry import registry
 from video_llama.common.utils import preserved_rng, seed_everything
 from video_llama.conversation import IGNORE_INDEX, collate_video_samples
@@ -56,7 +56,12 @@ class RunnerBase:
     def train(self):
         """Train, checkpoint each epoch (and every ``save_freq_iters``), evaluate ``valid_splits``."""
         run = self.run_cfg
-        self.run_dir = self._make_run_dir(resume=bool(run.resume_ckpt_path))
+        checkpoint = load_checkpoint(run.resume_ckpt_path) if run.resume_ckpt_path else None
+        if checkpoint and checkpoint[1]["epoch"] >= run.max_epoch:
+            raise CheckpointError(f"run.resume_ckpt_path: {checkpoint[3]} ends epoch {checkpoint[1]['epoch']}, "
+                                  f"and run.max_epoch is {run.max_epoch}: the run is finished; raise run.max_epoch "
+                                  "to train longer (the schedule then stretches to the new length)")
+        self.run_dir = self._make_run_dir(resume_from=checkpoint[3] if checkpoint else None)
         sampler, loader = self._train_loader()
         optimizer = self._optimizer()
         scheduler = registry.get_lr_scheduler_class(run.lr_sched)(
@@ -64,8 +69,8 @@ class RunnerBase:
             min_lr=run.min_lr, warmup_steps=run.warmup_steps, warmup_start_lr=run.warmup_lr,
             decay_rate=run.lr_decay_rate)
         autocast, scaler = self._precision()
-        if run.resume_ckpt_path:
-            self._resume(run.resume_ckpt_path, optimizer, scaler)
+        if checkpoint:
+            self._resume(checkpoint, optimizer, scaler)
         ddp_model = self._wrap_ddp()
         self._log_start(sampler, optimizer, scheduler)
 
@@ -179,19 +184,24 @@ class RunnerBase:
         """``evaluate.py``: the test splits of the loaded model, into a run folder of their own."""
         self.run_dir = self._make_run_dir()
         results = self.evaluate(self.run_cfg.test_splits, "test")
+        ckpt = self.config.model_cfg.get("ckpt")
+        summary = {"run_dir": str(self.run_dir), "model_ckpt": ckpt, **results}
+        if ckpt == "random":
+            summary["untrained"] = True
         if self.rank == 0:
-            (self.run_dir / "summary.json").write_text(json.dumps({"run_dir": str(self.run_dir), **results}, indent=2))
-            logger.info("evaluation: %s; files in %s", results, self.run_dir)
-        return {"run_dir": str(self.run_dir), **results}
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            logger.info("evaluation%s: %s; files in %s", " of an UNTRAINED model (model.ckpt: random)"
+                        if ckpt == "random" else f" of {ckpt}", results, self.run_dir)
+        return summary
 
     # ------------------------------------------------------------------ set-up helpers
 
-    def _make_run_dir(self, resume=False):
+    def _make_run_dir(self, resume_from=None):
         """output_dir/<job id>, never an earlier run's folder (rank 0 picks the name); a resumed
         run continues in the folder of the checkpoint it resumes from."""
         run_dir = None
-        if self.rank == 0 and resume:
-            run_dir = resolve_checkpoint(self.run_cfg.resume_ckpt_path).parent
+        if self.rank == 0 and resume_from is not None:
+            run_dir = Path(resume_from).parent
             (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.config.config))
         elif self.rank == 0:
             base = Path(self.run_cfg.output_dir)
@@ -306,12 +316,18 @@ class RunnerBase:
             return True
         return False
 
-    def _resume(self, path, optimizer, scaler):
-        weights, state, config_yaml, folder = load_checkpoint(path)
+    def _resume(self, checkpoint, optimizer, scaler):
+        weights, state, config_yaml, folder = checkpoint
         missing = {n for n, p in self.model.named_parameters() if p.requires_grad} - set(weights)
         if missing:
-            raise ValueError(f"run.resume_ckpt_path: {folder} lacks trainable parameters {sorted(missing)[:5]}; "
-                             "was it written with other freezing flags?")
+            raise CheckpointError(f"run.resume_ckpt_path: {folder} lacks trainable parameters {sorted(missing)[:5]}; "
+                                  "was it written with other freezing flags?")
+        own = self.model.state_dict()
+        mismatched = [f"{n}: {tuple(t.shape)} in the checkpoint, {tuple(own[n].shape)} here"
+                      for n, t in weights.items() if n in own and own[n].shape != t.shape]
+        if mismatched:
+            raise CheckpointError(f"run.resume_ckpt_path: {folder} was written by a model of other sizes "
+                                  f"({'; '.join(mismatched[:3])}); resume with the model: section it was trained with")
         self.model.load_state_dict(weights, strict=False)
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from video_llama.common import dist_utils
 from video_llama.common.registry import registry
+from video_llama.datasets.datasets.base_video_dataset import TooManyBadVideos
 from video_llama.tasks.base_task import BaseTask
 
 logger = logging.getLogger(__name__)
@@ -47,23 +48,63 @@ def match_answer(answer, labels):
     return by_norm[found[0]] if len(found) == 1 else None
 
 
-def label_set(run_cfg, anno_files, records):
-    """Labels from run.labels, else labels.json beside the annotations, else distinct answers."""
+def _labels_beside(anno):
+    """The labels of the labels.json that `prepare` wrote beside (or, for a folder, inside) ``anno``."""
+    anno = Path(anno)
+    labels_file = anno / "labels.json" if anno.is_dir() else anno.parent / "labels.json"
+    return list(json.loads(labels_file.read_text())["labels"]) if labels_file.is_file() else None
+
+
+def trained_labels(ckpt):
+    """The label set of the run that wrote ``ckpt`` (a run or checkpoint folder of ours): its
+    run.labels, else the labels.json of its training annotations. None when it cannot tell."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if not ckpt or not Path(ckpt).is_dir():
+        return None
+    folder = Path(ckpt)
+    config_file = next((f for f in (folder / "config.yaml", folder.parent / "config.yaml") if f.is_file()), None)
+    if config_file is None:
+        return None
+    config = OmegaConf.load(config_file)
+    if config.get("run", {}).get("labels"):
+        return list(config.run.labels)
+    for ds in (config.get("datasets") or {}).values():
+        anno = (ds.get("build_info") or {}).get("anno_dir")
+        train = anno.get("train") if isinstance(anno, DictConfig) else anno
+        for path in ([train] if isinstance(train, str) else list(train) if isinstance(train, ListConfig) else []):
+            labels = _labels_beside(path)
+            if labels:
+                return labels
+    return None
+
+
+def label_set(run_cfg, anno_files, records, ckpt=None):
+    """Labels from run.labels, else the trained run's (``ckpt``), else the labels.json beside the
+    evaluated annotations, else the distinct answers. The trained run and the test side disagreeing
+    is reported: the model can only name what it was trained on."""
     if run_cfg.get("labels"):
         return list(run_cfg.labels)
-    for anno in anno_files:
-        labels_file = Path(anno).parent / "labels.json"
-        if labels_file.is_file():
-            return list(json.loads(labels_file.read_text())["labels"])
-    return sorted({record["QA"][0]["a"] for record in records})
+    beside = next((labels for labels in map(_labels_beside, anno_files) if labels), None)
+    trained = trained_labels(ckpt)
+    if trained and beside and sorted(trained) != sorted(beside):
+        logger.warning("the trained run's labels %s differ from the labels.json of the evaluated data %s; "
+                       "scoring with the trained run's (set run.labels to choose)", trained, beside)
+    return trained or beside or sorted({record["QA"][0]["a"] for record in records})
 
 
 # ---------------------------------------------------------------------------- metrics and files
 
 
-def compute_metrics(predictions, labels):
-    """top-1, per-class accuracy and the confusion matrix (rows: truth, columns: prediction)."""
+def compute_metrics(predictions, labels, unreadable=()):
+    """top-1, per-class accuracy and the confusion matrix (rows: truth, columns: prediction).
+
+    Clips whose true answer is none of ``labels`` cannot be predicted: they are left out of top-1
+    and listed (``outside_label_set``), as are clips that could not be decoded (``unreadable``).
+    """
     index = {label: i for i, label in enumerate(labels)}
+    outside = [p["video"] for p in predictions if p["label"] not in index]
+    predictions = [p for p in predictions if p["label"] in index]
     columns = labels + ["(unmatched)"]
     matrix = [[0] * len(columns) for _ in labels]
     for p in predictions:
@@ -73,8 +114,8 @@ def compute_metrics(predictions, labels):
     n = len(predictions)
     correct = sum(p["prediction"] == p["label"] for p in predictions)
     unmatched = [p for p in predictions if p["prediction"] is None]
-    return {"top1": correct / n if n else 0.0, "n": n, "correct": correct, "per_class": per_class,
-            "unmatched": len(unmatched), "unknown_truth": sum(p["label"] not in index for p in predictions),
+    return {"top1": correct / n if n else None, "n": n, "correct": correct, "per_class": per_class,
+            "unmatched": len(unmatched), "outside_label_set": outside, "unreadable": [list(u) for u in unreadable],
             "labels": labels, "confusion_matrix": {"rows_truth": labels, "columns_prediction": columns, "counts": matrix}}
 
 
@@ -128,8 +169,11 @@ class ActionRecognitionTask(BaseTask):
         """Predictions of this rank's share of a split: [{video, label, prediction, answer|scores}],
         through the model's public ``score`` and ``generate``."""
         model.eval()
-        predictions = []
+        predictions, unreadable = [], []
         for batch in loader:
+            unreadable += batch.get("unreadable", [])
+            if "image" not in batch:  # every clip of the batch was unreadable
+                continue
             frames = batch["image"].to(model.device)
             truths = [normalize_truth(a, labels) for a in batch["answer"]]
             if mode == "rank":
@@ -144,19 +188,33 @@ class ActionRecognitionTask(BaseTask):
                                         "prediction": match_answer(answer, labels)})
             else:
                 raise ValueError(f"run.eval_mode must be rank or generate, got {mode!r}")
-        return predictions
+        return predictions, unreadable
 
     def evaluate_split(self, model, loader, run_cfg, split, out_dir, dataset):
-        labels = label_set(run_cfg, dataset.anno_files, dataset.records)
+        labels = label_set(run_cfg, dataset.anno_files, dataset.records, model.cfg.get("ckpt"))
         local = self.predict(model, loader, labels, run_cfg.eval_mode, run_cfg.max_new_tokens, run_cfg.length_norm)
-        predictions = [p for part in dist_utils.all_gather_object(local) for p in part]
-        metrics = compute_metrics(predictions, labels)
+        gathered = dist_utils.all_gather_object(local)
+        predictions = [p for part, _ in gathered for p in part]
+        unreadable = [u for _, part in gathered for u in part]
+        metrics = compute_metrics(predictions, labels, unreadable)
+        if metrics["n"] == 0:
+            raise TooManyBadVideos(
+                f"{split}: no clip could be scored ({len(predictions)} predicted, {len(unreadable)} unreadable, "
+                f"{len(metrics['outside_label_set'])} with an answer outside the labels {labels}); check the "
+                f"split's annotation files {[str(f) for f in dataset.anno_files]}")
         if dist_utils.is_main_process():
             write_results(predictions, metrics, out_dir)
             unmatched = [p for p in predictions if p["prediction"] is None]
             if unmatched:
                 logger.warning("%d answer(s) matched no label (counted wrong), e.g. %s", len(unmatched),
                                [(p["video"], p["answer"]) for p in unmatched[:5]])
+            if unreadable:
+                logger.warning("%s: left out %d clip(s) that could not be decoded (not counted, never replaced): %s",
+                               split, len(unreadable), unreadable[:5])
+            if metrics["outside_label_set"]:
+                logger.warning("%s: left out %d clip(s) whose answer is none of the labels %s (the model cannot name "
+                               "them; set run.labels to include them), e.g. %s", split,
+                               len(metrics["outside_label_set"]), labels, metrics["outside_label_set"][:5])
             logger.info("%s: top-1 %.3f over %d clips (%s mode); per class: %s; results in %s", split,
                         metrics["top1"], metrics["n"], run_cfg.eval_mode,
                         {k: (round(v, 3) if v is not None else None) for k, v in metrics["per_class"].items()}, out_dir)

@@ -37,7 +37,7 @@ class BaseTask:
         """Mean loss over this rank's share of a split, averaged over ranks."""
         device = next(model.parameters()).device
         losses = [self.train_step(model, {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}).item()
-                  for batch in loader]
+                  for batch in loader if "image" in batch]  # unreadable clips are left out, never replaced
         return {f"{split}_loss": dist_utils.all_reduce_mean(sum(losses) / max(1, len(losses)))}
 
 

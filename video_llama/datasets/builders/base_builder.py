@@ -9,6 +9,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from video_llama.common.registry import registry
+from video_llama.datasets.datasets.base_video_dataset import AnnotationError
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 
@@ -89,8 +90,17 @@ class BaseDatasetBuilder:
         return registry.get_processor_class(proc_cfg.name).from_config(proc_cfg)
 
     def build_datasets(self):
-        """{split: dataset} for every split of the annotations."""
-        return {split: self.build_split(split, files) for split, files in self.annotation_splits().items()}
+        """{split: dataset} for every split of the annotations. Training replaces an unreadable
+        clip by the next one; the other splits leave it out and report it."""
+        datasets = {}
+        for split, files in self.annotation_splits().items():
+            dataset = self.build_split(split, files)
+            if len(dataset) == 0:
+                raise AnnotationError(f"split {split!r} has no usable record in {[str(f) for f in files]}; "
+                                      "fill the file(s) or remove the split from build_info.anno_dir")
+            dataset.substitute_unreadable = split == "train"
+            datasets[split] = dataset
+        return datasets
 
     def build_split(self, split, anno_files):
         raise NotImplementedError

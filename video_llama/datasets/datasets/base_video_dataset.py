@@ -1,6 +1,8 @@
 """What every video dataset shares: decoding a record's clip with skip-and-count on failure.
 
-A clip that cannot be decoded is logged with its path and replaced by the next record; a clip
+A clip that cannot be decoded is logged with its path and, in training (``substitute_unreadable``,
+set for the train split), replaced by the next record; in evaluation it is returned as
+``{"unreadable": path, "error": ...}`` so that it is left out and reported, never counted twice. A clip
 shorter than ``n_frms`` is sampled with repetition and counted. The run stops, listing the
 failing files, only when the failures show that much more than ``max_failed_ratio`` of the data
 is unreadable (:class:`FailureBudget`); a few bad clips in a large dataset never stop it.
@@ -71,6 +73,7 @@ class FailureBudget:
 
 class BaseVideoDataset(Dataset):
     min_failures = 5
+    substitute_unreadable = True  # False: an unreadable clip is returned as a marker (evaluation)
 
     def __init__(self, records, videos_dir, vis_processor, max_failed_ratio=0.1, name="dataset"):
         self.records = records
@@ -103,6 +106,8 @@ class BaseVideoDataset(Dataset):
                 info = self.vis_processor.clip_info(path) if hasattr(self.vis_processor, "clip_info") else None
             except VideoDecodeError as err:
                 self._record_failure(record, err)
+                if not self.substitute_unreadable:
+                    return {"unreadable": record["video"], "error": str(err)}
                 continue
             if info is not None and info.is_short and record["video"] not in self.short:
                 self.short.add(record["video"])
