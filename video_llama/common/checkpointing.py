@@ -43,12 +43,25 @@ def set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _shareable(path, mode):
+    """mkdtemp/mkstemp create 0700/0600; give what the user's umask gives any new file, so that
+    teammates on a shared machine can read the checkpoints."""
+    os.chmod(path, mode & ~_umask())
+
+
 def _write_text_atomic(path, text):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+    _shareable(tmp, 0o666)
     os.replace(tmp, path)
 
 
@@ -58,7 +71,10 @@ def save_checkpoint(run_dir, name, weights, state, config_yaml):
 
     run_dir = Path(run_dir)
     final = run_dir / name
+    for stale in run_dir.glob(".tmp-checkpoint_*"):  # left by a process killed while writing
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".tmp-{name}-"))
+    _shareable(tmp, 0o777)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
         torch.save(state, tmp / STATE)
@@ -71,6 +87,20 @@ def save_checkpoint(run_dir, name, weights, state, config_yaml):
         raise
     _write_text_atomic(run_dir / LATEST, name + "\n")
     return final
+
+
+def prune_checkpoints(run_dir, keep, protect=()):
+    """Delete all but the newest ``keep`` checkpoint folders of ``run_dir``; ``protect`` (the
+    best, the latest) stay whatever their age. Returns the names deleted."""
+    def order(folder):
+        epoch, step = folder.name[len("checkpoint_e"):].split("_s")
+        return int(epoch), int(step)
+
+    folders = sorted((f for f in Path(run_dir).glob("checkpoint_e*_s*") if f.is_dir()), key=order)
+    doomed = [f for f in folders[:-keep] if f.name not in protect] if keep else []
+    for folder in doomed:
+        shutil.rmtree(folder)
+    return [f.name for f in doomed]
 
 
 def mark_best(run_dir, name, metrics):

@@ -88,6 +88,18 @@ def parse_options(options):
     return parsed
 
 
+def merge_options(user, options):
+    """``user`` with ``--options`` applied. A value that is a mapping replaces the YAML's mapping
+    instead of merging into it: ``anno_dir={train: X}`` means only X, not X plus the YAML's val."""
+    merged = OmegaConf.merge(user, parse_options(options))
+    for option in options or []:
+        key = option.split("=", 1)[0]
+        value = OmegaConf.select(parse_options([option]), key)
+        if isinstance(value, DictConfig):
+            OmegaConf.update(merged, key, value, merge=False, force_add=True)
+    return merged
+
+
 class Config:
     """A merged, validated experiment: ``config.model_cfg``, ``datasets_cfg``, ``run_cfg``.
 
@@ -104,7 +116,7 @@ class Config:
 
         self.cfg_path = Path(args.cfg_path).resolve()
         self.options = list(getattr(args, "options", None) or [])
-        user = OmegaConf.merge(load_yaml(self.cfg_path), parse_options(self.options))
+        user = merge_options(load_yaml(self.cfg_path), self.options)
         # Plugins register before anything is resolved: their default YAMLs merge like built-ins.
         load_plugins(getattr(args, "plugins", None) or [], "--plugins")
         yaml_plugins = user.get("plugins") or []
@@ -257,11 +269,18 @@ def _processor_section(defaults, user, path, problems, img_size=None):
             problems.append(f"{split_path}.name: {err}")
             continue
         known = OmegaConf.create({"name": name, **proc_cls.default_config()})
+        before = len(problems)
         _check_keys(user_split, known, split_path, problems)
+        keys_ok = len(problems) == before
         layers = [known]
         if default_split.get("name") == name:
             layers.append(default_split)
         merged = OmegaConf.merge(*layers, user_split)
+        try:  # the processor's own checks of its values (its Config's __post_init__)
+            if keys_ok:
+                proc_cls.Config(**{k: v for k, v in OmegaConf.to_container(merged).items() if k != "name"})
+        except (TypeError, ValueError) as err:
+            problems.append(f"{split_path}: {err}")
         if "image_size" in merged and img_size is not None and not any("image_size" in layer for layer in layers[1:] + [user_split]):
             merged.image_size = img_size
         section[split] = merged
@@ -318,8 +337,36 @@ def _type_problem(default, value):
     return f"expected a {type(default).__name__} (default {default!r}), got {value!r}"
 
 
+# run keys whose default is null (so the defaults file cannot give their type): key → (check, what)
+NULLABLE_RUN_KEYS = {
+    "iters_per_epoch": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"),
+    "max_grad_norm": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a positive number"),
+    "cpu_threads": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"),
+    "keep_checkpoints": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"),
+    "resume_ckpt_path": (lambda v: isinstance(v, str), "a path"),
+    "labels": (lambda v: isinstance(v, ListConfig) and len(v) > 0 and all(isinstance(x, str) for x in v),
+               "a list of label strings, e.g. [Run, Walk]"),
+}
+
+
 def _check_registered_names(config, problems):
     run = config.run
+    for key, (ok, what) in NULLABLE_RUN_KEYS.items():
+        if run.get(key) is not None and not ok(run[key]):
+            problems.append(f"run.{key}: must be {what} or null, got {run[key]!r}")
+    for key in ("num_workers", "save_freq_iters", "warmup_steps"):
+        if not isinstance(run[key], int) or isinstance(run[key], bool) or run[key] < 0:
+            problems.append(f"run.{key}: must be an integer >= 0, got {run[key]!r}")
+    if not isinstance(run.lr_scales, DictConfig) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in run.lr_scales.values()):
+        problems.append(f"run.lr_scales: must map module names to multipliers, e.g. {{llama_model: 0.1}}, "
+                        f"got {run.lr_scales!r}")
+    else:
+        model_cls = registry.mapping["model"].get(config.model.get("arch"))
+        modules = getattr(model_cls, "MODULE_NAMES", None)
+        for name in run.lr_scales:
+            if modules and str(name).split(".")[0] not in modules:
+                problems.append(_unknown(f"run.lr_scales.{name}", str(name).split(".")[0], modules, "module"))
     for key, lookup in (
         ("task", registry.get_task_class),
         ("runner", registry.get_runner_class),

@@ -16,4 +16,9 @@ class CheckpointError(UserError, ValueError):
 
 
 class Interrupted(UserError):
-    """A run stopped by SIGINT/SIGTERM after writing a checkpoint to resume from."""
+    """A run stopped by SIGINT/SIGTERM after writing a checkpoint to resume from; ``exit_code``
+    is the shell's for that signal (130, 143), so a scheduler sees a preempted job."""
+
+    def __init__(self, message, exit_code=130):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -42,6 +42,11 @@ def resolve_pretrained(name_or_path, key):
     path = Path(os.path.expanduser(str(name_or_path)))
     if path.is_dir():
         return str(path)
+    if "tiny-llm" in path.name:  # the tiny recipes' default: a folder this project writes
+        raise WeightsNotFoundError(
+            f"{key}: {name_or_path!r} is not a folder (looked in {Path.cwd()}); write the tiny LLM there with "
+            f"`video-llama tiny-llm {name_or_path}` (make quickstart does), or set {key} to another model folder."
+        )
     if not looks_like_hub_id(name_or_path):
         raise WeightsNotFoundError(
             f"{key}: {name_or_path!r} is not a folder (looked in {Path.cwd()}). Put the Hugging Face "

@@ -41,6 +41,9 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 class VideoLLAMA(BaseModel):
     BASE_CONFIG_PATH = "models/video_llama/base.yaml"
     DEFAULT_MODEL_TYPE = "pretrain_llama_v2"
+    # top-level modules and parameters, for start-up checks of names such as run.lr_scales
+    MODULE_NAMES = ("visual_encoder", "ln_vision", "Qformer", "query_tokens", "video_frame_position_embedding",
+                    "video_Qformer", "video_query_tokens", "llama_model", "llama_proj")
     PRETRAINED_MODEL_CONFIG_DICT = {
         "pretrain_llama_v2": "models/video_llama/pretrain_llama_v2.yaml",
         "pretrain_vicuna": "models/video_llama/pretrain_vicuna.yaml",

@@ -8,7 +8,7 @@ from pathlib import Path
 from video_llama.common.registry import registry
 from video_llama.processors.base_processor import BaseProcessor
 from video_llama.processors.normalization import CLIP_MEAN, CLIP_STD, normalize, standardize_clip
-from video_llama.processors.video_decoding import check_sampling, load_video, probe_video, sample_indices
+from video_llama.processors.video_decoding import BACKENDS, check_sampling, load_video, probe_video, sample_indices
 
 
 @dataclasses.dataclass
@@ -20,6 +20,16 @@ class VideoProcessorConfig:
     per_clip_norm: bool = False  # standardise each clip instead of mean/std (from-scratch encoders)
     backend: str = "decord"  # decord | pyav
     sampling: str = ""  # uniform | headtail; empty = the processor's own (eval: uniform, train: headtail)
+
+    def __post_init__(self):  # checked when the experiment config is validated, before any decoding
+        if not isinstance(self.n_frms, int) or self.n_frms < 1:
+            raise ValueError(f"n_frms must be a positive number of frames, got {self.n_frms!r}")
+        if not isinstance(self.image_size, int) or self.image_size < 1:
+            raise ValueError(f"image_size must be a positive number of pixels, got {self.image_size!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {self.backend!r}")
+        if self.sampling:
+            check_sampling(self.sampling, "sampling")
 
 
 @dataclasses.dataclass

@@ -12,6 +12,8 @@ import hashlib
 import json
 import logging
 import os
+import signal
+import sys
 from pathlib import Path
 
 import torch
@@ -22,12 +24,13 @@ from video_llama.common import dist_utils
 from video_llama.common.checkpointing import (
     load_checkpoint,
     mark_best,
+    prune_checkpoints,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from video_llama.common.config import ConfigError
-from video_llama.common.errors import CheckpointError
+from video_llama.common.errors import CheckpointError, Interrupted
 from video_llama.common.registry import registry
 from video_llama.common.utils import preserved_rng, seed_everything
 from video_llama.conversation import IGNORE_INDEX, collate_video_samples
@@ -73,7 +76,11 @@ class RunnerBase:
             self._resume(checkpoint, optimizer, scaler)
         ddp_model = self._wrap_ddp()
         self._log_start(sampler, optimizer, scheduler)
+        with stop_signals() as self.stop_signal:
+            return self._train_epochs(run, sampler, loader, optimizer, scheduler, autocast, scaler, ddp_model)
 
+    def _train_epochs(self, run, sampler, loader, optimizer, scheduler, autocast, scaler, ddp_model):
+        """The loop: epochs of accumulation windows, checkpoints, validation, a stop on a signal."""
         history = []
         iters = sampler.iters_per_epoch
         for epoch in range(self.start_epoch, run.max_epoch):
@@ -98,6 +105,8 @@ class RunnerBase:
                     progress.update(1)
                     progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                     step += 1
+                if self._stop_requested():
+                    self._stop(epoch, step, optimizer, scaler)
                 if run.save_freq_iters and step % run.save_freq_iters == 0 and step < iters:
                     self._save(epoch, step, optimizer, scaler)
             progress.close()
@@ -144,6 +153,20 @@ class RunnerBase:
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
         return logged
+
+    def _stop_requested(self):
+        """Whether any rank got SIGINT/SIGTERM (all ranks then stop at the same step)."""
+        local = 1 if self.stop_signal.received else 0
+        return (dist_utils.all_reduce_sum(local) if self.world_size > 1 else local) > 0
+
+    def _stop(self, epoch, step, optimizer, scaler):
+        """Checkpoint where the run stands, then end it with the command that resumes it."""
+        self._save(epoch, step, optimizer, scaler)
+        name = self.stop_signal.received or "a signal on another rank"
+        raise Interrupted(f"stopped by {name} at epoch {epoch}, step {step}; checkpoint written to "
+                          f"{self.run_dir / f'checkpoint_e{epoch}_s{step}'}. Resume with the same command plus "
+                          f"--options run.resume_ckpt_path={self.run_dir}",
+                          exit_code=143 if name == "SIGTERM" else 130)
 
     def _answer_tokens(self, window):
         """Answer tokens in the window's batches, summed over ranks; None when a batch has no labels."""
@@ -303,6 +326,10 @@ class RunnerBase:
                                    state, OmegaConf.to_yaml(self.config.config))
             logger.info("checkpoint written: %s", path)
             self.last_checkpoint = path
+            if self.run_cfg.keep_checkpoints:
+                pruned = prune_checkpoints(self.run_dir, self.run_cfg.keep_checkpoints, protect={self.best[0], path.name})
+                if pruned:
+                    logger.info("run.keep_checkpoints=%d: deleted %s", self.run_cfg.keep_checkpoints, pruned)
         dist_utils.barrier()
         return f"checkpoint_e{epoch}_s{step}"
 
@@ -387,7 +414,9 @@ class RunnerBase:
     def _progress(self, total, epoch):
         from tqdm import tqdm
 
-        return tqdm(total=total, desc=f"epoch {epoch}", disable=self.rank != 0, dynamic_ncols=True)
+        # a bar only on a terminal: in a log file its \r updates are noise (log_freq lines remain)
+        return tqdm(total=total, desc=f"epoch {epoch}", disable=self.rank != 0 or not sys.stderr.isatty(),
+                    dynamic_ncols=True)
 
     def _finish(self, history):
         """Summary on rank 0; includes a fingerprint of every rank's weights (DDP replicas must agree)."""
@@ -409,13 +438,46 @@ class RunnerBase:
         return summary
 
 
+class stop_signals:
+    """Within the block, SIGINT and SIGTERM (preemption) only note their name in ``received``: the
+    loop checkpoints at the end of the current accumulation window and stops. A second SIGINT
+    stops at once. Outside the main thread (no handlers can be set) signals keep their defaults."""
+
+    def __init__(self):
+        self.received, self.previous = None, {}
+
+    def _handle(self, signum, frame):
+        if self.received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+        logger.warning("%s received: writing a checkpoint at the end of this step, then stopping "
+                       "(Ctrl-C again to stop at once)", self.received)
+
+    def __enter__(self):
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        return False
+
+
 def answer_tokens(batch):
     """Tokens a batch's loss is taken over: the labels that a next-token prediction targets."""
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
 def seed_worker(worker_id, base_seed, rank):
-    """Each data-loader worker of each rank gets its own seeds (augmentation itself is seeded per sample)."""
+    """Each data-loader worker of each rank gets its own seeds (augmentation itself is seeded per
+    sample). Workers ignore SIGINT/SIGTERM: the main process decides when to stop (after writing a
+    checkpoint) and then shuts them down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed_everything(base_seed * 1000 + rank * 100 + worker_id)
 
 
