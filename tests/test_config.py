@@ -280,3 +280,11 @@ def test_split_names_come_from_the_annotation_layout(tmp_path):
     assert "'webvid_instruct': ['train', 'val']" in problems[0]
     data["datasets"]["webvid_instruct"]["build_info"]["anno_dir"] = {"train": "a.json", "dev": "b.json"}
     assert Config.from_file(write_yaml(tmp_path, data), ["run.valid_splits=[dev]"]).run_cfg.valid_splits == ["dev"]
+
+
+def test_a_mapping_in_options_replaces_the_yamls(tmp_path):
+    """anno_dir={train: X} on the command line means X alone, not X plus the YAML's val."""
+    data = guide_dict()
+    data["datasets"]["webvid_instruct"]["build_info"]["anno_dir"] = {"train": "a.json", "val": "b.json"}
+    cfg = Config.from_file(write_yaml(tmp_path, data), ["datasets.webvid_instruct.build_info.anno_dir={train: c.json}"])
+    assert list(cfg.datasets_cfg.webvid_instruct.build_info.anno_dir) == ["train"]

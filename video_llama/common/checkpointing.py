@@ -79,6 +79,8 @@ def save_checkpoint(run_dir, name, weights, state, config_yaml):
         save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
         torch.save(state, tmp / STATE)
         (tmp / CONFIG).write_text(config_yaml)
+        for written in (WEIGHTS, STATE, CONFIG):  # safetensors writes 0600
+            _shareable(tmp / written, 0o666)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

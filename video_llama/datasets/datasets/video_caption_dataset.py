@@ -18,13 +18,16 @@ from video_llama.datasets.datasets.base_video_dataset import AnnotationError, Ba
 def read_caption_csv(paths):
     records = []
     for path in annotation_files(paths):
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            missing = {"videoid", "name", "page_dir"} - set(reader.fieldnames or [])
-            if missing:
-                raise AnnotationError(f"{path}: missing column(s) {sorted(missing)}; expected videoid,name,page_dir")
-            for row in reader:
-                records.append({"video": f"{row['page_dir']}/{row['videoid']}.mp4", "caption": row["name"]})
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                missing = {"videoid", "name", "page_dir"} - set(reader.fieldnames or [])
+                if missing:
+                    raise AnnotationError(f"{path}: missing column(s) {sorted(missing)}; expected videoid,name,page_dir")
+                for row in reader:
+                    records.append({"video": f"{row['page_dir']}/{row['videoid']}.mp4", "caption": row["name"]})
+        except UnicodeDecodeError as err:
+            raise AnnotationError(f"{path} is not UTF-8 text ({err}); save it as UTF-8 CSV") from err
     return records
 
 

@@ -21,7 +21,9 @@ def read_instruct_annotations(paths):
     records = []
     for path in annotation_files(paths):
         try:
-            entries = json.loads(path.read_text())
+            entries = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as err:
+            raise AnnotationError(f"{path} is not UTF-8 text ({err}); save it as UTF-8 JSON") from err
         except json.JSONDecodeError as err:
             raise AnnotationError(f"{path} is not valid JSON: {err}") from err
         if not isinstance(entries, list):
