@@ -185,3 +185,19 @@ def test_keep_checkpoints_prunes_all_but_the_newest(tiny_llm_dir, clips_dir, tmp
                      "run.iters_per_epoch=4", "run.save_freq_iters=1", "run.keep_checkpoints=2"])
     names = sorted(p.name for p in Path(summary["run_dir"]).glob("checkpoint_*"))
     assert names == ["checkpoint_e0_s3", "checkpoint_e1_s0"]
+
+
+@pytest.mark.parametrize("entries, expected", [
+    ([], "split 'test' has no usable record"),
+    ([{"video": "empty.mp4", "QA": [{"q": "q?", "a": "greet_mode"}]}], "test: no clip could be scored"),
+])
+def test_an_empty_or_unreadable_split_is_an_error_not_a_score(tiny_llm_dir, clips_dir, tmp_path, entries, expected):
+    from video_llama.cli.jobs import evaluate
+    from video_llama.common.errors import UserError
+
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "test.json").write_text(json.dumps(entries))
+    with pytest.raises(UserError, match=expected):
+        evaluate(["--cfg-path", str(TINY_CONFIG), "--options", *base_options(tiny_llm_dir, tmp_path, tmp_path / "out"),
+                  "run.task=action_recognition", "run.test_splits=[test]", "model.ckpt=random",
+                  f"datasets.webvid_instruct.build_info.anno_dir={{test: {tmp_path / 'test.json'}}}"])

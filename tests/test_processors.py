@@ -129,3 +129,13 @@ def test_image_processors():
     image = Image.fromarray(np.full((40, 60, 3), 128, dtype=np.uint8))
     assert Blip2ImageEvalProcessor.from_config({"image_size": 32})(image).shape == (3, 32, 32)
     assert Blip2ImageTrainProcessor.from_config({"image_size": 32})(image).shape == (3, 32, 32)
+
+
+def test_native_decoder_messages_fold_into_one_error(tmp_path, capfd):
+    (tmp_path / "bad.mp4").write_bytes(b"not a video at all")
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(VideoDecodeError, match=r"bad.mp4 with decord: .*\(.*Invalid data found when processing input\)"):
+        load_video(tmp_path / "bad.mp4", 4, 32, 32)
+    with pytest.raises(VideoDecodeError, match=r"empty \(0 bytes\)"):
+        load_video(tmp_path / "empty.mp4", 4, 32, 32)
+    assert "ERROR opening" not in capfd.readouterr().err  # no second, raw line from decord's C++ logger

@@ -115,16 +115,21 @@ def probe(path):
     """(number of frames, None) or (0, error message) for a clip, as decord will read it."""
     import decord
 
+    from video_llama.processors.video_decoding import native_error_reason, native_stderr
+
+    if Path(path).stat().st_size == 0:
+        return 0, "empty file (0 bytes)"
     try:
-        reader = decord.VideoReader(str(path), num_threads=1)
-        count = len(reader)
-        if count == 0:
-            return 0, "no frames"
-        reader[count // 2].asnumpy()
-        reader[count - 1].asnumpy()
-        return count, None
+        with native_stderr() as captured:
+            reader = decord.VideoReader(str(path), num_threads=1)
+            count = len(reader)
+            if count == 0:
+                return 0, "no frames"
+            reader[count // 2].asnumpy()
+            reader[count - 1].asnumpy()
+            return count, None
     except Exception as err:  # decord raises DECORDError / RuntimeError on broken files
-        return 0, str(err).splitlines()[0][:200]
+        return 0, native_error_reason(err, captured)[:200]
 
 
 def loop_clip(src, dst, min_frames):

@@ -5,8 +5,12 @@ read from a path or from bytes in memory (WebDataset shards). Frame indices are 
 sampling strategy before decoding, so only the needed frames are converted to RGB.
 """
 
+import contextlib
 import io
+import os
 import random
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +74,43 @@ def _as_source(source):
     return str(source)
 
 
+class _NativeStderr:
+    text = ""
+
+
+@contextlib.contextmanager
+def native_stderr():
+    """Collect what C libraries (decord's C++ logger, FFmpeg) write to file descriptor 2 inside
+    the block, where Python's own logging cannot reach it. On success it is written back to stderr
+    unchanged; on failure the caller folds it into one readable error instead of a second, raw
+    "ERROR opening" line beside ours."""
+    captured = _NativeStderr()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        failed = False
+        try:
+            yield captured
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.text = sink.read().decode("utf-8", "replace")
+            if captured.text and not failed:
+                sys.stderr.write(captured.text)
+
+
+def native_error_reason(err, captured):
+    """decord's own message, plus the last thing FFmpeg said about the file (its real cause)."""
+    lines = [line.split("ERROR opening: ", 1)[-1].strip() for line in captured.text.splitlines() if line.strip()]
+    detail = f" ({lines[-1]})" if lines else ""
+    return f"{str(err).splitlines()[0] if str(err) else type(err).__name__}{detail}"
+
+
 def _name(source):
     return str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__} in memory>"
 
@@ -81,13 +122,14 @@ class DecordBackend:
         import decord
 
         try:
-            reader = decord.VideoReader(_as_source(source), height=height or -1, width=width or -1, num_threads=1)
-            num_frames = len(reader)
-            indices = sample_indices(num_frames, n_frms, sampling, rng)
-            frames = reader.get_batch(indices).asnumpy()
-            fps = float(reader.get_avg_fps() or 0.0)
+            with native_stderr() as captured:
+                reader = decord.VideoReader(_as_source(source), height=height or -1, width=width or -1, num_threads=1)
+                num_frames = len(reader)
+                indices = sample_indices(num_frames, n_frms, sampling, rng)
+                frames = reader.get_batch(indices).asnumpy()
+                fps = float(reader.get_avg_fps() or 0.0)
         except Exception as err:  # decord raises its own DECORDError and RuntimeErrors
-            raise VideoDecodeError(f"cannot decode {_name(source)} with decord: {err}") from err
+            raise VideoDecodeError(f"cannot decode {_name(source)} with decord: {native_error_reason(err, captured)}") from err
         return DecodedClip(torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous(), indices, num_frames, fps)
 
     def probe(self, source):
@@ -95,10 +137,11 @@ class DecordBackend:
         import decord
 
         try:
-            reader = decord.VideoReader(_as_source(source), num_threads=1)
-            return len(reader), float(reader.get_avg_fps() or 0.0)
+            with native_stderr() as captured:
+                reader = decord.VideoReader(_as_source(source), num_threads=1)
+                return len(reader), float(reader.get_avg_fps() or 0.0)
         except Exception as err:
-            raise VideoDecodeError(f"cannot open {_name(source)} with decord: {err}") from err
+            raise VideoDecodeError(f"cannot open {_name(source)} with decord: {native_error_reason(err, captured)}") from err
 
 
 class PyAVBackend:
@@ -174,6 +217,8 @@ def get_backend(name):
 def _check_exists(source):
     if isinstance(source, (str, Path)) and not Path(source).is_file():
         raise VideoDecodeError(f"video file not found: {source}")
+    if isinstance(source, (str, Path)) and Path(source).stat().st_size == 0:
+        raise VideoDecodeError(f"video file is empty (0 bytes): {source}")
 
 
 def load_video(source, n_frms=8, height=224, width=224, sampling="uniform", backend="decord", rng=None):
