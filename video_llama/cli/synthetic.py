@@ -116,7 +116,9 @@ def render_clip(motion, rng, num_frames=None, size=FRAME_SIZE, wrap=False):
 def write_synthetic_dataset(out_dir, classes=4, per_class=40, seed=0, fps=8, wrap=False):
     """Write ``per_class`` clips for each of the first ``classes`` motions. Returns the class names."""
     if not 2 <= classes <= len(MOTIONS):
-        raise ValueError(f"--classes must be between 2 and {len(MOTIONS)}")
+        from video_llama.common.errors import UserError
+
+        raise UserError(f"--classes must be between 2 and {len(MOTIONS)}")
     names = list(MOTIONS)[:classes]
     rng = np.random.default_rng(seed)
     out_dir = Path(out_dir)

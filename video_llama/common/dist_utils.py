@@ -82,8 +82,10 @@ def init_distributed_mode(run_cfg):
         torch.set_num_threads(cpu_threads(run_cfg))
     if world_size > 1:
         if not run_cfg.distributed:
-            raise RuntimeError(f"{world_size} processes were launched but run.distributed is False; "
-                               "set run.distributed=True or launch a single process")
+            from video_llama.common.config import ConfigError
+
+            raise ConfigError([f"{world_size} processes were launched but run.distributed is False; "
+                               "set run.distributed=True or launch a single process"])
         if launcher == "srun":
             os.environ.setdefault("RANK", str(rank))
             os.environ.setdefault("WORLD_SIZE", str(world_size))

@@ -39,6 +39,8 @@ from pathlib import Path
 
 import torch
 
+from video_llama.common.errors import CheckpointError
+
 logger = logging.getLogger(__name__)
 
 QFORMER_PREFIXES = ("Qformer", "video_Qformer", "audio_Qformer")
@@ -156,11 +158,15 @@ def read_state_dict(path, key, wanted_prefixes=None):
             return _read_hf_folder(path, key, wanted_prefixes)
     if not path.is_file():
         raise FileNotFoundError(f"{key}: checkpoint not found: {path}. Set {key} to the file's path, or null.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated downloads, foreign pickles, wrong formats
+        raise CheckpointError(f"{key}: {path} cannot be read ({type(err).__name__}: {str(err)[:200]}); "
+                              "download it again or point the key at another file") from err
     return state.get("model", state) if isinstance(state, dict) else state
 
 
@@ -238,19 +244,19 @@ def load_weights(model, path, key, required_prefixes=None, wanted_prefixes=None,
 
     foreign = sorted(n for n in state if n not in own)
     if foreign:
-        raise ValueError(f"{key}: {path} holds {len(foreign)} weight(s) this model does not have, e.g. {foreign[:5]}; "
+        raise CheckpointError(f"{key}: {path} holds {len(foreign)} weight(s) this model does not have, e.g. {foreign[:5]}; "
                          "is it a checkpoint of another architecture or size?")
     mismatched = [f"{n}: file {tuple(t.shape)} vs model {tuple(own[n].shape)}" for n, t in state.items()
                   if own[n].shape != t.shape]
     if mismatched:
-        raise ValueError(f"{key}: {path} does not fit this model's sizes:\n  " + "\n  ".join(mismatched))
+        raise CheckpointError(f"{key}: {path} does not fit this model's sizes:\n  " + "\n  ".join(mismatched))
     if required_prefixes is None:
         required = {n for n, p in model.named_parameters() if p.requires_grad}
     else:
         required = {n for n in own if n.startswith(tuple(required_prefixes))}
     missing = sorted(required - set(state))
     if missing:
-        raise ValueError(f"{key}: {path} lacks {len(missing)} weight(s) it should provide, e.g. {missing[:5]}; "
+        raise CheckpointError(f"{key}: {path} lacks {len(missing)} weight(s) it should provide, e.g. {missing[:5]}; "
                          "they would stay randomly initialised")
     model.load_state_dict(state, strict=False)
     report.loaded = sorted(state)

@@ -192,8 +192,8 @@ class RunnerBase:
         for split in splits:
             holders = [(name, parts[split]) for name, parts in self.datasets.items() if split in parts]
             if not holders:
-                raise ValueError(f"run.valid_splits/test_splits names {split!r}, which no dataset has "
-                                 f"(splits: { {n: sorted(p) for n, p in self.datasets.items()} })")
+                raise ConfigError([f"run.valid_splits/test_splits names {split!r}, which no dataset has "
+                                  f"(splits: { {n: sorted(p) for n, p in self.datasets.items()} })"])
             for name, dataset in holders:
                 prefix = f"{name}/" if len(self.datasets) > 1 else ""
                 out_dir = self.run_dir / f"eval_{tag}" / f"{name}_{split}"
@@ -241,10 +241,10 @@ class RunnerBase:
         for name, splits in self.datasets.items():
             parts = [splits[s] for s in self.run_cfg.train_splits if s in splits]
             if not parts:
-                raise ValueError(f"datasets.{name} has no split among run.train_splits {list(self.run_cfg.train_splits)}; "
-                                 f"it has {sorted(splits)}")
+                raise ConfigError([f"datasets.{name} has no split among run.train_splits {list(self.run_cfg.train_splits)}; "
+                                  f"it has {sorted(splits)}"])
             if len(parts) > 1:
-                raise ValueError(f"datasets.{name}: use one train split per dataset (got {len(parts)})")
+                raise ConfigError([f"datasets.{name}: use one train split per dataset (got {len(parts)})"])
             datasets.append(parts[0])
             ratios.append(self.config.datasets_cfg[name].get("sample_ratio", 1))
         return datasets, ratios

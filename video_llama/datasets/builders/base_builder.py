@@ -70,8 +70,8 @@ class BaseDatasetBuilder:
         if not splits:
             anno = self.config.build_info.anno_dir
             if anno is None:
-                raise ValueError("build_info.anno_dir is not set: point it at the annotation file(s)")
-            raise FileNotFoundError(f"build_info.anno_dir: the folder {anno} holds none of "
+                raise AnnotationError("build_info.anno_dir is not set: point it at the annotation file(s)")
+            raise AnnotationError(f"build_info.anno_dir: the folder {anno} holds none of "
                                     f"{sorted(self.ANNOTATION_FILES.values())}; run `video-llama prepare` or name the files")
         return splits
 

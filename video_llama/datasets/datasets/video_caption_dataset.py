@@ -35,7 +35,7 @@ class VideoCaptionDataset(BaseVideoDataset):
     def __init__(self, records, videos_dir, vis_processor, text_processor, tokenizer, template, prompts,
                  prompt_template=None, num_video_query_token=32, max_txt_len=32, max_failed_ratio=0.1, name="webvid"):
         if not prompts:
-            raise ValueError(f"{name}: caption data needs prompt_path (model.prompt_path or the dataset's): "
+            raise AnnotationError(f"{name}: caption data needs prompt_path (model.prompt_path or the dataset's): "
                              "a file of prompts with <ImageHere>, e.g. prompts/alignment_video.txt")
         super().__init__(records, videos_dir, vis_processor, max_failed_ratio, name)
         self.text_processor = text_processor
