@@ -75,15 +75,17 @@ def test_bad_settings_fail_at_start_up_with_one_message(tiny_llm_dir, clips_dir,
     assert not (tmp_path / "out").exists()  # nothing was started
 
 
-@pytest.mark.parametrize("which, expected", [
-    ("finished", "the run is finished; raise run.max_epoch"),
-    ("truncated", "cannot be read"),
-    ("empty_latest", "names nothing"),
+@pytest.mark.parametrize("which, extra, expected", [
+    ("finished", [], "the run is finished; raise run.max_epoch"),
+    ("truncated", [], "cannot be read"),
+    ("empty_latest", [], "names nothing"),
+    ("finished", ["run.max_epoch=2", "model.max_frame_pos=16"], "was written by a model of other sizes"),
 ])
-def test_bad_resume_points_fail_with_one_message(tiny_llm_dir, clips_dir, tmp_path, finished_run, which, expected):
+def test_bad_resume_points_fail_with_one_message(tiny_llm_dir, clips_dir, tmp_path, finished_run, which, extra,
+                                                 expected):
     before = sorted(p.name for p in finished_run[which].iterdir())
     result = run_script("train.py", base_options(tiny_llm_dir, clips_dir, tmp_path / "out")
-                        + ["run.iters_per_epoch=2", f"run.resume_ckpt_path={finished_run[which]}"])
+                        + ["run.iters_per_epoch=2", f"run.resume_ckpt_path={finished_run[which]}", *extra])
     assert result.returncode == 2 and expected in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr + result.stdout
     assert sorted(p.name for p in finished_run[which].iterdir()) == before  # nothing written or lost
