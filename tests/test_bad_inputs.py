@@ -62,6 +62,7 @@ BAD_OPTIONS = [  # (extra --options, what the message must say)
     (["datasets.webvid_instruct.vis_processor.eval.n_frms=0"], "n_frms must be a positive number of frames"),
     (["model.low_resource=True"], "8-bit loading of the LLM is not in this version yet"),
     (["model.ckpt=nowhere/VL.pth"], "model.ckpt: nowhere/VL.pth does not exist"),
+    (["run.output_dir=/etc/hostname/runs"], "run.output_dir: /etc/hostname is a file, not a folder"),
     (["model.llama_model=nowhere/tiny-llm", "datasets.webvid_instruct.tokenizer_name=nowhere/tiny-llm"],
      "video-llama tiny-llm nowhere/tiny-llm"),
 ]

@@ -125,6 +125,12 @@ def test_stopped_and_resumed_run_matches_uninterrupted(tiny_llm_dir, clips_dir, 
     assert all(torch.allclose(full_weights[k], resumed_weights[k], atol=1e-6) for k in full_weights)
 
 
+def test_folders_left_by_a_killed_write_are_removed_by_the_next_save(tmp_path):
+    (tmp_path / ".tmp-checkpoint_e1_s0-abc").mkdir()
+    checkpointing.save_checkpoint(tmp_path, "checkpoint_e1_s0", {"w": torch.ones(1)}, {"epoch": 1, "step": 0}, "run: {}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_e1_s0", "latest"]
+
+
 def test_checkpoint_killed_mid_write_leaves_previous_intact(tmp_path, monkeypatch):
     weights = {"w": torch.ones(3)}
     first = checkpointing.save_checkpoint(tmp_path, "checkpoint_e1_s0", weights, {"epoch": 1, "step": 0}, "run: {}\n")
