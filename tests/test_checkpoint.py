@@ -224,3 +224,64 @@ def test_from_pretrained_rebuilds_our_checkpoint(tiny_llm_dir, clips_dir, tmp_pa
     save_checkpoint(tmp_path, "checkpoint_e1_s0", model.trainable_state_dict(), {}, OmegaConf.to_yaml(cfg.config))
     again = model_cls.from_pretrained(tmp_path)
     assert all(torch.equal(again.state_dict()[n], t) for n, t in model.trainable_state_dict().items())
+
+
+def test_lavis_qformer_file_with_heads_we_do_not_use_loads_and_ckpt_need_not_repeat_it(tmp_path, caplog):
+    """A LAVIS BLIP-2 (Flan-T5) file holds t5_proj.* and ln_vision.* beside the Q-Former: t5_proj is
+    reported unused, not fatal. With freeze_qformer False the Q-Former trains, and a VL ckpt (which
+    has no Q-Former) still loads: it must provide only what no earlier file did."""
+    import logging
+
+    source = build()
+    values = randomized(source, seed=8)
+    original = to_original(values)
+    blip2 = {n: t for n, t in original.items() if n.startswith(("Qformer.", "query_tokens", "ln_vision."))}
+    blip2.update({"t5_proj.weight": torch.zeros(4, 64), "t5_proj.bias": torch.zeros(4)})
+    torch.save({"model": blip2}, tmp_path / "blip2_pretrained_flant5xxl.pth")
+    vl = {n: t for n, t in original.items() if n.startswith(VIDEO_PART)}
+    torch.save({"model": vl}, tmp_path / "VL_tiny.pth")
+    model = build(freeze_qformer=False, q_former_model=str(tmp_path / "blip2_pretrained_flant5xxl.pth"),
+                  ckpt=str(tmp_path / "VL_tiny.pth"))
+    assert model.Qformer.encoder.layer[0].attention.attention.query.weight.requires_grad
+    with caplog.at_level(logging.INFO):
+        sources = model.load_pretrained_parts()
+    assert "t5_proj: 2" in caplog.text  # listed as unused, in one line
+    state = model.state_dict()
+    assert all(torch.equal(state[n], values[n]) for n in values if n.startswith(("Qformer.", "query_tokens", "ln_vision.")))
+    assert all(torch.equal(state[n], values[n]) for n in values if n.startswith(VIDEO_PART))
+    assert sources["Qformer.layernorm.weight"] == "model.q_former_model" and sources["llama_proj.weight"] == "model.ckpt"
+    assert "visual_encoder" in caplog.text and "random" in caplog.text  # the start-up table names the ViT's origin
+
+
+def test_a_frozen_module_no_file_fills_is_a_start_up_error(tmp_path):
+    """Tiny model type (random by default): vit_ckpt: null with freeze_vit True names model.vit_ckpt,
+    and the same for the Q-Former, before any video is read."""
+    from video_llama.common.config import Config, ConfigError
+
+    from conftest import TINY_CONFIG
+
+    with pytest.raises(ConfigError) as err:
+        Config.from_file(TINY_CONFIG, ["model.vit_ckpt=null", "model.q_former_model=null"])
+    problems = err.value.problems
+    assert any(p.startswith("model.freeze_vit is True but model.vit_ckpt is null") for p in problems)
+    assert any("model.q_former_model is null" in p for p in problems)
+    assert Config.from_file(TINY_CONFIG).model_cfg.vit_ckpt == "random"  # tiny's default: random on purpose
+
+
+def test_full_size_recipe_offline_names_the_first_file_it_needs_in_seconds(monkeypatch):
+    import time
+
+    from video_llama.common.config import Config, ConfigError, check_runtime
+
+    from conftest import REPO_ROOT
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", "/nonexistent-torch-home")
+    start = time.monotonic()
+    cfg = Config.from_file(REPO_ROOT / "train_configs" / "visionbranch_stage2_finetune.yaml", ["run.device=cpu"])
+    with pytest.raises(ConfigError) as err:
+        check_runtime(cfg.config)
+    assert time.monotonic() - start < 10
+    first = err.value.problems[0]
+    assert first.startswith("model.ckpt:") or "eva_vit_g.pth is needed" in first, err.value.problems
+    assert any("model.vit_ckpt: eva_vit_g.pth is needed" in p and "model.vit_ckpt=random" in p for p in err.value.problems)

@@ -180,7 +180,8 @@ def test_cuda_without_gpu_says_set_cpu(monkeypatch):
     cfg = Config.from_file(GUIDE_YAML)
     with pytest.raises(ConfigError, match=r"set run.device=cpu"):
         check_runtime(cfg.config)
-    check_runtime(Config.from_file(GUIDE_YAML, ["run.device=cpu", "model.ckpt=null"]).config)
+    check_runtime(Config.from_file(GUIDE_YAML, ["run.device=cpu", "model.ckpt=null", "model.vit_ckpt=random",
+                                                "model.q_former_model=random"]).config)
 
 
 def test_relative_paths_resolve_against_config_folder_and_package(tmp_path, monkeypatch):

@@ -482,6 +482,15 @@ def consistency_problems(config):
                     f"{path}.vis_processor.{split}.n_frms ({n_frms}) exceeds model.max_frame_pos "
                     f"({model.max_frame_pos}); raise model.max_frame_pos or sample fewer frames"
                 )
+    hf_folder = model.get("q_former_model") and Path(str(model.q_former_model)).is_dir()  # brings the ViT
+    if model.get("freeze_vit") and not model.get("vit_ckpt") and not hf_folder:
+        problems.append("model.freeze_vit is True but model.vit_ckpt is null: the frozen ViT would stay random; set "
+                        "model.vit_ckpt to eva_vit_g.pth (or its URL), model.q_former_model to a Hugging Face BLIP-2 "
+                        "folder, or model.vit_ckpt=random to keep it random on purpose")
+    if model.get("freeze_qformer") and not model.get("q_former_model"):
+        problems.append("model.freeze_qformer is True but model.q_former_model is null: the frozen image Q-Former "
+                        "would stay random; set model.q_former_model to blip2_pretrained_flant5xxl.pth (or its URL) "
+                        "or a Hugging Face BLIP-2 folder, or model.q_former_model=random to keep it random on purpose")
     if model.get("vit_precision") == "fp16" and model.get("freeze_vit") is False:
         problems.append(
             "model.freeze_vit is False but model.vit_precision is fp16: a ViT trained in fp16 diverges; "
@@ -522,9 +531,15 @@ def path_problems(config):
 
     problems = []
     model, run = config.model, config.run
+    from video_llama.common.hub import weights_file_problem
+
     for key in ("ckpt", "vit_ckpt", "q_former_model"):
         value = model.get(key)
-        if value and value != "random" and not Path(value).exists():
+        if value and str(value).startswith(("http://", "https://")):
+            problem = weights_file_problem(value, f"model.{key}")
+            if problem:
+                problems.append(problem)
+        elif value and value != "random" and not Path(value).exists():
             problems.append(f"model.{key}: {value} does not exist (looked in {Path.cwd()} and next to the YAML); "
                             f"point it at the file or folder, or set model.{key}=null")
     if run.get("resume_ckpt_path"):

@@ -33,6 +33,59 @@ def looks_like_hub_id(value):
     return len(parts) == 2 and all(parts) and not str(value).startswith((".", "/", "~"))
 
 
+def _is_url(value):
+    return str(value).startswith(("http://", "https://"))
+
+
+def _cache_path(url):
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def _can_download(url):
+    return not _offline() and _hub_reachable(url.split("/")[2])
+
+
+def _missing(url, key):
+    cached = _cache_path(url)
+    reason = "HF_HUB_OFFLINE is set" if _offline() else f"{url.split('/')[2]} cannot be reached"
+    return WeightsNotFoundError(
+        f"{key}: {cached.name} is needed ({url}) but is not in {cached.parent} and {reason}. Download it on a "
+        f"machine with internet and copy it to {cached}, or set {key} to the file's path "
+        f"({key}=random keeps the module random on purpose)."
+    )
+
+
+def resolve_weights_file(value, key):
+    """A local file for a weights file the config names: a path as it is, or an http(s) URL (the
+    original's default downloads) found in torch's hub cache, downloaded there only when online
+    and HF_HUB_OFFLINE is unset.
+
+    Raises:
+        WeightsNotFoundError: naming the file, where to put it, and the key.
+    """
+    if not _is_url(value):
+        return str(value)
+    cached = _cache_path(str(value))
+    if cached.is_file():
+        return str(cached)
+    if not _can_download(str(value)):
+        raise _missing(str(value), key)
+    import torch.hub
+
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(str(value), str(cached))
+    return str(cached)
+
+
+def weights_file_problem(value, key):
+    """Start-up form of :func:`resolve_weights_file`: the message when the file cannot be had, else None."""
+    if _is_url(value) and not _cache_path(str(value)).is_file() and not _can_download(str(value)):
+        return str(_missing(str(value), key))
+    return None
+
+
 def resolve_pretrained(name_or_path, key):
     """A local folder for ``name_or_path`` (the value of config key ``key``).
 

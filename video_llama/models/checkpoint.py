@@ -214,17 +214,21 @@ def _groups(names):
     return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
 
 
-def load_weights(model, path, key, required_prefixes=None, wanted_prefixes=None, add_prefix=None):
+def load_weights(model, path, key, required_prefixes=None, wanted_prefixes=None, add_prefix=None,
+                 component=False, provided=()):
     """Load ``path`` (any supported layout) into ``model``.
 
     Args:
         required_prefixes: names (prefixes) the file must provide completely; None = every
-            trainable parameter of the model.
+            trainable parameter of the model not in ``provided``.
         wanted_prefixes: for Hugging Face folders, which tensors to read at all.
         add_prefix: put in front of names that lack it (files of one submodule, e.g. a ViT).
+        component: a file of pretrained parts (EVA, BLIP-2): heads this model does not have
+            (``t5_proj``, ``opt_proj``, ...) are reported as unused instead of failing.
+        provided: names earlier files already loaded (``ckpt`` need not hold them again).
     Raises:
-        ValueError: naming the parameters when shapes disagree, when required weights are
-            missing, or when the file holds model-like weights this model does not have.
+        CheckpointError: naming the parameters when shapes disagree, when required weights are
+            missing, or (not ``component``) when the file holds weights this model does not have.
     """
     raw = read_state_dict(path, key, wanted_prefixes)
     if add_prefix:
@@ -243,7 +247,10 @@ def load_weights(model, path, key, required_prefixes=None, wanted_prefixes=None,
         state = {n: t for n, t in state.items() if n not in extra}
 
     foreign = sorted(n for n in state if n not in own)
-    if foreign:
+    if foreign and component:
+        report.unused += foreign
+        state = {n: t for n, t in state.items() if n in own}
+    elif foreign:
         raise CheckpointError(f"{key}: {path} holds {len(foreign)} weight(s) this model does not have, e.g. {foreign[:5]}; "
                          "is it a checkpoint of another architecture or size?")
     mismatched = [f"{n}: file {tuple(t.shape)} vs model {tuple(own[n].shape)}" for n, t in state.items()
@@ -251,7 +258,7 @@ def load_weights(model, path, key, required_prefixes=None, wanted_prefixes=None,
     if mismatched:
         raise CheckpointError(f"{key}: {path} does not fit this model's sizes:\n  " + "\n  ".join(mismatched))
     if required_prefixes is None:
-        required = {n for n, p in model.named_parameters() if p.requires_grad}
+        required = {n for n, p in model.named_parameters() if p.requires_grad} - set(provided)
     else:
         required = {n for n in own if n.startswith(tuple(required_prefixes))}
     missing = sorted(required - set(state))

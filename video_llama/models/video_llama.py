@@ -102,20 +102,45 @@ class VideoLLAMA(BaseModel):
         """The files the config names, in order: the EVA ViT, the BLIP-2 image Q-Former (LAVIS
         ``.pth`` or a Hugging Face BLIP-2 folder, which may bring the ViT too), then ``ckpt``
         (the trainable part: a published VL checkpoint or one of ours)."""
+        from video_llama.common.hub import resolve_weights_file
         from video_llama.models.checkpoint import load_weights
 
         cfg = self.cfg
-        if cfg.vit_ckpt:  # LAVIS's eva_vit_g.pth holds the ViT's own names, without our module prefix
-            load_weights(self, cfg.vit_ckpt, "model.vit_ckpt", required_prefixes=("visual_encoder.",),
-                         add_prefix="visual_encoder.")
-        if cfg.q_former_model:
-            load_weights(self, cfg.q_former_model, "model.q_former_model",
-                         required_prefixes=("Qformer.", "query_tokens"),
-                         wanted_prefixes=("vision_model.", "qformer.", "query_tokens"))
+        sources = {}  # parameter name → the key of the file that filled it
+        if cfg.vit_ckpt and cfg.vit_ckpt != RANDOM:  # LAVIS's eva_vit_g.pth: the ViT's own names
+            report = load_weights(self, resolve_weights_file(cfg.vit_ckpt, "model.vit_ckpt"), "model.vit_ckpt",
+                                  required_prefixes=("visual_encoder.",), add_prefix="visual_encoder.", component=True)
+            sources.update(dict.fromkeys(report.loaded, "model.vit_ckpt"))
+        if cfg.q_former_model and cfg.q_former_model != RANDOM:
+            report = load_weights(self, resolve_weights_file(cfg.q_former_model, "model.q_former_model"),
+                                  "model.q_former_model", required_prefixes=("Qformer.", "query_tokens"),
+                                  wanted_prefixes=("vision_model.", "qformer.", "query_tokens"), component=True)
+            sources.update(dict.fromkeys(report.loaded, "model.q_former_model"))
         if cfg.ckpt and cfg.ckpt != RANDOM:
-            load_weights(self, cfg.ckpt, "model.ckpt", required_prefixes=None)
+            report = load_weights(self, cfg.ckpt, "model.ckpt", required_prefixes=None, provided=set(sources))
+            sources.update(dict.fromkeys(report.loaded, "model.ckpt"))
         elif cfg.ckpt == RANDOM:
             logger.warning("model.ckpt is 'random': the trainable part keeps its random initialisation (untrained)")
+        if self.llama_model is not None:
+            sources.update(dict.fromkeys((f"llama_model.{n}" for n in self.llama_model.state_dict()), "model.llama_model"))
+        self.log_sources(sources)
+        return sources
+
+    def log_sources(self, sources):
+        """One table at start-up: per module, which file filled it (or random) and what trains."""
+        params = dict(self.named_parameters())
+        rows = {}
+        for name, param in params.items():
+            module = name.split(".")[0]
+            row = rows.setdefault(module, {"files": set(), "random": 0, "trainable": 0, "total": 0})
+            row["files"].add(sources.get(name, "random"))
+            row["trainable"] += param.numel() if param.requires_grad else 0
+            row["total"] += param.numel()
+        lines = [f"{'module':<32} {'weights from':<44} trainable"]
+        for module, row in rows.items():
+            origin = " + ".join(sorted(row["files"]))
+            lines.append(f"{module:<32} {origin:<44} {row['trainable']:,} of {row['total']:,}")
+        logger.info("where the weights come from:\n  %s", "\n  ".join(lines))
 
     @classmethod
     def from_pretrained(cls, path, load_llm=True, **overrides):
