@@ -95,7 +95,6 @@ class VideoLLAMA(BaseModel):
             llama_model, llama_tokenizer = load_llm_and_tokenizer(cfg.llama_model, DTYPES[cfg.llama_dtype])
         model = cls(cfg, llama_model, llama_tokenizer)
         model.load_pretrained_parts()
-        model.log_parameter_counts()
         return model
 
     def load_pretrained_parts(self):
@@ -140,7 +139,9 @@ class VideoLLAMA(BaseModel):
         for module, row in rows.items():
             origin = " + ".join(sorted(row["files"]))
             lines.append(f"{module:<32} {origin:<44} {row['trainable']:,} of {row['total']:,}")
-        logger.info("where the weights come from:\n  %s", "\n  ".join(lines))
+        total = sum(row["trainable"] for row in rows.values())
+        logger.info("where the weights come from (trainable parameters in all: %s):\n  %s", f"{total:,}",
+                    "\n  ".join(lines))
 
     @classmethod
     def from_pretrained(cls, path, load_llm=True, **overrides):
@@ -187,17 +188,6 @@ class VideoLLAMA(BaseModel):
             if isinstance(part, nn.Module):
                 part.eval()
         return self
-
-    def log_parameter_counts(self):
-        for name, child in self.named_children():
-            trainable = sum(p.numel() for p in child.parameters() if p.requires_grad)
-            frozen = sum(p.numel() for p in child.parameters() if not p.requires_grad)
-            logger.info("%-32s trainable %12s   frozen %14s", name, f"{trainable:,}", f"{frozen:,}")
-        for name, param in self.named_parameters(recurse=False):
-            logger.info("%-32s trainable %12s   frozen %14s", name,
-                        f"{param.numel() if param.requires_grad else 0:,}", f"{0 if param.requires_grad else param.numel():,}")
-        total = sum(p.numel() for p in self.parameters() if p.requires_grad)
-        logger.info("trainable parameters in all: %s", f"{total:,}")
 
     def trainable_state_dict(self):
         """Only what training changes (the frozen ViT, Q-Former and LLM come from their files)."""
