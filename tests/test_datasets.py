@@ -34,7 +34,8 @@ def test_builder_api_and_sample_fields(tiny_llm_dir, clips_dir, tmp_path):
     assert sample["image"].shape == (3, 4, 112, 112)
     assert sample["input_ids"].shape == sample["labels"].shape
     val = datasets["val"]
-    assert val.vis_processor.sampling == "uniform" and datasets["train"].vis_processor.sampling == "headtail"
+    # instruction clips are sampled uniformly in training too, as the original does
+    assert val.vis_processor.sampling == "uniform" and datasets["train"].vis_processor.sampling == "uniform"
     answer = val.tokenizer.decode(val[0]["labels"][val[0]["labels"] != -100])
     assert answer == "Fall down </s>"  # answers are not caption-processed
 
@@ -161,3 +162,24 @@ def test_failure_budget_tolerates_a_few_bad_clips_and_stops_a_mostly_bad_dataset
     assert all(first_stop(0.05, 2000, seed) is None for seed in range(64))
     stops = [first_stop(0.5, 1000, seed) for seed in range(20)]
     assert all(stop is not None and stop <= 40 for stop in stops), stops
+
+
+def test_timestamp_sentence_between_video_and_question_as_the_original(tiny_llm_dir, clips_dir, tmp_path):
+    """clip0 has 24 frames at 8 fps: 8 uniform frames 0, 3, ..., 21 are at these seconds (the
+    original: round(index / fps, 1)). The expected text is written down here from the original's
+    rules, not built by our template code."""
+    anno = write_anno(tmp_path, [entry("clip0.mp4", ("What is the action?", "greet_mode"))])
+    dataset = build(tiny_llm_dir, anno, clips_dir, "datasets.webvid_instruct.vis_processor.train.n_frms=8")["train"]
+    sample = dataset[0]
+    sentence = "The video contains 8 frames sampled at 0.0, 0.4, 0.8, 1.1, 1.5, 1.9, 2.2, 2.6 seconds. "
+    expected = ("[INST] <<SYS>>\n \n<</SYS>>\n\n<Video>" + "<ImageHere>" * 32 + "</Video> " + sentence
+                + "What is the action? [/INST] greet_mode </s>")
+    tokenizer = dataset.tokenizer
+    assert tokenizer.decode(sample["input_ids"][1:]).replace(" ", "") == expected.replace(" ", "")
+    assert sample["input_ids"][0] == tokenizer.bos_token_id
+    assert tokenizer.decode(sample["labels"][sample["labels"] != -100]) == "greet_mode </s>"
+    assert sample["question"] == sentence + "What is the action?"  # evaluation asks it the same way
+    off = build(tiny_llm_dir, anno, clips_dir, "datasets.webvid_instruct.timestamps=False")["train"][0]
+    assert "frames sampled" not in tokenizer.decode(off["input_ids"])
+    chinese = build(tiny_llm_dir, anno, clips_dir, "datasets.webvid_instruct.data_type=video_cn")["train"][0]
+    assert "frames sampled" not in tokenizer.decode(chinese["input_ids"])

@@ -89,7 +89,7 @@ def test_stopped_and_resumed_run_matches_uninterrupted(tiny_llm_dir, clips_dir, 
     splits = json.dumps({"train": str(clips_dir / "train.json"), "val": str(clips_dir / "train.json")})
     common = ["run.max_epoch=2", "run.iters_per_epoch=4", "run.save_freq_iters=2", "run.num_workers=2",
               "run.batch_size_train=2", "run.warmup_steps=2", "run.valid_splits=[val]",
-              "model.qformer_dropout=0.2"]  # train augmentation too: headtail + random crop
+              "model.qformer_dropout=0.2"]  # train augmentation too: random crops
     anno = f"datasets.webvid_instruct.build_info.anno_dir={splits}"
     full_dir, stop_dir = tmp_path / "full", tmp_path / "stop"
     train_main(["--cfg-path", str(TINY_CONFIG), "--options", *options(tiny_llm_dir, clips_dir, full_dir, *common), anno])

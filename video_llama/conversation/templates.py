@@ -127,6 +127,16 @@ def truncate(input_ids, labels, max_len, placeholder_id, num_placeholders):
     return input_ids, labels
 
 
+def timestamp_sentence(indices, fps):
+    """The sentence the original instruction data puts between the video and the first question,
+    e.g. ``The video contains 8 frames sampled at 0.0, 1.2, 2.5 seconds. `` (seconds = index / fps,
+    rounded to 0.1). Empty when the frame rate is unknown."""
+    if not indices or not fps:
+        return ""
+    seconds = ", ".join(str(round(index / fps, 1)) for index in indices)
+    return f"The video contains {len(indices)} frames sampled at {seconds} seconds. "
+
+
 def caption_ids(tokenizer, template, prompt, caption, num_video_query_token, max_txt_len, first_prompt=None):
     """Caption data: ``caption`` as the answer to ``prompt`` (a line of a prompt file, with one
     <ImageHere> that becomes the video's placeholder tokens). As in the original, ``max_txt_len``

@@ -18,6 +18,7 @@ class ImageProcessorConfig:
 class ImageTrainProcessorConfig(ImageProcessorConfig):
     min_scale: float = 0.5
     max_scale: float = 1.0
+    horizontal_flip: bool = False  # the original's image training has none; a flip swaps left and right
 
 
 def _to_normalized_tensor(mean, std):
@@ -40,7 +41,7 @@ class Blip2ImageTrainProcessor(BaseProcessor):
         self.transform = T.Compose(
             [
                 T.RandomResizedCrop(cfg.image_size, scale=(cfg.min_scale, cfg.max_scale), interpolation=InterpolationMode.BICUBIC),
-                T.RandomHorizontalFlip(),
+                *([T.RandomHorizontalFlip()] if cfg.horizontal_flip else []),
                 *_to_normalized_tensor(cfg.mean, cfg.std),
             ]
         )

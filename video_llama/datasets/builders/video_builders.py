@@ -14,7 +14,7 @@ class VideoInstructBuilder(BaseDatasetBuilder):
     processors, templates, truncation and distributed loading come from here."""
 
     DATASET_CONFIG_DICT = {"default": "datasets/webvid_instruct/defaults.yaml"}
-    DATA_TYPES = ("video",)
+    DATA_TYPES = ("video", "video_cn")
 
     def read_annotations(self, anno_files):
         """[{"video": path relative to videos_dir, "QA": [{"q": ..., "a": ...}, ...]}, ...]"""
@@ -33,6 +33,7 @@ class VideoInstructBuilder(BaseDatasetBuilder):
             max_failed_ratio=cfg.max_failed_ratio,
             name=f"webvid_instruct/{split}",
             anno_files=anno_files,
+            timestamps=cfg.timestamps and "cn" not in cfg.data_type,  # the original has none for Chinese data
         )
 
 

@@ -10,7 +10,7 @@ import logging
 
 import torch
 
-from video_llama.conversation import IMAGE_PATCH_TOKEN, conversation_ids, truncate, video_placeholder
+from video_llama.conversation import IMAGE_PATCH_TOKEN, conversation_ids, timestamp_sentence, truncate, video_placeholder
 from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset, annotation_files
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,9 @@ def read_instruct_annotations(paths):
 
 class VideoInstructDataset(BaseVideoDataset):
     def __init__(self, records, videos_dir, vis_processor, tokenizer, template, num_video_query_token=32,
-                 max_txt_len=320, max_failed_ratio=0.1, name="webvid_instruct", anno_files=()):
+                 max_txt_len=320, max_failed_ratio=0.1, name="webvid_instruct", anno_files=(), timestamps=False):
         self.tokenizer = tokenizer
+        self.timestamps, self.max_txt_len = timestamps, max_txt_len
         self.anno_files = list(anno_files)
         self.template = template
         self.num_video_query_token = num_video_query_token
@@ -59,19 +60,28 @@ class VideoInstructDataset(BaseVideoDataset):
         self.dropped = dropped
         super().__init__(kept, videos_dir, vis_processor, max_failed_ratio, name)
 
-    def tokenize(self, qa, max_txt_len):
+    def tokenize(self, qa, max_txt_len, note=""):
+        """ids and labels of a record; ``note`` (the timestamp sentence) goes between the video and
+        the first question, as ``<Video>...</Video> {note}{question}``."""
         placeholder = video_placeholder(self.num_video_query_token)
-        turns = [(f"{placeholder} {t['q']}" if i == 0 else t["q"], t["a"]) for i, t in enumerate(qa)]
+        turns = [(f"{placeholder} {note}{t['q']}" if i == 0 else t["q"], t["a"]) for i, t in enumerate(qa)]
         input_ids, labels = conversation_ids(self.tokenizer, self.template, turns)
         result = truncate(input_ids, labels, max_txt_len, self.placeholder_id, self.num_video_query_token)
         return None if result is None else {"input_ids": result[0], "labels": result[1]}
 
     def make_sample(self, record, frames, info):
+        """The record's tokens; with ``timestamps`` re-tokenised with the sentence for this clip (a
+        record that would then no longer fit keeps its tokens without it). ``question`` is the
+        first question as the model is asked it, sentence included, for evaluation."""
+        note = timestamp_sentence(info.indices, info.fps) if self.timestamps and info is not None else ""
+        tokens = self.tokenize(record["QA"], self.max_txt_len, note) if note else None
+        if tokens is None:
+            note, tokens = "", record
         return {
             "image": frames,
-            "input_ids": torch.tensor(record["input_ids"]),
-            "labels": torch.tensor(record["labels"]),
+            "input_ids": torch.tensor(tokens["input_ids"]),
+            "labels": torch.tensor(tokens["labels"]),
             "video": record["video"],
-            "question": record["QA"][0]["q"],
+            "question": note + record["QA"][0]["q"],
             "answer": record["QA"][0]["a"],
         }
