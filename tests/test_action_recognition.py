@@ -82,7 +82,8 @@ def test_labels_readable_and_answers_matched():
     assert match_answer("to and fro or fall", labels) is None  # two labels: ambiguous
 
 
-def test_rank_scores_are_answer_log_likelihoods(tiny_llm_dir, clips_dir):
+@pytest.mark.parametrize("template", ["llama_v2", "vicuna"])
+def test_rank_scores_are_answer_log_likelihoods(tiny_llm_dir, clips_dir, template):
     """Labels of different token lengths sharing a prefix: each score of ``model.score`` (label
     tokens only, in chunks) equals the log-likelihood the training loss assigns to that answer,
     and the pick is the largest."""
@@ -96,7 +97,8 @@ def test_rank_scores_are_answer_log_likelihoods(tiny_llm_dir, clips_dir):
 
     cfg = tiny_config(tiny_llm_dir, clips_dir / "train.json", clips_dir)
     torch.manual_seed(0)
-    model = registry.get_model_class("video_llama").from_config(OmegaConf.merge(cfg.model_cfg, {"img_size": 112})).eval()
+    model = registry.get_model_class("video_llama").from_config(
+        OmegaConf.merge(cfg.model_cfg, {"img_size": 112, "template": template})).eval()
     labels = ["Fall", "Fall down", "Fall down slowly", "Wave"]
     frames = torch.randn(1, 3, 8, 112, 112)
     question = "What is the action?"

@@ -43,16 +43,25 @@ def test_llama_v2_multi_turn_trains_every_answer_and_repeats_bos(tok):
     assert labels == [IGNORE_INDEX] * len(first) + a1 + [IGNORE_INDEX] * len(second) + a2
 
 
-def test_vicuna_ends_with_hashes(tok):
+def test_vicuna_is_the_original_instruction_format(tok):
+    """The text the original builds for two turns, written down from its rules:
+    "\n\n###Human: q one\n###Assistant: a one\n###Human: q two\n###Assistant: a two\n###"; trained on
+    each answer and the "\n###" after it."""
     turns = [("q one", "a one"), ("q two", "a two")]
     input_ids, labels = conversation_ids(tok, get_template("vicuna"), turns)
-    first = [tok.bos_token_id] + ids(tok, "###Human: q one ###Assistant:")
-    a1 = ids(tok, " a one") + ids(tok, "###")
-    second = ids(tok, "###Human: q two ###Assistant:")  # BOS only once
-    a2 = ids(tok, " a two") + ids(tok, "###")
-    assert input_ids == first + a1 + second + a2
-    assert labels == [IGNORE_INDEX] * len(first) + a1 + [IGNORE_INDEX] * len(second) + a2
-    assert input_ids.count(tok.bos_token_id) == 1
+    text = tok.decode(input_ids[1:])
+    assert text == "\n\n###Human: q one\n###Assistant: a one\n###Human: q two\n###Assistant: a two\n###"
+    assert input_ids[0] == tok.bos_token_id and input_ids.count(tok.bos_token_id) == 1
+    first_answer = labels.index(next(l for l in labels if l != IGNORE_INDEX))
+    assert tok.decode(input_ids[1:first_answer]) == "\n\n###Human: q one\n###Assistant:"
+    runs, run = [], []  # the trained stretches of tokens, as text
+    for token, label in zip(input_ids, labels):
+        if label != IGNORE_INDEX:
+            run.append(token)
+        elif run:
+            runs.append(tok.decode(run)), run.clear()
+    runs.append(tok.decode(run))
+    assert [r.strip() for r in runs] == ["a one\n###", "a two\n###"], runs
 
 
 def test_placeholder_is_one_token_each(tok):

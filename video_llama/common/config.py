@@ -421,7 +421,7 @@ def _fill_derived(config):
         if template is not None and model.get("end_sym") is None:
             model.end_sym = template.end_sym
         if template is not None and model.get("prompt_template") is None:
-            model.prompt_template = template.first_prompt.replace("{q}", "{}") + " "
+            model.prompt_template = template.caption_prompt.replace("{q}", "{}") + " "
     for ds in config.datasets.values():
         for ds_key, model_key in FROM_MODEL.items():
             if ds_key in ds and ds[ds_key] is None:

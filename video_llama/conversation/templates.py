@@ -10,9 +10,14 @@ llama_v2 (LLaMA-2-chat)::
 
     <s>[INST] <<SYS>>\\n \\n<</SYS>>\\n\\n{placeholder} {q1} [/INST] {a1} </s><s>[INST] {q2} [/INST] {a2} </s>
 
-vicuna::
+vicuna (the original's instruction format: an empty system line, then ``\n\n``)::
 
-    <s>###Human: {placeholder} {q1} ###Assistant: {a1}###Human: {q2} ###Assistant: {a2}###
+    <s>\n\n###Human: {placeholder} {q1}\n###Assistant: {a1}\n###Human: {q2}\n###Assistant: {a2}\n###
+
+Trained on: each answer and what ends it (`` {a} </s>`` / `` {a}\n###``). The original's vicuna mask
+also trains the ``###Assistant:`` tokens and two tokens of each human turn (an artefact of
+tokenising each turn apart); those are prompt and are masked here (``docs/checkpoints.md``).
+Caption data keeps the original's one-line form (``caption_prompt``).
 """
 
 from dataclasses import dataclass
@@ -38,6 +43,9 @@ class Template:
     end_is_eos: bool  # the end symbol is the tokenizer's EOS token, not text to tokenise
     bos_every_turn: bool
     marker: str  # text every prompt of this template contains (to recognise a prompt_template)
+    caption_prompt: str  # the first turn of caption data (model.prompt_template's default), with {q}
+    joint: bool = False  # tokenise the whole conversation at once (its text has no special tokens
+                         # between turns), the answer tokens found by character offsets
 
 
 LLAMA_V2 = registry.register_template("llama_v2")(Template(
@@ -49,16 +57,19 @@ LLAMA_V2 = registry.register_template("llama_v2")(Template(
     end_is_eos=True,
     bos_every_turn=True,
     marker="[INST]",
+    caption_prompt="[INST] <<SYS>>\n \n<</SYS>>\n\n{q} [/INST]",
 ))
 VICUNA = registry.register_template("vicuna")(Template(
     name="vicuna",
-    first_prompt="###Human: {q} ###Assistant:",
-    next_prompt="###Human: {q} ###Assistant:",
-    answer=" {a}",
+    first_prompt="\n\n###Human: {q}\n###Assistant:",
+    next_prompt="Human: {q}\n###Assistant:",  # the previous answer's end symbol brought the "\n###"
+    answer=" {a}\n",
     end_sym="###",
     end_is_eos=False,
     bos_every_turn=False,
     marker="###Human",
+    caption_prompt="###Human: {q} ###Assistant:",
+    joint=True,  # "\n###Human" tokenises differently alone than after an answer, as the original reads it
 ))
 
 
@@ -97,6 +108,8 @@ def conversation_ids(tokenizer, template, turns, bos=True, first_prompt=None):
 
     Returns (input_ids, labels) as lists; an answer of None ends the ids at the answer's start.
     """
+    if template.joint:
+        return _joint_ids(tokenizer, template, turns, bos, first_prompt)
     input_ids, labels = [], []
     for i, (question, answer) in enumerate(turns):
         prompt = []
@@ -113,6 +126,26 @@ def conversation_ids(tokenizer, template, turns, bos=True, first_prompt=None):
         target = _ids(tokenizer, template.answer.format(a=answer)) + end_ids(tokenizer, template)
         input_ids += target
         labels += target
+    return input_ids, labels
+
+
+def _joint_ids(tokenizer, template, turns, bos, first_prompt):
+    """One tokenisation of the whole text; a token is trained when it starts inside an answer
+    (the answer and its end symbol)."""
+    text, spans = "", []
+    for i, (question, answer) in enumerate(turns):
+        text += (first_prompt or template.first_prompt if i == 0 else template.next_prompt).format(q=question)
+        if answer is None:
+            break
+        start = len(text)
+        text += template.answer.format(a=answer) + template.end_sym
+        spans.append((start, len(text)))
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    input_ids = list(encoded.input_ids)
+    labels = [token if any(s <= offset[0] < e for s, e in spans) else IGNORE_INDEX
+              for token, offset in zip(input_ids, encoded.offset_mapping)]
+    if bos:
+        input_ids, labels = [tokenizer.bos_token_id] + input_ids, [IGNORE_INDEX] + labels
     return input_ids, labels
 
 

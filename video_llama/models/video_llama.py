@@ -21,11 +21,10 @@ from video_llama.common.registry import registry
 from video_llama.conversation import (
     IGNORE_INDEX,
     IMAGE_PATCH_TOKEN,
-    end_ids,
+    conversation_ids,
     get_template,
     load_tokenizer,
     pad_batch,
-    prompt_ids,
     video_placeholder,
 )
 from video_llama.models.base_model import BaseModel
@@ -258,12 +257,17 @@ class VideoLLAMA(BaseModel):
         return {"loss": outputs.loss, "logits": outputs.logits}
 
     # ------------------------------------------------------------------ asking the model
-    def prompt_ids(self, question, history=()):
-        """Token ids of the prompt for ``question`` about the video, as training built them (the
-        video placeholder opens the first question), ending where the answer starts."""
-        turns = [*history, (question, None)]
+    def conversation(self, question, answer=None, history=()):
+        """(input_ids, labels) of ``question`` (and ``answer``, if given) about the video after the
+        ``history`` turns, exactly as training built them: the video placeholder opens the first
+        question. Without an answer the ids end where the answer starts."""
+        turns = [*history, (question, answer)]
         turns[0] = (f"{video_placeholder(self.num_video_query_token)} {turns[0][0]}", turns[0][1])
-        return prompt_ids(self.llama_tokenizer, self.template, turns[-1][0], turns[:-1])
+        return conversation_ids(self.llama_tokenizer, self.template, turns)
+
+    def prompt_ids(self, question, history=()):
+        """Token ids of the prompt for ``question``, ending where the model's answer starts."""
+        return self.conversation(question, None, history)[0]
 
     @torch.no_grad()
     def score(self, frames, questions, answers, length_normalize=False, chunk_size=16):
@@ -281,16 +285,13 @@ class VideoLLAMA(BaseModel):
             float tensor (B, A) on the CPU.
         """
         tokenizer = self.llama_tokenizer
-        targets = [tokenizer(self.template.answer.format(a=a), add_special_tokens=False).input_ids
-                   + end_ids(tokenizer, self.template) for a in answers]
         video = self.encode_video(frames)
         decoder, head = self.llama_model.get_decoder(), self.llama_model.get_output_embeddings()
         scores = torch.empty(len(questions), len(answers))
         for row, question in enumerate(questions):
-            prompt = self.prompt_ids(question)
             for start in range(0, len(answers), chunk_size):
-                chunk = targets[start:start + chunk_size]
-                items = [{"input_ids": prompt + t, "labels": [IGNORE_INDEX] * len(prompt) + t} for t in chunk]
+                chunk = [self.conversation(question, answer) for answer in answers[start:start + chunk_size]]
+                items = [{"input_ids": ids, "labels": labels} for ids, labels in chunk]
                 batch = {k: v.to(frames.device) for k, v in pad_batch(items, tokenizer.pad_token_id).items()}
                 embeds = self.embed_with_video(batch["input_ids"], video[row:row + 1].expand(len(chunk), -1, -1))
                 hidden = decoder(inputs_embeds=embeds, attention_mask=batch["attention_mask"]).last_hidden_state
@@ -300,7 +301,8 @@ class VideoLLAMA(BaseModel):
                 picked = logits.log_softmax(-1).gather(-1, next_labels[which, where].unsqueeze(-1)).squeeze(-1)
                 total = torch.zeros(len(chunk), device=picked.device).index_add_(0, which, picked)
                 if length_normalize:
-                    total = total / torch.tensor([len(t) for t in chunk], device=total.device)
+                    lengths = [sum(label != IGNORE_INDEX for label in labels) for _, labels in chunk]
+                    total = total / torch.tensor(lengths, device=total.device)
                 scores[row, start:start + len(chunk)] = total.cpu()
         return scores
 
