@@ -63,7 +63,7 @@ def test_merge_order_defaults_user_options(tmp_path):
     assert cfg.model_cfg.vit_depth == 39  # model default for pretrain_llama_v2
     assert cfg.datasets_cfg.webvid_instruct.vis_processor.train.min_scale == 0.5  # processor default
     assert cfg.datasets_cfg.webvid_instruct.vis_processor.eval.name == "alpro_video_eval"  # dataset default
-    assert cfg.datasets_cfg.webvid_instruct.max_txt_len == 99  # derived from the model's
+    assert cfg.datasets_cfg.webvid_instruct.max_seq_len == 512  # instruction data: the original's cut
 
 
 def test_model_type_override_changes_defaults(tmp_path):

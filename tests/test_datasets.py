@@ -75,7 +75,8 @@ def test_short_clip_is_repeated_and_counted(tiny_llm_dir, clips_dir, tmp_path):
 def test_too_long_text_is_reported_and_left_out(tiny_llm_dir, clips_dir, tmp_path, caplog):
     entries = [entry("clip0.mp4", ("q?", "a")), entry("clip1.mp4", ("a very long question " * 40, "b"))]
     with caplog.at_level(logging.WARNING):
-        dataset = build(tiny_llm_dir, write_anno(tmp_path, entries), clips_dir)["train"]
+        dataset = build(tiny_llm_dir, write_anno(tmp_path, entries), clips_dir,
+                        "datasets.webvid_instruct.max_seq_len=160")["train"]
     assert len(dataset) == 1 and [r["video"] for r in dataset.dropped] == ["clip1.mp4"]
     assert "left out 1 record" in caplog.text
 

@@ -95,3 +95,13 @@ def test_caption_is_the_answer_to_the_prompt_and_max_txt_len_cuts_the_caption_on
     short_ids, short_labels = caption_ids(tok, template, "<ImageHere>", "a dog runs across the wide green field", 32, 2, first)
     assert sum(t != IGNORE_INDEX for t in short_labels) == 2  # stage-1's max_txt_len 32 never cuts the placeholders
     assert short_ids.count(tok.convert_tokens_to_ids("<ImageHere>")) == 32
+
+
+def test_caption_without_a_prompt_follows_the_video_as_the_original_stage_1(tok):
+    patch = tok.convert_tokens_to_ids("<ImageHere>")
+    ids, labels = caption_ids(tok, get_template("llama_v2"), None, "a dog runs", 4, 32)
+    assert ids[:5] == [tok.bos_token_id] + [patch] * 4 and labels[:5] == [IGNORE_INDEX] * 5
+    assert tok.decode(ids[5:]) == "a dog runs</s>" or tok.decode(ids[5:]) == "a dog runs </s>"
+    assert labels[5:] == ids[5:] and ids[-1] == tok.eos_token_id
+    vicuna_ids, _ = caption_ids(tok, get_template("vicuna"), None, "a dog runs", 4, 32)
+    assert tok.decode(vicuna_ids[5:]) == "a dog runs###"

@@ -173,7 +173,17 @@ def timestamp_sentence(indices, fps):
 def caption_ids(tokenizer, template, prompt, caption, num_video_query_token, max_txt_len, first_prompt=None):
     """Caption data: ``caption`` as the answer to ``prompt`` (a line of a prompt file, with one
     <ImageHere> that becomes the video's placeholder tokens). As in the original, ``max_txt_len``
-    limits the caption's tokens, never the prompt and its placeholders."""
+    limits the caption's tokens, never the prompt and its placeholders. Without a prompt (the
+    original stage 1 without prompt_path) the caption follows the video tokens directly:
+    ``<s>`` + placeholders + caption + end symbol."""
+    if prompt is None:
+        if template.end_is_eos:
+            target = _ids(tokenizer, caption)[:max_txt_len] + [tokenizer.eos_token_id]
+        else:
+            target = _ids(tokenizer, caption + template.end_sym)[:max_txt_len]
+        patch_id = tokenizer.convert_tokens_to_ids(IMAGE_PATCH_TOKEN)
+        prefix = [tokenizer.bos_token_id] + [patch_id] * num_video_query_token
+        return prefix + target, [IGNORE_INDEX] * len(prefix) + target
     prompt = prompt.replace(IMAGE_PATCH_TOKEN, IMAGE_PATCH_TOKEN * num_video_query_token)
     input_ids, labels = conversation_ids(tokenizer, template, [(prompt, caption)], first_prompt=first_prompt)
     keep = labels.count(IGNORE_INDEX) + max_txt_len

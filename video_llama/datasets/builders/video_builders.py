@@ -29,7 +29,7 @@ class VideoInstructBuilder(BaseDatasetBuilder):
             load_tokenizer(cfg.tokenizer_name),
             template=get_template(cfg.model_type),
             num_video_query_token=cfg.num_video_query_token,
-            max_txt_len=cfg.max_txt_len,
+            max_seq_len=cfg.max_seq_len,
             max_failed_ratio=cfg.max_failed_ratio,
             name=f"webvid_instruct/{split}",
             anno_files=anno_files,

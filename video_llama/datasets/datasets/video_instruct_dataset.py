@@ -1,6 +1,6 @@
 """Video instruction data: ``[{"video": rel/path, "QA": [{"q": ..., "a": ...}, ...]}]``.
 
-Every record is tokenised once, up front: records whose text cannot fit ``max_txt_len`` without
+Every record is tokenised once, up front: records whose text cannot fit ``max_seq_len`` without
 cutting the video placeholder or losing every answer token are reported and left out before
 training starts. Answers are used as written (a label such as ``greet_mode`` stays as it is).
 """
@@ -42,31 +42,31 @@ def read_instruct_annotations(paths):
 
 class VideoInstructDataset(BaseVideoDataset):
     def __init__(self, records, videos_dir, vis_processor, tokenizer, template, num_video_query_token=32,
-                 max_txt_len=320, max_failed_ratio=0.1, name="webvid_instruct", anno_files=(), timestamps=False):
+                 max_seq_len=512, max_failed_ratio=0.1, name="webvid_instruct", anno_files=(), timestamps=False):
         self.tokenizer = tokenizer
-        self.timestamps, self.max_txt_len = timestamps, max_txt_len
+        self.timestamps, self.max_seq_len = timestamps, max_seq_len
         self.anno_files = list(anno_files)
         self.template = template
         self.num_video_query_token = num_video_query_token
         self.placeholder_id = tokenizer.convert_tokens_to_ids(IMAGE_PATCH_TOKEN)
         kept, dropped = [], []
         for record in records:
-            tokens = self.tokenize(record["QA"], max_txt_len)
+            tokens = self.tokenize(record["QA"], max_seq_len)
             (kept if tokens else dropped).append({**record, **(tokens or {})})
         if dropped:
-            logger.warning("%s: left out %d record(s) whose text does not fit max_txt_len=%d with the "
-                           "placeholder and an answer, e.g. %s", name, len(dropped), max_txt_len,
+            logger.warning("%s: left out %d record(s) whose text does not fit max_seq_len=%d with the "
+                           "placeholder and an answer, e.g. %s", name, len(dropped), max_seq_len,
                            [r["video"] for r in dropped[:5]])
         self.dropped = dropped
         super().__init__(kept, videos_dir, vis_processor, max_failed_ratio, name)
 
-    def tokenize(self, qa, max_txt_len, note=""):
+    def tokenize(self, qa, max_seq_len, note=""):
         """ids and labels of a record; ``note`` (the timestamp sentence) goes between the video and
         the first question, as ``<Video>...</Video> {note}{question}``."""
         placeholder = video_placeholder(self.num_video_query_token)
         turns = [(f"{placeholder} {note}{t['q']}" if i == 0 else t["q"], t["a"]) for i, t in enumerate(qa)]
         input_ids, labels = conversation_ids(self.tokenizer, self.template, turns)
-        result = truncate(input_ids, labels, max_txt_len, self.placeholder_id, self.num_video_query_token)
+        result = truncate(input_ids, labels, max_seq_len, self.placeholder_id, self.num_video_query_token)
         return None if result is None else {"input_ids": result[0], "labels": result[1]}
 
     def make_sample(self, record, frames, info):
@@ -74,7 +74,7 @@ class VideoInstructDataset(BaseVideoDataset):
         record that would then no longer fit keeps its tokens without it). ``question`` is the
         first question as the model is asked it, sentence included, for evaluation."""
         note = timestamp_sentence(info.indices, info.fps) if self.timestamps and info is not None else ""
-        tokens = self.tokenize(record["QA"], self.max_txt_len, note) if note else None
+        tokens = self.tokenize(record["QA"], self.max_seq_len, note) if note else None
         if tokens is None:
             note, tokens = "", record
         return {
