@@ -276,11 +276,11 @@ def _processor_section(defaults, user, path, problems, img_size=None):
         if default_split.get("name") == name:
             layers.append(default_split)
         merged = OmegaConf.merge(*layers, user_split)
-        try:  # the processor's own checks of its values (its Config's __post_init__)
-            if keys_ok:
+        if keys_ok:  # the processor's own checks of its values (its Config's __post_init__)
+            try:
                 proc_cls.Config(**{k: v for k, v in OmegaConf.to_container(merged).items() if k != "name"})
-        except (TypeError, ValueError) as err:
-            problems.append(f"{split_path}: {err}")
+            except (TypeError, ValueError) as err:
+                problems.append(f"{split_path}: {err}")
         if "image_size" in merged and img_size is not None and not any("image_size" in layer for layer in layers[1:] + [user_split]):
             merged.image_size = img_size
         section[split] = merged
@@ -528,11 +528,10 @@ def split_problems(config):
 def path_problems(config):
     """Files and folders the run will need, checked before any data or model work."""
     from video_llama.common.checkpointing import resolve_checkpoint
+    from video_llama.common.hub import weights_file_problem
 
     problems = []
     model, run = config.model, config.run
-    from video_llama.common.hub import weights_file_problem
-
     for key in ("ckpt", "vit_ckpt", "q_former_model"):
         value = model.get(key)
         if value and str(value).startswith(("http://", "https://")):
