@@ -105,3 +105,14 @@ def test_caption_without_a_prompt_follows_the_video_as_the_original_stage_1(tok)
     assert labels[5:] == ids[5:] and ids[-1] == tok.eos_token_id
     vicuna_ids, _ = caption_ids(tok, get_template("vicuna"), None, "a dog runs", 4, 32)
     assert tok.decode(vicuna_ids[5:]) == "a dog runs###"
+
+
+def test_llama_v2_two_turns_read_as_the_original_text(tok):
+    """The original's LLAMA_2 conversation for two turns, written down from its rules:
+    "<s>[INST] <<SYS>>\\n \\n<</SYS>>\\n\\nq one [/INST] a one </s><s>[INST] q two [/INST] a two </s>"
+    (one BOS here at the start where the original's tokenizer adds a second, docs/checkpoints.md)."""
+    input_ids, labels = conversation_ids(tok, get_template("llama_v2"), [("q one", "a one"), ("q two", "a two")])
+    expected = "<s>[INST] <<SYS>>\n \n<</SYS>>\n\nq one [/INST] a one </s><s>[INST] q two [/INST] a two </s>"
+    assert tok.decode(input_ids).replace(" ", "") == expected.replace(" ", "")
+    trained = tok.decode([t for t, label in zip(input_ids, labels) if label != IGNORE_INDEX])
+    assert trained.replace(" ", "") == "aone</s>atwo</s>"
