@@ -189,7 +189,7 @@ def test_step_loss_is_the_mean_over_answer_tokens_of_the_effective_batch(tiny_ll
     assert len(reference) == len(accumulated) == len(two_ranks) > 0
     flat = lambda tensors: torch.cat([t.flatten() for t in tensors])  # noqa: E731
     ref = flat(reference)
-    for other in (flat(accumulated), flat(two_ranks)):  # measured: about 3e-7 of the norm
+    for other in (flat(accumulated), flat(two_ranks)):  # measured: 1.8e-7 and 2.7e-7 of the norm
         assert (other - ref).norm() <= 1e-5 * ref.norm()
 
 

@@ -26,16 +26,16 @@ SHARD_MTIME = 0.0  # fixed member times: the same input gives the same bytes
 
 
 def split_files(anno):
-    """{split: [annotation files]} for a file (train) or a `prepare` folder."""
-    anno = Path(anno)
-    if anno.is_dir():
-        splits = {s: [anno / f"{s}.json"] for s in ("train", "val", "test") if (anno / f"{s}.json").is_file()}
-        if not splits:
-            raise UserError(f"--anno: {anno} holds no train/val/test.json; run `video-llama prepare` or name a file")
-        return splits
-    if not anno.is_file():
-        raise UserError(f"--anno: {anno} not found")
-    return {"train": [anno]}
+    """{split: [annotation files]} for a file (train) or a `prepare` folder, read as the
+    ``webvid_instruct`` builder reads ``build_info.anno_dir``."""
+    from omegaconf import OmegaConf
+
+    from video_llama.datasets.builders.video_builders import VideoInstructBuilder
+
+    splits = VideoInstructBuilder.split_files(OmegaConf.create({"anno_dir": str(anno)}))
+    if not splits:
+        raise UserError(f"--anno: {anno} holds no train/val/test.json; run `video-llama prepare` or name a file")
+    return splits
 
 
 def _sample(key, record, videos_dir):
@@ -46,12 +46,15 @@ def _sample(key, record, videos_dir):
     ext = path.suffix.lower().lstrip(".")
     if f".{ext}" not in VIDEO_EXTENSIONS:
         return None, f"not a video file type ({', '.join(sorted(VIDEO_EXTENSIONS))})"
+    if not path.is_file():
+        return None, f"video file not found: {path}"
+    data = path.read_bytes()  # read once: probed from memory, then stored
     try:
-        num_frames, fps = probe_video(path)
+        num_frames, fps = probe_video(data)
     except VideoDecodeError as err:
-        return None, str(err)
+        return None, f"{path}: {err}"
     meta = {**record, "source": str(path), "num_frames": num_frames, "fps": fps}
-    return {"__key__": key, ext: path.read_bytes(), "json": json.dumps(meta).encode()}, None
+    return {"__key__": key, ext: data, "json": json.dumps(meta).encode()}, None
 
 
 def _write_shard(final, samples):

@@ -338,11 +338,15 @@ def _type_problem(default, value):
 
 
 # run keys whose default is null (so the defaults file cannot give their type): key → (check, what)
+def _is_number(value, kind=(int, float)):
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
 NULLABLE_RUN_KEYS = {
-    "iters_per_epoch": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"),
-    "max_grad_norm": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a positive number"),
-    "cpu_threads": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"),
-    "keep_checkpoints": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a positive integer"),
+    "iters_per_epoch": (lambda v: _is_number(v, int) and v >= 1, "a positive integer"),
+    "max_grad_norm": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "cpu_threads": (lambda v: _is_number(v, int) and v >= 1, "a positive integer"),
+    "keep_checkpoints": (lambda v: _is_number(v, int) and v >= 1, "a positive integer"),
     "resume_ckpt_path": (lambda v: isinstance(v, str), "a path"),
     "labels": (lambda v: isinstance(v, ListConfig) and len(v) > 0 and all(isinstance(x, str) for x in v),
                "a list of label strings, e.g. [Run, Walk]"),
@@ -355,10 +359,9 @@ def _check_registered_names(config, problems):
         if run.get(key) is not None and not ok(run[key]):
             problems.append(f"run.{key}: must be {what} or null, got {run[key]!r}")
     for key in ("num_workers", "save_freq_iters", "warmup_steps"):
-        if not isinstance(run[key], int) or isinstance(run[key], bool) or run[key] < 0:
+        if not _is_number(run[key], int) or run[key] < 0:
             problems.append(f"run.{key}: must be an integer >= 0, got {run[key]!r}")
-    if not isinstance(run.lr_scales, DictConfig) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in run.lr_scales.values()):
+    if not isinstance(run.lr_scales, DictConfig) or not all(_is_number(v) and v >= 0 for v in run.lr_scales.values()):
         problems.append(f"run.lr_scales: must map module names to multipliers, e.g. {{llama_model: 0.1}}, "
                         f"got {run.lr_scales!r}")
     else:

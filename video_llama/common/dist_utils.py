@@ -127,14 +127,15 @@ def all_gather_object(obj):
 
 
 def all_reduce_sum(value):
-    """Sum of a number over all ranks."""
-    if not is_dist():
-        return float(value)
-    tensor = torch.tensor([float(value)], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        tensor = tensor.cuda()
-    dist.all_reduce(tensor)
-    return tensor.item()
+    """Sum over all ranks of a number, or of each number of a list (one collective either way)."""
+    values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
+    if is_dist():
+        tensor = torch.tensor(values, dtype=torch.float64)
+        if dist.get_backend() == "nccl":
+            tensor = tensor.cuda()
+        dist.all_reduce(tensor)
+        values = tensor.tolist()
+    return values if isinstance(value, (list, tuple)) else values[0]
 
 
 def all_reduce_mean(value):

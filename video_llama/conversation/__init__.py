@@ -10,7 +10,6 @@ from video_llama.conversation.templates import (
     conversation_ids,
     end_ids,
     get_template,
-    prompt_ids,
     timestamp_sentence,
     truncate,
     video_placeholder,
@@ -19,5 +18,5 @@ from video_llama.conversation.tokenizer import load_prompts, load_tokenizer
 
 __all__ = [
     "IGNORE_INDEX", "IMAGE_PATCH_TOKEN", "Template", "caption_ids", "collate_video_samples", "conversation_ids", "end_ids",
-    "get_template", "load_prompts", "load_tokenizer", "pad_batch", "prompt_ids", "timestamp_sentence", "truncate", "video_placeholder",
+    "get_template", "load_prompts", "load_tokenizer", "pad_batch", "timestamp_sentence", "truncate", "video_placeholder",
 ]

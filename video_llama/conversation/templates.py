@@ -3,7 +3,7 @@
 
 Token ids are built piece by piece (BOS added explicitly, prompts and answers tokenised apart), so
 the label mask is exact: -100 on every prompt token, the answer tokens and the end symbol kept.
-The same pieces are used at inference (:func:`prompt_ids`), so a model is asked exactly the way it
+The same function builds prompts at inference (an answer of None; ``VideoLLAMA.conversation``), so a model is asked exactly the way it
 was trained.
 
 llama_v2 (LLaMA-2-chat)::
@@ -94,12 +94,6 @@ def _ids(tokenizer, text):
 
 def end_ids(tokenizer, template):
     return [tokenizer.eos_token_id] if template.end_is_eos else _ids(tokenizer, template.end_sym)
-
-
-def prompt_ids(tokenizer, template, question, history=(), bos=True):
-    """Ids of a prompt ending where the model's answer starts (history: earlier (q, a) turns)."""
-    ids, _ = conversation_ids(tokenizer, template, list(history) + [(question, None)], bos=bos)
-    return ids
 
 
 def conversation_ids(tokenizer, template, turns, bos=True, first_prompt=None):

@@ -92,7 +92,9 @@ class RunnerBase:
             while step < iters:
                 window_size, _ = self._window(step, iters)  # resumes start at a window's first step
                 window = [next(batches) for _ in range(window_size)]
-                num_items = self._answer_tokens(window)
+                num_items, stop = self._window_totals(window)
+                if stop:
+                    self._stop(epoch, step, optimizer, scaler)
                 for i, batch in enumerate(window):
                     lr = scheduler.step(epoch, step)
                     if not history:
@@ -105,8 +107,6 @@ class RunnerBase:
                     progress.update(1)
                     progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                     step += 1
-                if self._stop_requested():
-                    self._stop(epoch, step, optimizer, scaler)
                 if run.save_freq_iters and step % run.save_freq_iters == 0 and step < iters:
                     self._save(epoch, step, optimizer, scaler)
             progress.close()
@@ -154,11 +154,6 @@ class RunnerBase:
             optimizer.zero_grad(set_to_none=True)
         return logged
 
-    def _stop_requested(self):
-        """Whether any rank got SIGINT/SIGTERM (all ranks then stop at the same step)."""
-        local = 1 if self.stop_signal.received else 0
-        return (dist_utils.all_reduce_sum(local) if self.world_size > 1 else local) > 0
-
     def _stop(self, epoch, step, optimizer, scaler):
         """Checkpoint where the run stands, then end it with the command that resumes it."""
         self._save(epoch, step, optimizer, scaler)
@@ -168,11 +163,13 @@ class RunnerBase:
                           f"--options run.resume_ckpt_path={self.run_dir}",
                           exit_code=143 if name == "SIGTERM" else 130)
 
-    def _answer_tokens(self, window):
-        """Answer tokens in the window's batches, summed over ranks; None when a batch has no labels."""
-        if not all("labels" in batch for batch in window):
-            return None
-        return max(1, int(dist_utils.all_reduce_sum(sum(answer_tokens(batch) for batch in window))))
+    def _window_totals(self, window):
+        """(answer tokens of the window's batches summed over ranks, None when a batch has no labels;
+        whether any rank got SIGINT/SIGTERM, so that all stop at the same step), in one collective."""
+        has_labels = all("labels" in batch for batch in window)
+        tokens = sum(answer_tokens(batch) for batch in window) if has_labels else 0
+        tokens, stops = dist_utils.all_reduce_sum([tokens, 1 if self.stop_signal.received else 0])
+        return (max(1, int(tokens)) if has_labels else None), stops > 0
 
     def _window(self, step, iters_per_epoch):
         """(batches in the accumulation window holding ``step``, whether ``step`` ends it)."""
