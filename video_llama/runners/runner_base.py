@@ -447,7 +447,7 @@ class stop_signals:
         if self.received and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.received = signal.Signals(signum).name
-        logger.warning("%s received: writing a checkpoint at the end of this step, then stopping "
+        logger.warning("%s received: writing a checkpoint after this optimizer step, then stopping "
                        "(Ctrl-C again to stop at once)", self.received)
 
     def __enter__(self):
