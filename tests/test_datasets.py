@@ -173,11 +173,10 @@ def test_timestamp_sentence_between_video_and_question_as_the_original(tiny_llm_
     dataset = build(tiny_llm_dir, anno, clips_dir, "datasets.webvid_instruct.vis_processor.train.n_frms=8")["train"]
     sample = dataset[0]
     sentence = "The video contains 8 frames sampled at 0.0, 0.4, 0.8, 1.1, 1.5, 1.9, 2.2, 2.6 seconds. "
-    expected = ("[INST] <<SYS>>\n \n<</SYS>>\n\n<Video>" + "<ImageHere>" * 32 + "</Video> " + sentence
+    expected = ("<s> [INST] <<SYS>>\n \n<</SYS>>\n\n<Video>" + "<ImageHere>" * 32 + "</Video> " + sentence
                 + "What is the action? [/INST] greet_mode </s>")
     tokenizer = dataset.tokenizer
-    assert tokenizer.decode(sample["input_ids"][1:]).replace(" ", "") == expected.replace(" ", "")
-    assert sample["input_ids"][0] == tokenizer.bos_token_id
+    assert tokenizer.decode(sample["input_ids"]) == expected  # the space after <s>: sentencepiece's prefix
     assert tokenizer.decode(sample["labels"][sample["labels"] != -100]) == "greet_mode </s>"
     assert sample["question"] == sentence + "What is the action?"  # evaluation asks it the same way
     off = build(tiny_llm_dir, anno, clips_dir, "datasets.webvid_instruct.timestamps=False")["train"][0]
