@@ -64,3 +64,107 @@ def test_an_interrupted_export_resumes_to_the_same_bytes(clips_dir, tmp_path):
     for name in ("train-000000.tar", "train-000001.tar", "train-000002.tar", "val-000000.tar", "index.json"):
         assert digest(cut / name) == digest(whole / name), name
     assert not list(cut.glob(".*.tmp-*"))
+
+
+def round_trip_data(clips_dir, tmp_path, samples_per_shard=2):
+    """Five readable clips (one of them short), exported to shards of ``samples_per_shard``."""
+    from video_llama.cli.export_shards import export_shards
+
+    entries = json.loads((clips_dir / "train.json").read_text())
+    entries.append(dict(entries[0], video="short.avi"))
+    anno = tmp_path / "anno"
+    anno.mkdir()
+    (anno / "train.json").write_text(json.dumps(entries))
+    (anno / "val.json").write_text(json.dumps(entries[:3]))
+    export_shards(anno, clips_dir, tmp_path / "shards", samples_per_shard=samples_per_shard, progress=False)
+    return anno, tmp_path / "shards"
+
+
+def build_both(tiny_llm_dir, anno, clips_dir, shards, *options):
+    from conftest import tiny_config
+
+    from video_llama.common.registry import registry
+
+    def build(*where):
+        cfg = tiny_config(tiny_llm_dir, anno, clips_dir, *where, *options)
+        return registry.get_builder_class("webvid_instruct")(cfg.datasets_cfg.webvid_instruct).build_datasets()
+
+    return build(), build("datasets.webvid_instruct.build_info.anno_dir=null",
+                          "datasets.webvid_instruct.build_info.videos_dir=null",
+                          f"datasets.webvid_instruct.build_info.shards={shards}")
+
+
+def same_sample(a, b):
+    import torch
+
+    assert a["video"] == b["video"]
+    assert torch.equal(a["image"], b["image"]), a["video"]
+    assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+    assert a["question"] == b["question"]
+
+
+def test_samples_read_from_shards_equal_those_read_from_files(tiny_llm_dir, clips_dir, tmp_path):
+    from video_llama.common.utils import seeded
+    from video_llama.datasets.datasets.shard_dataset import StreamId
+
+    anno, shards = round_trip_data(clips_dir, tmp_path)
+    files, sharded = build_both(tiny_llm_dir, anno, clips_dir, shards)
+    assert set(sharded) == {"train", "val"} and [len(sharded[s]) for s in ("train", "val")] == [5, 3]
+    for i in range(3):  # in order, with the eval processor: the same frames, tokens, timestamp sentence
+        same_sample(files["val"][i], sharded["val"][i])
+    # training: a stream sample is the file sample of the same clip, augmented under the same seed
+    by_video = {record["video"]: i for i, record in enumerate(files["train"].records)}
+    stream, seen = StreamId(consumer=0, consumers=1, seed=3), []
+    for position in range(10):  # two passes over the 3 shards
+        with seeded(100 + position):
+            from_shards = sharded["train"].stream_item(stream, position)
+        with seeded(100 + position):
+            from_files = files["train"][by_video[from_shards["video"]]]
+        same_sample(from_files, from_shards)
+        seen.append(from_shards["video"])
+    assert sorted(seen[:5]) == sorted(by_video) and sorted(seen[5:]) == sorted(by_video)  # each pass once each
+    assert seen[:5] != seen[5:]  # reshuffled
+
+
+def test_a_stream_continues_where_a_fresh_reader_would_start(tiny_llm_dir, clips_dir, tmp_path):
+    """Reading positions in order and jumping straight to one give the same samples, however many
+    consumers share the shards (more consumers than shards: resampled)."""
+    from video_llama.datasets.datasets.shard_dataset import StreamId
+
+    anno, shards = round_trip_data(clips_dir, tmp_path)
+    _, sharded = build_both(tiny_llm_dir, anno, clips_dir, shards, "datasets.webvid_instruct.build_info.shuffle_buffer=2")
+    for consumers in (1, 2, 8):
+        stream = StreamId(consumer=consumers - 1, consumers=consumers, seed=0)
+        in_order = [sharded["train"].stream_item(stream, p)["video"] for p in range(7)]
+        fresh = sharded["train"].__class__(sharded["train"].urls, sharded["train"].counts, sharded["train"].reader,
+                                           shuffle_buffer=2)
+        assert [fresh.stream_item(stream, p)["video"] for p in (4, 5, 6)] == in_order[4:], consumers
+
+
+def test_two_ranks_train_from_shards_with_more_readers_than_shards(tiny_llm_dir, clips_dir, tmp_path):
+    """2 ranks × 2 workers read 3 shards (resampled); both ranks take every step and finish, and
+    validation reads the val shards."""
+    import os
+
+    from conftest import TINY_CONFIG
+
+    _, shards = round_trip_data(clips_dir, tmp_path)
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "train.py", "--cfg-path", str(TINY_CONFIG), "--options",
+           f"model.llama_model={tiny_llm_dir}", f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
+           "datasets.webvid_instruct.build_info.anno_dir=null", f"datasets.webvid_instruct.build_info.shards={shards}",
+           "datasets.webvid_instruct.vis_processor.train.n_frms=4", f"run.output_dir={tmp_path / 'out'}",
+           "run.iters_per_epoch=3", "run.max_epoch=2", "run.num_workers=2", "run.batch_size_train=2",
+           "run.valid_splits=[val]", "run.distributed=True"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "out").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 6
+    first, second = summary["rank_weight_fingerprints"]
+    assert first == second
+    videos = summary["rank_first_batch_videos"]
+    assert videos[0] != videos[1]
+    evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
+    assert len(evals) == 2 and all(e["val_loss"] > 0 for e in evals)

@@ -26,13 +26,13 @@ SHARD_MTIME = 0.0  # fixed member times: the same input gives the same bytes
 
 
 def split_files(anno):
-    """{split: [annotation files]} for a file (train) or a `prepare` folder, read as the
-    ``webvid_instruct`` builder reads ``build_info.anno_dir``."""
+    """{split: [annotation files]} for a file (train), a `prepare` folder or {split: file(s)}, read as
+    the ``webvid_instruct`` builder reads ``build_info.anno_dir``."""
     from omegaconf import OmegaConf
 
     from video_llama.datasets.builders.video_builders import VideoInstructBuilder
 
-    splits = VideoInstructBuilder.split_files(OmegaConf.create({"anno_dir": str(anno)}))
+    splits = VideoInstructBuilder.split_files(OmegaConf.create({"anno_dir": anno if isinstance(anno, dict) else str(anno)}))
     if not splits:
         raise UserError(f"--anno: {anno} holds no train/val/test.json; run `video-llama prepare` or name a file")
     return splits

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from video_llama.common.errors import UserError
 from video_llama.common.registry import RegistryError, closest, registry
+from video_llama.common.utils import is_local_spec
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_CONFIG = PACKAGE_DIR / "configs" / "default.yaml"
@@ -604,6 +605,11 @@ def _resolve_paths(config, base_dir):
                     anno[split] = resolve_path(files, base_dir)
                 else:
                     anno[split] = [resolve_path(a, base_dir) for a in files]
+        for key in ("shards", "shard_index"):  # local shard paths; URLs and pipe: specs stay as written
+            specs = info.get(key) if isinstance(info.get(key), DictConfig) else info
+            for name in (list(specs) if specs is not info else [key]):
+                if isinstance(specs.get(name), str) and is_local_spec(specs[name]):
+                    specs[name] = resolve_path(specs[name], base_dir)
         if ds.get("tokenizer_name"):
             ds.tokenizer_name = resolve_path(ds.tokenizer_name, base_dir)
 

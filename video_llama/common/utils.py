@@ -38,3 +38,9 @@ def seeded(seed):
     with preserved_rng():
         seed_everything(seed)
         yield
+
+
+def is_local_spec(spec):
+    """Whether a data location (a shard pattern, say) names local files rather than a URL or a
+    ``pipe:`` command, which are passed on as written."""
+    return "://" not in spec and not spec.startswith("pipe:")

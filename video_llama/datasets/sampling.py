@@ -14,12 +14,19 @@ exactly the batches, and the augmentation seeds, that the uninterrupted run saw:
 
 Each pass's permutation is computed once and kept while the stream is in it: a batch costs
 O(batch size), whatever the dataset's size (``benchmarks/sampler.py``).
+
+A dataset read from shards (``streams``) cannot be indexed at random; its batches are read from
+the endless stream of one *consumer*, a function of the rank and the global step modulo
+``num_workers`` (the DataLoader hands batches to its workers in turn, so each worker keeps
+reading one stream), at the place that consumer's earlier batches from it reached (see
+``datasets/datasets/shard_dataset.py``). Still a function of (seed, epoch, step, rank) alone.
 """
 
 import numpy as np
 from torch.utils.data import Dataset
 
 from video_llama.common.utils import seeded
+from video_llama.datasets.datasets.shard_dataset import StreamId
 
 
 class MixedDataset(Dataset):
@@ -39,11 +46,14 @@ class MixedDataset(Dataset):
     def __getitem__(self, key):
         dataset_id, index, seed = key
         with seeded(seed):
+            if isinstance(index, tuple):  # (StreamId, position) of a dataset read from shards
+                return self.datasets[dataset_id].stream_item(*index)
             return self.datasets[dataset_id][index]
 
 
 class MixingBatchSampler:
-    def __init__(self, sizes, ratios, batch_size, seed=0, rank=0, world_size=1, iters_per_epoch=None):
+    def __init__(self, sizes, ratios, batch_size, seed=0, rank=0, world_size=1, iters_per_epoch=None,
+                 streams=(), num_workers=0):
         if any(size < 1 for size in sizes):
             raise ValueError(f"every training dataset needs at least one sample; sizes: {sizes}")
         self.sizes, self.batch_size, self.seed = list(sizes), batch_size, seed
@@ -56,6 +66,8 @@ class MixingBatchSampler:
         self.iters_per_epoch = iters_per_epoch or one_pass
         self.epoch, self.start_step = 0, 0
         self._perms = {}  # dataset_id → (pass_id, permutation of that pass)
+        self.streams = set(i for i, is_stream in enumerate(streams) if is_stream)
+        self.workers = max(1, num_workers)  # consumers per rank of a stream dataset
 
     def set_epoch(self, epoch, start_step=0):
         self.epoch, self.start_step = epoch, start_step
@@ -85,15 +97,30 @@ class MixingBatchSampler:
         seed = int(np.random.SeedSequence([self.seed, dataset_id, pass_id, slot]).generate_state(1)[0])
         return index, seed
 
+    def _workers(self, epoch, choices):
+        """Per step of ``epoch``: the worker whose consumer reads it (0 for datasets that are no stream)."""
+        steps = np.arange(epoch * self.iters_per_epoch, (epoch + 1) * self.iters_per_epoch)
+        return np.where(np.isin(choices, list(self.streams)), steps % self.workers, 0)
+
+    def _consumer_item(self, dataset_id, worker, position):
+        stream = StreamId(self.rank * self.workers + worker, self.world_size * self.workers, self.seed)
+        seed = int(np.random.SeedSequence([self.seed, dataset_id, stream.consumer, position, 1]).generate_state(1)[0])
+        return (stream, position), seed
+
     def __iter__(self):
-        # batches drawn from each dataset in the epochs before this one
-        drawn = np.zeros(len(self.sizes), dtype=np.int64)
+        # batches drawn from each dataset (by each worker's consumer, for streams) before this epoch
+        drawn = np.zeros((len(self.sizes), self.workers), dtype=np.int64)
         for epoch in range(self.epoch):
-            drawn += np.bincount(self._choices(epoch), minlength=len(self.sizes))
+            choices = self._choices(epoch)
+            np.add.at(drawn, (choices, self._workers(epoch, choices)), 1)
         choices = self._choices(self.epoch)
+        workers = self._workers(self.epoch, choices)
         for step in range(self.iters_per_epoch):
-            dataset_id = int(choices[step])
+            dataset_id, worker = int(choices[step]), int(workers[step])
             if step >= self.start_step:
-                first = int(drawn[dataset_id]) * self.batch_size
-                yield [(dataset_id, *self._stream(dataset_id, first + j)) for j in range(self.batch_size)]
-            drawn[dataset_id] += 1
+                first = int(drawn[dataset_id, worker]) * self.batch_size
+                if dataset_id in self.streams:
+                    yield [(dataset_id, *self._consumer_item(dataset_id, worker, first + j)) for j in range(self.batch_size)]
+                else:
+                    yield [(dataset_id, *self._stream(dataset_id, first + j)) for j in range(self.batch_size)]
+            drawn[dataset_id, worker] += 1

@@ -254,7 +254,8 @@ class RunnerBase:
         datasets, ratios = self._train_datasets()
         run = self.run_cfg
         sampler = MixingBatchSampler([len(d) for d in datasets], ratios, run.batch_size_train, seed=run.seed,
-                                     rank=self.rank, world_size=self.world_size, iters_per_epoch=run.iters_per_epoch)
+                                     rank=self.rank, world_size=self.world_size, iters_per_epoch=run.iters_per_epoch,
+                                     streams=[hasattr(d, "stream_item") for d in datasets], num_workers=run.num_workers)
         loader = DataLoader(
             MixedDataset(datasets), batch_sampler=sampler, num_workers=run.num_workers, collate_fn=self._collate(),
             worker_init_fn=functools.partial(seed_worker, base_seed=run.seed, rank=self.rank),

@@ -9,7 +9,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from video_llama.common.registry import registry
-from video_llama.datasets.datasets.base_video_dataset import AnnotationError
+from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset
+from video_llama.datasets.datasets.shard_dataset import ShardDataset, shard_counts, shard_splits
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 
@@ -52,6 +53,8 @@ class BaseDatasetBuilder:
         """``build_info.anno_dir`` as {split: [files]}: a file or a list is the train split; a folder
         (``video-llama prepare``'s output) gives each of ``ANNOTATION_FILES`` that it holds. None
         when the builder reads no ``anno_dir``. Used at start-up to check the run's split names."""
+        if build_info is not None and build_info.get("shards"):
+            return shard_splits(build_info.shards)
         if build_info is None or "anno_dir" not in build_info:
             return None
         anno = build_info.anno_dir
@@ -76,6 +79,9 @@ class BaseDatasetBuilder:
         return splits
 
     def videos_dir(self):
+        """``build_info.videos_dir`` (not used when the videos come from ``shards``)."""
+        if self.config.build_info.get("shards"):
+            return None
         videos_dir = self.config.build_info.get("videos_dir")
         if videos_dir and not Path(videos_dir).is_dir():
             raise FileNotFoundError(f"build_info.videos_dir: {videos_dir} is not a folder; set it to where the videos are")
@@ -90,8 +96,10 @@ class BaseDatasetBuilder:
         return registry.get_processor_class(proc_cfg.name).from_config(proc_cfg)
 
     def build_datasets(self):
-        """{split: dataset} for every split of the annotations. Training replaces an unreadable
-        clip by the next one; the other splits leave it out and report it."""
+        """{split: dataset} for every split of the annotations (or shards). Training replaces an
+        unreadable clip by the next one; the other splits leave it out and report it."""
+        if self.config.build_info.get("shards"):
+            return self.build_shard_datasets()
         datasets = {}
         for split, files in self.annotation_splits().items():
             dataset = self.build_split(split, files)
@@ -102,6 +110,25 @@ class BaseDatasetBuilder:
             datasets[split] = dataset
         return datasets
 
+    def build_shard_datasets(self):
+        """{split: ShardDataset}: the samples of ``build_info.shards``, each turned into a sample by
+        this builder's own dataset for that split (built without annotation files)."""
+        info = self.config.build_info
+        if info.get("anno_dir"):
+            raise AnnotationError("build_info sets both shards and anno_dir; keep one (shards hold the annotations)")
+        datasets = {}
+        for split, urls in shard_splits(info.shards).items():
+            reader = self.build_split(split, [])
+            if not isinstance(reader, BaseVideoDataset):
+                raise AnnotationError(f"build_info.shards: {type(self).__name__}'s datasets are not video datasets "
+                                      f"of the shared base ({type(reader).__name__}); it cannot read shards")
+            reader.substitute_unreadable = split == "train"
+            datasets[split] = ShardDataset(urls, shard_counts(urls, info.get("shard_index")), reader,
+                                           shuffle_buffer=info.get("shuffle_buffer", 16), name=f"{reader.name} (shards)")
+            datasets[split].substitute_unreadable = reader.substitute_unreadable
+        return datasets
+
     def build_split(self, split, anno_files):
+        """The dataset of ``split`` from its annotation files (none: only the processing, for shards)."""
         raise NotImplementedError
 

@@ -99,25 +99,29 @@ class BaseVideoDataset(Dataset):
     def __getitem__(self, index):
         for attempt in range(len(self.records)):
             record = self.records[(index + attempt) % len(self.records)]
-            path = self.video_path(record)
-            self.budget.tried += 1
-            try:
-                frames = self.vis_processor(path)
-                info = self.vis_processor.clip_info(path) if hasattr(self.vis_processor, "clip_info") else None
-            except VideoDecodeError as err:
-                self._record_failure(record, err)
-                if not self.substitute_unreadable:
-                    return {"unreadable": record["video"], "error": str(err)}
-                continue
-            if info is not None and info.is_short and record["video"] not in self.short:
-                self.short.add(record["video"])
-                logger.info("%s: %s has %d frames, fewer than %d; frames repeat", self.name,
-                            record["video"], info.num_frames, len(info.indices))
-            return self.make_sample(record, frames, info)
+            sample = self.decode(record, self.video_path(record))
+            if "unreadable" not in sample or not self.substitute_unreadable:
+                return sample
         raise TooManyBadVideos(f"{self.name}: no clip could be decoded; first failures: {list(self.failed.items())[:5]}")
 
-    def _record_failure(self, record, err):
-        self.failed[str(self.video_path(record))] = str(err)
+    def decode(self, record, source, where=None):
+        """The sample of ``record`` with its clip decoded from ``source`` (a path, or the video's
+        bytes with ``where`` naming them), or ``{"unreadable": ..., "error": ...}``, counted."""
+        self.budget.tried += 1
+        try:
+            frames = self.vis_processor(source)
+            info = self.vis_processor.clip_info(source) if hasattr(self.vis_processor, "clip_info") else None
+        except VideoDecodeError as err:
+            self._record_failure(record, err, where or str(source))
+            return {"unreadable": record["video"], "error": str(err)}
+        if info is not None and info.is_short and record["video"] not in self.short:
+            self.short.add(record["video"])
+            logger.info("%s: %s has %d frames, fewer than %d; frames repeat", self.name,
+                        record["video"], info.num_frames, len(info.indices))
+        return self.make_sample(record, frames, info)
+
+    def _record_failure(self, record, err, where):
+        self.failed[where] = str(err)
         logger.warning("%s: skipping %s (%s)", self.name, record["video"], err)
         if self.budget.exceeded():
             listing = "\n  ".join(f"{p}: {e}" for p, e in self.failed.items())
@@ -126,6 +130,11 @@ class BaseVideoDataset(Dataset):
                 f"clearly more than max_failed_ratio={self.max_failed_ratio}. Fix or remove them "
                 f"(`video-llama prepare` probes and leaves out such files):\n  {listing}"
             )
+
+    def prepare_record(self, record):
+        """``record`` ready for :meth:`make_sample` (an instruction record gets its tokens), or None
+        when it cannot be used. Shards call it per sample; a dataset of files, once per record."""
+        return record
 
     def make_sample(self, record, frames, info):
         """The sample dict of ``record`` with its processed ``frames`` (``info``: a ClipInfo or None)."""

@@ -51,14 +51,21 @@ class VideoInstructDataset(BaseVideoDataset):
         self.placeholder_id = tokenizer.convert_tokens_to_ids(IMAGE_PATCH_TOKEN)
         kept, dropped = [], []
         for record in records:
-            tokens = self.tokenize(record["QA"], max_seq_len)
-            (kept if tokens else dropped).append({**record, **(tokens or {})})
+            prepared = self.prepare_record(record)
+            if prepared:
+                kept.append(prepared)
+            else:
+                dropped.append(record)
         if dropped:
             logger.warning("%s: left out %d record(s) whose text does not fit max_seq_len=%d with the "
                            "placeholder and an answer, e.g. %s", name, len(dropped), max_seq_len,
                            [r["video"] for r in dropped[:5]])
         self.dropped = dropped
         super().__init__(kept, videos_dir, vis_processor, max_failed_ratio, name)
+
+    def prepare_record(self, record):
+        tokens = self.tokenize(record["QA"], self.max_seq_len)
+        return {**record, **tokens} if tokens else None
 
     def tokenize(self, qa, max_seq_len, note=""):
         """ids and labels of a record; ``note`` (the timestamp sentence) goes between the video and
