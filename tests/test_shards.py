@@ -168,3 +168,59 @@ def test_two_ranks_train_from_shards_with_more_readers_than_shards(tiny_llm_dir,
     assert videos[0] != videos[1]
     evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
     assert len(evals) == 2 and all(e["val_loss"] > 0 for e in evals)
+
+
+def export_cli(anno, videos, out, *extra):
+    return [sys.executable, "-m", "video_llama.cli.main", "export-shards", "--anno", str(anno), "--videos-dir", str(videos),
+            "--out", str(out), *extra]
+
+
+def test_reencoded_shards_decode_small_and_do_not_depend_on_the_workers(clips_dir, tmp_path):
+    import webdataset as wds
+
+    from video_llama.processors.video_decoding import load_video, probe_video
+
+    anno = prepare_folder(clips_dir, tmp_path)
+    for workers in ("1", "2"):
+        result = subprocess.run(export_cli(anno, clips_dir, tmp_path / workers, "--samples-per-shard", "2",
+                                           "--reencode", "32@4", "--workers", workers),
+                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("train-000000.tar", "train-000001.tar", "train-000002.tar", "val-000000.tar", "index.json"):
+        assert digest(tmp_path / "1" / name) == digest(tmp_path / "2" / name), name
+    index = json.loads((tmp_path / "2" / "index.json").read_text())
+    assert index["made_with"]["content"] == "re-encoded 32@4" and index["splits"]["train"]["samples"] == [2, 1, 1]
+    sample = next(iter(wds.WebDataset(str(tmp_path / "2" / "train-000000.tar"), shardshuffle=False, nodesplitter=None)))
+    meta = json.loads(sample["json"])
+    assert (meta["num_frames"], meta["fps"]) == (12, 4) == probe_video(sample["mp4"])  # 24 frames at 8 fps → 12 at 4
+    clip = load_video(sample["mp4"], 8, 32, 32)
+    original = load_video(clips_dir / meta["video"], 8, 32, 32)
+    assert clip.frames.shape == original.frames.shape == (3, 8, 32, 32)
+    # brightness encodes the frame index in these clips: the re-encoded frames are the same moments
+    assert (clip.frames[0].float().mean((1, 2)) - original.frames[0].float().mean((1, 2))).abs().max() < 24
+
+
+def test_a_killed_export_rerun_gives_the_same_shards(clips_dir, tmp_path):
+    import signal
+    import time
+
+    anno = prepare_folder(clips_dir, tmp_path)
+    entries = json.loads((anno / "train.json").read_text())
+    (anno / "train.json").write_text(json.dumps(entries * 10))  # 60 shards: time to kill it half-way
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    subprocess.run(export_cli(anno, clips_dir, whole, "--samples-per-shard", "1"), cwd=REPO_ROOT, check=True,
+                   capture_output=True, timeout=300)
+    process = subprocess.Popen(export_cli(anno, clips_dir, cut, "--samples-per-shard", "1"), cwd=REPO_ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (cut / "train-000001.tar").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (cut / "train-000001.tar").exists() and not (cut / "index.json").exists()  # killed half-way
+    subprocess.run(export_cli(anno, clips_dir, cut, "--samples-per-shard", "1"), cwd=REPO_ROOT, check=True,
+                   capture_output=True, timeout=300)
+    names = sorted(p.name for p in whole.iterdir())
+    assert sorted(p.name for p in cut.iterdir()) == names
+    for name in names:
+        assert digest(cut / name) == digest(whole / name), name

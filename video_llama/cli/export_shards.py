@@ -2,21 +2,24 @@
 WebDataset tar shards, for clusters where reading millions of small files starves the GPUs.
 
 Each split (a `prepare` folder gives train/val/test) becomes ``OUT/<split>-000000.tar``, ... Each
-sample is ``<key>.<ext>`` (the video's original bytes) and ``<key>.json`` (the record: ``video``,
-``QA``, and the source path, frame count and fps). Shard ``i`` holds records ``i × N`` to
-``(i + 1) × N - 1`` of its split, minus the unreadable ones (reported by name and left out), so the
-layout does not depend on what failed. A shard is written under a temporary name and renamed when
-complete, with fixed tar metadata: a re-run skips finished shards and rewrites unfinished ones
-byte for byte. Keys are numbers, so no member name can leave the output folder.
-``OUT/index.json`` lists the shards, their sample counts and how they were made.
+sample is ``<key>.<ext>`` (the video's original bytes, or with ``--reencode 224@8`` the clip
+re-encoded to 224 × 224 at 8 fps, short GOP, no B-frames, checked with the decoder) and
+``<key>.json`` (the record: ``video``, ``QA``, and the source path, frame count and fps). A shard
+holds a fixed range of its split's records (``--samples-per-shard``, or grouped by the source
+files' sizes with ``--shard-size``), minus the unreadable ones (reported by name and left out), so
+the layout does not depend on what failed or on how many ``--workers`` wrote it. A shard is written
+under a temporary name and renamed when complete, with fixed tar metadata: a re-run skips finished
+shards and rewrites unfinished ones byte for byte. Keys are numbers, so no member name can leave
+the output folder. ``OUT/index.json`` lists the shards, their sample counts and how they were made.
 
-Not yet here (issue 16): re-encoding, pre-sampled frames, parallel workers, and reading shards in
-the builders.
+Not yet here (issue 16): pre-sampled frames instead of a video (``--frames``).
 """
 
 import argparse
+import contextlib
 import json
 import os
+from fractions import Fraction
 from pathlib import Path
 
 from video_llama.cli.action_folders import VIDEO_EXTENSIONS
@@ -38,7 +41,40 @@ def split_files(anno):
     return splits
 
 
-def _sample(key, record, videos_dir):
+def parse_reencode(spec):
+    """``SIZE[@FPS]`` → (size, fps or None)."""
+    size, _, fps = str(spec).partition("@")
+    try:
+        size, fps = int(size), (float(fps) if fps else None)
+    except ValueError:
+        raise UserError(f"--reencode {spec}: expected SIZE[@FPS], e.g. 224@8") from None
+    if size < 16 or size % 2 or (fps is not None and fps <= 0):
+        raise UserError(f"--reencode {spec}: SIZE must be even and at least 16, FPS positive")
+    return size, fps
+
+
+def reencode(data, size, fps, scratch):
+    """The clip re-encoded small: size × size (as the processors resize), at ``fps`` (None: the
+    source's), H.264 without B-frames and GOP 8 (what decodes fast); checked by decoding it back."""
+    from video_llama.cli.video_writer import write_video
+    from video_llama.processors.video_decoding import VideoDecodeError, load_video, probe_video
+
+    num_frames, source_fps = probe_video(data)
+    fps = Fraction(min(fps or source_fps, source_fps)).limit_denominator(1001)  # 29.97 → 30000/1001
+    keep = max(1, round(num_frames * fps / source_fps))
+    frames = load_video(data, keep, size, size, "uniform").frames.permute(1, 2, 3, 0).numpy()  # T, H, W, C
+    path = write_video(scratch, frames, fps=fps)
+    try:
+        small = path.read_bytes()
+    finally:
+        path.unlink()
+    frame_count, small_fps = probe_video(small)
+    if frame_count != keep:
+        raise VideoDecodeError(f"re-encoded clip decodes to {frame_count} frames, {keep} were written")
+    return small, frame_count, small_fps
+
+
+def _sample(key, record, videos_dir, resize=None, scratch=None):
     """(tar sample, None) or (None, why it is left out)."""
     from video_llama.processors.video_decoding import VideoDecodeError, probe_video
 
@@ -50,11 +86,49 @@ def _sample(key, record, videos_dir):
         return None, f"video file not found: {path}"
     data = path.read_bytes()  # read once: probed from memory, then stored
     try:
-        num_frames, fps = probe_video(data)
+        if resize:
+            data, num_frames, fps = reencode(data, *resize, scratch)
+            ext = "mp4"
+        else:
+            num_frames, fps = probe_video(data)
     except VideoDecodeError as err:
         return None, f"{path}: {err}"
     meta = {**record, "source": str(path), "num_frames": num_frames, "fps": fps}
     return {"__key__": key, ext: data, "json": json.dumps(meta).encode()}, None
+
+
+def shard_ranges(records, videos_dir, samples_per_shard=None, shard_mb=None):
+    """[(start, end)] of the records each shard holds: a fixed count, or consecutive records whose
+    source files add up to about ``shard_mb`` (sizes read before anything is written, so the layout
+    is fixed for re-runs)."""
+    if not shard_mb:
+        return [(start, min(start + samples_per_shard, len(records))) for start in range(0, len(records), samples_per_shard)]
+    ranges, start, size = [], 0, 0
+    for i, record in enumerate(records):
+        path = Path(record["video"]) if Path(record["video"]).is_absolute() else Path(videos_dir) / record["video"]
+        size += path.stat().st_size if path.is_file() else 0
+        if size >= shard_mb * 1e6:
+            ranges.append((start, i + 1))
+            start, size = i + 1, 0
+    return ranges + ([(start, len(records))] if start < len(records) else [])
+
+
+def _export_one(task):
+    """Write one shard (and first its report) unless both exist; returns the report."""
+    final, split, start, records, videos_dir, resize = task
+    report = final.with_name(f".{final.name}.json")  # what the shard holds and left out; written first
+    if not (final.is_file() and report.is_file()):
+        samples, left_out = [], []
+        scratch = final.with_name(f".{final.name}.clip-{os.getpid()}.mp4")
+        for offset, record in enumerate(records):
+            sample, why = _sample(f"{start + offset:09d}", record, videos_dir, resize, scratch)
+            if sample is None:
+                left_out.append({"split": split, "video": record["video"], "why": why})
+            else:
+                samples.append(sample)
+        report.write_text(json.dumps({"samples": len(samples), "left_out": left_out}))
+        _write_shard(final, samples)
+    return json.loads(report.read_text())
 
 
 def _write_shard(final, samples):
@@ -72,40 +146,40 @@ def _write_shard(final, samples):
         tmp.unlink(missing_ok=True)
 
 
-def export_shards(anno, videos_dir, out, samples_per_shard=1000, progress=True):
-    """Write the shards and ``index.json``; returns the index (a dict)."""
+def export_shards(anno, videos_dir, out, samples_per_shard=1000, shard_mb=None, reencode=None, workers=1,
+                  progress=True):
+    """Write the shards and ``index.json``; returns the index (a dict). ``reencode``: SIZE[@FPS]."""
+    from multiprocessing import get_context
+
     from tqdm import tqdm
 
     from video_llama.datasets.datasets.video_instruct_dataset import read_instruct_annotations
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".*.tar.tmp-*"):  # left by a run that was killed
+    for stale in [*out.glob(".*.tar.tmp-*"), *out.glob(".*.tar.clip-*")]:  # left by a run that was killed
         stale.unlink()
-    index = {"splits": {}, "left_out": [], "made_with": {"samples_per_shard": samples_per_shard,
-                                                        "videos_dir": str(videos_dir), "content": "original bytes"}}
+    resize = parse_reencode(reencode) if reencode else None
+    made_with = {"samples_per_shard": None if shard_mb else samples_per_shard, "shard_mb": shard_mb,
+                 "videos_dir": str(videos_dir), "content": f"re-encoded {reencode}" if reencode else "original bytes"}
+    index = {"splits": {}, "left_out": [], "made_with": made_with}
+    tasks = []
     for split, files in split_files(anno).items():
         records = read_instruct_annotations(files)
-        entry = index["splits"].setdefault(split, {"shards": [], "samples": [], "total": 0})
-        starts = range(0, len(records), samples_per_shard)
-        for number, start in enumerate(tqdm(starts, desc=f"{split} shards", disable=not progress)):
-            final = out / f"{split}-{number:06d}.tar"
-            report = out / f".{final.name}.json"  # what the shard holds and left out; written first
-            if not (final.is_file() and report.is_file()):
-                samples, left_out = [], []
-                for offset, record in enumerate(records[start:start + samples_per_shard]):
-                    sample, why = _sample(f"{start + offset:09d}", record, videos_dir)
-                    if sample is None:
-                        left_out.append({"split": split, "video": record["video"], "why": why})
-                    else:
-                        samples.append(sample)
-                report.write_text(json.dumps({"samples": len(samples), "left_out": left_out}))
-                _write_shard(final, samples)
-            done = json.loads(report.read_text())
+        index["splits"][split] = {"shards": [], "samples": [], "total": 0}
+        for number, (start, end) in enumerate(shard_ranges(records, videos_dir, samples_per_shard, shard_mb)):
+            tasks.append((out / f"{split}-{number:06d}.tar", split, start, records[start:end], videos_dir, resize))
+    bar = tqdm(total=len(tasks), desc="shards", disable=not progress)
+    with get_context("spawn").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        reports = pool.imap(_export_one, tasks) if pool else map(_export_one, tasks)
+        for (final, split, *_), done in zip(tasks, reports):  # in order, whichever worker wrote it
+            entry = index["splits"][split]
             entry["shards"].append(final.name)
             entry["samples"].append(done["samples"])
             entry["total"] += done["samples"]
             index["left_out"] += done["left_out"]
+            bar.update()
+    bar.close()
     (out / "index.json").write_text(json.dumps(index, indent=1))
     return index
 
@@ -116,10 +190,16 @@ def main(argv=None):
     parser.add_argument("--videos-dir", required=True, help="folder the annotations' video paths are relative to")
     parser.add_argument("--out", required=True, help="folder for the shards and index.json")
     parser.add_argument("--samples-per-shard", type=int, default=1000)
+    parser.add_argument("--shard-size", type=float, metavar="MB",
+                        help="instead of a count: consecutive clips whose source files add up to about MB "
+                             "(with --reencode the shards come out smaller by the re-encode's ratio)")
+    parser.add_argument("--reencode", metavar="SIZE[@FPS]", help="store clips re-encoded to SIZE x SIZE (at FPS), e.g. 224@8")
+    parser.add_argument("--workers", type=int, default=1, help="shards written in parallel")
     args = parser.parse_args(argv)
-    if args.samples_per_shard < 1:
-        raise UserError("--samples-per-shard must be at least 1")
-    index = export_shards(args.anno, args.videos_dir, args.out, args.samples_per_shard)
+    if args.samples_per_shard < 1 or args.workers < 1 or (args.shard_size is not None and args.shard_size <= 0):
+        raise UserError("--samples-per-shard and --workers must be at least 1, --shard-size positive")
+    index = export_shards(args.anno, args.videos_dir, args.out, args.samples_per_shard, args.shard_size,
+                          args.reencode, args.workers)
     for item in index["left_out"]:
         print(f"left out ({item['split']}): {item['video']}: {item['why']}")
     for split, entry in index["splits"].items():
