@@ -224,3 +224,30 @@ def test_a_killed_export_rerun_gives_the_same_shards(clips_dir, tmp_path):
     assert sorted(p.name for p in cut.iterdir()) == names
     for name in names:
         assert digest(cut / name) == digest(whole / name), name
+
+
+def test_shard_problems_name_the_shard_and_the_fix(tiny_llm_dir, clips_dir, tmp_path):
+    import pytest
+
+    from video_llama.common.errors import UserError
+    from video_llama.datasets.datasets.shard_dataset import shard_counts, shard_splits
+
+    anno, shards = round_trip_data(clips_dir, tmp_path)
+    _, sharded = build_both(tiny_llm_dir, anno, clips_dir, shards)
+    order = [sharded["val"][i]["video"] for i in range(3)]
+    assert [sharded["val"][i]["video"] for i in (2, 0, 1)] == [order[2], order[0], order[1]]  # any order reads
+    assert shard_counts([str(shards / "train-000001.tar")], index=None) == [2]  # from index.json
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(shards / "train-000001.tar", alone / "x.tar")
+    assert shard_counts([str(alone / "x.tar")]) == [2]  # counted from the tar's headers
+    with pytest.raises(UserError, match="no index.json"):
+        shard_splits(str(alone))
+    with pytest.raises(UserError, match="build_info.shard_index"):
+        shard_counts(["https://example.org/train-000000.tar"])
+    (alone / "cut.tar").write_bytes((shards / "train-000001.tar").read_bytes()[:3000])
+    broken = sharded["train"].__class__([str(alone / "cut.tar")], [2], sharded["train"].reader)
+    with pytest.raises(UserError, match=r"cut\.tar"):
+        [broken[i] for i in range(2)]
+    with pytest.raises(UserError, match="both shards and anno_dir"):
+        build_both(tiny_llm_dir, anno, clips_dir, shards, f"datasets.webvid_instruct.build_info.anno_dir={anno}")

@@ -55,7 +55,9 @@ def parse_reencode(spec):
 
 def reencode(data, size, fps, scratch):
     """The clip re-encoded small: size × size (as the processors resize), at ``fps`` (None: the
-    source's), H.264 without B-frames and GOP 8 (what decodes fast); checked by decoding it back."""
+    source's), H.264 without B-frames, a keyframe every 4 frames (measured with decord on 224²@8
+    clips: 26 ms per 8 frames, as fast as all keyframes and 20% smaller; GOP 8: 34 ms, GOP 16: 41 ms);
+    checked by decoding it back."""
     from video_llama.cli.video_writer import write_video
     from video_llama.processors.video_decoding import VideoDecodeError, load_video, probe_video
 
@@ -63,7 +65,7 @@ def reencode(data, size, fps, scratch):
     fps = Fraction(min(fps or source_fps, source_fps)).limit_denominator(1001)  # 29.97 → 30000/1001
     keep = max(1, round(num_frames * fps / source_fps))
     frames = load_video(data, keep, size, size, "uniform").frames.permute(1, 2, 3, 0).numpy()  # T, H, W, C
-    path = write_video(scratch, frames, fps=fps)
+    path = write_video(scratch, frames, fps=fps, gop=4)
     try:
         small = path.read_bytes()
     finally:

@@ -7,11 +7,11 @@ import numpy as np
 CODECS = {".mp4": "libx264", ".avi": "mpeg4", ".mkv": "libx264", ".webm": "libvpx", ".mov": "libx264"}
 
 
-def write_video(path, frames, fps=8):
+def write_video(path, frames, fps=8, gop=8):
     """Write uint8 frames (T, H, W, 3) to ``path``; the codec follows the extension.
 
-    H.264 is written without B-frames and with a short GOP, so decoders seek cheaply and
-    timestamps stay clean (see DESIGN.md on careless re-encodes).
+    H.264 is written without B-frames and with a short GOP (a keyframe every ``gop`` frames), so
+    decoders seek cheaply and timestamps stay clean (see DESIGN.md on careless re-encodes).
     """
     import av
 
@@ -25,9 +25,9 @@ def write_video(path, frames, fps=8):
         stream.width, stream.height = width - width % 2, height - height % 2
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
-            stream.options = {"bf": "0", "g": "8", "crf": "18", "preset": "veryfast"}
+            stream.options = {"bf": "0", "g": str(gop), "crf": "18", "preset": "veryfast"}
         elif codec == "mpeg4":
-            stream.options = {"qscale": "3", "bf": "0", "g": "8"}  # the default quality smears small shapes
+            stream.options = {"qscale": "3", "bf": "0", "g": str(gop)}  # the default quality smears small shapes
         for frame in frames:
             image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[: stream.height, : stream.width]), format="rgb24")
             container.mux(stream.encode(image))

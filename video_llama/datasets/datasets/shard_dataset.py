@@ -174,14 +174,12 @@ class ShardDataset(Dataset):
     # ------------------------------------------------------------------ in order (evaluation)
     def __getitem__(self, index):
         shard = bisect.bisect_right(self.starts, index) - 1
-        cursor = self._open.get("ordered")
-        if cursor is None or cursor.position != index:
-            stream = self._read(shard)
-            for _ in range(index - self.starts[shard]):
-                next(stream)
-            cursor = self._open["ordered"] = _Cursor(None, index, 0, shard, stream)
-        stored = next(cursor.samples)
-        cursor.position = index + 1 if index + 1 < self.starts[shard + 1] else -1
+        cursor = self._open.get("ordered")  # reads forward: a rank's or worker's share costs one pass
+        if cursor is None or cursor.shard != shard or cursor.position > index:
+            cursor = self._open["ordered"] = _Cursor(None, self.starts[shard], 0, shard, self._read(shard))
+        while cursor.position <= index:
+            stored = next(cursor.samples)
+            cursor.position += 1
         return self._sample(self.urls[shard], stored)
 
     # ------------------------------------------------------------------ streams (training)
