@@ -122,10 +122,9 @@ class BaseDatasetBuilder:
             if not isinstance(reader, BaseVideoDataset):
                 raise AnnotationError(f"build_info.shards: {type(self).__name__}'s datasets are not video datasets "
                                       f"of the shared base ({type(reader).__name__}); it cannot read shards")
-            reader.substitute_unreadable = split == "train"
             datasets[split] = ShardDataset(urls, shard_counts(urls, info.get("shard_index")), reader,
                                            shuffle_buffer=info.get("shuffle_buffer", 16), name=f"{reader.name} (shards)")
-            datasets[split].substitute_unreadable = reader.substitute_unreadable
+            datasets[split].substitute_unreadable = split == "train"
         return datasets
 
     def build_split(self, split, anno_files):

@@ -143,7 +143,7 @@ class ShardDataset(Dataset):
         self.shuffle_buffer, self.name = shuffle_buffer, name
         self.starts = np.concatenate([[0], np.cumsum(self.counts)]).tolist()
         self.substitute_unreadable = True
-        self._open = {}  # consumer (or "ordered") → [position it continues at, iterator]
+        self._open = {}  # StreamId (or "ordered") → the _Cursor this process reads it with
 
     def __len__(self):
         return self.starts[-1]
