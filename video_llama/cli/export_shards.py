@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -182,6 +183,10 @@ def export_shards(anno, videos_dir, out, samples_per_shard=1000, shard_mb=None, 
             index["left_out"] += done["left_out"]
             bar.update()
     bar.close()
+    labels = next((folder / "labels.json" for folder in {Path(f).parent for fs in split_files(anno).values() for f in fs}
+                   if (folder / "labels.json").is_file()), None)
+    if labels is not None:  # `prepare`'s label list travels with the shards (evaluation reads it)
+        shutil.copyfile(labels, out / "labels.json")
     (out / "index.json").write_text(json.dumps(index, indent=1))
     return index
 

@@ -82,7 +82,8 @@ def trained_labels(ckpt):
 def label_set(run_cfg, anno_files, records, ckpt=None):
     """Labels from run.labels, else the trained run's (``ckpt``), else the labels.json beside the
     evaluated annotations, else the distinct answers. The trained run and the test side disagreeing
-    is reported: the model can only name what it was trained on."""
+    is reported: the model can only name what it was trained on. ``records``: a callable giving the
+    records, called only for the last fallback (shards are read through for it)."""
     if run_cfg.get("labels"):
         return list(run_cfg.labels)
     beside = next((labels for labels in map(_labels_beside, anno_files) if labels), None)
@@ -90,7 +91,7 @@ def label_set(run_cfg, anno_files, records, ckpt=None):
     if trained and beside and sorted(trained) != sorted(beside):
         logger.warning("the trained run's labels %s differ from the labels.json of the evaluated data %s; "
                        "scoring with the trained run's (set run.labels to choose)", trained, beside)
-    return trained or beside or sorted({record["QA"][0]["a"] for record in records})
+    return trained or beside or sorted({record["QA"][0]["a"] for record in records()})
 
 
 # ---------------------------------------------------------------------------- metrics and files
@@ -191,7 +192,7 @@ class ActionRecognitionTask(BaseTask):
         return predictions, unreadable
 
     def evaluate_split(self, model, loader, run_cfg, split, out_dir, dataset):
-        labels = label_set(run_cfg, dataset.anno_files, dataset.records, model.cfg.get("ckpt"))
+        labels = label_set(run_cfg, dataset.anno_files, lambda: dataset.records, model.cfg.get("ckpt"))
         local = self.predict(model, loader, labels, run_cfg.eval_mode, run_cfg.max_new_tokens, run_cfg.length_norm)
         gathered = dist_utils.all_gather_object(local)
         predictions = [p for part, _ in gathered for p in part]

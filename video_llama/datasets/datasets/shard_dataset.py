@@ -148,6 +148,17 @@ class ShardDataset(Dataset):
     def __len__(self):
         return self.starts[-1]
 
+    @property
+    def anno_files(self):
+        """Where the records came from, as a file dataset's ``anno_files``: the shards' folder
+        (``export-shards`` copies the annotations' ``labels.json`` into it)."""
+        return [Path(self.urls[0]).parent] if is_local_spec(self.urls[0]) else []
+
+    @property
+    def records(self):
+        """Every stored record (reads the shards through once)."""
+        return [json.loads(stored["json"]) for shard in range(len(self.urls)) for stored in self._read(shard)]
+
     # ------------------------------------------------------------------ what a sample is
     def _sample(self, url, stored):
         """A stored sample → the dataset's sample, or the unreadable marker."""
