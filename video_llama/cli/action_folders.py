@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from video_llama.common.errors import UserError
+from video_llama.processors.video_decoding import VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,6 @@ class PrepareError(UserError, ValueError):
     """A folder that cannot give a usable dataset; the message says which folder and what to do."""
 
 
-VIDEO_EXTENSIONS = {".avi", ".mp4", ".mkv", ".webm", ".mov"}
 SPLITS = ("train", "val", "test")
 
 

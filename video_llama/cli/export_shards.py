@@ -23,8 +23,9 @@ import shutil
 from fractions import Fraction
 from pathlib import Path
 
-from video_llama.cli.action_folders import VIDEO_EXTENSIONS
 from video_llama.common.errors import UserError
+from video_llama.datasets.datasets.base_video_dataset import video_path
+from video_llama.processors.video_decoding import VIDEO_EXTENSIONS
 
 SHARD_MTIME = 0.0  # fixed member times: the same input gives the same bytes
 
@@ -81,7 +82,7 @@ def _sample(key, record, videos_dir, resize=None, scratch=None):
     """(tar sample, None) or (None, why it is left out)."""
     from video_llama.processors.video_decoding import VideoDecodeError, probe_video
 
-    path = Path(record["video"]) if Path(record["video"]).is_absolute() else Path(videos_dir) / record["video"]
+    path = video_path(record, videos_dir)
     ext = path.suffix.lower().lstrip(".")
     if f".{ext}" not in VIDEO_EXTENSIONS:
         return None, f"not a video file type ({', '.join(sorted(VIDEO_EXTENSIONS))})"
@@ -108,7 +109,7 @@ def shard_ranges(records, videos_dir, samples_per_shard=None, shard_mb=None):
         return [(start, min(start + samples_per_shard, len(records))) for start in range(0, len(records), samples_per_shard)]
     ranges, start, size = [], 0, 0
     for i, record in enumerate(records):
-        path = Path(record["video"]) if Path(record["video"]).is_absolute() else Path(videos_dir) / record["video"]
+        path = video_path(record, videos_dir)
         size += path.stat().st_size if path.is_file() else 0
         if size >= shard_mb * 1e6:
             ranges.append((start, i + 1))
@@ -166,8 +167,8 @@ def export_shards(anno, videos_dir, out, samples_per_shard=1000, shard_mb=None, 
     made_with = {"samples_per_shard": None if shard_mb else samples_per_shard, "shard_mb": shard_mb,
                  "videos_dir": str(videos_dir), "content": f"re-encoded {reencode}" if reencode else "original bytes"}
     index = {"splits": {}, "left_out": [], "made_with": made_with}
-    tasks = []
-    for split, files in split_files(anno).items():
+    tasks, splits = [], split_files(anno)
+    for split, files in splits.items():
         records = read_instruct_annotations(files)
         index["splits"][split] = {"shards": [], "samples": [], "total": 0}
         for number, (start, end) in enumerate(shard_ranges(records, videos_dir, samples_per_shard, shard_mb)):
@@ -183,7 +184,7 @@ def export_shards(anno, videos_dir, out, samples_per_shard=1000, shard_mb=None, 
             index["left_out"] += done["left_out"]
             bar.update()
     bar.close()
-    labels = next((folder / "labels.json" for folder in {Path(f).parent for fs in split_files(anno).values() for f in fs}
+    labels = next((folder / "labels.json" for folder in {Path(f).parent for fs in splits.values() for f in fs}
                    if (folder / "labels.json").is_file()), None)
     if labels is not None:  # `prepare`'s label list travels with the shards (evaluation reads it)
         shutil.copyfile(labels, out / "labels.json")

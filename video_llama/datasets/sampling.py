@@ -19,7 +19,8 @@ A dataset read from shards (``streams``) cannot be indexed at random; its batche
 the endless stream of one *consumer*, a function of the rank and the global step modulo
 ``num_workers`` (the DataLoader hands batches to its workers in turn, so each worker keeps
 reading one stream), at the place that consumer's earlier batches from it reached (see
-``datasets/datasets/shard_dataset.py``). Still a function of (seed, epoch, step, rank) alone.
+``datasets/datasets/shard_dataset.py``). Then a function of (seed, epoch, step, rank,
+num_workers): resume such a run with the same ``run.num_workers``.
 """
 
 import numpy as np

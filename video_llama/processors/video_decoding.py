@@ -20,6 +20,9 @@ import torch
 from video_llama.common.errors import UserError
 
 
+VIDEO_EXTENSIONS = {".avi", ".mp4", ".mkv", ".webm", ".mov"}  # the containers the backends read
+
+
 class VideoDecodeError(UserError, RuntimeError):
     """A clip that cannot be opened or decoded; the message names it."""
 

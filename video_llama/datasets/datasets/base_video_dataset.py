@@ -41,6 +41,12 @@ def annotation_files(paths):
     return files
 
 
+def video_path(record, videos_dir):
+    """Where a record's clip is: its ``video`` path, relative to ``videos_dir`` unless absolute."""
+    path = Path(record["video"])
+    return path if path.is_absolute() or videos_dir is None else Path(videos_dir) / path
+
+
 class FailureBudget:
     """Counts decoding failures and says when they are too many to be bad luck.
 
@@ -93,8 +99,7 @@ class BaseVideoDataset(Dataset):
         return len(self.records)
 
     def video_path(self, record):
-        path = Path(record["video"])
-        return path if path.is_absolute() or self.videos_dir is None else self.videos_dir / path
+        return video_path(record, self.videos_dir)
 
     def __getitem__(self, index):
         for attempt in range(len(self.records)):

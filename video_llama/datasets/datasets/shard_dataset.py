@@ -18,6 +18,7 @@ Evaluation and tests read the samples in order (``dataset[i]``: shard by shard, 
 """
 
 import bisect
+import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -29,10 +30,11 @@ from torch.utils.data import Dataset
 
 from video_llama.common.errors import UserError
 from video_llama.common.utils import is_local_spec
+from video_llama.processors.video_decoding import VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
-VIDEO_MEMBERS = ("mp4", "avi", "mov", "mkv", "webm")
+VIDEO_MEMBERS = sorted(ext.lstrip(".") for ext in VIDEO_EXTENSIONS)  # a sample's video: <key>.mp4, ...
 
 
 class ShardError(UserError, RuntimeError):
@@ -201,8 +203,7 @@ class ShardDataset(Dataset):
             return int(np.random.default_rng([seed, 1, stream.consumer, visit]).integers(n))
         share = n // stream.consumers
         pass_id, offset = divmod(visit, share)
-        perm = np.random.default_rng([seed, 0, pass_id]).permutation(n)
-        return int(perm[stream.consumer * share + offset])
+        return int(_pass_permutation(n, seed, pass_id)[stream.consumer * share + offset])
 
     def _visit(self, stream, visit):
         shard = self.visit_shard(stream, visit)
@@ -211,9 +212,8 @@ class ShardDataset(Dataset):
 
     def _seek(self, stream, position):
         visit, first = 0, 0
-        while position >= first + self.counts[self.visit_shard(stream, visit)]:
-            first += self.counts[self.visit_shard(stream, visit)]
-            visit += 1
+        while position >= first + (count := self.counts[self.visit_shard(stream, visit)]):
+            first, visit = first + count, visit + 1
         cursor = _Cursor(stream, first, visit, *self._visit(stream, visit))
         while cursor.position < position:
             self._next_stored(cursor)
@@ -246,6 +246,12 @@ class ShardDataset(Dataset):
             sample = self._sample(*lookahead[-1])
         cursor.ahead[:0], cursor.position = lookahead, cursor.position - len(lookahead)
         return sample
+
+
+@functools.lru_cache(maxsize=8)
+def _pass_permutation(n, seed, pass_id):
+    """The order of the ``n`` shards in one pass (kept: a seek walks a pass visit by visit)."""
+    return np.random.default_rng([seed, 0, pass_id]).permutation(n)
 
 
 class StreamId(NamedTuple):
