@@ -3,6 +3,7 @@
 same frames fetched with the decoder alone, the same number of workers):
 
   (a) annotation + video files   (b) shards of the original bytes   (c) shards re-encoded 224²@8 fps
+  (d) shards of 8 frames per clip sampled ahead of time (JPEG, 224²; `export-shards --frames 8`)
 
 Clips: the sample clips in ../shared/media when present, otherwise generated ones (640×480,
 25 fps, 6 s, one keyframe per 250 frames). Targets: (a) ≥ 0.9× its bound; (c) ≥ 10× (a).
@@ -103,7 +104,7 @@ def main():
     from video_llama.cli.export_shards import export_shards
     from video_llama.cli.tiny_llm import write_tiny_llm
     from video_llama.common.config import Config
-    from video_llama.datasets.datasets.shard_dataset import read_shard
+    from video_llama.datasets.datasets.shard_dataset import read_shard, stored_clip
 
     work = Path(tempfile.mkdtemp(prefix="loader-bench-"))
     try:
@@ -113,9 +114,9 @@ def main():
         anno.write_text(json.dumps(records))
         total = len(records) // BATCH * BATCH
         llm = write_tiny_llm(work / "llm")
-        for reencode, out in ((None, work / "shards"), (f"{SIZE}@8", work / "small")):
-            export_shards({"train": str(anno)}, "/", out, samples_per_shard=16, reencode=reencode,
-                          workers=args.workers, progress=False)
+        for reencode, frames, out in ((None, None, "shards"), (f"{SIZE}@8", None, "small"), (str(SIZE), N_FRAMES, "frames")):
+            export_shards({"train": str(anno)}, "/", work / out, samples_per_shard=16, reencode=reencode,
+                          workers=args.workers, progress=False, frames=frames)
 
         def cfg(*where):
             options = [f"model.llama_model={llm}", f"datasets.webvid_instruct.tokenizer_name={llm}",
@@ -125,8 +126,10 @@ def main():
                        f"model.img_size={SIZE}", *where]
             return Config.from_file(REPO / "train_configs" / "tiny_cpu_finetune.yaml", options).datasets_cfg.webvid_instruct
 
-        small_bytes = [s["mp4"] for i in range(len(list((work / "small").glob("*.tar"))))
-                       for s in read_shard(str(work / "small" / f"train-{i:06d}.tar"))]
+        def stored(folder):
+            return [stored_clip(s, folder)[1] for i in range(len(list((work / folder).glob("*.tar"))))
+                    for s in read_shard(str(work / folder / f"train-{i:06d}.tar"))]
+
         rows = []
         for name, builder_cfg, raw in [
             ("(a) annotation + files", cfg(f"datasets.webvid_instruct.build_info.anno_dir={anno}",
@@ -137,7 +140,10 @@ def main():
              [Path(r["video"]).read_bytes() for r in records]),
             (f"(c) shards, re-encoded {SIZE}²@8fps", cfg("datasets.webvid_instruct.build_info.anno_dir=null",
                                                          f"datasets.webvid_instruct.build_info.shards={work / 'small'}"),
-             small_bytes),
+             stored("small")),
+            (f"(d) shards, {N_FRAMES} frames as JPEG", cfg("datasets.webvid_instruct.build_info.anno_dir=null",
+                                                          f"datasets.webvid_instruct.build_info.shards={work / 'frames'}"),
+             stored("frames")),
         ]:
             pipeline = clips_per_second(train_loader(builder_cfg, args.workers, total), args.workers)
             bound = clips_per_second(DataLoader(DecodeOnly(raw[:total]), batch_size=BATCH, num_workers=args.workers),

@@ -126,6 +126,33 @@ def test_samples_read_from_shards_equal_those_read_from_files(tiny_llm_dir, clip
     assert seen[:5] != seen[5:]  # reshuffled
 
 
+def test_presampled_frame_shards_read_as_the_clip_they_came_from(tiny_llm_dir, clips_dir, tmp_path):
+    """--frames 8: JPEG frames instead of a video; the eval sample has the same frames (up to JPEG),
+    frame times and tokens as from the file, and training samples among the stored frames."""
+    import webdataset as wds
+
+    from video_llama.cli.export_shards import export_shards
+    from video_llama.common.utils import seeded
+    from video_llama.datasets.datasets.shard_dataset import StreamId
+
+    anno, _ = round_trip_data(clips_dir, tmp_path)
+    index = export_shards(anno, clips_dir, tmp_path / "frames", samples_per_shard=2, progress=False, frames=8, reencode="64")
+    assert index["made_with"]["content"] == "8 frames at 64x64 (JPEG)" and index["splits"]["train"]["total"] == 5
+    stored = next(iter(wds.WebDataset(str(tmp_path / "frames" / "train-000000.tar"), shardshuffle=False, nodesplitter=None)))
+    assert sorted(k for k in stored if not k.startswith("__")) == [f"{j:03d}.jpg" for j in range(8)] + ["json"]
+    assert json.loads(stored["json"])["frame_indices"] == [0, 3, 6, 9, 12, 15, 18, 21]
+    files, sharded = build_both(tiny_llm_dir, anno, clips_dir, tmp_path / "frames")
+    for i in range(3):
+        a, b = files["val"][i], sharded["val"][i]
+        assert a["video"] == b["video"] and a["question"] == b["question"]  # the same moments, the same times
+        assert a["image"].shape == b["image"].shape and (a["image"] - b["image"]).abs().mean() < 0.1
+        assert a["input_ids"].tolist() == b["input_ids"].tolist()
+    stream = StreamId(consumer=0, consumers=1, seed=0)
+    with seeded(1):
+        sample = sharded["train"].stream_item(stream, 0)
+    assert sample["image"].shape == files["train"][0]["image"].shape
+
+
 def test_a_stream_continues_where_a_fresh_reader_would_start(tiny_llm_dir, clips_dir, tmp_path):
     """Reading positions in order and jumping straight to one give the same samples, however many
     consumers share the shards (more consumers than shards: resampled)."""

@@ -11,7 +11,9 @@ def write_video(path, frames, fps=8, gop=8):
     """Write uint8 frames (T, H, W, 3) to ``path``; the codec follows the extension.
 
     H.264 is written without B-frames and with a short GOP (a keyframe every ``gop`` frames), so
-    decoders seek cheaply and timestamps stay clean (see DESIGN.md on careless re-encodes).
+    decoders seek cheaply and timestamps stay clean (see DESIGN.md on careless re-encodes), and
+    tuned for decoding (no CABAC, no deblocking): decord reads 224² clips about a third faster
+    for files about 5% larger (measured on the sample clips, README "Shards for clusters").
     """
     import av
 
@@ -25,7 +27,7 @@ def write_video(path, frames, fps=8, gop=8):
         stream.width, stream.height = width - width % 2, height - height % 2
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
-            stream.options = {"bf": "0", "g": str(gop), "crf": "18", "preset": "veryfast"}
+            stream.options = {"bf": "0", "g": str(gop), "crf": "18", "preset": "veryfast", "tune": "fastdecode"}
         elif codec == "mpeg4":
             stream.options = {"qscale": "3", "bf": "0", "g": str(gop)}  # the default quality smears small shapes
         for frame in frames:

@@ -9,13 +9,14 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 def normalize(pixels, mean, std, channel_dim=0):
     """uint8 or [0, 1] float pixels → (x - mean) / std along ``channel_dim``."""
-    if pixels.dtype == torch.uint8:
-        pixels = pixels.float() / 255.0
     shape = [1] * pixels.dim()
     shape[channel_dim] = -1
-    mean = torch.tensor(mean, dtype=pixels.dtype).view(shape)
-    std = torch.tensor(std, dtype=pixels.dtype).view(shape)
-    return (pixels - mean) / std
+    scale = 255.0 if pixels.dtype == torch.uint8 else 1.0
+    mean = torch.tensor(tuple(mean)).view(shape) * scale  # tuple(): an OmegaConf list costs ~1 ms to inspect
+    std = torch.tensor(tuple(std)).view(shape) * scale
+    if pixels.dtype == torch.uint8:  # a fresh float tensor, normalised in place (the hot path of a loader)
+        return pixels.float().sub_(mean).div_(std)
+    return (pixels - mean.to(pixels.dtype)) / std.to(pixels.dtype)
 
 
 def standardize_clip(pixels, channel_dim=0, eps=1e-2):

@@ -1,7 +1,8 @@
 """Video decoding behind one small interface: decord by default, PyAV as the other backend.
 
 Both backends resize in the decoder (cheaper than decoding full frames and resizing after) and
-read from a path or from bytes in memory (WebDataset shards). Frame indices are chosen by a
+read from a path or from bytes in memory (WebDataset shards); frames stored ahead of time as
+JPEGs (:class:`StoredFrames`) are read the same way. Frame indices are chosen by a
 sampling strategy before decoding, so only the needed frames are converted to RGB.
 """
 
@@ -208,6 +209,44 @@ class PyAVBackend:
         return frame.to_ndarray(format="rgb24")
 
 
+@dataclass
+class StoredFrames:
+    """A clip kept as frames sampled ahead of time (``export-shards --frames``): JPEG bytes of
+    ``len(images)`` frames taken at ``indices`` of a source clip of ``num_frames`` frames at ``fps``.
+    Decoding samples among the stored frames (so headtail still varies) and reports the source's
+    indices, frame count and rate, so frame times read as they would from the video."""
+
+    images: list  # JPEG bytes, in time order
+    indices: list  # the source frame of each image
+    num_frames: int
+    fps: float
+
+    def read(self, n_frms, height, width, sampling, rng=None):
+        from PIL import Image, UnidentifiedImageError
+
+        chosen = sample_indices(len(self.images), n_frms, sampling, rng)
+        try:
+            frames = np.stack([np.asarray(Image.open(io.BytesIO(self.images[j])).convert("RGB")) for j in chosen])
+        except (OSError, UnidentifiedImageError) as err:
+            raise VideoDecodeError(f"cannot decode a stored frame: {err}") from err
+        frames = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, C, H, W)
+        if height and width and tuple(frames.shape[-2:]) != (height, width):
+            frames = torch.nn.functional.interpolate(frames, size=(height, width), mode="bilinear", antialias=True)
+        return DecodedClip(frames.permute(1, 0, 2, 3).contiguous(), [self.indices[j] for j in chosen], self.num_frames, self.fps)
+
+
+def encode_frames(frames, quality=90):
+    """uint8 frames (C, T, H, W) → [JPEG bytes], one per frame (what StoredFrames reads)."""
+    from PIL import Image
+
+    images = []
+    for frame in frames.permute(1, 2, 3, 0).numpy():  # (H, W, C) each
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
+        images.append(buffer.getvalue())
+    return images
+
+
 BACKENDS = {"decord": DecordBackend, "pyav": PyAVBackend}
 
 
@@ -234,11 +273,15 @@ def load_video(source, n_frms=8, height=224, width=224, sampling="uniform", back
     Raises:
         VideoDecodeError: naming the clip, when it is missing or cannot be decoded.
     """
+    if isinstance(source, StoredFrames):
+        return source.read(n_frms, height, width, sampling, rng)
     _check_exists(source)
     return get_backend(backend).read(source, n_frms, height, width, sampling, rng)
 
 
 def probe_video(source, backend="decord"):
     """(frame count, fps) of a clip, without decoding its frames."""
+    if isinstance(source, StoredFrames):
+        return source.num_frames, source.fps
     _check_exists(source)
     return get_backend(backend).probe(source)

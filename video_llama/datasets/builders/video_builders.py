@@ -46,18 +46,23 @@ class WebvidBuilder(BaseDatasetBuilder):
     ANNOTATION_FILES = {"train": "train.csv", "val": "val.csv", "test": "test.csv"}
 
     def build_split(self, split, anno_files):
-        cfg = self.config
-        return VideoCaptionDataset(
-            read_caption_csv(anno_files),
-            self.videos_dir(),
-            self.processor("vis_processor", split),
-            self.processor("text_processor", split),
-            load_tokenizer(cfg.tokenizer_name),
-            template=get_template(cfg.model_type),
-            prompts=load_prompts(cfg.prompt_path),
-            prompt_template=cfg.prompt_template,
-            num_video_query_token=cfg.num_video_query_token,
-            max_txt_len=cfg.max_txt_len,
-            max_failed_ratio=cfg.max_failed_ratio,
-            name=f"webvid/{split}",
-        )
+        return build_caption_dataset(self, VideoCaptionDataset, read_caption_csv(anno_files), split, "webvid")
+
+
+def build_caption_dataset(builder, dataset_class, records, split, name):
+    """A caption dataset (video or image) of ``records`` with ``builder``'s processors and text settings."""
+    cfg = builder.config
+    return dataset_class(
+        records,
+        builder.videos_dir(),
+        builder.processor("vis_processor", split),
+        builder.processor("text_processor", split),
+        load_tokenizer(cfg.tokenizer_name),
+        template=get_template(cfg.model_type),
+        prompts=load_prompts(cfg.prompt_path),
+        prompt_template=cfg.prompt_template,
+        num_video_query_token=cfg.num_video_query_token,
+        max_txt_len=cfg.max_txt_len,
+        max_failed_ratio=cfg.max_failed_ratio,
+        name=f"{name}/{split}",
+    )

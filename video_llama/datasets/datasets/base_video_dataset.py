@@ -19,6 +19,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from video_llama.common.errors import UserError
+from video_llama.datasets.datasets.shard_dataset import stored_clip
 from video_llama.processors.video_decoding import VideoDecodeError
 
 logger = logging.getLogger(__name__)
@@ -114,8 +115,7 @@ class BaseVideoDataset(Dataset):
         bytes with ``where`` naming them), or ``{"unreadable": ..., "error": ...}``, counted."""
         self.budget.tried += 1
         try:
-            frames = self.vis_processor(source)
-            info = self.vis_processor.clip_info(source) if hasattr(self.vis_processor, "clip_info") else None
+            frames, info = self.read_visual(source)
         except VideoDecodeError as err:
             self._record_failure(record, err, where or str(source))
             return {"unreadable": record["video"], "error": str(err)}
@@ -135,6 +135,21 @@ class BaseVideoDataset(Dataset):
                 f"clearly more than max_failed_ratio={self.max_failed_ratio}. Fix or remove them "
                 f"(`video-llama prepare` probes and leaves out such files):\n  {listing}"
             )
+
+    def read_visual(self, source):
+        """(processed frames, ClipInfo or None) of ``source``; raises VideoDecodeError."""
+        frames = self.vis_processor(source)
+        info = self.vis_processor.clip_info(source) if hasattr(self.vis_processor, "clip_info") else None
+        return frames, info
+
+    def from_stored(self, stored, where):
+        """The sample of one stored WebDataset sample (``where`` names it): its ``.json`` record and
+        its video bytes or frames, as :meth:`decode` would give for the file."""
+        meta, source = stored_clip(stored, where)
+        record = self.prepare_record(meta)
+        if record is None:  # the text no longer fits max_seq_len with an answer
+            return {"unreadable": where, "error": "text does not fit max_seq_len with the placeholder and an answer"}
+        return self.decode(record, source, where=where)
 
     def prepare_record(self, record):
         """``record`` ready for :meth:`make_sample` (an instruction record gets its tokens), or None

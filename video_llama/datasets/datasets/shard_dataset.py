@@ -21,6 +21,7 @@ import bisect
 import functools
 import json
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -30,11 +31,16 @@ from torch.utils.data import Dataset
 
 from video_llama.common.errors import UserError
 from video_llama.common.utils import is_local_spec
-from video_llama.processors.video_decoding import VIDEO_EXTENSIONS
+from video_llama.processors.video_decoding import VIDEO_EXTENSIONS, StoredFrames
 
 logger = logging.getLogger(__name__)
 
 VIDEO_MEMBERS = sorted(ext.lstrip(".") for ext in VIDEO_EXTENSIONS)  # a sample's video: <key>.mp4, ...
+FRAME_MEMBER = re.compile(r"\d{3}\.jpg")  # or frames sampled ahead of time: <key>.000.jpg, <key>.001.jpg, ...
+
+
+def frame_member(number):
+    return f"{number:03d}.jpg"
 
 
 class ShardError(UserError, RuntimeError):
@@ -117,6 +123,23 @@ def read_shard(url):
                          "(`video-llama export-shards` rewrites unfinished shards)") from err
 
 
+def stored_clip(stored, where):
+    """(record, what the processors decode) of a stored sample: the video's bytes, or its frames."""
+    member = next((ext for ext in VIDEO_MEMBERS if ext in stored), None)
+    frames = sorted(name for name in stored if FRAME_MEMBER.fullmatch(name))
+    if "json" not in stored or (member is None and not frames):
+        raise ShardError(f"{where}: a sample needs a .json and a video member ({'/'.join(VIDEO_MEMBERS)}) "
+                         f"or frames (000.jpg, ...); it has {sorted(k for k in stored if not k.startswith('__'))}")
+    meta = json.loads(stored["json"])
+    if member is not None:
+        return meta, stored[member]
+    try:
+        return meta, StoredFrames([stored[name] for name in frames], meta["frame_indices"], meta["num_frames"], meta["fps"])
+    except KeyError as err:
+        raise ShardError(f"{where}: stored frames need frame_indices, num_frames and fps in its .json "
+                         f"(missing {err}); re-export with `video-llama export-shards --frames N`") from None
+
+
 def buffer_shuffled(samples, size, rng):
     """``samples`` in an order shuffled through a buffer of ``size`` (webdataset's shuffle)."""
     buffer = []
@@ -133,8 +156,7 @@ def buffer_shuffled(samples, size, rng):
 
 class ShardDataset(Dataset):
     """One split's shards, read through ``reader`` (a file dataset of the same builder, with no
-    records: its ``prepare_record`` / ``decode`` / ``make_sample`` turn a stored sample into
-    exactly what the file would give)."""
+    records: its ``from_stored`` turns a stored sample into exactly what the file would give)."""
 
     def __init__(self, urls, counts, reader, shuffle_buffer=16, name="shards"):
         if len(urls) != len(counts):
@@ -164,15 +186,7 @@ class ShardDataset(Dataset):
     # ------------------------------------------------------------------ what a sample is
     def _sample(self, url, stored):
         """A stored sample → the dataset's sample, or the unreadable marker."""
-        where = f"{url}:{stored.get('__key__')}"
-        member = next((ext for ext in VIDEO_MEMBERS if ext in stored), None)
-        if "json" not in stored or member is None:
-            raise ShardError(f"{where}: a sample needs a .json and a video member ({'/'.join(VIDEO_MEMBERS)}); "
-                             f"it has {sorted(k for k in stored if not k.startswith('__'))}")
-        record = self.reader.prepare_record(json.loads(stored["json"]))
-        if record is None:  # the text no longer fits max_seq_len with an answer
-            return {"unreadable": where, "error": "text does not fit max_seq_len with the placeholder and an answer"}
-        return self.reader.decode(record, stored[member], where=where)
+        return self.reader.from_stored(stored, f"{url}:{stored.get('__key__')}")
 
     def _read(self, shard):
         """The stored samples of one shard, checked against its sample count at the end."""

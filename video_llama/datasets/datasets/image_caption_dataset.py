@@ -1,0 +1,46 @@
+"""Image-caption data in WebDataset tars, as the original's ``cc_sbu`` and ``laion`` read them:
+``<key>.jpg`` (or png/jpeg/webp) with its caption in ``<key>.txt`` or ``<key>.json``'s
+``caption`` (img2dataset's layout). Images are one-frame videos to the model; the caption is
+tokenised as a video caption is (``VideoCaptionDataset``), and an unreadable image is skipped and
+counted like an unreadable clip.
+"""
+
+import io
+import json
+
+from video_llama.datasets.datasets.video_caption_dataset import VideoCaptionDataset
+from video_llama.processors.video_decoding import VideoDecodeError
+
+IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
+
+
+class ImageCaptionDataset(VideoCaptionDataset):
+    """Read from shards only (``build_info.shards``): it has no records of its own."""
+
+    def read_visual(self, source):
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(io.BytesIO(source)) as image:
+                image.load()
+                return self.vis_processor(image), None
+        except UnidentifiedImageError as err:
+            raise VideoDecodeError("cannot decode image: not an image file PIL can read") from err
+        except OSError as err:  # truncated
+            raise VideoDecodeError(f"cannot decode image: {err}") from err
+
+    def from_stored(self, stored, where):
+        member = next((ext for ext in IMAGE_MEMBERS if ext in stored), None)
+        caption = stored["txt"].decode("utf-8").strip() if "txt" in stored else None
+        if caption is None and "json" in stored:
+            caption = json.loads(stored["json"]).get("caption")
+        if member is None or not caption:
+            return self._unusable(where, f"a sample needs an image ({'/'.join(IMAGE_MEMBERS)}) and a caption "
+                                         f"(.txt or .json's caption); it has {sorted(k for k in stored if not k.startswith('__'))}")
+        return self.decode({"video": where, "caption": caption}, stored[member], where=where)
+
+    def _unusable(self, where, why):
+        """A sample with no image or caption: skipped and counted like an unreadable image."""
+        self.budget.tried += 1
+        self._record_failure({"video": where}, why, where)
+        return {"unreadable": where, "error": why}
