@@ -20,7 +20,11 @@ import torch.nn as nn
 from video_llama.common.registry import registry
 from video_llama.conversation import (
     IGNORE_INDEX,
+    IMAGE_END,
     IMAGE_PATCH_TOKEN,
+    IMAGE_START,
+    VIDEO_END,
+    VIDEO_START,
     conversation_ids,
     get_template,
     load_tokenizer,
@@ -257,17 +261,19 @@ class VideoLLAMA(BaseModel):
         return {"loss": outputs.loss, "logits": outputs.logits}
 
     # ------------------------------------------------------------------ asking the model
-    def conversation(self, question, answer=None, history=()):
+    def conversation(self, question, answer=None, history=(), image=False):
         """(input_ids, labels) of ``question`` (and ``answer``, if given) about the video after the
-        ``history`` turns, exactly as training built them: the video placeholder opens the first
-        question. Without an answer the ids end where the answer starts."""
+        ``history`` turns, exactly as training built them: the video placeholder (``<Image>``
+        tags for an image) opens the first question. Without an answer the ids end where the
+        answer starts."""
+        tags = (IMAGE_START, IMAGE_END) if image else (VIDEO_START, VIDEO_END)
         turns = [*history, (question, answer)]
-        turns[0] = (f"{video_placeholder(self.num_video_query_token)} {turns[0][0]}", turns[0][1])
+        turns[0] = (f"{video_placeholder(self.num_video_query_token, *tags)} {turns[0][0]}", turns[0][1])
         return conversation_ids(self.llama_tokenizer, self.template, turns)
 
-    def prompt_ids(self, question, history=()):
+    def prompt_ids(self, question, history=(), image=False):
         """Token ids of the prompt for ``question``, ending where the model's answer starts."""
-        return self.conversation(question, None, history)[0]
+        return self.conversation(question, None, history, image)[0]
 
     @torch.no_grad()
     def score(self, frames, questions, answers, length_normalize=False, chunk_size=16):
@@ -307,12 +313,17 @@ class VideoLLAMA(BaseModel):
         return scores
 
     @torch.no_grad()
-    def generate(self, frames, questions, max_new_tokens=16, **generation_kwargs):
-        """Answers (text) to one question per clip; greedy unless ``generation_kwargs`` say
-        otherwise. Prompts are left-padded so that every answer starts at the same place; an
-        answer ends at the template's end symbol, which is cut off."""
+    def generate(self, frames, questions, max_new_tokens=16, histories=None, **generation_kwargs):
+        """Answers (text) to one question per clip (``histories``: the earlier (question, answer)
+        turns of each); greedy unless ``generation_kwargs`` say otherwise (a ``streamer`` gets the
+        tokens as they come). (B, C, H, W) frames are images. Prompts are left-padded so that
+        every answer starts at the same place; an answer stops at the template's end symbol,
+        which is cut off."""
         tokenizer = self.llama_tokenizer
-        prompts = [self.prompt_ids(q) for q in questions]
+        image = frames.dim() == 4
+        if image:
+            frames = frames.unsqueeze(2)
+        prompts = [self.prompt_ids(q, h, image) for q, h in zip(questions, histories or [()] * len(questions))]
         length = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), length), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), length), dtype=torch.long)
@@ -322,6 +333,8 @@ class VideoLLAMA(BaseModel):
         ids, mask = ids.to(frames.device), mask.to(frames.device)
         embeds = self.embed_with_video(ids, self.encode_video(frames))
         settings = {"do_sample": False, **generation_kwargs}
+        if not self.template.end_is_eos:  # vicuna's "###": stop on the text, as the original's stopping criterion
+            settings.update(stop_strings=[self.template.end_sym], tokenizer=tokenizer)
         out = self.llama_model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                                         eos_token_id=[tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id,
                                         **settings)

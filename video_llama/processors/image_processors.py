@@ -5,6 +5,25 @@ import dataclasses
 from video_llama.common.registry import registry
 from video_llama.processors.base_processor import BaseProcessor
 from video_llama.processors.normalization import CLIP_MEAN, CLIP_STD
+from video_llama.processors.video_decoding import VideoDecodeError
+
+
+def load_image(source):
+    """An RGB PIL image from a path or bytes; VideoDecodeError (naming a path) when it is not one."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    name = f"image {source}" if not isinstance(source, (bytes, bytearray)) else "image"
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as image:
+            return image.convert("RGB")
+    except FileNotFoundError as err:
+        raise VideoDecodeError(f"{name}: file not found") from err
+    except UnidentifiedImageError as err:
+        raise VideoDecodeError(f"cannot decode {name}: not an image file PIL can read") from err
+    except OSError as err:  # truncated
+        raise VideoDecodeError(f"cannot decode {name}: {err}") from err
 
 
 @dataclasses.dataclass

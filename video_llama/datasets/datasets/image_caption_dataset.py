@@ -5,11 +5,10 @@ tokenised as a video caption is (``VideoCaptionDataset``), and an unreadable ima
 counted like an unreadable clip.
 """
 
-import io
 import json
 
 from video_llama.datasets.datasets.video_caption_dataset import VideoCaptionDataset
-from video_llama.processors.video_decoding import VideoDecodeError
+from video_llama.processors.image_processors import load_image
 
 IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
 
@@ -18,16 +17,7 @@ class ImageCaptionDataset(VideoCaptionDataset):
     """Read from shards only (``build_info.shards``): it has no records of its own."""
 
     def read_visual(self, source):
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(io.BytesIO(source)) as image:
-                image.load()
-                return self.vis_processor(image), None
-        except UnidentifiedImageError as err:
-            raise VideoDecodeError("cannot decode image: not an image file PIL can read") from err
-        except OSError as err:  # truncated
-            raise VideoDecodeError(f"cannot decode image: {err}") from err
+        return self.vis_processor(load_image(source)), None
 
     def from_stored(self, stored, where):
         member = next((ext for ext in IMAGE_MEMBERS if ext in stored), None)

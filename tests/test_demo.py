@@ -1,0 +1,110 @@
+"""Chat and demo.py with the tiny model: asked as trained, history, truncation, terminal and --question."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, TINY_CONFIG
+
+SHORT = {"max_new_tokens": 6}
+
+
+def demo_options(llm, clips):
+    return [f"model.llama_model={llm}", f"datasets.webvid_instruct.tokenizer_name={llm}", "model.ckpt=random",
+            f"datasets.webvid_instruct.build_info.anno_dir={clips / 'train.json'}",
+            f"datasets.webvid_instruct.build_info.videos_dir={clips}"]
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_llm_dir, clips_dir):
+    from video_llama.cli.demo import load_setup
+
+    return load_setup(TINY_CONFIG, demo_options(tiny_llm_dir, clips_dir))
+
+
+def test_a_chat_asks_as_trained_and_keeps_its_history(setup, clips_dir):
+    from video_llama.conversation import timestamp_sentence
+
+    chat = setup.new_chat()
+    chat.upload_video(clips_dir / "clip0.mp4")
+    info = setup.vis_processor.clip_info(clips_dir / "clip0.mp4")
+    assert chat.visual.note == timestamp_sentence(info.indices, info.fps) != ""  # 8 frames of a 24-frame clip at 8 fps
+    first = chat.ask("What is happening?", **SHORT)
+    second = chat.ask("And then?", **SHORT)
+    assert chat.history == [("What is happening?", first), ("And then?", second)]
+    history, question = chat._turns("Why?", 6)  # what the third question sends
+    assert history == [(chat.visual.note + "What is happening?", first), ("And then?", second)] and question == "Why?"
+    again = setup.new_chat()  # greedy: the same answers; streaming ends with the same text
+    again.upload_video(clips_dir / "clip0.mp4")
+    assert again.ask("What is happening?", **SHORT) == first
+    streamed = list(again.stream("And then?", **SHORT, do_sample=False))
+    assert streamed[-1] == second and again.history[-1] == ("And then?", second)
+
+
+def test_a_long_conversation_drops_old_turns_never_the_video(setup, clips_dir):
+    from video_llama.conversation.chat import ChatError
+
+    chat = setup.new_chat()
+    chat.upload_video(clips_dir / "clip1.mp4")
+    chat.max_context = len(setup.model.prompt_ids(chat.visual.note + "question number 0 about the clip")) + 60
+    for turn in range(4):
+        chat.ask(f"question number {turn} about the clip", **SHORT)
+    history, question = chat._turns("the last question", 6)
+    assert 0 < len(history) < 4 and history[0][0].startswith(chat.visual.note)  # oldest dropped, times kept
+    ids = setup.model.prompt_ids(question, history)
+    assert len(ids) + 6 <= chat.max_context and ids.count(setup.model.im_patch_token_id) == setup.model.num_video_query_token
+    with pytest.raises(ChatError, match="max_context"):
+        chat.ask("word " * 200, **SHORT)
+    with pytest.raises(ChatError, match="upload a video"):
+        setup.new_chat().ask("hello?")
+
+
+def test_an_image_is_a_one_frame_video_with_image_tags(setup, tmp_path):
+    from PIL import Image
+
+    from video_llama.processors.video_decoding import VideoDecodeError
+
+    path = tmp_path / "still.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)).save(path)
+    chat = setup.new_chat()
+    chat.upload_image(path)
+    assert chat.visual.frames.shape == (3, 112, 112) and chat.visual.note == ""
+    tokenizer = setup.model.llama_tokenizer
+    assert "<Image>" in tokenizer.decode(setup.model.prompt_ids("What is this?", image=True))
+    assert chat.ask("What is this?", **SHORT) == chat.history[0][1]
+    (tmp_path / "not_an_image.png").write_bytes(b"plain text")
+    with pytest.raises(VideoDecodeError, match="not_an_image.png"):
+        chat.upload_image(tmp_path / "not_an_image.png")
+
+
+def run_demo(llm, clips, *args, stdin=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "demo.py", "--cfg-path", str(TINY_CONFIG), "--options", *demo_options(llm, clips),
+           "--max-new-tokens", "6", *args]
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=300)
+
+
+def test_the_terminal_chat_answers_keeps_going_after_a_bad_file(tiny_llm_dir, clips_dir):
+    lines = f"What is happening?\n/video {clips_dir / 'broken.mp4'}\nAnd then?\n/reset\nStill there?\n/quit\n"
+    result = run_demo(tiny_llm_dir, clips_dir, "--video", str(clips_dir / "clip0.mp4"), stdin=lines)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout.splitlines()
+    assert out[0].startswith("commands:")
+    answers = [line for line in out if line.startswith("answer: ")]
+    assert len(answers) == 2  # the first question and the one after the bad file (still about clip0)
+    errors = [line for line in out if line.startswith("error: ")]
+    assert len(errors) == 2 and "broken.mp4" in errors[0] and "upload a video or an image first" in errors[1]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_one_question_prints_one_reproducible_answer_and_a_bad_file_one_line(tiny_llm_dir, clips_dir):
+    ask = ("--video", str(clips_dir / "clip2.mp4"), "--question", "What is happening?")
+    first, second = run_demo(tiny_llm_dir, clips_dir, *ask), run_demo(tiny_llm_dir, clips_dir, *ask)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert len(first.stdout.strip().splitlines()) == 1 and first.stdout == second.stdout
+    broken = run_demo(tiny_llm_dir, clips_dir, "--video", str(clips_dir / "broken.mp4"), "--question", "What?")
+    assert broken.returncode == 2 and broken.stdout == ""
+    (line,) = [line for line in broken.stderr.splitlines() if line.startswith("error:")]
+    assert "broken.mp4" in line and "Traceback" not in broken.stderr

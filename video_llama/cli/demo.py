@@ -1,0 +1,155 @@
+"""``demo.py``: chat with a finetuned model about a video or an image.
+
+    python demo.py --cfg-path eval_configs/video_llama_eval_only_vl.yaml --video clip.mp4             # terminal chat
+    python demo.py --cfg-path ... --video clip.mp4 --question "What is happening?"                    # one answer
+    python demo.py --cfg-path ... --web [--host 127.0.0.1 --port 7860]                                # browser
+
+The config is an evaluation config: its ``model`` section (``model.ckpt``: a training run folder,
+a checkpoint, or a published one) and the ``vis_processor`` of its first dataset, as the original
+demo reads them. In the terminal, a line is a question; ``/video PATH``, ``/image PATH``,
+``/reset`` and ``/quit`` do what they say.
+"""
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+COMMANDS = "commands: /video PATH, /image PATH, /reset, /quit; anything else is a question"
+
+
+@dataclass
+class ChatSetup:
+    """What every conversation shares: the model, the processors and the prompt settings."""
+
+    model: object
+    vis_processor: object
+    image_processor: object
+    timestamps: bool
+
+    def new_chat(self, **state):
+        from video_llama.conversation.chat import Chat
+
+        return Chat(self.model, self.vis_processor, self.image_processor, self.timestamps, **state)
+
+
+def visual_settings(cfg):
+    """(video processor config, timestamps) of the config's first dataset with a vis_processor."""
+    for dataset_cfg in cfg.datasets_cfg.values():
+        procs = dataset_cfg.get("vis_processor") or {}
+        proc_cfg = procs.get("eval") or procs.get("train")
+        if proc_cfg is not None:
+            return proc_cfg, bool(dataset_cfg.get("timestamps", True))
+    raise ValueError("the config's datasets name no vis_processor; the demo reads the first one's (eval or train)")
+
+
+def load_setup(cfg_path, options=(), device="cpu", plugins=()):
+    """The model of ``cfg_path`` (with ``options``) on ``device``, ready to chat."""
+    import torch
+
+    import video_llama  # noqa: F401  (registers the built-ins)
+    from video_llama.cli.jobs import check_evaluable
+    from video_llama.common.config import Config, check_runtime
+    from video_llama.common.registry import registry
+    from video_llama.common.utils import seed_everything
+    from video_llama.processors.image_processors import load_image
+
+    cfg = Config.from_file(cfg_path, list(options), list(plugins))
+    check_evaluable(cfg.model_cfg)
+    check_runtime(cfg.config)
+    seed_everything(cfg.run_cfg.get("seed", 42))  # as the original demo: sampled answers repeat per session
+    proc_cfg, timestamps = visual_settings(cfg)
+    vis_processor = registry.get_processor_class(proc_cfg.name).from_config(proc_cfg)
+    image_cfg = {"name": "blip2_image_eval", "image_size": proc_cfg.image_size}
+    image_transform = registry.get_processor_class("blip2_image_eval").from_config(image_cfg)
+    model = registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg)
+    model.to(torch.device(device)).eval()
+    return ChatSetup(model, vis_processor, lambda path: image_transform(load_image(path)), timestamps)
+
+
+def generation_settings(args):
+    """Greedy, except where the flags say otherwise (a temperature or top_p asks for sampling)."""
+    settings = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "do_sample": False,
+                "repetition_penalty": args.repetition_penalty}
+    if args.temperature is not None or args.top_p is not None:
+        settings.update(do_sample=True, temperature=args.temperature or 1.0, top_p=args.top_p or 1.0)
+    return settings
+
+
+def terminal_chat(chat, settings, lines=sys.stdin, out=sys.stdout):
+    """A line is a question, or a command; a problem with a file or a question prints one line and
+    the chat goes on."""
+    from video_llama.common.errors import UserError
+    from video_llama.conversation.chat import ChatError
+
+    print(COMMANDS, file=out, flush=True)
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        command, _, argument = line.partition(" ")
+        try:
+            if command == "/quit":
+                break
+            elif command == "/reset":
+                chat.reset()
+                print("(conversation cleared; upload a video or an image)", file=out, flush=True)
+            elif command in ("/video", "/image"):
+                (chat.upload_video if command == "/video" else chat.upload_image)(argument.strip())
+                print(f"(now talking about {chat.visual.name})", file=out, flush=True)
+            else:
+                shown = None
+                for text in chat.stream(line, **settings):  # the answer so far, as its tokens come
+                    if shown is None:
+                        print("answer: ", end="", file=out)
+                        shown = ""
+                    print(text[len(shown):] if text.startswith(shown) else f"\n{text}", end="", file=out, flush=True)
+                    shown = text
+                print(file=out, flush=True)
+        except (UserError, ChatError) as err:
+            print(f"error: {err}", file=out, flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="demo.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--cfg-path", required=True, help="evaluation YAML (model section + a vis_processor)")
+    parser.add_argument("--options", nargs="+", default=[], help="overrides, key=value (e.g. model.ckpt=output/run)")
+    parser.add_argument("--plugins", nargs="+", default=[])
+    visual = parser.add_mutually_exclusive_group()
+    visual.add_argument("--video", help="the clip to talk about")
+    visual.add_argument("--image", help="or an image")
+    parser.add_argument("--question", help="print the (greedy) answer to this question and exit")
+    parser.add_argument("--web", action="store_true", help="serve the Gradio UI instead of the terminal chat")
+    parser.add_argument("--host", default="127.0.0.1", help="address the web UI binds to (others than 127.0.0.1 expose it)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--max-upload-mb", type=float, default=200)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--max-new-tokens", type=int, default=300)
+    parser.add_argument("--num-beams", type=int, default=1)
+    parser.add_argument("--temperature", type=float)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    if args.web and args.question:
+        parser.error("--question prints one answer in the terminal; leave out --web")
+
+    setup = load_setup(args.cfg_path, args.options, args.device, args.plugins)
+    if args.web:
+        from video_llama.cli.web_demo import serve
+
+        return serve(setup, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+    chat = setup.new_chat()
+    if args.video:
+        chat.upload_video(args.video)
+    elif args.image:
+        chat.upload_image(args.image)
+    settings = generation_settings(args)
+    if args.question:
+        if chat.visual is None:
+            parser.error("--question needs --video or --image")
+        print(chat.ask(args.question, **settings))
+        return 0
+    terminal_chat(chat, settings)
+    return 0

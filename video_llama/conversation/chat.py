@@ -1,0 +1,140 @@
+"""A conversation about one video or image with a model: what ``demo.py`` (terminal and web) and
+``video-llama infer`` talk through.
+
+The model is asked exactly as it was trained: its own prompt builder (``VideoLLAMA.prompt_ids``)
+with the video placeholder opening the first question and, when the model learned with it, the
+timestamp sentence of the sampled frames before that question. A long conversation drops its oldest
+turns, never the video tokens, to stay within ``max_context`` positions (the original demo kept
+the last 2000 positions, which can cut the video off).
+"""
+
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from video_llama.conversation.templates import timestamp_sentence
+
+# The original web demo's defaults; `--question` and batch inference are greedy (reproducible).
+WEB_DEFAULTS = {"max_new_tokens": 300, "num_beams": 1, "do_sample": True, "temperature": 1.0, "top_p": 0.9,
+                "repetition_penalty": 1.0}
+GREEDY = {"max_new_tokens": 300, "num_beams": 1, "do_sample": False, "repetition_penalty": 1.0}
+
+
+class ChatError(ValueError):
+    """Something the person chatting can fix (no video yet, a question too long); shown as is."""
+
+
+@dataclass
+class Visual:
+    """What the conversation is about: processed frames (C, T, H, W) or an image (C, H, W)."""
+
+    frames: torch.Tensor
+    name: str
+    note: str = ""  # the timestamp sentence put before the first question
+
+    @property
+    def is_image(self):
+        return self.frames.dim() == 3
+
+
+@dataclass
+class Chat:
+    """``upload_video``/``upload_image``, then ``ask`` (or ``stream``) as often as wanted;
+    ``reset`` starts over. ``history`` holds the (question, answer) turns so far."""
+
+    model: object
+    vis_processor: object  # video: path → (C, T, H, W) floats, with clip_info
+    image_processor: object = None  # image path → (C, H, W) floats
+    timestamps: bool = True  # put the frame-times sentence before the first question (as trained)
+    max_context: int = 2000
+    visual: Visual = None
+    history: list = field(default_factory=list)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def reset(self):
+        self.visual, self.history = None, []
+
+    def upload_video(self, path):
+        """Decode ``path`` (raises VideoDecodeError naming it) and start a conversation about it."""
+        frames = self.vis_processor(path)
+        info = self.vis_processor.clip_info(path) if hasattr(self.vis_processor, "clip_info") else None
+        note = timestamp_sentence(info.indices, info.fps) if self.timestamps and info is not None else ""
+        self.visual, self.history = Visual(frames, str(path), note), []
+
+    def upload_image(self, path):
+        """Read an image file (the processor raises VideoDecodeError naming it) and start a
+        conversation about it."""
+        if self.image_processor is None:
+            raise ChatError("this chat has no image processor; start it with one to talk about images")
+        self.visual, self.history = Visual(self.image_processor(path), str(path)), []
+
+    def _turns(self, question, max_new_tokens):
+        """(history to send, question to send): the oldest turns dropped until the prompt and the
+        answer fit ``max_context``; the timestamp sentence goes before the first turn sent."""
+        if self.visual is None:
+            raise ChatError("upload a video or an image first")
+        note = self.visual.note
+        for start in range(len(self.history) + 1):
+            kept = self.history[start:]
+            if kept:
+                history, current = [(note + kept[0][0], kept[0][1]), *kept[1:]], question
+            else:
+                history, current = [], note + question
+            length = len(self.model.prompt_ids(current, history, self.visual.is_image))
+            if length + max_new_tokens <= self.max_context:
+                return history, current
+        raise ChatError(f"the question takes {length} positions, with max_new_tokens={max_new_tokens} more than "
+                        f"max_context={self.max_context}; ask a shorter one or lower max_new_tokens")
+
+    def _generate(self, history, question, settings, streamer=None):
+        frames = self.visual.frames.unsqueeze(0).to(self.device)
+        settings = dict(settings)
+        max_new_tokens = settings.pop("max_new_tokens")
+        if not settings.get("do_sample"):  # greedy or beams: sampling settings do not apply
+            for key in ("temperature", "top_p"):
+                settings.pop(key, None)
+        with torch.inference_mode():
+            return self.model.generate(frames, [question], max_new_tokens, histories=[history], streamer=streamer,
+                                       **settings)[0]
+
+    def ask(self, question, **settings):
+        """The answer to ``question`` (greedy unless ``settings`` say otherwise), added to the history."""
+        settings = {**GREEDY, **settings}
+        history, current = self._turns(question, settings["max_new_tokens"])
+        answer = self._generate(history, current, settings)
+        self.history.append((question, answer))
+        return answer
+
+    def stream(self, question, **settings):
+        """Yield the answer so far as its tokens come (``WEB_DEFAULTS`` unless ``settings`` say
+        otherwise); the full answer is added to the history at the end."""
+        from transformers import TextIteratorStreamer
+
+        settings = {**WEB_DEFAULTS, **settings}
+        history, current = self._turns(question, settings["max_new_tokens"])
+        tokenizer = self.model.llama_tokenizer
+        streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        result = {}
+
+        def run():
+            try:
+                result["answer"] = self._generate(history, current, settings, streamer)
+            except BaseException as err:  # re-raised below; the stream must still end
+                result["error"] = err
+                streamer.end()
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        text, end_sym = "", self.model.template.end_sym
+        for piece in streamer:
+            text += piece
+            yield text.split(end_sym)[0].strip()
+        worker.join()
+        if "error" in result:
+            raise result["error"]
+        self.history.append((question, result["answer"]))
+        yield result["answer"]
