@@ -28,6 +28,6 @@ setup(
         "numpy",
         "pillow",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+    extras_require={"demo": ["gradio>=5"], "test": ["pytest>=7", "pytest-timeout", "gradio>=5", "playwright"]},
     entry_points={"console_scripts": ["video-llama=video_llama.cli.main:main"]},
 )

@@ -2,7 +2,7 @@
 
     python demo.py --cfg-path eval_configs/video_llama_eval_only_vl.yaml --video clip.mp4             # terminal chat
     python demo.py --cfg-path ... --video clip.mp4 --question "What is happening?"                    # one answer
-    python demo.py --cfg-path ... --web [--host 127.0.0.1 --port 7860]                                # browser
+    python demo.py --cfg-path ... --web [--host 127.0.0.1 --port 7860 --examples DIR]                 # browser
 
 The config is an evaluation config: its ``model`` section (``model.ckpt``: a training run folder,
 a checkpoint, or a published one) and the ``vis_processor`` of its first dataset, as the original
@@ -124,9 +124,10 @@ def main(argv=None):
     parser.add_argument("--web", action="store_true", help="serve the Gradio UI instead of the terminal chat")
     parser.add_argument("--host", default="127.0.0.1", help="address the web UI binds to (others than 127.0.0.1 expose it)")
     parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--max-upload-mb", type=float, default=200)
+    parser.add_argument("--max-upload-mb", type=float, default=200, help="the web UI refuses larger uploads")
+    parser.add_argument("--examples", help="a folder of clips and images the web UI offers as examples")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--max-new-tokens", type=int, default=300)
+    parser.add_argument("--max-new-tokens", type=int, default=300, help="(these settings start the web UI's controls too)")
     parser.add_argument("--num-beams", type=int, default=1)
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--top-p", type=float)
@@ -139,7 +140,14 @@ def main(argv=None):
     if args.web:
         from video_llama.cli.web_demo import serve
 
-        return serve(setup, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb)
+        from video_llama.conversation.chat import WEB_DEFAULTS
+
+        given = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "temperature": args.temperature,
+                 "top_p": args.top_p, "repetition_penalty": args.repetition_penalty}
+        defaults = {**WEB_DEFAULTS, **{key: value for key, value in given.items() if value is not None}}
+        serve(setup, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, examples_dir=args.examples,
+              defaults=defaults)
+        return 0
     chat = setup.new_chat()
     if args.video:
         chat.upload_video(args.video)
