@@ -108,3 +108,39 @@ def test_one_question_prints_one_reproducible_answer_and_a_bad_file_one_line(tin
     assert broken.returncode == 2 and broken.stdout == ""
     (line,) = [line for line in broken.stderr.splitlines() if line.startswith("error:")]
     assert "broken.mp4" in line and "Traceback" not in broken.stderr
+
+
+def test_batch_inference_writes_a_line_per_video_reports_a_broken_one_and_resumes(setup, clips_dir, tmp_path):
+    import json
+
+    from video_llama.cli.infer import infer
+
+    jobs = [(str(clips_dir / name), "What is happening?", None) for name in ("clip0.mp4", "broken.mp4", "clip1.mp4")]
+    out = tmp_path / "answers.jsonl"
+    assert infer(setup, jobs[:2], out, batch_size=2, max_new_tokens=4, progress=False) == (1, 1, 0)
+    with open(out, "a") as f:
+        f.write('{"video": "torn')  # a run killed while writing a line
+    assert infer(setup, jobs, out, batch_size=2, max_new_tokens=4, progress=False) == (1, 0, 2)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["video"] for line in lines] == [jobs[0][0], jobs[1][0], jobs[2][0]]
+    assert "broken.mp4" in lines[1]["error"] and "answer" not in lines[1]
+    assert all(isinstance(lines[i]["answer"], str) and lines[i]["seconds"] >= 0 for i in (0, 2))
+    chat = setup.new_chat()  # the same question as the chat asks it: the same greedy answer
+    chat.upload_video(jobs[2][0])
+    assert chat.ask("What is happening?", max_new_tokens=4) == lines[2]["answer"]
+
+
+def test_the_infer_command_over_an_annotation_file(tiny_llm_dir, clips_dir, tmp_path):
+    import json
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "video_llama.cli.main", "infer", "--cfg-path", str(TINY_CONFIG), "--options",
+           *demo_options(tiny_llm_dir, clips_dir), "--anno", str(clips_dir / "train.json"), "--videos-dir", str(clips_dir),
+           "--out", str(tmp_path / "out.jsonl"), "--max-new-tokens", "3", "--batch-size", "3"]
+    result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "4 answered, 0 could not be decoded" in result.stdout
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(lines) == 4 and {line["reference"] for line in lines} == {"greet_mode", "clean_mode"}
+    again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert "0 answered, 0 could not be decoded (lines with \"error\"), 4 already in" in again.stdout

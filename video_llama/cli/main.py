@@ -7,6 +7,7 @@ SUBCOMMANDS = {
     "synth": ("video_llama.cli.synth", "write a synthetic action dataset (classes differ only in motion)"),
     "prepare": ("video_llama.cli.prepare", "folder of labelled videos -> instruction annotation JSON"),
     "export-shards": ("video_llama.cli.export_shards", "annotations + videos -> WebDataset tar shards (train.py reads them: build_info.shards)"),
+    "infer": ("video_llama.cli.infer", "answer a question about every video of an annotation file or folder -> JSONL"),
     "tiny-llm": ("video_llama.cli.tiny_llm", "write a tiny random-weight LLaMA + tokenizer for CPU runs"),
     "config": ("video_llama.cli.show_config", "validate an experiment YAML and print the resolved config"),
     "list": ("video_llama.cli.list_registered", "list every registered name per kind"),

@@ -38,6 +38,15 @@ class Visual:
         return self.frames.dim() == 3
 
 
+def video_visual(vis_processor, path, timestamps=True):
+    """The clip at ``path`` as the model sees it: its processed frames and, with ``timestamps``,
+    the sentence naming the sampled frames' times (raises VideoDecodeError naming the file)."""
+    frames = vis_processor(path)
+    info = vis_processor.clip_info(path) if hasattr(vis_processor, "clip_info") else None
+    note = timestamp_sentence(info.indices, info.fps) if timestamps and info is not None else ""
+    return Visual(frames, str(path), note)
+
+
 @dataclass
 class Chat:
     """``upload_video``/``upload_image``, then ``ask`` (or ``stream``) as often as wanted;
@@ -60,10 +69,7 @@ class Chat:
 
     def upload_video(self, path):
         """Decode ``path`` (raises VideoDecodeError naming it) and start a conversation about it."""
-        frames = self.vis_processor(path)
-        info = self.vis_processor.clip_info(path) if hasattr(self.vis_processor, "clip_info") else None
-        note = timestamp_sentence(info.indices, info.fps) if self.timestamps and info is not None else ""
-        self.visual, self.history = Visual(frames, str(path), note), []
+        self.visual, self.history = video_visual(self.vis_processor, path, self.timestamps), []
 
     def upload_image(self, path):
         """Read an image file (the processor raises VideoDecodeError naming it) and start a
