@@ -45,8 +45,9 @@ def visual_settings(cfg):
     raise ValueError("the config's datasets name no vis_processor; the demo reads the first one's (eval or train)")
 
 
-def load_setup(cfg_path, options=(), device="cpu", plugins=()):
-    """The model of ``cfg_path`` (with ``options``) on ``device``, ready to chat."""
+def load_setup(cfg_path, options=(), device=None, plugins=()):
+    """The model of ``cfg_path`` (with ``options``) on ``device`` (None: the config's run.device),
+    ready to chat."""
     import torch
 
     import video_llama  # noqa: F401  (registers the built-ins)
@@ -56,7 +57,7 @@ def load_setup(cfg_path, options=(), device="cpu", plugins=()):
     from video_llama.common.utils import seed_everything
     from video_llama.processors.image_processors import load_image
 
-    cfg = Config.from_file(cfg_path, list(options), list(plugins))
+    cfg = Config.from_file(cfg_path, [*options, *([f"run.device={device}"] if device else [])], list(plugins))
     check_evaluable(cfg.model_cfg)
     check_runtime(cfg.config)
     seed_everything(cfg.run_cfg.get("seed", 42))  # as the original demo: sampled answers repeat per session
@@ -65,7 +66,7 @@ def load_setup(cfg_path, options=(), device="cpu", plugins=()):
     image_cfg = {"name": "blip2_image_eval", "image_size": proc_cfg.image_size}
     image_transform = registry.get_processor_class("blip2_image_eval").from_config(image_cfg)
     model = registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg)
-    model.to(torch.device(device)).eval()
+    model.to(torch.device(cfg.run_cfg.get("device") or "cpu")).eval()
     return ChatSetup(model, vis_processor, lambda path: image_transform(load_image(path)), timestamps)
 
 
@@ -126,7 +127,7 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--max-upload-mb", type=float, default=200, help="the web UI refuses larger uploads")
     parser.add_argument("--examples", help="a folder of clips and images the web UI offers as examples")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the config's run.device)")
     parser.add_argument("--max-new-tokens", type=int, default=300, help="(these settings start the web UI's controls too)")
     parser.add_argument("--num-beams", type=int, default=1)
     parser.add_argument("--temperature", type=float)

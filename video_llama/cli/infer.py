@@ -131,7 +131,7 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="JSONL file (appended to: a re-run skips the videos it has)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the config's run.device)")
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise UserError("--batch-size and --max-new-tokens must be at least 1")
