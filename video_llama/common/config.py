@@ -592,8 +592,9 @@ def _resolve_paths(config, base_dir):
         config.run.resume_ckpt_path = resolve_path(config.run.resume_ckpt_path, base_dir)
     for ds in config.datasets.values():
         info = ds.get("build_info") or {}
-        if info.get("videos_dir"):
-            info.videos_dir = resolve_path(info.videos_dir, base_dir)
+        for key in ("videos_dir", "storage"):  # storage: cc_sbu_align's folder
+            if info.get(key):
+                info[key] = resolve_path(info[key], base_dir)
         anno = info.get("anno_dir")
         if isinstance(anno, str):
             info.anno_dir = resolve_path(anno, base_dir)

@@ -256,6 +256,10 @@ class RunnerBase:
         sampler = MixingBatchSampler([len(d) for d in datasets], ratios, run.batch_size_train, seed=run.seed,
                                      rank=self.rank, world_size=self.world_size, iters_per_epoch=run.iters_per_epoch,
                                      streams=[hasattr(d, "stream_item") for d in datasets], num_workers=run.num_workers)
+        if len(datasets) > 1:  # each batch comes from one dataset, drawn with these probabilities
+            mix = ", ".join(f"{name} ({len(d)} samples, sample_ratio {r}: {p:.0%} of batches)"
+                            for name, d, r, p in zip(self.datasets, datasets, ratios, sampler.probs))
+            logger.info("training mix over %d iterations per epoch: %s", sampler.iters_per_epoch, mix)
         loader = DataLoader(
             MixedDataset(datasets), batch_sampler=sampler, num_workers=run.num_workers, collate_fn=self._collate(),
             worker_init_fn=functools.partial(seed_worker, base_seed=run.seed, rank=self.rank),

@@ -45,7 +45,15 @@ class BaseDatasetBuilder:
                 if len(datasets) != 1:
                     raise ValueError(f"{path} must define exactly one dataset, found {list(datasets)}")
                 layers.append(next(iter(datasets.values())))
-        return OmegaConf.merge(*layers)
+        merged = layers[0]
+        for layer in layers[1:]:
+            for section in ("vis_processor", "text_processor"):  # another processor: its own keys, not a mix
+                for split, proc in (layer.get(section) or {}).items():
+                    old = (merged.get(section) or {}).get(split)
+                    if old is not None and proc is not None and proc.get("name") not in (None, old.get("name")):
+                        del merged[section][split]
+            merged = OmegaConf.merge(merged, layer)
+        return merged
 
     # ------------------------------------------------------------------ shared helpers
     @classmethod

@@ -1,4 +1,5 @@
-"""Builders for video data: instruction JSON (``webvid_instruct``) and caption CSV (``webvid``)."""
+"""Builders for video data: instruction JSON (``webvid_instruct``, ``webvid_instruct_zh``) and caption
+CSV (``webvid``)."""
 
 from video_llama.common.registry import registry
 from video_llama.conversation import get_template, load_prompts, load_tokenizer
@@ -13,8 +14,10 @@ class VideoInstructBuilder(BaseDatasetBuilder):
     :meth:`read_annotations` and names its default YAML (only the keys it adds); videos,
     processors, templates, truncation and distributed loading come from here."""
 
+    name = "webvid_instruct"
     DATASET_CONFIG_DICT = {"default": "datasets/webvid_instruct/defaults.yaml"}
     DATA_TYPES = ("video", "video_cn")
+    dataset_class = VideoInstructDataset
 
     def read_annotations(self, anno_files):
         """[{"video": path relative to videos_dir, "QA": [{"q": ..., "a": ...}, ...]}, ...]"""
@@ -22,7 +25,7 @@ class VideoInstructBuilder(BaseDatasetBuilder):
 
     def build_split(self, split, anno_files):
         cfg = self.config
-        return VideoInstructDataset(
+        return self.dataset_class(
             self.read_annotations(anno_files),
             self.videos_dir(),
             self.processor("vis_processor", split),
@@ -31,10 +34,18 @@ class VideoInstructBuilder(BaseDatasetBuilder):
             num_video_query_token=cfg.num_video_query_token,
             max_seq_len=cfg.max_seq_len,
             max_failed_ratio=cfg.max_failed_ratio,
-            name=f"webvid_instruct/{split}",
+            name=f"{self.name}/{split}",
             anno_files=anno_files,
             timestamps=cfg.timestamps and "cn" not in cfg.data_type,  # the original has none for Chinese data
         )
+
+
+@registry.register_builder("webvid_instruct_zh")
+class VideoInstructZhBuilder(VideoInstructBuilder):
+    """The original's Chinese video instructions: the same data path, without the timestamp sentence."""
+
+    name = "webvid_instruct_zh"
+    DATASET_CONFIG_DICT = {"default": "datasets/webvid_instruct_zh/defaults.yaml"}
 
 
 @registry.register_builder("webvid")

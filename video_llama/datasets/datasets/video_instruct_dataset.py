@@ -10,14 +10,26 @@ import logging
 
 import torch
 
-from video_llama.conversation import IMAGE_PATCH_TOKEN, conversation_ids, timestamp_sentence, truncate, video_placeholder
+from video_llama.conversation import (
+    IMAGE_PATCH_TOKEN,
+    VIDEO_END,
+    VIDEO_START,
+    conversation_ids,
+    timestamp_sentence,
+    truncate,
+    video_placeholder,
+)
 from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset, annotation_files
 
 logger = logging.getLogger(__name__)
 
 
-def read_instruct_annotations(paths):
-    """Records from one or more annotation JSON files; errors name the file, entry and fix."""
+VISUAL_MARK = "<image>"  # a first question may say where the video or image goes (LLaVA's convention)
+
+
+def read_instruct_annotations(paths, key="video"):
+    """Records from one or more annotation JSON files; errors name the file, entry and fix.
+    ``key``: the entries' path field (``image`` for image data); records keep it as ``video``."""
     records = []
     for path in annotation_files(paths):
         try:
@@ -30,17 +42,19 @@ def read_instruct_annotations(paths):
             raise AnnotationError(f"{path} must hold a JSON list of {{'video': ..., 'QA': [...]}} entries")
         for i, entry in enumerate(entries):
             qa = entry.get("QA") if isinstance(entry, dict) else None
-            ok = isinstance(entry, dict) and isinstance(entry.get("video"), str) and isinstance(qa, list) and qa
+            ok = isinstance(entry, dict) and isinstance(entry.get(key), str) and isinstance(qa, list) and qa
             ok = ok and all(isinstance(t, dict) and isinstance(t.get("q"), str) and isinstance(t.get("a"), str) for t in qa)
             if not ok:
                 raise AnnotationError(
-                    f"{path}, entry {i}: expected {{'video': 'path', 'QA': [{{'q': str, 'a': str}}, ...]}}, got {entry!r:.200}"
+                    f"{path}, entry {i}: expected {{'{key}': 'path', 'QA': [{{'q': str, 'a': str}}, ...]}}, got {entry!r:.200}"
                 )
-            records.append({"video": entry["video"], "QA": qa})
+            records.append({"video": entry[key], "QA": qa})
     return records
 
 
 class VideoInstructDataset(BaseVideoDataset):
+    placeholder_tags = (VIDEO_START, VIDEO_END)
+
     def __init__(self, records, videos_dir, vis_processor, tokenizer, template, num_video_query_token=32,
                  max_seq_len=512, max_failed_ratio=0.1, name="webvid_instruct", anno_files=(), timestamps=False):
         self.tokenizer = tokenizer
@@ -69,9 +83,12 @@ class VideoInstructDataset(BaseVideoDataset):
 
     def tokenize(self, qa, max_seq_len, note=""):
         """ids and labels of a record; ``note`` (the timestamp sentence) goes between the video and
-        the first question, as ``<Video>...</Video> {note}{question}``."""
-        placeholder = video_placeholder(self.num_video_query_token)
-        turns = [(f"{placeholder} {note}{t['q']}" if i == 0 else t["q"], t["a"]) for i, t in enumerate(qa)]
+        the first question, as ``<Video>...</Video> {note}{question}``, or where the first question
+        says ``<image>`` (LLaVA's data)."""
+        placeholder = video_placeholder(self.num_video_query_token, *self.placeholder_tags)
+        first = qa[0]["q"]
+        first = first.replace(VISUAL_MARK, f"{placeholder} {note}", 1) if VISUAL_MARK in first else f"{placeholder} {note}{first}"
+        turns = [(first if i == 0 else t["q"], t["a"]) for i, t in enumerate(qa)]
         input_ids, labels = conversation_ids(self.tokenizer, self.template, turns)
         result = truncate(input_ids, labels, max_seq_len, self.placeholder_id, self.num_video_query_token)
         return None if result is None else {"input_ids": result[0], "labels": result[1]}

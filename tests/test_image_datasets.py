@@ -1,0 +1,146 @@
+"""Images beside videos: cc_sbu_align, llava_instruct, image_instruct, webvid_instruct_zh, and a mix."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO_ROOT, TINY_CONFIG
+
+
+def write_image(path, seed, fmt="JPEG"):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(path, format=fmt)
+
+
+@pytest.fixture(scope="module")
+def image_data(tmp_path_factory):
+    """cc_sbu_align (3 images, one corrupt), LLaVA (two-turn conversations, COCO names), and the
+    guide's format for images (one PNG)."""
+    root = tmp_path_factory.mktemp("image_data")
+    align = root / "cc_sbu_align"
+    for i in (1, 2):
+        write_image(align / "image" / f"{i}.jpg", i)
+    (align / "image" / "3.jpg").write_bytes(b"not a jpeg")
+    captions = [{"image_id": i, "caption": f"picture number {i}"} for i in (1, 2, 3)]
+    (align / "filter_cap.json").write_text(json.dumps({"annotations": captions}))
+    coco = root / "coco"
+    for i in (1, 2):
+        write_image(coco / f"COCO_train2014_{i:012d}.jpg", 10 + i)
+    llava = [{"id": str(i), "image": f"{i:012d}.jpg", "conversations": [
+        {"from": "human", "value": "What colour is it?\n<image>" if i == 1 else "<image>\nWhat colour is it?"},
+        {"from": "gpt", "value": f"colour {i}"},
+        {"from": "human", "value": "And its shape?"},
+        {"from": "gpt", "value": f"shape {i}"}]} for i in (1, 2)]
+    (root / "llava.json").write_text(json.dumps(llava))
+    write_image(root / "mine" / "still.png", 20, "PNG")
+    (root / "mine.json").write_text(json.dumps([{"image": "still.png", "QA": [{"q": "Which mode?", "a": "greet_mode"}]}]))
+    return root
+
+
+def recipe(tmp_path, llm, clips, data, datasets, **run):
+    """The tiny recipe with ``datasets`` (names) pointed at the test data."""
+    tiny = yaml.safe_load(TINY_CONFIG.read_text())
+    tiny["model"]["llama_model"] = str(llm)
+    image_procs = {"train": {"name": "blip2_image_train", "image_size": 112},
+                   "eval": {"name": "blip2_image_eval", "image_size": 112}}
+    common = {"tokenizer_name": str(llm), "model_type": "llama_v2", "num_video_query_token": 32}
+    entries = {
+        "cc_sbu_align": {"build_info": {"storage": str(data / "cc_sbu_align")}, "vis_processor": image_procs, **common},
+        "llava_instruct": {"build_info": {"anno_dir": str(data / "llava.json"), "videos_dir": str(data / "coco")},
+                           "vis_processor": image_procs, **common},
+        "image_instruct": {"build_info": {"anno_dir": str(data / "mine.json"), "videos_dir": str(data / "mine")},
+                           "vis_processor": image_procs, **common},
+        "webvid_instruct": {**tiny["datasets"]["webvid_instruct"], "tokenizer_name": str(llm),
+                            "build_info": {"anno_dir": str(clips / "train.json"), "videos_dir": str(clips)}},
+        "webvid_instruct_zh": {**{k: v for k, v in tiny["datasets"]["webvid_instruct"].items() if k != "data_type"},
+                               "tokenizer_name": str(llm),
+                               "build_info": {"anno_dir": str(clips / "train.json"), "videos_dir": str(clips)}},
+    }
+    tiny["datasets"] = {name: {**entries[name], **extra} for name, extra in datasets.items()}
+    tiny["run"].update(output_dir=str(tmp_path / "out"), **run)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(tiny))
+    return path
+
+
+def build(path, name):
+    from video_llama.common.config import Config
+    from video_llama.common.registry import registry
+
+    cfg = Config.from_file(path)
+    return registry.get_builder_class(name)(cfg.datasets_cfg[name]).build_datasets()["train"]
+
+
+def trained_text(tokenizer, sample):
+    from video_llama.conversation.templates import IGNORE_INDEX
+
+    return tokenizer.decode([t for t in sample["labels"].tolist() if t != IGNORE_INDEX], skip_special_tokens=True)
+
+
+def test_cc_sbu_align_captions_answer_a_prompt_about_the_image(tiny_llm_dir, clips_dir, image_data, tmp_path):
+    dataset = build(recipe(tmp_path, tiny_llm_dir, clips_dir, image_data, {"cc_sbu_align": {}}), "cc_sbu_align")
+    assert len(dataset) == 3
+    dataset.substitute_unreadable = False
+    samples = [dataset[i] for i in range(3)]
+    assert samples[2]["unreadable"] == "image/3.jpg" and "not an image file" in samples[2]["error"]
+    assert len(dataset.failed) == 1  # counted like an unreadable clip
+    patch = dataset.tokenizer.convert_tokens_to_ids("<ImageHere>")
+    for i, sample in enumerate(samples[:2], 1):
+        assert sample["image"].shape == (3, 112, 112)
+        assert sample["input_ids"].tolist().count(patch) == 32
+        assert trained_text(dataset.tokenizer, sample).strip() == f"picture number {i}"
+    from video_llama.conversation import collate_video_samples
+
+    batch = collate_video_samples(samples, pad_token_id=0)  # the unreadable one left out
+    assert batch["image"].shape == (2, 3, 112, 112) and batch["unreadable"][0][0] == "image/3.jpg"  # one frame each
+
+
+def test_llava_conversations_put_the_image_where_the_first_turn_says(tiny_llm_dir, clips_dir, image_data, tmp_path):
+    dataset = build(recipe(tmp_path, tiny_llm_dir, clips_dir, image_data, {"llava_instruct": {}}), "llava_instruct")
+    assert [r["video"] for r in dataset.records] == ["COCO_train2014_000000000001.jpg", "COCO_train2014_000000000002.jpg"]
+    tokenizer = dataset.tokenizer
+    for i in (0, 1):
+        sample = dataset[i]
+        text = tokenizer.decode(sample["input_ids"].tolist())
+        assert sample["image"].shape == (3, 112, 112) and "<Image>" in text and "<Video>" not in text
+        assert text.count("<ImageHere>") == 32 and "<image>" not in text
+        where = text.index("<Image>") < text.index("What colour")  # "<image>\nQ" → before; "Q\n<image>" → after
+        assert where == (i == 1)
+        assert trained_text(tokenizer, sample).split() == ["colour", str(i + 1), "shape", str(i + 1)]
+
+
+def test_own_images_in_the_guide_format_and_chinese_video_data(tiny_llm_dir, clips_dir, image_data, tmp_path):
+    path = recipe(tmp_path, tiny_llm_dir, clips_dir, image_data, {"image_instruct": {}, "webvid_instruct_zh": {}})
+    sample = build(path, "image_instruct")[0]
+    assert sample["image"].shape == (3, 112, 112) and sample["question"] == "Which mode?"
+    chinese = build(path, "webvid_instruct_zh")[0]
+    assert chinese["image"].dim() == 4 and not chinese["question"].startswith("The video contains")  # no timestamps
+
+
+def test_images_and_videos_mix_by_sample_ratio_and_train(tiny_llm_dir, clips_dir, image_data, tmp_path):
+    from video_llama.datasets.sampling import MixingBatchSampler
+
+    ratios = [1, 1, 2]  # cc_sbu_align, llava_instruct, webvid_instruct
+    sampler = MixingBatchSampler([2, 2, 4], ratios, batch_size=2, seed=0, iters_per_epoch=4000)
+    counts = np.bincount([batch[0][0] for batch in sampler], minlength=3)
+    shares = counts / counts.sum()
+    assert np.allclose(shares, [0.25, 0.25, 0.5], atol=0.03)  # 4,000 batches: 3 standard deviations ≈ 0.02
+    path = recipe(tmp_path, tiny_llm_dir, clips_dir, image_data,
+                  {"cc_sbu_align": {"sample_ratio": 1}, "llava_instruct": {"sample_ratio": 1},
+                   "webvid_instruct": {"sample_ratio": 2}},
+                  iters_per_epoch=6, batch_size_train=2, num_workers=0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "train.py", "--cfg-path", str(path)], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = result.stderr + result.stdout  # the mix is reported at start-up
+    assert "training mix over 6 iterations per epoch: cc_sbu_align (3 samples, sample_ratio 1: 25% of batches)" in log
+    assert "webvid_instruct (4 samples, sample_ratio 2: 50% of batches)" in log
+    (run_dir,) = (tmp_path / "out").iterdir()
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 6
