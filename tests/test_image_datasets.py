@@ -144,3 +144,22 @@ def test_images_and_videos_mix_by_sample_ratio_and_train(tiny_llm_dir, clips_dir
     assert "webvid_instruct (4 samples, sample_ratio 2: 50% of batches)" in log
     (run_dir,) = (tmp_path / "out").iterdir()
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 6
+
+
+def test_prepare_images_writes_the_guide_format_for_image_instruct(tiny_llm_dir, clips_dir, image_data, tmp_path):
+    root = tmp_path / "stills"
+    for label in ("wave", "wipe"):
+        for i in range(5):
+            write_image(root / label / f"{i}.jpg", hash((label, i)) % 1000)
+    (root / "wipe" / "bad.png").write_bytes(b"no image")
+    result = subprocess.run([sys.executable, "-m", "video_llama.cli.main", "prepare", "--images", "--root", str(root),
+                             "--out", str(tmp_path / "anno")], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "left out (cannot decode): wipe/bad.png" in result.stdout and "image_instruct" in result.stdout
+    entries = [e for split in ("train", "val", "test") for e in json.loads((tmp_path / "anno" / f"{split}.json").read_text())]
+    assert len(entries) == 10 and all(set(e) == {"image", "QA"} and "image" in e["QA"][0]["q"] for e in entries)
+    path = recipe(tmp_path, tiny_llm_dir, clips_dir, image_data,
+                  {"image_instruct": {"build_info": {"anno_dir": str(tmp_path / "anno"), "videos_dir": str(root)}}})
+    dataset = build(path, "image_instruct")  # the train split of the prepare folder
+    train = json.loads((tmp_path / "anno" / "train.json").read_text())
+    assert len(dataset) == len(train) >= 4 and {dataset[i]["answer"] for i in range(len(train))} == {"Wave", "Wipe"}

@@ -59,15 +59,18 @@ def load_questions(path):
 LOOPED_DIR = "_looped"  # where --loop-short writes longer copies (under root, so paths stay relative)
 
 
-def find_videos(root):
-    """{label folder: [video paths relative to root]}, nested sub-folders included; folders whose
-    name starts with ``_`` or ``.`` (such as our own ``_looped``) are not labels."""
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+def find_videos(root, extensions=VIDEO_EXTENSIONS):
+    """{label folder: [video (or other ``extensions``) paths relative to root]}, nested sub-folders
+    included; folders whose name starts with ``_`` or ``.`` (such as our own ``_looped``) are not labels."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"--root: {root} is not a folder")
     found = defaultdict(list)
     for path in sorted(_walk_files(root)):
-        if path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file():
+        if path.suffix.lower() in extensions and path.is_file():
             rel = path.relative_to(root)
             if rel.parts[0].startswith(("_", ".")):
                 continue
@@ -76,7 +79,8 @@ def find_videos(root):
                 continue
             found[rel.parts[0]].append(str(rel))
     if not found:
-        raise FileNotFoundError(f"--root: no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}) under {root}/<label>/")
+        what = "images" if extensions == IMAGE_EXTENSIONS else "videos"
+        raise FileNotFoundError(f"--root: no {what} ({', '.join(sorted(extensions))}) under {root}/<label>/")
     return dict(found)
 
 
@@ -130,6 +134,18 @@ def probe(path):
             return count, None
     except Exception as err:  # decord raises DECORDError / RuntimeError on broken files
         return 0, native_error_reason(err, captured)[:200]
+
+
+def probe_image(path):
+    """(1, None) or (0, error message) for an image, as the image datasets will read it."""
+    from video_llama.processors.image_processors import load_image
+    from video_llama.processors.video_decoding import VideoDecodeError
+
+    try:
+        load_image(path)
+        return 1, None
+    except VideoDecodeError as err:
+        return 0, str(err)[:200]
 
 
 def loop_clip(src, dst, min_frames):
@@ -186,31 +202,33 @@ def stratified_split(items_by_label, ratios, seed):
 
 
 def prepare(root, out, label_map=None, questions_file=None, ratios=(0.8, 0.1, 0.1), seed=0, n_frms=8,
-            keep_short=False, loop_short=False, all_questions=False, split_list=None):
-    """Write ``out/{train,val,test}.json`` and ``out/labels.json``; returns the report."""
+            keep_short=False, loop_short=False, all_questions=False, split_list=None, images=False):
+    """Write ``out/{train,val,test}.json`` and ``out/labels.json``; returns the report. ``images``:
+    the folders hold images, written as ``{"image": ...}`` entries (the ``image_instruct`` builder)."""
     from video_llama.common.config import PACKAGE_DIR
 
     root, out = Path(root), Path(out)
-    videos = find_videos(root)
+    videos = find_videos(root, IMAGE_EXTENSIONS if images else VIDEO_EXTENSIONS)
     mapping = load_label_map(label_map) if label_map else {}
     unmapped = sorted(set(videos) - set(mapping)) if mapping else []
     if unmapped:
         raise PrepareError(f"--label-map has no entry for folder(s) {unmapped}; add them (folder: answer)")
     labels = {folder: mapping.get(folder, readable_label(folder)) for folder in videos}
     check_labels(labels, mapped=bool(mapping))
-    questions = load_questions(questions_file or PACKAGE_DIR / "prompts" / "action_questions.txt")
+    default_questions = "image_questions.txt" if images else "action_questions.txt"
+    questions = load_questions(questions_file or PACKAGE_DIR / "prompts" / default_questions)
 
     report = PrepareReport()
     usable = defaultdict(list)  # folder → [relative path written into the annotations]
     for folder, paths in videos.items():
         for rel in paths:
             report.counts[folder]["found"] += 1
-            frames, error = probe(root / rel)
+            frames, error = probe_image(root / rel) if images else probe(root / rel)
             if error:
                 report.unreadable.append((rel, error))
                 report.counts[folder]["unreadable"] += 1
                 continue
-            if frames < n_frms:
+            if frames < n_frms and not images:
                 if loop_short:
                     looped = Path(LOOPED_DIR) / Path(rel).with_suffix(".mp4")
                     loop_clip(root / rel, root / looped, n_frms)
@@ -245,7 +263,7 @@ def prepare(root, out, label_map=None, questions_file=None, ratios=(0.8, 0.1, 0.
         for rel in sorted(splits[split]):
             answer = labels[folder_of[rel]]
             asked = questions if all_questions else [rng.choice(questions)]
-            entries += [{"video": rel, "QA": [{"q": q, "a": answer}]} for q in asked]
+            entries += [{"image" if images else "video": rel, "QA": [{"q": q, "a": answer}]} for q in asked]
             report.counts[folder_of[rel]][split] += 1
         (out / f"{split}.json").write_text(json.dumps(entries, indent=1))
     (out / "labels.json").write_text(json.dumps(

@@ -1,7 +1,7 @@
 """``video-llama prepare --root DIR --out DIR``: a folder of labelled videos → instruction JSON.
 
-Reads ``root/<label>/<video>`` (avi, mp4, mkv, webm, mov; nested folders allowed), probes every
-clip, and writes ``OUT/train.json``, ``OUT/val.json``, ``OUT/test.json`` (video paths relative to
+Reads ``root/<label>/<video>`` (avi, mp4, mkv, webm, mov; nested folders allowed; with ``--images``
+jpg, png, webp, bmp for the ``image_instruct`` builder), probes every file, and writes ``OUT/train.json``, ``OUT/val.json``, ``OUT/test.json`` (video paths relative to
 --root) and ``OUT/labels.json``, printing a summary per label.
 """
 
@@ -29,17 +29,20 @@ def main(argv=None):
     parser.add_argument("--n-frms", type=int, default=8, help="frames the model samples; shorter clips are left out")
     parser.add_argument("--keep-short", action="store_true", help="keep clips shorter than --n-frms (frames repeat)")
     parser.add_argument("--loop-short", action="store_true", help="write looped copies of short clips (under root/_looped)")
+    parser.add_argument("--images", action="store_true",
+                        help="the folders hold images (jpg, png, webp, bmp): entries {'image': ..., 'QA'} for image_instruct")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
 
     from video_llama.cli.action_folders import prepare
 
     report, labels = prepare(args.root, args.out, args.label_map, args.questions, args.split, args.seed, args.n_frms,
-                             args.keep_short, args.loop_short, args.all_questions, args.split_list)
+                             args.keep_short, args.loop_short, args.all_questions, args.split_list, args.images)
     for rel, error in report.unreadable:
         print(f"left out (cannot decode): {rel}: {error}")
     for rel, frames in report.short:
         print(f"left out (only {frames} frames < --n-frms {args.n_frms}; --keep-short or --loop-short keeps it): {rel}")
     print(report.table(labels))
-    print(f"wrote {args.out}/train.json, val.json, test.json and labels.json; set videos_dir to {args.root}")
+    builder = "image_instruct" if args.images else "webvid_instruct"
+    print(f"wrote {args.out}/train.json, val.json, test.json and labels.json; for {builder} set videos_dir to {args.root}")
     return 0
