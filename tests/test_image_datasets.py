@@ -163,3 +163,25 @@ def test_prepare_images_writes_the_guide_format_for_image_instruct(tiny_llm_dir,
     dataset = build(path, "image_instruct")  # the train split of the prepare folder
     train = json.loads((tmp_path / "anno" / "train.json").read_text())
     assert len(dataset) == len(train) >= 4 and {dataset[i]["answer"] for i in range(len(train))} == {"Wave", "Wipe"}
+
+
+@pytest.mark.parametrize("recipe_name, names", [
+    ("original_stage1_pretrain.yaml", ["webvid", "cc_sbu", "laion"]),
+    ("original_stage2_finetune.yaml", ["cc_sbu_align", "llava_instruct", "webvid_instruct"]),
+])
+def test_the_original_recipes_load_and_build_full_size_on_meta(recipe_name, names):
+    import torch
+
+    from video_llama.common.config import Config
+    from video_llama.common.registry import registry
+
+    cfg = Config.from_file(REPO_ROOT / "train_configs" / recipe_name,
+                           ["run.device=cpu", "model.vit_ckpt=random", "model.q_former_model=random", "model.ckpt=null"])
+    assert list(cfg.datasets_cfg) == names
+    model_cfg = cfg.model_cfg
+    model_cfg.llama_hidden_size = 4096  # the LLM itself is not loaded: its width is what the projection needs
+    with torch.device("meta"):
+        model = registry.get_model_class(model_cfg.arch).from_config(model_cfg, load_llm=False)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 22_104_064  # as the published 7B
+    image_sizes = {cfg.datasets_cfg[n].vis_processor.train.image_size for n in names}
+    assert model_cfg.img_size == 224 and image_sizes == {224}
