@@ -185,3 +185,23 @@ def test_the_original_recipes_load_and_build_full_size_on_meta(recipe_name, name
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 22_104_064  # as the published 7B
     image_sizes = {cfg.datasets_cfg[n].vis_processor.train.image_size for n in names}
     assert model_cfg.img_size == 224 and image_sizes == {224}
+
+
+def test_image_samples_are_scored_and_answered_as_trained(tiny_llm_dir, clips_dir, image_data, tmp_path):
+    """The model's score/generate take (B, C, H, W) images and ask with <Image> tags, as training built them."""
+    import torch
+
+    from video_llama.common.config import Config
+    from video_llama.common.registry import registry
+
+    path = recipe(tmp_path, tiny_llm_dir, clips_dir, image_data, {"image_instruct": {}})
+    cfg = Config.from_file(path, ["model.ckpt=random"])
+    model = registry.get_model_class("video_llama").from_config(cfg.model_cfg).eval()
+    sample = build(path, "image_instruct")[0]
+    ids, _ = model.conversation(sample["question"], sample["answer"], image=True)
+    assert ids == sample["input_ids"].tolist()  # the training sample is the prompt the model builds
+    frames = sample["image"][None]
+    with torch.no_grad():
+        scores = model.score(frames, [sample["question"]], ["greet_mode", "clean_mode"])
+        (answer,) = model.generate(frames, [sample["question"]], max_new_tokens=3)
+    assert scores.shape == (1, 2) and torch.isfinite(scores).all() and isinstance(answer, str)

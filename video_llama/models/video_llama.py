@@ -285,18 +285,19 @@ class VideoLLAMA(BaseModel):
         hundreds of labels.
 
         Args:
-            frames: (B, C, T, H, W); questions: B strings; answers: A strings.
+            frames: (B, C, T, H, W), or (B, C, H, W) images; questions: B strings; answers: A strings.
             length_normalize: the mean log-probability per answer token instead of the sum.
         Returns:
             float tensor (B, A) on the CPU.
         """
         tokenizer = self.llama_tokenizer
-        video = self.encode_video(frames)
+        image = frames.dim() == 4
+        video = self.encode_video(frames.unsqueeze(2) if image else frames)
         decoder, head = self.llama_model.get_decoder(), self.llama_model.get_output_embeddings()
         scores = torch.empty(len(questions), len(answers))
         for row, question in enumerate(questions):
             for start in range(0, len(answers), chunk_size):
-                chunk = [self.conversation(question, answer) for answer in answers[start:start + chunk_size]]
+                chunk = [self.conversation(question, answer, image=image) for answer in answers[start:start + chunk_size]]
                 items = [{"input_ids": ids, "labels": labels} for ids, labels in chunk]
                 batch = {k: v.to(frames.device) for k, v in pad_batch(items, tokenizer.pad_token_id).items()}
                 embeds = self.embed_with_video(batch["input_ids"], video[row:row + 1].expand(len(chunk), -1, -1))
