@@ -244,7 +244,9 @@ def test_processor_image_size_follows_model_unless_set(tmp_path):
 @pytest.mark.parametrize(
     "options, expected",
     [
-        (["model.low_resource=True"], "model.low_resource: True is not supported: 8-bit loading"),
+        (["model.llm_load_in_8bit=True", "model.llm_load_in_4bit=True"], "are both True; choose one"),
+        (["model.lora.r=8", "model.freeze_llm=False", "model.llama_dtype=fp32"], "LoRA trains adapters beside a frozen LLM"),
+        (["model.lora.rank=8"], "model.lora.rank: unknown key"),
         (["model.equip_audio_branch=True"], "model.equip_audio_branch: True is not supported"),
         (["model.ckpt_2=al.pth"], "model.ckpt_2: 'al.pth' is not supported"),
         (["model.vit_model=eva_vit_l"], "model.vit_model: 'eva_vit_l' is not available"),

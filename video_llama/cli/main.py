@@ -8,6 +8,7 @@ SUBCOMMANDS = {
     "prepare": ("video_llama.cli.prepare", "folder of labelled videos -> instruction annotation JSON"),
     "export-shards": ("video_llama.cli.export_shards", "annotations + videos -> WebDataset tar shards (train.py reads them: build_info.shards)"),
     "infer": ("video_llama.cli.infer", "answer a question about every video of an annotation file or folder -> JSONL"),
+    "merge-lora": ("video_llama.cli.merge_lora", "fold a LoRA run's adapters into its LLM (a plain model, no peft)"),
     "tiny-llm": ("video_llama.cli.tiny_llm", "write a tiny random-weight LLaMA + tokenizer for CPU runs"),
     "config": ("video_llama.cli.show_config", "validate an experiment YAML and print the resolved config"),
     "list": ("video_llama.cli.list_registered", "list every registered name per kind"),

@@ -11,6 +11,7 @@ checked against the ``Config`` dataclass of the processor they name. All problem
 and raised together as one :class:`ConfigError`.
 """
 
+import importlib.util
 import logging
 import os
 from pathlib import Path
@@ -40,8 +41,7 @@ LEGACY_MODEL_KEYS = {
     "imagebind_ckpt_path": (None, "the audio branch is not in this version; remove the key"),
     "ckpt_2": (None, "audio-branch checkpoints (AL_*.pth) need the audio branch, which this version "
                      "lacks; set model.ckpt_2=null"),
-    "low_resource": (False, "8-bit loading of the LLM is not in this version yet (a later version adds "
-                            "model.llm_load_in_8bit); set model.low_resource=False and model.llama_dtype=bf16 or fp16"),
+    "low_resource": (False, "it means model.llm_load_in_8bit here"),
 }
 
 logger = logging.getLogger(__name__)
@@ -217,7 +217,10 @@ def _without_legacy_keys(user_model, problems):
             kept[key] = value
             continue
         accepted, why = LEGACY_MODEL_KEYS[key]
-        if accepted is ANY or value == accepted:
+        if key == "low_resource" and value is True:  # the original's switch for its 8-bit LLM
+            logger.info("model.low_resource: True loads the LLM in 8 bits (model.llm_load_in_8bit)")
+            kept.setdefault("llm_load_in_8bit", True)
+        elif accepted is ANY or value == accepted:
             logger.info("model.%s: accepted for the original configs' sake and ignored (%s)", key, why)
         else:
             problems.append(f"model.{key}: {value!r} is not supported: {why}")
@@ -495,6 +498,14 @@ def consistency_problems(config):
         problems.append("model.freeze_qformer is True but model.q_former_model is null: the frozen image Q-Former "
                         "would stay random; set model.q_former_model to blip2_pretrained_flant5xxl.pth (or its URL) "
                         "or a Hugging Face BLIP-2 folder, or model.q_former_model=random to keep it random on purpose")
+    if model.get("llm_load_in_8bit") and model.get("llm_load_in_4bit"):
+        problems.append("model.llm_load_in_8bit and model.llm_load_in_4bit are both True; choose one")
+    lora = model.get("lora") or {}
+    if lora.get("r") and model.get("freeze_llm") is False:
+        problems.append("model.lora.r is set but model.freeze_llm is False: LoRA trains adapters beside a frozen LLM; "
+                        "keep model.freeze_llm=True, or set model.lora.r=0 to train the whole LLM")
+    if model.get("attn_implementation") not in (None, "sdpa", "eager", "flash_attention_2"):
+        problems.append(f"model.attn_implementation: {model.attn_implementation!r} is not one of sdpa, eager, flash_attention_2")
     if model.get("vit_precision") == "fp16" and model.get("freeze_vit") is False:
         problems.append(
             "model.freeze_vit is False but model.vit_precision is fp16: a ViT trained in fp16 diverges; "
@@ -630,5 +641,11 @@ def check_runtime(config):
             f"run.device is {device!r} but this machine has no usable CUDA GPU; "
             "set run.device=cpu (e.g. --options run.device=cpu)"
         )
+    low_bit = [key for key in ("llm_load_in_8bit", "llm_load_in_4bit") if config.model.get(key)]
+    if low_bit and not device.startswith("cuda"):
+        problems.append(f"model.{low_bit[0]} needs a CUDA GPU (bitsandbytes) but run.device is {device!r}; "
+                        f"set model.{low_bit[0]}=False (and model.llama_dtype=bf16) to run on the CPU")
+    elif low_bit and importlib.util.find_spec("bitsandbytes") is None:
+        problems.append(f"model.{low_bit[0]} needs bitsandbytes, which is not installed: pip install bitsandbytes")
     if problems:
         raise ConfigError(problems)

@@ -88,14 +88,23 @@ class VideoLLAMA(BaseModel):
         self.template = get_template(cfg.template)
         if llama_tokenizer is not None:
             self.im_patch_token_id = llama_tokenizer.convert_tokens_to_ids(IMAGE_PATCH_TOKEN)
+        if llama_model is not None and self.uses_lora:
+            self.llama_model = add_lora(llama_model, cfg.lora)
+        if llama_model is not None and cfg.llm_grad_checkpoint:  # backward recomputes each layer
+            self.llama_model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self._freeze()
+
+    @property
+    def uses_lora(self):
+        return bool(self.cfg.lora and self.cfg.lora.r)
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_config(cls, cfg, load_llm=True):
         llama_model = llama_tokenizer = None
         if load_llm:
-            llama_model, llama_tokenizer = load_llm_and_tokenizer(cfg.llama_model, DTYPES[cfg.llama_dtype])
+            llama_model, llama_tokenizer = load_llm_and_tokenizer(cfg.llama_model, DTYPES[cfg.llama_dtype],
+                                                                  cfg.attn_implementation, low_bit_config(cfg))
         model = cls(cfg, llama_model, llama_tokenizer)
         model.load_pretrained_parts()
         return model
@@ -181,15 +190,30 @@ class VideoLLAMA(BaseModel):
             if part is None:  # no LLM when built without one (e.g. on meta)
                 continue
             part.requires_grad_(False)
-            if isinstance(part, nn.Module):
-                part.eval()
+            if name == "llama_model" and self.uses_lora:  # the adapters train on the frozen LLM
+                for param_name, param in part.named_parameters():
+                    param.requires_grad_("lora_" in param_name)
+        self.train(self.training)
+
+    def _stays_in_eval(self, name):
+        """A frozen module runs in eval mode (no dropout, fixed norms), except an LLM with adapters
+        or recomputation: LoRA's dropout and the LLM's checkpointing act only in train mode (LLaMA
+        has no dropout of its own)."""
+        return not (name == "llama_model" and (self.uses_lora or self.cfg.llm_grad_checkpoint))
 
     def train(self, mode=True):
         super().train(mode)
         for name in self.frozen_modules():
             part = getattr(self, name)
-            if isinstance(part, nn.Module):
+            if isinstance(part, nn.Module) and self._stays_in_eval(name):
                 part.eval()
+        return self
+
+    def merge_lora(self):
+        """Fold the LoRA adapters into the LLM's weights (the same outputs, no adapter cost)."""
+        if self.uses_lora:
+            self.llama_model = self.llama_model.merge_and_unload()
+            self.cfg.lora.r = 0
         return self
 
     def trainable_state_dict(self):
@@ -345,12 +369,37 @@ class VideoLLAMA(BaseModel):
         return [t.strip() for t in texts]
 
 
-def load_llm_and_tokenizer(name_or_path, dtype):
+def load_llm_and_tokenizer(name_or_path, dtype, attn_implementation="sdpa", quantization_config=None):
     from transformers import AutoModelForCausalLM
 
     from video_llama.common.hub import resolve_pretrained
 
     path = resolve_pretrained(name_or_path, "model.llama_model")
     tokenizer = load_tokenizer(path, "model.llama_model")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, low_cpu_mem_usage=True)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, low_cpu_mem_usage=True,
+                                                 attn_implementation=attn_implementation,
+                                                 quantization_config=quantization_config)
     return model, tokenizer
+
+
+def low_bit_config(cfg):
+    """bitsandbytes settings for ``llm_load_in_8bit`` / ``llm_load_in_4bit`` (NF4, double
+    quantisation, computing in the LLM's dtype), or None. The config check has made sure that a
+    CUDA GPU and bitsandbytes are there."""
+    if not (cfg.llm_load_in_8bit or cfg.llm_load_in_4bit):
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if cfg.llm_load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=DTYPES[cfg.llama_dtype])
+
+
+def add_lora(llama_model, lora_cfg):
+    """The LLM with LoRA adapters on ``target_modules`` (peft); only the adapters will train."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
+                        target_modules=list(lora_cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+    return get_peft_model(llama_model, config)

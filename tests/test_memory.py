@@ -1,0 +1,99 @@
+"""Memory switches on the tiny model: LoRA (adapters only learn, merge keeps the outputs, saved and
+loaded), LLM gradient checkpointing (same gradients), attention implementation."""
+
+import pytest
+import torch
+from test_model import batch_of, build, tiny  # noqa: F401  (the module fixture)
+
+LORA = ("lora.r=4", "lora.alpha=8", "lora.dropout=0.0")
+
+
+def gradients(model, batch):
+    model.train()
+    model.zero_grad()
+    model(batch)["loss"].backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_with_lora_only_the_adapters_and_the_intended_parts_learn(tiny):
+    cfg, dataset = tiny
+    model = build(cfg, *LORA)
+    llm_trainable = [n for n, p in model.llama_model.named_parameters() if p.requires_grad]
+    assert llm_trainable and all("lora_" in n for n in llm_trainable)
+    assert {n.split(".")[-4] for n in llm_trainable} == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    grads = gradients(model, batch_of(dataset))
+    assert all(not n.startswith("llama_model.") or "lora_" in n for n in grads)
+    assert any("lora_B" in n and g.abs().sum() > 0 for n, g in grads.items())  # the adapters do learn
+    assert any(n.startswith("video_Qformer.") for n in grads) and not any(n.startswith("visual_encoder.") for n in grads)
+    assert model.llama_model.training  # LoRA's dropout acts in train mode; the LLM has none of its own
+    assert set(model.trainable_state_dict()) == set(grads) | {n for n, p in model.named_parameters()
+                                                              if p.requires_grad and n not in grads}
+
+
+def test_merging_the_adapters_keeps_the_outputs(tiny):
+    cfg, dataset = tiny
+    model = build(cfg, *LORA).eval()
+    with torch.no_grad():
+        for name, param in model.llama_model.named_parameters():
+            if "lora_B" in name:  # zero at the start: make the adapters do something
+                param.normal_(std=0.05)
+        batch = batch_of(dataset)
+        before = model(batch)["logits"]
+        merged = model.merge_lora()(batch)["logits"]
+    assert not any("lora_" in n for n, _ in model.llama_model.named_parameters())
+    assert torch.allclose(before, merged, atol=1e-5), (before - merged).abs().max()
+
+
+def test_llm_gradient_checkpointing_gives_the_same_gradients(tiny):
+    cfg, dataset = tiny
+    batch = batch_of(dataset)
+    plain = gradients(build(cfg, "freeze_llm=True"), batch)
+    checkpointed_model = build(cfg, "freeze_llm=True", "llm_grad_checkpoint=True")
+    assert checkpointed_model.llama_model.is_activation_checkpointing
+    checkpointed = gradients(checkpointed_model, batch)
+    assert plain.keys() == checkpointed.keys() and plain
+    for name in plain:
+        assert torch.allclose(plain[name], checkpointed[name], atol=1e-6), name
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_the_attention_implementation_reaches_the_llm(tiny, implementation):
+    cfg, dataset = tiny
+    model = build(cfg, f"attn_implementation={implementation}")
+    assert model.llama_model.config._attn_implementation == implementation
+
+
+def test_a_lora_run_saves_its_adapters_reloads_and_merges_to_the_same_model(tiny, tiny_llm_dir, clips_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+    from test_train import env, options
+
+    from conftest import REPO_ROOT, TINY_CONFIG
+    from video_llama.models.video_llama import VideoLLAMA
+
+    cmd = [sys.executable, "train.py", "--cfg-path", str(TINY_CONFIG), "--options",
+           *options(tiny_llm_dir, clips_dir, tmp_path / "out", "run.iters_per_epoch=3", "model.lora.r=4")]
+    result = subprocess.run(cmd, cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (run_dir,) = (tmp_path / "out").iterdir()
+    saved = load_file(str(run_dir / "checkpoint_e1_s0" / "model.safetensors"))
+    adapters = {n: t for n, t in saved.items() if "lora_" in n}
+    assert adapters and all(n.startswith("llama_model.") for n in adapters)
+    assert not any(n.startswith("llama_model.") and "lora_" not in n for n in saved)  # the LLM itself is not saved
+    assert any("lora_B" in n and t.abs().sum() > 0 for n, t in adapters.items())  # they trained
+
+    _, dataset = tiny
+    batch = batch_of(dataset)
+    torch.manual_seed(0)  # the tiny recipe's frozen ViT and Q-Former are random, not saved: the same draw twice
+    loaded = VideoLLAMA.from_pretrained(run_dir).eval()
+    assert all(torch.equal(loaded.state_dict()[n], t) for n, t in adapters.items())
+    merge = subprocess.run([sys.executable, "-m", "video_llama.cli.main", "merge-lora", str(run_dir), "--out",
+                            str(tmp_path / "merged")], cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert merge.returncode == 0, merge.stderr[-3000:]
+    torch.manual_seed(0)
+    merged = VideoLLAMA.from_pretrained(tmp_path / "merged").eval()
+    assert not merged.uses_lora and not any("lora_" in n for n in merged.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(loaded(batch)["logits"], merged(batch)["logits"], atol=1e-5)
