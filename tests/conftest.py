@@ -59,3 +59,31 @@ def tiny_config(llm_dir, anno, videos_dir, *options):
         f"datasets.webvid_instruct.build_info.videos_dir={videos_dir}",
         *options,
     ])
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_llm_dir, clips_dir):
+    """(config, train dataset) of the tiny recipe on the test clips (4 frames)."""
+    from video_llama.common.registry import registry
+
+    cfg = tiny_config(tiny_llm_dir, clips_dir / "train.json", clips_dir, "datasets.webvid_instruct.vis_processor.train.n_frms=4")
+    datasets = registry.get_builder_class("webvid_instruct")(cfg.datasets_cfg.webvid_instruct).build_datasets()
+    return cfg, datasets["train"]
+
+
+def build(cfg, *options):
+    """The tiny model of ``cfg`` with ``model:`` overrides (key=value), seeded."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from video_llama.common.registry import registry
+
+    model_cfg = OmegaConf.merge(cfg.model_cfg, OmegaConf.from_dotlist(list(options)))
+    torch.manual_seed(0)
+    return registry.get_model_class("video_llama").from_config(model_cfg)
+
+
+def batch_of(dataset):
+    from video_llama.conversation.collate import collate_video_samples
+
+    return collate_video_samples([dataset[0], dataset[1]], dataset.tokenizer.pad_token_id)

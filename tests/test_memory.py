@@ -3,7 +3,7 @@ loaded), LLM gradient checkpointing (same gradients), attention implementation."
 
 import pytest
 import torch
-from test_model import batch_of, build, tiny  # noqa: F401  (the module fixture)
+from conftest import batch_of, build
 
 LORA = ("lora.r=4", "lora.alpha=8", "lora.dropout=0.0")
 

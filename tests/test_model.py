@@ -2,30 +2,11 @@ import json
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 import video_llama  # noqa: F401
 from video_llama.common.registry import registry
-from video_llama.conversation.collate import collate_video_samples
 
-from conftest import DATA_DIR, tiny_config
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_llm_dir, clips_dir):
-    cfg = tiny_config(tiny_llm_dir, clips_dir / "train.json", clips_dir, "datasets.webvid_instruct.vis_processor.train.n_frms=4")
-    datasets = registry.get_builder_class("webvid_instruct")(cfg.datasets_cfg.webvid_instruct).build_datasets()
-    return cfg, datasets["train"]
-
-
-def build(cfg, *options):
-    model_cfg = OmegaConf.merge(cfg.model_cfg, OmegaConf.from_dotlist(list(options)))
-    torch.manual_seed(0)
-    return registry.get_model_class("video_llama").from_config(model_cfg)
-
-
-def batch_of(dataset):
-    return collate_video_samples([dataset[0], dataset[1]], dataset.tokenizer.pad_token_id)
+from conftest import DATA_DIR, batch_of, build
 
 
 def test_only_trainable_parts_learn_and_frozen_stay_bit_identical(tiny):
