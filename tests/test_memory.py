@@ -97,3 +97,7 @@ def test_a_lora_run_saves_its_adapters_reloads_and_merges_to_the_same_model(tiny
     assert not merged.uses_lora and not any("lora_" in n for n in merged.state_dict())
     with torch.no_grad():
         assert torch.allclose(loaded(batch)["logits"], merged(batch)["logits"], atol=1e-5)
+    from video_llama.common.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match=r"holds LoRA adapters \(rank 4\) and this model has none; set model.lora.r=4"):
+        build(tiny[0], f"ckpt={run_dir}")

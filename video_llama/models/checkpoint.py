@@ -250,6 +250,11 @@ def load_weights(model, path, key, required_prefixes=None, wanted_prefixes=None,
     if foreign and component:
         report.unused += foreign
         state = {n: t for n, t in state.items() if n in own}
+    elif foreign and any("lora_" in n for n in foreign):
+        ranks = sorted({tuple(state[n].shape)[0] for n in foreign if "lora_A" in n})
+        raise CheckpointError(f"{key}: {path} holds LoRA adapters (rank {', '.join(map(str, ranks))}) and this model "
+                              f"has none; set model.lora.r={ranks[0] if ranks else 'R'} (and the run's model.lora "
+                              "settings), or merge them first: video-llama merge-lora RUN_DIR --out DIR")
     elif foreign:
         raise CheckpointError(f"{key}: {path} holds {len(foreign)} weight(s) this model does not have, e.g. {foreign[:5]}; "
                          "is it a checkpoint of another architecture or size?")
