@@ -205,3 +205,9 @@ def test_an_empty_or_unreadable_split_is_an_error_not_a_score(tiny_llm_dir, clip
         evaluate(["--cfg-path", str(TINY_CONFIG), "--options", *base_options(tiny_llm_dir, tmp_path, tmp_path / "out"),
                   "run.task=action_recognition", "run.test_splits=[test]", "model.ckpt=random",
                   f"datasets.webvid_instruct.build_info.anno_dir={{test: {tmp_path / 'test.json'}}}"])
+
+
+def test_evaluating_no_split_is_a_start_up_error(tiny_llm_dir, clips_dir, tmp_path):
+    result = run_script("evaluate.py", base_options(tiny_llm_dir, clips_dir, tmp_path / "out") + ["model.ckpt=random"])
+    assert result.returncode == 2 and "run.test_splits is empty" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()

@@ -39,6 +39,11 @@ def _run(argv, description, action, evaluating=False):
     cfg = Config(parse_args(argv, description))
     if evaluating or cfg.run_cfg.evaluate:
         check_evaluable(cfg.model_cfg)
+        if not cfg.run_cfg.get("test_splits"):
+            from video_llama.common.config import ConfigError
+
+            raise ConfigError(["run.test_splits is empty, so there is nothing to evaluate; name the splits, "
+                               "e.g. --options run.test_splits=[test]"])
     check_runtime(cfg.config)
     setup_logger(int(os.environ.get("RANK", 0)))
     info = dist_utils.init_distributed_mode(cfg.run_cfg)
