@@ -233,6 +233,12 @@ def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir,
         predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
         assert len(predictions) == 4 and all(("answer" in p) == (mode == "generate") for p in predictions)
         assert (out / "confusion_matrix.png").is_file() and (out / "confusion_matrix.json").is_file()
+        calibration = metrics.get("calibration")  # rank mode: how far the label probabilities can be trusted
+        assert (calibration is not None) == (mode == "rank") == (out / "calibration.png").is_file()
+        if calibration:
+            assert 0 <= calibration["ece"] <= 1 and sum(row[4] for row in calibration["reliability_bins"]) == 4
+            assert calibration["risk_coverage"]["coverage"][-1] == 1.0
+            assert abs(calibration["risk_coverage"]["risk"][-1] - (1 - metrics["top1"])) < 1e-3
 
     # run.evaluate: True makes train.py evaluate only (the guide's key), nothing is trained
     only = train_main(["--cfg-path", str(TINY_CONFIG), "--options",

@@ -115,9 +115,49 @@ def compute_metrics(predictions, labels, unreadable=()):
     n = len(predictions)
     correct = sum(p["prediction"] == p["label"] for p in predictions)
     unmatched = [p for p in predictions if p["prediction"] is None]
-    return {"top1": correct / n if n else None, "n": n, "correct": correct, "per_class": per_class,
-            "unmatched": len(unmatched), "outside_label_set": outside, "unreadable": [list(u) for u in unreadable],
-            "labels": labels, "confusion_matrix": {"rows_truth": labels, "columns_prediction": columns, "counts": matrix}}
+    metrics = {"top1": correct / n if n else None, "n": n, "correct": correct, "per_class": per_class,
+               "unmatched": len(unmatched), "outside_label_set": outside, "unreadable": [list(u) for u in unreadable],
+               "labels": labels, "confusion_matrix": {"rows_truth": labels, "columns_prediction": columns, "counts": matrix}}
+    if n and all("scores" in p for p in predictions):  # rank mode: how far its confidence can be trusted
+        metrics["calibration"] = calibration_summary(predictions, labels)
+    return metrics
+
+
+def calibration_summary(predictions, labels, temperature=1.0, bins=15):
+    """ECE, reliability bins and the risk–coverage curve of the softmax over the label scores."""
+    from video_llama.tasks.calibration import expected_calibration_error, probabilities, reliability_bins, risk_coverage
+
+    probs = probabilities([[p["scores"][label] for label in labels] for p in predictions], temperature)
+    confidence = probs.max(axis=1)
+    correct = [float(p["prediction"] == p["label"]) for p in predictions]
+    coverage, risk = risk_coverage(confidence, correct)
+    return {"temperature": temperature, "ece": expected_calibration_error(confidence, correct, bins),
+            "mean_confidence": float(confidence.mean()), "reliability_bins": reliability_bins(confidence, correct, bins),
+            "risk_coverage": {"coverage": coverage.round(4).tolist(), "risk": risk.round(4).tolist()},
+            "aurc": float(risk.mean())}
+
+
+def plot_calibration(calibration, path):
+    """Reliability diagram and risk–coverage curve side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
+    rows = [r for r in calibration["reliability_bins"] if r[4]]
+    left.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    left.bar([(lo + hi) / 2 for lo, hi, *_ in rows], [acc for *_, acc, _ in rows],
+             width=[hi - lo for lo, hi, *_ in rows], edgecolor="black", alpha=0.7)
+    left.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (softmax over the labels)", ylabel="accuracy",
+             title=f"reliability, ECE {calibration['ece']:.3f}")
+    curve = calibration["risk_coverage"]
+    right.plot(curve["coverage"], curve["risk"])
+    right.set(xlim=(0, 1), ylim=(0, max(0.05, max(curve["risk"]) * 1.1)), xlabel="coverage (decided share)",
+              ylabel="error among decided", title=f"risk-coverage, AURC {calibration['aurc']:.3f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def plot_confusion_matrix(confusion, path, title):
@@ -157,6 +197,8 @@ def write_results(predictions, metrics, out_dir):
     (out_dir / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "confusion_matrix"}, indent=1))
     plot_confusion_matrix(metrics["confusion_matrix"], out_dir / "confusion_matrix.png",
                           f"top-1 {metrics['top1']:.3f} (n={metrics['n']})")
+    if "calibration" in metrics:
+        plot_calibration(metrics["calibration"], out_dir / "calibration.png")
 
 
 # ---------------------------------------------------------------------------- the task
