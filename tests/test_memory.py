@@ -26,8 +26,8 @@ def test_with_lora_only_the_adapters_and_the_intended_parts_learn(tiny):
     assert any("lora_B" in n and g.abs().sum() > 0 for n, g in grads.items())  # the adapters do learn
     assert any(n.startswith("video_Qformer.") for n in grads) and not any(n.startswith("visual_encoder.") for n in grads)
     assert model.llama_model.training  # LoRA's dropout acts in train mode; the LLM has none of its own
-    assert set(model.trainable_state_dict()) == set(grads) | {n for n, p in model.named_parameters()
-                                                              if p.requires_grad and n not in grads}
+    saved = model.trainable_state_dict()  # what a checkpoint holds: the adapters, never the LLM's own weights
+    assert any("lora_" in n for n in saved) and not any(n.startswith("llama_model.") and "lora_" not in n for n in saved)
 
 
 def test_merging_the_adapters_keeps_the_outputs(tiny):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from video_llama.common.errors import UserError
+from video_llama.processors.image_processors import IMAGE_EXTENSIONS
 from video_llama.processors.video_decoding import VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
@@ -57,9 +58,6 @@ def load_questions(path):
 
 
 LOOPED_DIR = "_looped"  # where --loop-short writes longer copies (under root, so paths stay relative)
-
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 
 def find_videos(root, extensions=VIDEO_EXTENSIONS):

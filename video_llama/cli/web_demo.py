@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 
 from video_llama.conversation.chat import WEB_DEFAULTS
+from video_llama.processors.image_processors import IMAGE_EXTENSIONS
 from video_llama.processors.video_decoding import VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 WAITING = "Upload a video or an image, then press **Upload & start chat**."
 
 

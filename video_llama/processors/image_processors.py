@@ -8,6 +8,9 @@ from video_llama.processors.normalization import CLIP_MEAN, CLIP_STD
 from video_llama.processors.video_decoding import VideoDecodeError
 
 
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}  # the files load_image reads
+
+
 def load_image(source):
     """An RGB PIL image from a path or bytes; VideoDecodeError (naming a path) when it is not one."""
     import io

@@ -42,6 +42,18 @@ def annotation_files(paths):
     return files
 
 
+def load_json(path):
+    """An annotation file's JSON; AnnotationError naming the file when it is not UTF-8 JSON."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise AnnotationError(f"{path} is not UTF-8 text ({err}); save it as UTF-8 JSON") from err
+    except json.JSONDecodeError as err:
+        raise AnnotationError(f"{path} is not valid JSON: {err}") from err
+
+
 def video_path(record, videos_dir):
     """Where a record's clip is: its ``video`` path, relative to ``videos_dir`` unless absolute."""
     path = Path(record["video"])

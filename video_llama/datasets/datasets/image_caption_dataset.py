@@ -8,16 +8,20 @@ counted like an unreadable clip.
 import json
 
 from video_llama.datasets.datasets.video_caption_dataset import VideoCaptionDataset
-from video_llama.processors.image_processors import load_image
+from video_llama.processors.image_processors import IMAGE_EXTENSIONS, load_image
 
-IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
+IMAGE_MEMBERS = tuple(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))  # a sample's image: <key>.jpg, ...
 
 
-class ImageCaptionDataset(VideoCaptionDataset):
-    """Read from shards only (``build_info.shards``): it has no records of its own."""
+class ImageSource:
+    """For a dataset of images: the visual is an image file or bytes through an image processor."""
 
     def read_visual(self, source):
         return self.vis_processor(load_image(source)), None
+
+
+class ImageCaptionDataset(ImageSource, VideoCaptionDataset):
+    """Image captions, from shards (``cc_sbu``, ``laion``) or records (``cc_sbu_align``)."""
 
     def from_stored(self, stored, where):
         member = next((ext for ext in IMAGE_MEMBERS if ext in stored), None)

@@ -4,29 +4,16 @@
 videos to the model, with ``<Image>`` tags around their placeholder, as the original asks about them.
 """
 
-import json
 from pathlib import Path
 
 from video_llama.conversation import IMAGE_END, IMAGE_START
-from video_llama.datasets.datasets.base_video_dataset import AnnotationError, annotation_files
+from video_llama.datasets.datasets.base_video_dataset import AnnotationError, annotation_files, load_json
+from video_llama.datasets.datasets.image_caption_dataset import ImageSource
 from video_llama.datasets.datasets.video_instruct_dataset import VISUAL_MARK, VideoInstructDataset
-from video_llama.processors.image_processors import load_image
 
 
-class ImageInstructDataset(VideoInstructDataset):
+class ImageInstructDataset(ImageSource, VideoInstructDataset):
     placeholder_tags = (IMAGE_START, IMAGE_END)
-
-    def read_visual(self, source):
-        return self.vis_processor(load_image(source)), None
-
-
-def _load_json(path):
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        raise AnnotationError(f"{path} is not UTF-8 text ({err}); save it as UTF-8 JSON") from err
-    except json.JSONDecodeError as err:
-        raise AnnotationError(f"{path} is not valid JSON: {err}") from err
 
 
 def read_llava_annotations(paths, image_prefix=""):
@@ -34,7 +21,7 @@ def read_llava_annotations(paths, image_prefix=""):
     the first question (the placeholder goes there), ``image_prefix`` before each file name."""
     records = []
     for path in annotation_files(paths):
-        entries = _load_json(path)
+        entries = load_json(path)
         if not isinstance(entries, list):
             raise AnnotationError(f"{path} must hold a JSON list of {{'image': ..., 'conversations': [...]}} entries")
         for i, entry in enumerate(entries):
@@ -59,7 +46,7 @@ def read_cc_sbu_align(storage):
     if not path.is_file():
         raise AnnotationError(f"build_info.storage: {storage} has no filter_cap.json; point it at the cc_sbu_align "
                               "folder (filter_cap.json + image/)")
-    data = _load_json(path)
+    data = load_json(path)
     annotations = data.get("annotations") if isinstance(data, dict) else None
     if not isinstance(annotations, list):
         raise AnnotationError(f"{path} must hold {{'annotations': [{{'image_id': ..., 'caption': ...}}, ...]}}")

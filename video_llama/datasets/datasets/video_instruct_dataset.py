@@ -5,7 +5,6 @@ cutting the video placeholder or losing every answer token are reported and left
 training starts. Answers are used as written (a label such as ``greet_mode`` stays as it is).
 """
 
-import json
 import logging
 
 import torch
@@ -19,7 +18,7 @@ from video_llama.conversation import (
     truncate,
     video_placeholder,
 )
-from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset, annotation_files
+from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset, annotation_files, load_json
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +31,7 @@ def read_instruct_annotations(paths, key="video"):
     ``key``: the entries' path field (``image`` for image data); records keep it as ``video``."""
     records = []
     for path in annotation_files(paths):
-        try:
-            entries = json.loads(path.read_text(encoding="utf-8"))
-        except UnicodeDecodeError as err:
-            raise AnnotationError(f"{path} is not UTF-8 text ({err}); save it as UTF-8 JSON") from err
-        except json.JSONDecodeError as err:
-            raise AnnotationError(f"{path} is not valid JSON: {err}") from err
+        entries = load_json(path)
         if not isinstance(entries, list):
             raise AnnotationError(f"{path} must hold a JSON list of {{'video': ..., 'QA': [...]}} entries")
         for i, entry in enumerate(entries):
