@@ -61,6 +61,39 @@ def test_train_processor_crop_is_shared_and_seeded(clips_dir):
     assert all(0.8 < s <= 1.0 for s in per_channel.std(1).tolist())  # slightly under 1 for a flat channel
 
 
+@pytest.mark.parametrize("processor, settings", [
+    (AlproVideoTrainProcessor, {"per_clip_norm": True}), (AlproVideoTrainProcessor, {}), (AlproVideoEvalProcessor, {})])
+def test_prepared_frames_finished_later_equal_the_processed_ones(clips_dir, processor, settings):
+    """run.pixels_on_device: uint8 frames + a plan drawn in the worker, finished on the device,
+    are bit for bit what the processor returns in one go (same random draws, same ops)."""
+    import random
+
+    from video_llama.processors.pixel_plan import batch_to_device
+
+    proc = processor.from_config({"n_frms": 4, "image_size": 32, **settings})
+    random.seed(5)
+    whole = [proc(clips_dir / f"clip{i}.mp4") for i in (1, 2)]
+    random.seed(5)
+    prepared = [proc.prepare(clips_dir / f"clip{i}.mp4") for i in (1, 2)]
+    assert all(frames.dtype == torch.uint8 and frames.shape == (3, 4, 32, 32) for frames, _ in prepared)
+    assert (prepared[0][1].crop is None) == (processor is AlproVideoEvalProcessor)
+    batch = {"image": torch.stack([f for f, _ in prepared]), "pixel_plan": [p for _, p in prepared], "video": ["a", "b"]}
+    finished = batch_to_device(batch, "cpu")
+    assert "pixel_plan" not in finished and finished["video"] == ["a", "b"]
+    assert torch.equal(finished["image"], torch.stack(whole))
+
+
+def test_a_subclass_with_its_own_augment_is_finished_in_the_worker(clips_dir):
+    class Gray(AlproVideoTrainProcessor):
+        def augment(self, frames):
+            return super().augment(frames).float().mean(dim=0, keepdim=True).expand_as(frames)
+
+    frames, plan = Gray.from_config({"n_frms": 4, "image_size": 32}).prepare(clips_dir / "clip0.mp4")
+    assert plan is None and frames.dtype == torch.float32 and frames.shape == (3, 4, 32, 32)
+    gray = [frames[c] * CLIP_STD[c] + CLIP_MEAN[c] for c in range(3)]  # its augment ran: channels alike
+    assert torch.allclose(gray[0], gray[1], atol=1e-3) and torch.allclose(gray[0], gray[2], atol=1e-3)
+
+
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
 def test_bytes_equal_file(clips_dir, backend):
     data = (clips_dir / "clip2.mp4").read_bytes()

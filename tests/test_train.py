@@ -56,6 +56,30 @@ def test_train_script_one_process_writes_checkpoint(tiny_llm_dir, clips_dir, tmp
     assert "effective batch 2 = 2 per process × 1 processes × 1 accumulation" in result.stdout
 
 
+def test_pixels_finished_on_the_device_train_and_evaluate_as_in_the_workers(tiny_llm_dir, clips_dir, tmp_path,
+                                                                            monkeypatch):
+    """run.pixels_on_device=True (uint8 batches, crop and normalisation in the training process) on
+    the CPU: the same losses and validation loss as finishing frames in the data-loader workers."""
+    from video_llama.processors import pixel_plan
+    from video_llama.runners import runner_base
+
+    arrived = []  # the dtype of each batch's frames as the loader hands them over
+    finish = pixel_plan.batch_to_device
+    monkeypatch.setattr(runner_base, "batch_to_device", lambda b, d: arrived.append(b["image"].dtype) or finish(b, d))
+    splits = json.dumps({"train": str(clips_dir / "train.json"), "val": str(clips_dir / "train.json")})
+    results = {}
+    for on_device in (False, True):
+        arrived.clear()
+        summary = train_main(["--cfg-path", str(TINY_CONFIG), "--options", *options(
+            tiny_llm_dir, clips_dir, tmp_path / str(on_device), "run.iters_per_epoch=3", "run.num_workers=2",
+            "run.valid_splits=[val]", f"run.pixels_on_device={on_device}"),
+            f"datasets.webvid_instruct.build_info.anno_dir={splits}"])
+        metrics = (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+        results[on_device] = [json.loads(line).get("loss", json.loads(line).get("val_loss")) for line in metrics]
+        assert set(arrived) == {torch.uint8 if on_device else torch.float32}
+    assert len(results[True]) == 4 and results[True] == results[False]
+
+
 def test_torchrun_two_processes_stay_in_sync(tiny_llm_dir, clips_dir, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     cmd = [torchrun, "--standalone", "--nproc_per_node=2", "train.py", "--cfg-path", str(TINY_CONFIG), "--options",

@@ -351,6 +351,7 @@ NULLABLE_RUN_KEYS = {
     "max_grad_norm": (lambda v: _is_number(v) and v > 0, "a positive number"),
     "cpu_threads": (lambda v: _is_number(v, int) and v >= 1, "a positive integer"),
     "keep_checkpoints": (lambda v: _is_number(v, int) and v >= 1, "a positive integer"),
+    "pixels_on_device": (lambda v: isinstance(v, bool), "True or False"),
     "resume_ckpt_path": (lambda v: isinstance(v, str), "a path"),
     "labels": (lambda v: isinstance(v, ListConfig) and len(v) > 0 and all(isinstance(x, str) for x in v),
                "a list of label strings, e.g. [Run, Walk]"),

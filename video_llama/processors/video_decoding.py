@@ -30,7 +30,7 @@ class VideoDecodeError(UserError, RuntimeError):
 
 @dataclass
 class DecodedClip:
-    frames: torch.Tensor  # uint8 (C, T, H, W)
+    frames: torch.Tensor  # uint8 (C, T, H, W): a view of the decoder's (T, H, W, C) array
     indices: list  # the frame indices that were sampled (may repeat for short clips)
     num_frames: int  # frames in the source clip
     fps: float  # the container's average frame rate (0.0 when it states none)
@@ -134,7 +134,7 @@ class DecordBackend:
                 fps = float(reader.get_avg_fps() or 0.0)
         except Exception as err:  # decord raises its own DECORDError and RuntimeErrors
             raise VideoDecodeError(f"cannot decode {_name(source)} with decord: {native_error_reason(err, captured)}") from err
-        return DecodedClip(torch.from_numpy(frames).permute(3, 0, 1, 2).contiguous(), indices, num_frames, fps)
+        return DecodedClip(torch.from_numpy(frames).permute(3, 0, 1, 2), indices, num_frames, fps)
 
     def probe(self, source):
         """(frame count, fps) without decoding a frame."""
@@ -172,7 +172,7 @@ class PyAVBackend:
         if not decoded:
             raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: no video frames")
         clip = np.stack([frames[i] for i in indices])
-        return DecodedClip(torch.from_numpy(clip).permute(3, 0, 1, 2).contiguous(), indices, num_frames, fps)
+        return DecodedClip(torch.from_numpy(clip).permute(3, 0, 1, 2), indices, num_frames, fps)
 
     def probe(self, source):
         """(frame count, fps) from the container (mkv/webm: packets counted), no frame decoded."""

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from video_llama.common.registry import registry
 from video_llama.processors.base_processor import BaseProcessor
-from video_llama.processors.normalization import CLIP_MEAN, CLIP_STD, normalize, standardize_clip
+from video_llama.processors.normalization import CLIP_MEAN, CLIP_STD
+from video_llama.processors.pixel_plan import PixelPlan
 from video_llama.processors.video_decoding import BACKENDS, check_sampling, load_video, probe_video, sample_indices
 
 
@@ -52,6 +53,10 @@ class BaseVideoProcessor(BaseProcessor):
     :meth:`clip_info` for the clip's frame count, frame rate and sampled indices. Randomness
     (headtail frames, crops) comes from the global ``random`` module, which the training data
     path seeds per sample, so any processor is reproducible whichever worker runs it.
+
+    :meth:`prepare` is the same work split in two: decoding and the random draws now, the pixel
+    work as a :class:`~video_llama.processors.pixel_plan.PixelPlan` for the training device
+    (``run.pixels_on_device``).
     """
 
     sampling = "uniform"
@@ -76,13 +81,35 @@ class BaseVideoProcessor(BaseProcessor):
 
     def transform(self, frames):
         """uint8 frames (C, T, H, W) → augmented, normalised float frames."""
-        frames = self.augment(frames)
-        if self.config.per_clip_norm:
-            return standardize_clip(frames)
-        return normalize(frames, self.config.mean, self.config.std, channel_dim=0)
+        # decoders hand over a (C, T, H, W) view of their (T, H, W, C) array; per-pixel work runs
+        # faster on a contiguous copy (the deferred path skips it: collating stacks into one anyway)
+        return self.plan(None).normalize(self.augment(frames.contiguous()))
 
     def augment(self, frames):
         return frames
+
+    def plan(self, crop):
+        """The :class:`PixelPlan` of this processor's settings with the given crop box."""
+        cfg = self.config
+        return PixelPlan(cfg.image_size, tuple(cfg.mean), tuple(cfg.std), cfg.per_clip_norm, crop)
+
+    def prepare(self, source):
+        """(uint8 frames, PixelPlan) of ``source`` with the plan's random choices drawn now, so the
+        pixel work can be done later on the training device; (float frames, None) for a class whose
+        own ``__call__``, ``transform`` or ``augment`` the plan cannot describe (it runs here)."""
+        if not self._plan_describes_transform():
+            return self(source), None
+        frames = self.load(source).frames
+        return frames, self.plan(self.draw_crop(frames))
+
+    def draw_crop(self, frames):
+        """The crop box of this clip (None: none); draws from ``random``."""
+        return None
+
+    @classmethod
+    def _plan_describes_transform(cls):
+        return (cls.__call__ is BaseVideoProcessor.__call__ and cls.transform is BaseVideoProcessor.transform
+                and cls.augment in (BaseVideoProcessor.augment, AlproVideoTrainProcessor.augment))
 
     def clip_info(self, source):
         """Frame count, fps and sampled indices of ``source``: those of the decode just done, else
@@ -121,15 +148,11 @@ class AlproVideoTrainProcessor(BaseVideoProcessor):
     Config = VideoTrainProcessorConfig
 
     def augment(self, frames):
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms.v2 import functional as TF
+        return self.plan(self.draw_crop(frames)).crop_resize(frames)
 
+    def draw_crop(self, frames):
         _, _, height, width = frames.shape
-        top, left, h, w = random_crop_box(height, width, (self.config.min_scale, self.config.max_scale), random)
-        frames = frames.permute(1, 0, 2, 3)  # (T, C, H, W) for torchvision
-        size = [self.config.image_size, self.config.image_size]
-        frames = TF.resized_crop(frames, top, left, h, w, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
-        return frames.permute(1, 0, 2, 3)
+        return random_crop_box(height, width, (self.config.min_scale, self.config.max_scale), random)
 
 
 def random_crop_box(height, width, scale, rng, ratio=(3 / 4, 4 / 3), tries=10):

@@ -35,6 +35,7 @@ from video_llama.common.registry import registry
 from video_llama.common.utils import preserved_rng, seed_everything
 from video_llama.conversation import IGNORE_INDEX, collate_video_samples
 from video_llama.datasets.sampling import MixedDataset, MixingBatchSampler
+from video_llama.processors.pixel_plan import batch_to_device
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ class RunnerBase:
                                   f"it has {sorted(splits)}"])
             if len(parts) > 1:
                 raise ConfigError([f"datasets.{name}: use one train split per dataset (got {len(parts)})"])
-            datasets.append(parts[0])
+            datasets.append(self._defer_pixels(parts[0]))
             ratios.append(self.config.datasets_cfg[name].get("sample_ratio", 1))
         return datasets, ratios
 
@@ -273,7 +274,7 @@ class RunnerBase:
 
     def _eval_loader(self, dataset):
         shard = list(range(self.rank, len(dataset), self.world_size))
-        return DataLoader(torch.utils.data.Subset(dataset, shard), batch_size=self.run_cfg.batch_size_eval,
+        return DataLoader(torch.utils.data.Subset(self._defer_pixels(dataset), shard), batch_size=self.run_cfg.batch_size_eval,
                           num_workers=self.run_cfg.num_workers, collate_fn=self._collate(),
                           generator=torch.Generator().manual_seed(self.run_cfg.seed))
 
@@ -315,7 +316,16 @@ class RunnerBase:
         return torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
     def _to_device(self, batch):
-        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        return batch_to_device(batch, self.device)
+
+    def _defer_pixels(self, dataset):
+        """``run.pixels_on_device``: ``dataset``'s workers hand over uint8 frames, finished here."""
+        on_device = self.run_cfg.pixels_on_device
+        if on_device is None:
+            on_device = self.device.type != "cpu"
+        if hasattr(dataset, "defer_pixels"):
+            dataset.defer_pixels = on_device
+        return dataset
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, epoch, step, optimizer, scaler):

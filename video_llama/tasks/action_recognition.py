@@ -20,6 +20,7 @@ from pathlib import Path
 from video_llama.common import dist_utils
 from video_llama.common.registry import registry
 from video_llama.datasets.datasets.base_video_dataset import TooManyBadVideos
+from video_llama.processors.pixel_plan import batch_to_device
 from video_llama.tasks.base_task import BaseTask
 
 logger = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ class ActionRecognitionTask(BaseTask):
             unreadable += batch.get("unreadable", [])
             if "image" not in batch:  # every clip of the batch was unreadable
                 continue
-            frames = batch["image"].to(model.device)
+            frames = batch_to_device(batch, model.device)["image"]
             truths = [normalize_truth(a, labels) for a in batch["answer"]]
             if mode == "rank":
                 scores = model.score(frames, batch["question"], labels, length_normalize=length_norm)

@@ -6,6 +6,7 @@ import torch
 
 from video_llama.common import dist_utils
 from video_llama.common.registry import registry
+from video_llama.processors.pixel_plan import batch_to_device
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class BaseTask:
     def evaluate_split(self, model, loader, run_cfg, split, out_dir, dataset):
         """Mean loss over this rank's share of a split, averaged over ranks."""
         device = next(model.parameters()).device
-        losses = [self.train_step(model, {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}).item()
+        losses = [self.train_step(model, batch_to_device(batch, device)).item()
                   for batch in loader if "image" in batch]  # unreadable clips are left out, never replaced
         return {f"{split}_loss": dist_utils.all_reduce_mean(sum(losses) / max(1, len(losses)))}
 

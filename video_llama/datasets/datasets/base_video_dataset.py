@@ -93,6 +93,7 @@ class FailureBudget:
 class BaseVideoDataset(Dataset):
     min_failures = 5
     substitute_unreadable = True  # False: an unreadable clip is returned as a marker (evaluation)
+    defer_pixels = False  # True: uint8 frames + PixelPlan, finished on the training device (run.pixels_on_device)
 
     def __init__(self, records, videos_dir, vis_processor, max_failed_ratio=0.1, name="dataset"):
         self.records = records
@@ -127,7 +128,7 @@ class BaseVideoDataset(Dataset):
         bytes with ``where`` naming them), or ``{"unreadable": ..., "error": ...}``, counted."""
         self.budget.tried += 1
         try:
-            frames, info = self.read_visual(source)
+            frames, info, plan = self.read_visual(source)
         except VideoDecodeError as err:
             self._record_failure(record, err, where or str(source))
             return {"unreadable": record["video"], "error": str(err)}
@@ -135,7 +136,10 @@ class BaseVideoDataset(Dataset):
             self.short.add(record["video"])
             logger.info("%s: %s has %d frames, fewer than %d; frames repeat", self.name,
                         record["video"], info.num_frames, len(info.indices))
-        return self.make_sample(record, frames, info)
+        sample = self.make_sample(record, frames, info)
+        if plan is not None:  # uint8 frames, finished on the training device (batch_to_device)
+            sample["pixel_plan"] = plan
+        return sample
 
     def _record_failure(self, record, err, where):
         self.failed[where] = str(err)
@@ -149,10 +153,16 @@ class BaseVideoDataset(Dataset):
             )
 
     def read_visual(self, source):
-        """(processed frames, ClipInfo or None) of ``source``; raises VideoDecodeError."""
-        frames = self.vis_processor(source)
+        """(frames, ClipInfo or None, PixelPlan or None) of ``source``; raises VideoDecodeError.
+        The frames are the processor's float output, or with :attr:`defer_pixels` and a processor
+        that can split its work (``prepare``), uint8 frames and the plan that finishes them."""
+        plan = None
+        if self.defer_pixels and hasattr(self.vis_processor, "prepare"):
+            frames, plan = self.vis_processor.prepare(source)
+        else:
+            frames = self.vis_processor(source)
         info = self.vis_processor.clip_info(source) if hasattr(self.vis_processor, "clip_info") else None
-        return frames, info
+        return frames, info, plan
 
     def from_stored(self, stored, where):
         """The sample of one stored WebDataset sample (``where`` names it): its ``.json`` record and

@@ -17,7 +17,7 @@ class ImageSource:
     """For a dataset of images: the visual is an image file or bytes through an image processor."""
 
     def read_visual(self, source):
-        return self.vis_processor(load_image(source)), None
+        return self.vis_processor(load_image(source)), None, None
 
 
 class ImageCaptionDataset(ImageSource, VideoCaptionDataset):

@@ -173,6 +173,14 @@ class ShardDataset(Dataset):
         return self.starts[-1]
 
     @property
+    def defer_pixels(self):  # the reader decodes, so it is the one that defers the pixel work
+        return self.reader.defer_pixels
+
+    @defer_pixels.setter
+    def defer_pixels(self, value):
+        self.reader.defer_pixels = value
+
+    @property
     def anno_files(self):
         """Where the records came from, as a file dataset's ``anno_files``: the shards' folder
         (``export-shards`` copies the annotations' ``labels.json`` into it)."""
