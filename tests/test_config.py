@@ -150,6 +150,8 @@ def test_options_must_be_key_value(tmp_path):
         (["datasets.webvid_instruct.vis_processor.train.image_size=112"], ("vis_processor.train.image_size", "model.img_size")),
         (["datasets.webvid_instruct.vis_processor.train.n_frms=64"], ("vis_processor.train.n_frms", "model.max_frame_pos")),
         (["model.freeze_vit=False"], ("model.freeze_vit", "model.vit_precision")),
+        (["run.strategy=fsdp", "run.amp_dtype=fp16"], ("run.strategy", "run.amp_dtype")),
+        (["run.strategy=fdsp"], ("run.strategy", "did you mean 'fsdp'")),
     ],
 )
 def test_consistency_checks_name_both_keys(tmp_path, options, both_keys):

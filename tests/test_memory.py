@@ -66,6 +66,7 @@ def test_the_attention_implementation_reaches_the_llm(tiny, implementation):
 def test_a_lora_run_saves_its_adapters_reloads_and_merges_to_the_same_model(tiny, tiny_llm_dir, clips_dir, tmp_path):
     import subprocess
     import sys
+    from pathlib import Path
 
     from safetensors.torch import load_file
     from test_train import env, options
@@ -101,3 +102,57 @@ def test_a_lora_run_saves_its_adapters_reloads_and_merges_to_the_same_model(tiny
 
     with pytest.raises(CheckpointError, match=r"holds LoRA adapters \(rank 4\) and this model has none; set model.lora.r=4"):
         build(tiny[0], f"ckpt={run_dir}")
+
+
+def test_fsdp_trains_like_ddp_and_its_checkpoints_load_plain_and_resume_under_ddp(tiny_llm_dir, clips_dir, tmp_path):
+    """run.strategy=fsdp with 2 gloo processes (LoRA adapters on the sharded LLM): the same losses
+    and weights as DDP; its checkpoint is a plain one (loads into a model built without FSDP) and
+    a DDP run resumed from it ends where the uninterrupted run did."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from conftest import REPO_ROOT, TINY_CONFIG
+    from video_llama.models.video_llama import VideoLLAMA
+
+    def torchrun(strategy, out, *extra):
+        cmd = [os.path.join(os.path.dirname(sys.executable), "torchrun"), "--standalone", "--nproc_per_node=2",
+               "train.py", "--cfg-path", str(TINY_CONFIG), "--options", f"model.llama_model={tiny_llm_dir}",
+               f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
+               f"datasets.webvid_instruct.build_info.anno_dir={clips_dir / 'train.json'}",
+               f"datasets.webvid_instruct.build_info.videos_dir={clips_dir}",
+               "datasets.webvid_instruct.vis_processor.train.n_frms=4", "run.iters_per_epoch=2", "run.max_epoch=2",
+               "run.batch_size_train=1", "run.distributed=True", "model.lora.r=4", f"run.strategy={strategy}",
+               f"run.output_dir={out}", *extra]
+        result = subprocess.run(cmd, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"},
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return next(Path(out).iterdir(), None) if Path(out).is_dir() else None  # a resumed run writes beside its checkpoint
+
+    def losses(run_dir):
+        return {(r["epoch"], r["step"]): r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+                if "loss" in r}
+
+    def final_weights(run_dir):
+        return load_file(str(run_dir / "checkpoint_e2_s0" / "model.safetensors"))
+
+    fsdp_run, ddp_run = torchrun("fsdp", tmp_path / "fsdp"), torchrun("ddp", tmp_path / "ddp")
+    assert list(losses(fsdp_run).values()) == pytest.approx(list(losses(ddp_run).values()), abs=1e-6)
+    fsdp_weights, ddp_weights = final_weights(fsdp_run), final_weights(ddp_run)
+    assert any("lora_" in n for n in fsdp_weights) and fsdp_weights.keys() == ddp_weights.keys()
+    assert all(torch.allclose(fsdp_weights[n], ddp_weights[n], atol=1e-6) for n in ddp_weights)
+    fingerprints = json.loads((fsdp_run / "summary.json").read_text())["rank_weight_fingerprints"]
+    assert fingerprints[0] == fingerprints[1]  # whole parameters gathered alike on both ranks
+
+    plain = VideoLLAMA.from_pretrained(fsdp_run / "checkpoint_e2_s0").trainable_state_dict()
+    assert all(torch.equal(plain[n], fsdp_weights[n]) for n in fsdp_weights)
+
+    resumed = tmp_path / "resumed" / fsdp_run.name  # a copy: the resumed run writes into its folder
+    shutil.copytree(fsdp_run, resumed)
+    torchrun("ddp", tmp_path / "unused", f"run.resume_ckpt_path={resumed / 'checkpoint_e1_s0'}")
+    assert all(torch.allclose(final_weights(resumed)[n], ddp_weights[n], atol=1e-6) for n in ddp_weights)

@@ -386,6 +386,11 @@ def _check_registered_names(config, problems):
             problems.append(f"run.{key}: {err}")
     if run.amp_dtype not in ("bf16", "fp16"):
         problems.append(f"run.amp_dtype: must be bf16 or fp16, got {run.amp_dtype!r}")
+    if run.strategy not in ("ddp", "fsdp"):
+        problems.append(_unknown("run.strategy", run.strategy, ["ddp", "fsdp"], "value"))
+    elif run.strategy == "fsdp" and run.amp and run.amp_dtype == "fp16":
+        problems.append("run.strategy=fsdp with run.amp_dtype=fp16: the fp16 loss scaler does not handle sharded "
+                        "gradients here; use run.amp_dtype=bf16 (or run.strategy=ddp)")
     if run.device not in ("cuda", "cpu") and not str(run.device).startswith("cuda:"):
         problems.append(f"run.device: must be cuda or cpu, got {run.device!r}")
     for key in ("batch_size_train", "batch_size_eval", "accum_grad_iters", "max_epoch"):

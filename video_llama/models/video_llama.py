@@ -216,6 +216,21 @@ class VideoLLAMA(BaseModel):
             self.cfg.lora.r = 0
         return self
 
+    def fsdp_units(self):
+        """The submodules to shard one by one (``run.strategy: fsdp``), innermost first, before the
+        model itself: each LLM decoder layer, the input embeddings (called apart from the LLM's
+        forward), the rest of the LLM and the ViT. Each unit's parameters share one dtype (the LLM
+        may be bf16 and the ViT fp16 beside fp32 Q-Formers), as FSDP gathers a unit in one piece."""
+        units = []
+        if self.llama_model is not None:
+            llm = self.llama_model.get_base_model() if hasattr(self.llama_model, "get_base_model") else self.llama_model
+            units += [*llm.get_decoder().layers, llm.get_input_embeddings(), self.llama_model]
+        return units + [self.visual_encoder]
+
+    def fsdp_forward_methods(self):
+        """(module, method) pairs that run a unit's parameters outside ``forward``."""
+        return [(self, "score"), (self, "generate"), (self.visual_encoder, "forward_features")]
+
     def trainable_state_dict(self):
         """Only what training changes (the frozen ViT, Q-Former and LLM come from their files)."""
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}

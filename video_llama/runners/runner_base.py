@@ -36,6 +36,7 @@ from video_llama.common.utils import preserved_rng, seed_everything
 from video_llama.conversation import IGNORE_INDEX, collate_video_samples
 from video_llama.datasets.sampling import MixedDataset, MixingBatchSampler
 from video_llama.processors.pixel_plan import batch_to_device
+from video_llama.runners import fsdp
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,10 @@ class RunnerBase:
                                   "to train longer (the schedule then stretches to the new length)")
         self.run_dir = self._make_run_dir(resume_from=checkpoint[3] if checkpoint else None)
         sampler, loader = self._train_loader()
-        optimizer = self._optimizer()
+        if checkpoint:
+            self._resume_weights(checkpoint)  # into the plain model, before any sharding
+        ddp_model = self._wrap_model()
+        optimizer = self._optimizer()  # after wrapping: FSDP replaces the parameters by sharded ones
         scheduler = registry.get_lr_scheduler_class(run.lr_sched)(
             optimizer, max_epoch=run.max_epoch, iters_per_epoch=sampler.iters_per_epoch, init_lr=run.init_lr,
             min_lr=run.min_lr, warmup_steps=run.warmup_steps, warmup_start_lr=run.warmup_lr,
@@ -75,7 +79,6 @@ class RunnerBase:
         autocast, scaler = self._precision()
         if checkpoint:
             self._resume(checkpoint, optimizer, scaler)
-        ddp_model = self._wrap_ddp()
         self._log_start(sampler, optimizer, scheduler)
         with stop_signals() as self.stop_signal:
             return self._train_epochs(run, sampler, loader, optimizer, scheduler, autocast, scaler, ddp_model)
@@ -137,6 +140,8 @@ class RunnerBase:
         """
         if isinstance(ddp_model, torch.nn.parallel.DistributedDataParallel):
             ddp_model.require_backward_grad_sync = is_last  # like no_sync(), without a context block
+        elif hasattr(ddp_model, "set_requires_gradient_sync"):  # FSDP: reduce-scatter on the last batch only
+            ddp_model.set_requires_gradient_sync(is_last)
         batch = self._to_device(batch)
         with autocast():
             loss = self.task.train_step(ddp_model, batch, num_items_in_batch=num_items)
@@ -309,9 +314,13 @@ class RunnerBase:
         scaler = torch.amp.GradScaler(device, enabled=enabled and dtype == torch.float16)
         return autocast, scaler
 
-    def _wrap_ddp(self):
+    def _wrap_model(self):
+        """The model that trains: itself alone, DDP around it, or (``run.strategy: fsdp``) itself
+        sharded in place."""
         if self.world_size == 1:
             return self.model
+        if self.run_cfg.strategy == "fsdp":
+            return fsdp.shard_model(self.model)
         ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
 
@@ -331,10 +340,13 @@ class RunnerBase:
     def _save(self, epoch, step, optimizer, scaler):
         """Checkpoint to resume at (epoch, step); every rank's RNG state goes to rank 0's file."""
         rng_states = dist_utils.all_gather_object(rng_state())
+        weights = fsdp.gathered_state(self.model.trainable_state_dict())  # whole on every rank under FSDP too
+        optimizer_state = fsdp.gathered_optimizer_state(optimizer)
         if self.rank == 0:
-            state = {"epoch": epoch, "step": step, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                     "rng": rng_states, "world_size": self.world_size, "best": list(self.best)}
-            path = save_checkpoint(self.run_dir, f"checkpoint_e{epoch}_s{step}", self.model.trainable_state_dict(),
+            state = {"epoch": epoch, "step": step, "optimizer": optimizer_state, "scaler": scaler.state_dict(),
+                     "rng": rng_states, "world_size": self.world_size, "best": list(self.best),
+                     "strategy": self.run_cfg.strategy}
+            path = save_checkpoint(self.run_dir, f"checkpoint_e{epoch}_s{step}", weights,
                                    state, OmegaConf.to_yaml(self.config.config))
             logger.info("checkpoint written: %s", path)
             self.last_checkpoint = path
@@ -355,8 +367,8 @@ class RunnerBase:
             return True
         return False
 
-    def _resume(self, checkpoint, optimizer, scaler):
-        weights, state, config_yaml, folder = checkpoint
+    def _resume_weights(self, checkpoint):
+        weights, _, _, folder = checkpoint
         missing = {n for n, p in self.model.named_parameters() if p.requires_grad} - set(weights)
         if missing:
             raise CheckpointError(f"run.resume_ckpt_path: {folder} lacks trainable parameters {sorted(missing)[:5]}; "
@@ -368,7 +380,11 @@ class RunnerBase:
             raise CheckpointError(f"run.resume_ckpt_path: {folder} was written by a model of other sizes "
                                   f"({'; '.join(mismatched[:3])}); resume with the model: section it was trained with")
         self.model.load_state_dict(weights, strict=False)
-        optimizer.load_state_dict(state["optimizer"])
+
+    def _resume(self, checkpoint, optimizer, scaler):
+        """Optimizer, scaler, RNG and schedule position of ``checkpoint`` (weights: _resume_weights)."""
+        _, state, config_yaml, folder = checkpoint
+        fsdp.load_optimizer_state(optimizer, state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         if state["world_size"] == self.world_size:
             set_rng_state(state["rng"][self.rank])
@@ -433,8 +449,8 @@ class RunnerBase:
     def _finish(self, history):
         """Summary on rank 0; includes a fingerprint of every rank's weights (DDP replicas must agree)."""
         digest = hashlib.sha256()
-        for param in self._trainable_params():
-            digest.update(param.detach().float().cpu().numpy().tobytes())
+        for param in self._trainable_params():  # whole parameters: FSDP ranks hold shards
+            digest.update(fsdp.full(param.detach()).float().cpu().numpy().tobytes())
         fingerprints = dist_utils.all_gather_object(digest.hexdigest())
         summary = {"run_dir": str(self.run_dir), "steps": len(history), "best_checkpoint": self.best[0],
                    "final_loss": history[-1]["loss"] if history else None,
