@@ -264,6 +264,28 @@ def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir,
             assert calibration["risk_coverage"]["coverage"][-1] == 1.0
             assert abs(calibration["risk_coverage"]["risk"][-1] - (1 - metrics["top1"])) < 1e-3
 
+    # calibrate: temperature (and a threshold) into the run folder; evaluation then abstains below it
+    from video_llama.cli.calibrate import main as calibrate_main
+
+    common = [*options(tiny_llm_dir, clips_dir, tmp_path / "calib", "run.task=action_recognition", f"model.ckpt={run_dir}"),
+              f"datasets.webvid_instruct.build_info.anno_dir={splits}"]
+    fitted = calibrate_main(["--cfg-path", str(TINY_CONFIG), "--split", "val", "--target-error", "0.5", "--options", *common])
+    saved = json.loads((run_dir / "calibration.json").read_text())
+    assert saved["temperature"] == fitted["temperature"] > 0 and saved["n"] == 4 and saved["split"] == "val"
+    assert 0 <= saved["threshold"] <= 1 and 0 <= saved["coverage"] <= 1 and saved["ece_after"] <= saved["ece_before"] + 1e-9
+    for extra, coverage in (([], saved["coverage"]), (["run.decision_threshold=1.0", "run.abstain_label=none"], 0.0)):
+        result = evaluate(["--cfg-path", str(TINY_CONFIG), "--options",
+                           *options(tiny_llm_dir, clips_dir, tmp_path / "eval_calibrated", "run.task=action_recognition",
+                                    "run.test_splits=[test]", f"model.ckpt={run_dir}", *extra),
+                           f"datasets.webvid_instruct.build_info.anno_dir={{test: {clips_dir / 'train.json'}}}"])
+        out = Path(result["run_dir"]) / "eval_test" / "webvid_instruct_test"
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["calibration"]["temperature"] == saved["temperature"]  # the same clips as val: same coverage
+        assert metrics["abstention"]["coverage"] == pytest.approx(coverage)
+        predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+        unknown = "none" if extra else "unknown"
+        assert all((p["decision"] == unknown) == (p["p"] < metrics["abstention"]["threshold"]) for p in predictions)
+
     # run.evaluate: True makes train.py evaluate only (the guide's key), nothing is trained
     only = train_main(["--cfg-path", str(TINY_CONFIG), "--options",
                        *options(tiny_llm_dir, clips_dir, tmp_path / "evaluate_only", "run.task=action_recognition",

@@ -29,7 +29,7 @@ def check_evaluable(model_cfg):
                            "'random' to score the random initialisation on purpose"])
 
 
-def _run(argv, description, action, evaluating=False):
+def run_job(argv, description, action, evaluating=False):
     import video_llama  # noqa: F401  (registers the built-ins)
     from video_llama.common import dist_utils
     from video_llama.common.config import Config, check_runtime
@@ -61,13 +61,13 @@ def _run(argv, description, action, evaluating=False):
 def train(argv=None):
     """Train from a YAML experiment; returns the runner's summary. ``run.evaluate: True`` only
     evaluates ``run.test_splits`` (as evaluate.py does)."""
-    return _run(argv, "Train a Video-LLaMA style model from a YAML experiment.",
+    return run_job(argv, "Train a Video-LLaMA style model from a YAML experiment.",
                 lambda runner: runner.evaluate_only() if runner.run_cfg.evaluate else runner.train())
 
 
 def evaluate(argv=None):
     """Evaluate ``run.test_splits`` with the task's metrics; returns them."""
-    return _run(argv, "Evaluate a Video-LLaMA style model on run.test_splits.", lambda runner: runner.evaluate_only(),
+    return run_job(argv, "Evaluate a Video-LLaMA style model on run.test_splits.", lambda runner: runner.evaluate_only(),
                 evaluating=True)
 
 

@@ -7,6 +7,7 @@ SUBCOMMANDS = {
     "synth": ("video_llama.cli.synth", "write a synthetic action dataset (classes differ only in motion)"),
     "prepare": ("video_llama.cli.prepare", "folder of labelled videos -> instruction annotation JSON"),
     "export-shards": ("video_llama.cli.export_shards", "annotations + videos -> WebDataset tar shards (train.py reads them: build_info.shards)"),
+    "calibrate": ("video_llama.cli.calibrate", "fit a run's temperature (and abstention threshold) on a held-out split -> RUN/calibration.json"),
     "infer": ("video_llama.cli.infer", "answer a question about every video of an annotation file or folder -> JSONL"),
     "merge-lora": ("video_llama.cli.merge_lora", "fold a LoRA run's adapters into its LLM (a plain model, no peft)"),
     "tiny-llm": ("video_llama.cli.tiny_llm", "write a tiny random-weight LLaMA + tokenizer for CPU runs"),

@@ -352,6 +352,8 @@ NULLABLE_RUN_KEYS = {
     "cpu_threads": (lambda v: _is_number(v, int) and v >= 1, "a positive integer"),
     "keep_checkpoints": (lambda v: _is_number(v, int) and v >= 1, "a positive integer"),
     "pixels_on_device": (lambda v: isinstance(v, bool), "True or False"),
+    "temperature": (lambda v: _is_number(v) and v > 0, "a positive number"),
+    "decision_threshold": (lambda v: _is_number(v) and 0 <= v <= 1, "a probability in [0, 1]"),
     "resume_ckpt_path": (lambda v: isinstance(v, str), "a path"),
     "labels": (lambda v: isinstance(v, ListConfig) and len(v) > 0 and all(isinstance(x, str) for x in v),
                "a list of label strings, e.g. [Run, Walk]"),

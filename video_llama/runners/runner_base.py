@@ -200,7 +200,7 @@ class RunnerBase:
             for name, dataset in holders:
                 prefix = f"{name}/" if len(self.datasets) > 1 else ""
                 out_dir = self.run_dir / f"eval_{tag}" / f"{name}_{split}"
-                metrics = self.task.evaluate_split(self.model, self._eval_loader(dataset), self.run_cfg, split,
+                metrics = self.task.evaluate_split(self.model, self.eval_loader(dataset), self.run_cfg, split,
                                                    out_dir, dataset)
                 results.update({prefix + k: v for k, v in metrics.items()})
         self.model.train()
@@ -277,7 +277,8 @@ class RunnerBase:
         )
         return sampler, loader
 
-    def _eval_loader(self, dataset):
+    def eval_loader(self, dataset):
+        """This rank's share of ``dataset`` in order, batched for evaluation."""
         shard = list(range(self.rank, len(dataset), self.world_size))
         return DataLoader(torch.utils.data.Subset(self._defer_pixels(dataset), shard), batch_size=self.run_cfg.batch_size_eval,
                           num_workers=self.run_cfg.num_workers, collate_fn=self._collate(),

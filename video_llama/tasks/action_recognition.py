@@ -22,6 +22,7 @@ from video_llama.common.registry import registry
 from video_llama.datasets.datasets.base_video_dataset import TooManyBadVideos
 from video_llama.processors.pixel_plan import batch_to_device
 from video_llama.tasks.base_task import BaseTask
+from video_llama.tasks.calibration import decision_settings
 
 logger = logging.getLogger(__name__)
 
@@ -98,11 +99,14 @@ def label_set(run_cfg, anno_files, records, ckpt=None):
 # ---------------------------------------------------------------------------- metrics and files
 
 
-def compute_metrics(predictions, labels, unreadable=()):
+def compute_metrics(predictions, labels, unreadable=(), temperature=1.0, threshold=None, unknown="unknown"):
     """top-1, per-class accuracy and the confusion matrix (rows: truth, columns: prediction).
 
     Clips whose true answer is none of ``labels`` cannot be predicted: they are left out of top-1
     and listed (``outside_label_set``), as are clips that could not be decoded (``unreadable``).
+    In rank mode the label scores also give calibrated probabilities (``temperature``) and, with a
+    ``threshold``, decisions that abstain (``unknown``) below it: ``abstention`` reports the
+    coverage and the accuracy on the decided clips; top-1 stays that of deciding every clip.
     """
     index = {label: i for i, label in enumerate(labels)}
     outside = [p["video"] for p in predictions if p["label"] not in index]
@@ -120,12 +124,35 @@ def compute_metrics(predictions, labels, unreadable=()):
                "unmatched": len(unmatched), "outside_label_set": outside, "unreadable": [list(u) for u in unreadable],
                "labels": labels, "confusion_matrix": {"rows_truth": labels, "columns_prediction": columns, "counts": matrix}}
     if n and all("scores" in p for p in predictions):  # rank mode: how far its confidence can be trusted
-        metrics["calibration"] = calibration_summary(predictions, labels)
+        metrics["calibration"] = calibration_summary(predictions, labels, temperature)
+        if threshold is not None:
+            metrics["abstention"] = abstention_summary(predictions, threshold, unknown)
     return metrics
 
 
+def add_decisions(predictions, labels, temperature=1.0, threshold=None, unknown="unknown"):
+    """Each rank-mode prediction gains ``p`` (the tempered probability of its label) and
+    ``decision`` (its label, or ``unknown`` under ``threshold``)."""
+    from video_llama.tasks.calibration import decide, probabilities
+
+    for p in predictions:
+        if "scores" in p:
+            probs = probabilities([p["scores"][label] for label in labels], temperature)
+            p["decision"], p["p"] = decide(probs, threshold, unknown, labels)
+            p["p"] = round(p["p"], 4)
+    return predictions
+
+
+def abstention_summary(predictions, threshold, unknown):
+    """Coverage (share decided) and accuracy on the decided clips at ``threshold``."""
+    decided = [p for p in predictions if p["decision"] != unknown]
+    correct = sum(p["decision"] == p["label"] for p in decided)
+    return {"threshold": threshold, "abstain_label": unknown, "coverage": len(decided) / len(predictions),
+            "decided": len(decided), "accuracy_on_decided": correct / len(decided) if decided else None}
+
+
 def calibration_summary(predictions, labels, temperature=1.0, bins=15):
-    """ECE, reliability bins and the risk–coverage curve of the softmax over the label scores."""
+    """ECE, reliability bins and the risk–coverage curve of the tempered softmax over the label scores."""
     from video_llama.tasks.calibration import expected_calibration_error, probabilities, reliability_bins, risk_coverage
 
     probs = probabilities([[p["scores"][label] for label in labels] for p in predictions], temperature)
@@ -240,7 +267,8 @@ class ActionRecognitionTask(BaseTask):
         gathered = dist_utils.all_gather_object(local)
         predictions = [p for part, _ in gathered for p in part]
         unreadable = [u for _, part in gathered for u in part]
-        metrics = compute_metrics(predictions, labels, unreadable)
+        decisions = decision_settings(run_cfg, model.cfg.get("ckpt"))
+        metrics = compute_metrics(add_decisions(predictions, labels, *decisions), labels, unreadable, *decisions)
         if metrics["n"] == 0:
             raise TooManyBadVideos(
                 f"{split}: no clip could be scored ({len(predictions)} predicted, {len(unreadable)} unreadable, "
@@ -262,6 +290,11 @@ class ActionRecognitionTask(BaseTask):
             logger.info("%s: top-1 %.3f over %d clips (%s mode); per class: %s; results in %s", split,
                         metrics["top1"], metrics["n"], run_cfg.eval_mode,
                         {k: (round(v, 3) if v is not None else None) for k, v in metrics["per_class"].items()}, out_dir)
+            if "abstention" in metrics:
+                a = metrics["abstention"]
+                logger.info("%s: deciding only at p >= %.3f (temperature %.3f): coverage %.3f, accuracy on the "
+                            "decided %s, the rest %r", split, a["threshold"], decisions[0], a["coverage"],
+                            "n/a" if a["accuracy_on_decided"] is None else f"{a['accuracy_on_decided']:.3f}", a["abstain_label"])
         return {f"{split}_top1": metrics["top1"]}
 
 

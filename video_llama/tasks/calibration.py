@@ -7,7 +7,12 @@ Everything here is NumPy over arrays of scores, so it is tested on fixed numbers
 same way by evaluation, ``calibrate`` and the mode selector.
 """
 
+import json
+from pathlib import Path
+
 import numpy as np
+
+CALIBRATION_FILE = "calibration.json"  # written into a run folder by `video-llama calibrate`
 
 
 def probabilities(scores, temperature=1.0):
@@ -82,3 +87,39 @@ def risk_controlling_threshold(confidence, correct, target_error):
         return 1.0
     k = ok[-1]  # the largest set of most-confident decisions that keeps the bound
     return float(conf[k])
+
+
+def decide(probs, threshold, unknown="unknown", labels=None):
+    """(decision, confidence) of one probability row: the most probable label, or ``unknown`` when
+    its probability is under ``threshold`` (None: always decide)."""
+    best = int(np.argmax(probs))
+    confidence = float(probs[best])
+    label = labels[best] if labels is not None else best
+    return (label if threshold is None or confidence >= threshold else unknown), confidence
+
+
+def run_folder(ckpt):
+    """The run folder of ``ckpt`` (a run folder, or a checkpoint folder inside one), or None."""
+    if not ckpt or not Path(ckpt).is_dir():
+        return None
+    folder = Path(ckpt)
+    return folder if (folder / "config.yaml").is_file() and not folder.name.startswith("checkpoint_") else folder.parent
+
+
+def load_calibration(ckpt):
+    """The calibration.json of ``ckpt``'s run folder, or None when there is none."""
+    folder = run_folder(ckpt)
+    path = folder / CALIBRATION_FILE if folder else None
+    return json.loads(path.read_text()) if path and path.is_file() else None
+
+
+def decision_settings(run_cfg, ckpt):
+    """(temperature, threshold or None, abstain label) for rank-mode decisions: ``run.temperature``
+    and ``run.decision_threshold`` when set, else those `video-llama calibrate` wrote for the run
+    of ``ckpt``, else 1.0 and no abstention."""
+    saved = load_calibration(ckpt) or {}
+    temperature = run_cfg.get("temperature") or saved.get("temperature") or 1.0
+    threshold = run_cfg.get("decision_threshold")
+    if threshold is None:
+        threshold = saved.get("threshold")
+    return float(temperature), (None if threshold is None else float(threshold)), run_cfg.get("abstain_label") or "unknown"
