@@ -28,6 +28,7 @@ class ChatSetup:
     vis_processor: object
     image_processor: object
     timestamps: bool
+    config: object = None  # the resolved Config it was built from
 
     def new_chat(self, **state):
         from video_llama.conversation.chat import Chat
@@ -67,7 +68,7 @@ def load_setup(cfg_path, options=(), device=None, plugins=()):
     image_transform = registry.get_processor_class("blip2_image_eval").from_config(image_cfg)
     model = registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg)
     model.to(torch.device(cfg.run_cfg.get("device") or "cpu")).eval()
-    return ChatSetup(model, vis_processor, lambda path: image_transform(load_image(path)), timestamps)
+    return ChatSetup(model, vis_processor, lambda path: image_transform(load_image(path)), timestamps, cfg)
 
 
 def generation_settings(args):

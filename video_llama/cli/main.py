@@ -10,6 +10,7 @@ SUBCOMMANDS = {
     "calibrate": ("video_llama.cli.calibrate", "fit a run's temperature (and abstention threshold) on a held-out split -> RUN/calibration.json"),
     "infer": ("video_llama.cli.infer", "answer a question about every video of an annotation file or folder -> JSONL"),
     "merge-lora": ("video_llama.cli.merge_lora", "fold a LoRA run's adapters into its LLM (a plain model, no peft)"),
+    "select-mode": ("video_llama.cli.select_mode", "watch a video or stream and decide the robot mode, window by window -> JSONL"),
     "tiny-llm": ("video_llama.cli.tiny_llm", "write a tiny random-weight LLaMA + tokenizer for CPU runs"),
     "config": ("video_llama.cli.show_config", "validate an experiment YAML and print the resolved config"),
     "list": ("video_llama.cli.list_registered", "list every registered name per kind"),

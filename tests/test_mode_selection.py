@@ -1,0 +1,131 @@
+"""From frames to a robot's mode: hysteresis on fixed decisions, the selector on frames whose
+brightness says the class (a stand-in model), and `select-mode` end to end on the tiny model."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from video_llama.tasks.mode_selection import Hysteresis, ModeSelector, SelectorSettings
+
+from conftest import TINY_CONFIG
+
+
+def smoothed(decisions, hold, evidence=None):
+    smoother = Hysteresis(hold, evidence)
+    return [smoother.update(mode, margin) or smoother.current for mode, margin in decisions]
+
+
+def test_hysteresis_removes_one_window_flickers_and_keeps_real_changes():
+    flicker = [("a", 0.9)] * 3 + [("b", 0.9)] + [("a", 0.9)] * 3 + [("b", 0.9)] * 3
+    assert smoothed(flicker, hold=2) == [None, "a", "a", "a", "a", "a", "a", "a", "b", "b"]
+    assert smoothed(flicker, hold=1)[3] == "b"  # without smoothing the flicker switches
+    # a confident change switches after one window once the summed margin reaches the evidence
+    assert smoothed([("a", 0.3)] * 3 + [("b", 0.9), ("b", 0.9)], hold=3, evidence=0.8) == [None, None, "a", "b", "b"]
+    assert smoothed([("a", 0.1), ("unknown", 0.0), ("unknown", 0.0)], hold=2)[-1] == "unknown"
+    with pytest.raises(ValueError, match="at least 1"):
+        Hysteresis(0)
+
+
+class BrightnessModel:
+    """Scores label i by how close the clip's mean brightness is to i / (labels - 1)."""
+
+    device = torch.device("cpu")
+
+    def score(self, frames, questions, labels, length_normalize=False):
+        level = frames.mean().item()
+        return torch.tensor([[-40.0 * abs(level - i / (len(labels) - 1)) for i in range(len(labels))]])
+
+
+class Identity:
+    def apply(self, clip):
+        return clip.float() / 255
+
+
+def test_selector_decides_abstains_maps_labels_and_smooths():
+    labels = ["wave", "wipe", "idle"]  # brightness 0, 0.5, 1
+    selector = ModeSelector(BrightnessModel(), labels, "q", Identity(), n_frms=4,
+                            label_map={"wave": "greet_mode", "wipe": "clean_mode"},
+                            settings=SelectorSettings(window_s=1.0, stride_s=0.5, threshold=0.9, hold=2))
+    level = [0] * 20 + [128] * 20 + [255] * 4 + [0] * 20  # 10 fps: 2 s dark, 2 s mid, 0.4 s bright, 2 s dark
+    events = [e for i, v in enumerate(level) for e in selector.push(i / 10, np.full((8, 8, 3), v, np.uint8))]
+    decisions = [e for e in events if "event" not in e]
+    changes = [(e["from"], e["to"]) for e in events if "event" in e]
+    assert [d["t_end"] for d in decisions] == sorted(d["t_end"] for d in decisions)
+    assert set(decisions[0]["probs"]) == {"greet_mode", "clean_mode", "idle"}  # modes, not labels
+    assert any(not d["decided"] for d in decisions)  # windows straddling a change are not sure
+    assert changes[:2] == [(None, "greet_mode"), ("greet_mode", "clean_mode")]
+    assert "idle" not in [to for _, to in changes]  # 0.4 s of bright: no window holds it twice
+    assert selector.current == "greet_mode"
+
+
+@pytest.fixture(scope="module")
+def long_clip(clips_dir, tmp_path_factory):
+    from video_llama.cli.video_writer import write_video
+
+    from conftest import gradient_clip
+
+    path = tmp_path_factory.mktemp("stream") / "long.mp4"
+    write_video(path, np.concatenate([gradient_clip(24, seed=i) for i in range(4)]))  # 12 s at 8 fps
+    return path
+
+
+def select_mode(tiny_llm_dir, clips_dir, *args):
+    from video_llama.cli.main import main
+
+    return main(["select-mode", "--cfg-path", str(TINY_CONFIG), "--options", f"model.llama_model={tiny_llm_dir}",
+                 f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
+                 f"datasets.webvid_instruct.build_info.anno_dir={clips_dir / 'train.json'}",
+                 "model.ckpt=random", "run.labels=[greet_mode,clean_mode]", "run.device=cpu", *args])
+
+
+def events_of(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_select_mode_writes_well_formed_events_over_a_video(tiny_llm_dir, clips_dir, long_clip, tmp_path, capsys):
+    out = tmp_path / "events.jsonl"
+    assert select_mode(tiny_llm_dir, clips_dir, "--video", str(long_clip), "--window-s", "2", "--stride-s", "1",
+                       "--out", str(out)) == 0
+    events = events_of(out)
+    decisions = [e for e in events if "event" not in e]
+    assert len(decisions) == 10  # windows ending at 2, 3, ..., 11 s of a 12 s clip (last frame at 11.875 s)
+    assert [d["t_end"] for d in decisions] == sorted(d["t_end"] for d in decisions) == [2.0 + i for i in range(10)]
+    assert all(set(d) >= {"t_start", "t_end", "mode", "p", "decided", "latency_ms", "current"} for d in decisions)
+    assert all(d["t_end"] - d["t_start"] == pytest.approx(2.0, abs=0.13) and 0 <= d["p"] <= 1 for d in decisions)
+    chain = [(e["from"], e["to"]) for e in events if e.get("event") == "mode_change"]
+    assert chain and chain[0][0] is None and all(a[1] == b[0] for a, b in zip(chain, chain[1:]))
+    assert "10 decisions over 11.9 s of video" in capsys.readouterr().out
+
+
+def test_select_mode_on_a_broken_file_says_so_in_one_line(tiny_llm_dir, clips_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        select_mode(tiny_llm_dir, clips_dir, "--video", str(clips_dir / "broken.mp4"), "--out", str(tmp_path / "e.jsonl"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith("error: cannot open") and "broken.mp4" in err[0]
+
+
+@pytest.mark.parametrize("ending", ["interrupted", "broke off"])
+def test_an_interrupted_stream_ends_cleanly_with_its_decisions_flushed(tiny_llm_dir, clips_dir, long_clip, tmp_path,
+                                                                       monkeypatch, capsys, ending):
+    from video_llama.processors import frame_stream
+
+    real = frame_stream.stream_frames
+
+    def cut(source, size, **kwargs):  # 6 s of the clip, then Ctrl-C or a dropped connection
+        for t, frame in real(source, size, **kwargs):
+            if t >= 6.0:
+                raise KeyboardInterrupt if ending == "interrupted" else frame_stream.StreamBrokeOff("link down", t)
+            yield t, frame
+
+    monkeypatch.setattr(frame_stream, "stream_frames", cut)
+    out = tmp_path / "events.jsonl"
+    code = select_mode(tiny_llm_dir, clips_dir, "--video", str(long_clip), "--stride-s", "1", "--out", str(out))
+    decisions = [e for e in events_of(out) if "event" not in e]  # every line complete JSON
+    assert [d["t_end"] for d in decisions] == [2.0, 3.0, 4.0, 5.0, 6.0][:len(decisions)] and len(decisions) >= 4
+    captured = capsys.readouterr()
+    if ending == "interrupted":
+        assert code == 0 and "(stopped by SIGINT)" in captured.out
+    else:
+        assert code == 1 and "link down" in captured.err and str(out) in captured.err
