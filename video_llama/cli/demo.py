@@ -115,10 +115,10 @@ def terminal_chat(chat, settings, lines=sys.stdin, out=sys.stdout):
 
 
 def main(argv=None):
+    from video_llama.cli.jobs import add_config_arguments
+
     parser = argparse.ArgumentParser(prog="demo.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--cfg-path", required=True, help="evaluation YAML (model section + a vis_processor)")
-    parser.add_argument("--options", nargs="+", default=[], help="overrides, key=value (e.g. model.ckpt=output/run)")
-    parser.add_argument("--plugins", nargs="+", default=[])
+    add_config_arguments(parser, "evaluation YAML (model section + a vis_processor)")
     visual = parser.add_mutually_exclusive_group()
     visual.add_argument("--video", help="the clip to talk about")
     visual.add_argument("--image", help="or an image")

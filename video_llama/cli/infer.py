@@ -118,10 +118,10 @@ def infer(setup, jobs, out, batch_size=8, max_new_tokens=64, progress=True):
 def main(argv=None):
     from video_llama.cli.demo import load_setup
 
+    from video_llama.cli.jobs import add_config_arguments
+
     parser = argparse.ArgumentParser(prog="video-llama infer", description=__doc__.splitlines()[0])
-    parser.add_argument("--cfg-path", required=True, help="evaluation YAML (as demo.py takes)")
-    parser.add_argument("--options", nargs="+", default=[], help="overrides, key=value (e.g. model.ckpt=output/run)")
-    parser.add_argument("--plugins", nargs="+", default=[])
+    add_config_arguments(parser, "evaluation YAML (as demo.py takes)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--anno", help="annotation JSON, or a folder written by `video-llama prepare` (all its splits)")
     source.add_argument("--folder", help="a folder of videos (searched recursively)")

@@ -10,12 +10,16 @@ from video_llama.common.utils import seed_everything
 logger = logging.getLogger(__name__)
 
 
-def parse_args(argv=None, description=""):
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--cfg-path", required=True, help="experiment YAML")
-    parser.add_argument("--options", nargs="+", default=[], help="overrides, key=value (e.g. run.init_lr=1e-4)")
+def add_config_arguments(parser, what="experiment YAML"):
+    """--cfg-path, --options, --plugins: how every command names its experiment."""
+    parser.add_argument("--cfg-path", required=True, help=what)
+    parser.add_argument("--options", nargs="+", default=[], help="overrides, key=value (e.g. model.ckpt=output/run)")
     parser.add_argument("--plugins", nargs="+", default=[], help="modules or .py files that register builders etc.")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None, description=""):
+    return add_config_arguments(argparse.ArgumentParser(description=description)).parse_args(argv)
 
 
 def check_evaluable(model_cfg):

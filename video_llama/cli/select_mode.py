@@ -98,10 +98,10 @@ def status_line(event):
 
 
 def main(argv=None):
+    from video_llama.cli.jobs import add_config_arguments
+
     parser = argparse.ArgumentParser(prog="video-llama select-mode", description=__doc__.splitlines()[0])
-    parser.add_argument("--cfg-path", required=True, help="evaluation YAML (model.ckpt: the trained run)")
-    parser.add_argument("--options", nargs="+", default=[], help="overrides, key=value")
-    parser.add_argument("--plugins", nargs="+", default=[])
+    add_config_arguments(parser, "evaluation YAML (model.ckpt: the trained run)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", help="a video file")
     source.add_argument("--stream", help="a stream URL (rtsp://, http://, ...) or a V4L2 device (/dev/video0)")
@@ -123,7 +123,8 @@ def main(argv=None):
 
     from video_llama.processors import frame_stream
 
-    frame_stream.check_source(args.video or args.stream)  # a bad source fails before the model loads
+    if not args.follow:  # a bad source fails before the model loads (a followed file may not be readable yet)
+        frame_stream.check_source(args.video or args.stream)
     selector, size = selector_from_args(args)
     frames = frame_stream.stream_frames(args.video or args.stream, size, follow=args.follow)
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM,)}

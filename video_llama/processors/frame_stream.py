@@ -53,7 +53,12 @@ def stream_frames(source, size, follow=False, poll_s=0.5, idle_s=5.0):
     """
     first, last, count = None, -math.inf, 0
     while True:
-        container = _open(source)
+        try:
+            container = _open(source)
+        except VideoDecodeError:  # a followed file whose writer has not flushed its first frames yet
+            if follow and count == 0 and _grows(source, poll_s, idle_s):
+                continue
+            raise
         try:
             stream = container.streams.video[0]
             rate = float(stream.average_rate or 25)
