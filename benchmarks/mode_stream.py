@@ -55,14 +55,16 @@ def truth_at(spans, t):
     return next((label for start, end, label in spans if start <= t < end), spans[-1][2])
 
 
-def replay(windows, hold, evidence=None):
-    """The smoothed mode after each window, and the switches [(t, mode)], for one smoothing."""
+def replay(windows, hold, threshold=None, evidence=None):
+    """The smoothed mode after each window, and the switches [(t, mode)], for one smoothing and
+    abstention threshold (None: every window decides)."""
     from video_llama.tasks.mode_selection import Hysteresis
 
     smoother, modes, switches = Hysteresis(hold, evidence), [], []
     for w in windows:
-        choice = w["mode"] if w["decided"] else "unknown"
-        margin = w["p"] - w["probs"].get(smoother.current, 0.0) if w["decided"] else 0.0
+        decided = threshold is None or w["p"] >= threshold
+        choice = w["mode"] if decided else "unknown"
+        margin = w["p"] - w["probs"].get(smoother.current, 0.0) if decided else 0.0
         if smoother.update(choice, margin) is not None:
             switches.append((w["t_end"], smoother.current))
         modes.append(smoother.current)
@@ -122,23 +124,26 @@ def main():
         video = Path(work) / "long.mp4"
         spans = build_video(args.anno, args.videos_dir, labels, args.segments, args.clips_per_segment, args.seed, video)
         settings = SelectorSettings(window_s=args.window_s, stride_s=args.stride_s, temperature=temperature,
-                                    threshold=threshold, unknown=unknown, hold=1, timestamps=setup.timestamps)
+                                    threshold=None, unknown=unknown, hold=1, timestamps=setup.timestamps)
         selector = ModeSelector(setup.model, labels, DEFAULT_QUESTION, setup.vis_processor.plan(None),
                                 setup.vis_processor.config.n_frms, settings=settings)
         windows = [e for t, frame in stream_frames(video, setup.vis_processor.config.image_size)
                    for e in selector.push(t, frame) if "event" not in e]
     latency = np.array([w["latency_ms"] for w in windows])
     print(f"{len(spans)} segments ({args.clips_per_segment} held-out clips each) over {spans[-1][1]:.0f} s, "
-          f"{len(windows)} windows of {args.window_s} s every {args.stride_s} s; temperature {temperature:.3f}, "
-          f"threshold {threshold}; one CPU thread\n")
-    print("| smoothing | window accuracy | segment accuracy | switch delay (median s) | missed changes | spurious switches / min |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for hold in args.holds:
-        result = score(spans, windows, *replay(windows, hold))
-        name = "none (hold 1)" if hold == 1 else f"hold {hold}"
-        delay = "n/a" if result["delay_median"] is None else f"{result['delay_median']:.2f}"
-        print(f"| {name} | {result['window_acc']:.3f} | {result['segment_acc']:.3f} | {delay} | "
-              f"{result['missed']} of {len(spans) - 1} | {result['spurious_per_min']:.2f} |")
+          f"{len(windows)} windows of {args.window_s} s every {args.stride_s} s; temperature {temperature:.3f}; "
+          f"one CPU thread\n")
+    print("| decisions | smoothing | window accuracy | segment accuracy | switch delay (median s) | missed changes "
+          "| spurious switches / min | windows decided |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, level in [("every window", None)] + ([(f"p >= {threshold:.2f} (calibrated)", threshold)] if threshold else []):
+        decided = float(np.mean([level is None or w["p"] >= level for w in windows]))
+        for hold in args.holds:
+            result = score(spans, windows, *replay(windows, hold, level))
+            smoothing = "none (hold 1)" if hold == 1 else f"hold {hold}"
+            delay = "n/a" if result["delay_median"] is None else f"{result['delay_median']:.2f}"
+            print(f"| {name} | {smoothing} | {result['window_acc']:.3f} | {result['segment_acc']:.3f} | {delay} | "
+                  f"{result['missed']} of {len(spans) - 1} | {result['spurious_per_min']:.2f} | {decided:.2f} |")
     print(f"\ndecision latency per window: p50 {np.percentile(latency, 50):.1f} ms, p95 {np.percentile(latency, 95):.1f} ms")
 
 

@@ -269,9 +269,9 @@ def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir,
 
     common = [*options(tiny_llm_dir, clips_dir, tmp_path / "calib", "run.task=action_recognition", f"model.ckpt={run_dir}"),
               f"datasets.webvid_instruct.build_info.anno_dir={splits}"]
-    fitted = calibrate_main(["--cfg-path", str(TINY_CONFIG), "--split", "val", "--target-error", "0.5", "--options", *common])
+    assert calibrate_main(["--cfg-path", str(TINY_CONFIG), "--split", "val", "--target-error", "0.5", "--options", *common]) == 0
     saved = json.loads((run_dir / "calibration.json").read_text())
-    assert saved["temperature"] == fitted["temperature"] > 0 and saved["n"] == 4 and saved["split"] == "val"
+    assert saved["temperature"] > 0 and saved["n"] == 4 and saved["split"] == "val"
     assert 0 <= saved["threshold"] <= 1 and 0 <= saved["coverage"] <= 1 and saved["ece_after"] <= saved["ece_before"] + 1e-9
     for extra, coverage in (([], saved["coverage"]), (["run.decision_threshold=1.0", "run.abstain_label=none"], 0.0)):
         result = evaluate(["--cfg-path", str(TINY_CONFIG), "--options",

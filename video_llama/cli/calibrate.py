@@ -84,8 +84,9 @@ def calibrate(runner, split, target_error):
         line = (f"temperature {result['temperature']:.3f} fitted on {result['n']} clips of {split!r}: "
                 f"ECE {result['ece_before']:.3f} -> {result['ece_after']:.3f}")
         if target_error is not None:
+            error = result["error_on_decided"]
             line += (f"; threshold {result['threshold']:.3f} for error <= {target_error}: coverage "
-                     f"{result['coverage']:.3f}, error on the decided {result['error_on_decided']}")
+                     f"{result['coverage']:.3f}, error on the decided {'n/a' if error is None else f'{error:.3f}'}")
         print(f"{line}\nwritten: {folder / CALIBRATION_FILE}")
     return result
 
@@ -103,4 +104,5 @@ def main(argv=None):
         parser.error("--target-error must be in (0, 1)")
     job_argv = ["--cfg-path", args.cfg_path, "--options", *args.options, f"run.test_splits=[{args.split}]",
                 "run.eval_mode=rank", *(["--plugins", *args.plugins] if args.plugins else [])]
-    return run_job(job_argv, "calibrate", lambda runner: calibrate(runner, args.split, args.target_error), evaluating=True)
+    run_job(job_argv, "calibrate", lambda runner: calibrate(runner, args.split, args.target_error), evaluating=True)
+    return 0
