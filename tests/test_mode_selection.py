@@ -129,3 +129,14 @@ def test_an_interrupted_stream_ends_cleanly_with_its_decisions_flushed(tiny_llm_
         assert code == 0 and "(stopped by SIGINT)" in captured.out
     else:
         assert code == 1 and "link down" in captured.err and str(out) in captured.err
+
+
+def test_the_prepare_label_map_turns_labels_into_modes(tmp_path):
+    """The file `prepare --label-map` takes (folder → mode) maps the labels written from those folder
+    names; a label that already is a mode (data prepared with the map) stays itself."""
+    from video_llama.cli.select_mode import mode_map
+
+    (tmp_path / "modes.yaml").write_text("to_and_fro: greet_mode\nwipe_glass: clean_mode\n")
+    assert mode_map(tmp_path / "modes.yaml", ["To and fro", "Wipe glass", "idle_mode"]) == {
+        "To and fro": "greet_mode", "Wipe glass": "clean_mode", "idle_mode": "idle_mode"}
+    assert mode_map(None, ["a"]) == {}
