@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from video_llama.conversation.templates import timestamp_sentence
+from video_llama.processors.video_decoding import sample_indices
 from video_llama.tasks.calibration import probabilities
 
 
@@ -106,11 +107,11 @@ class ModeSelector:
         return self.decide(t, arrived)
 
     def window(self, t_end):
-        """(frame times, uint8 (C, T, H, W)) of ``n_frms`` frames spread evenly over the window
-        ending at ``t_end`` (the nearest frame for each moment; a short window repeats frames)."""
+        """(frame times, uint8 (C, T, H, W)) of ``n_frms`` of the window's frames, chosen as the eval
+        processor chooses a clip's (``uniform`` sampling: the model saw frames spaced so in training)."""
         times = np.array([ft for ft, _ in self.frames])
-        wanted = np.linspace(max(times[0], t_end - self.settings.window_s), t_end, self.n_frms)
-        chosen = [int(np.abs(times - w).argmin()) for w in wanted]
+        first = int(np.searchsorted(times, t_end - self.settings.window_s - 1e-6))
+        chosen = [first + i for i in sample_indices(len(times) - first, self.n_frms, "uniform")]
         clip = torch.from_numpy(np.stack([self.frames[i][1] for i in chosen])).permute(3, 0, 1, 2)
         return times[chosen], clip
 
