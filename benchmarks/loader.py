@@ -162,7 +162,7 @@ def main():
             (f"(c) shards, re-encoded {SIZE}²@8fps", cfg("datasets.webvid_instruct.build_info.anno_dir=null",
                                                          f"datasets.webvid_instruct.build_info.shards={work / 'small'}"),
              stored("small"), True),
-            (f"(c') re-encoded, finished in the workers", cfg("datasets.webvid_instruct.build_info.anno_dir=null",
+            ("(c') re-encoded, finished in the workers", cfg("datasets.webvid_instruct.build_info.anno_dir=null",
                                                              f"datasets.webvid_instruct.build_info.shards={work / 'small'}"),
              stored("small"), False),
             (f"(d) shards, {N_FRAMES} frames as JPEG", cfg("datasets.webvid_instruct.build_info.anno_dir=null",

@@ -66,7 +66,6 @@ def test_the_attention_implementation_reaches_the_llm(tiny, implementation):
 def test_a_lora_run_saves_its_adapters_reloads_and_merges_to_the_same_model(tiny, tiny_llm_dir, clips_dir, tmp_path):
     import subprocess
     import sys
-    from pathlib import Path
 
     from safetensors.torch import load_file
     from test_train import env, options
