@@ -58,14 +58,13 @@ def truth_at(spans, t):
 def replay(windows, hold, threshold=None, evidence=None):
     """The smoothed mode after each window, and the switches [(t, mode)], for one smoothing and
     abstention threshold (None: every window decides)."""
+    from video_llama.tasks.calibration import decide
     from video_llama.tasks.mode_selection import Hysteresis
 
     smoother, modes, switches = Hysteresis(hold, evidence), [], []
     for w in windows:
-        decided = threshold is None or w["p"] >= threshold
-        choice = w["mode"] if decided else "unknown"
-        margin = w["p"] - w["probs"].get(smoother.current, 0.0) if decided else 0.0
-        if smoother.update(choice, margin) is not None:
+        choice, _ = decide(list(w["probs"].values()), list(w["probs"]), threshold)
+        if smoother.observe(w["probs"], choice) is not None:
             switches.append((w["t_end"], smoother.current))
         modes.append(smoother.current)
     return modes, switches

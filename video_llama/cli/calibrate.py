@@ -13,12 +13,9 @@ from the same distribution the decided ones err about that often.
 
 import argparse
 import json
-import logging
 import time
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 
 def fit(predictions, labels, target_error=None):
@@ -41,13 +38,12 @@ def fit(predictions, labels, target_error=None):
     scores = np.array([[p["scores"][label] for label in labels] for p in known])
     truth = np.array([index[p["label"]] for p in known])
     temperature = fit_temperature(scores, truth)
-    result = {"temperature": temperature, "n": len(known), "labels": labels}
-    for name, t in (("before", 1.0), ("after", temperature)):
-        probs = probabilities(scores, t)
-        result[f"ece_{name}"] = expected_calibration_error(probs.max(axis=1), probs.argmax(axis=1) == truth)
-    probs = probabilities(scores, temperature)
-    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == truth
-    result["accuracy"] = float(correct.mean())
+    correct = scores.argmax(axis=1) == truth  # a temperature changes how sure, never which label
+    before, after = probabilities(scores).max(axis=1), probabilities(scores, temperature).max(axis=1)
+    result = {"temperature": temperature, "n": len(known), "labels": labels, "accuracy": float(correct.mean()),
+              "ece_before": expected_calibration_error(before, correct),
+              "ece_after": expected_calibration_error(after, correct)}
+    confidence = after
     if target_error is not None:
         threshold = risk_controlling_threshold(confidence, correct, target_error)
         decided = confidence >= threshold

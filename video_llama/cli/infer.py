@@ -117,7 +117,6 @@ def infer(setup, jobs, out, batch_size=8, max_new_tokens=64, progress=True):
 
 def main(argv=None):
     from video_llama.cli.demo import load_setup
-
     from video_llama.cli.jobs import add_config_arguments
 
     parser = argparse.ArgumentParser(prog="video-llama infer", description=__doc__.splitlines()[0])

@@ -34,7 +34,7 @@ def mode_map(label_map, labels):
 
 
 def selector_from_args(args):
-    """(ModeSelector, labels) for the model and settings the arguments name."""
+    """(ModeSelector, frame side in pixels) for the model and settings the arguments name."""
     from video_llama.cli.demo import load_setup
     from video_llama.common.errors import UserError
     from video_llama.tasks.action_recognition import trained_labels
@@ -69,9 +69,12 @@ def _raise_stop(signum, frame):
 
 def run(selector, frames, out, status=None):
     """Feed ``frames`` ((t, frame) pairs) to ``selector``, writing every event to ``out`` (flushed).
-    Returns (decisions, mode changes, seconds of stream read, why it ended or None)."""
+    Returns (decisions, mode changes, seconds of stream read, why it ended early or None, and the
+    StreamBrokeOff when the stream broke off, else None)."""
+    from video_llama.processors.frame_stream import StreamBrokeOff
+
     decisions = changes = 0
-    seen, ended = 0.0, None
+    seen, ended, broke = 0.0, None, None
     try:
         for t, frame in frames:
             seen = t
@@ -86,7 +89,9 @@ def run(selector, frames, out, status=None):
                         status(event)
     except (_Stop, KeyboardInterrupt) as err:
         ended = f"stopped by {err if isinstance(err, _Stop) else 'SIGINT'}"
-    return decisions, changes, seen, ended
+    except StreamBrokeOff as err:  # what was decided before is in the file
+        broke, seen = err, err.seconds
+    return decisions, changes, seen, ended, broke
 
 
 def status_line(event):
@@ -127,23 +132,17 @@ def main(argv=None):
         frame_stream.check_source(args.video or args.stream)
     selector, size = selector_from_args(args)
     frames = frame_stream.stream_frames(args.video or args.stream, size, follow=args.follow)
-    previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM,)}
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
     started = time.perf_counter()
-    broke = None
     try:
         with open(args.out, "w") as out:
-            try:
-                decisions, changes, seen, ended = run(selector, frames, out, status_line if sys.stderr.isatty() else None)
-            except frame_stream.StreamBrokeOff as err:  # what was decided before is in the file
-                broke, decisions, changes, seen, ended = err, None, None, err.seconds, None
+            decisions, changes, seen, ended, broke = run(selector, frames, out, status_line if sys.stderr.isatty() else None)
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        signal.signal(signal.SIGTERM, previous)
     if sys.stderr.isatty():
         sys.stderr.write("\n")
     if broke is not None:
-        written = sum(1 for _ in open(args.out))
-        print(f"error: {broke}; the {written} event(s) decided before are in {args.out}", file=sys.stderr)
+        print(f"error: {broke}; the {decisions + changes} event(s) decided before are in {args.out}", file=sys.stderr)
         return 1
     print(f"{decisions} decisions over {seen:.1f} s of video in {time.perf_counter() - started:.1f} s, "
           f"{changes} mode change(s), mode at the end: {selector.current}{f' ({ended})' if ended else ''}; "

@@ -112,6 +112,12 @@ def mark_best(run_dir, name, metrics):
     _write_text_atomic(Path(run_dir) / BEST, f"{name}\n{json.dumps(metrics)}\n")
 
 
+def run_folder(path):
+    """The run folder of ``path``: the folder itself, or the run a checkpoint folder sits in."""
+    path = Path(path)
+    return path.parent if (path / WEIGHTS).is_file() and (path / STATE).is_file() else path
+
+
 def resolve_checkpoint(path, prefer=LATEST, key="run.resume_ckpt_path"):
     """A checkpoint folder, or a run folder (→ the checkpoint its ``prefer`` file, else ``latest``, names).
 

@@ -28,11 +28,11 @@ def _open(source):
         raise VideoDecodeError(f"{text}: no such file (give a video file, a stream URL or a /dev/video device)")
     try:
         container = av.open(text, format=fmt, options=options, timeout=10.0)
-        container.streams.video[0]
-    except IndexError:
-        raise VideoDecodeError(f"{text} holds no video stream") from None
     except Exception as err:  # av's errors: unreadable data, refused connection, no such device
         raise VideoDecodeError(f"cannot open {text} with PyAV: {err}") from err
+    if not container.streams.video:
+        container.close()
+        raise VideoDecodeError(f"{text} holds no video stream")
     return container
 
 
@@ -71,8 +71,6 @@ def stream_frames(source, size, follow=False, poll_s=0.5, idle_s=5.0):
                     continue
                 last, count = t - first, count + 1
                 yield last, frame.to_ndarray(width=size, height=size, format="rgb24")
-        except VideoDecodeError:
-            raise
         except Exception as err:  # av's errors mid-stream: corrupt data, a dropped connection
             if count == 0:
                 raise VideoDecodeError(f"cannot decode {source} with PyAV: {err}") from err

@@ -86,7 +86,8 @@ class BaseVideoProcessor(BaseProcessor):
         return self.plan(None).normalize(self.augment(frames.contiguous()))
 
     def augment(self, frames):
-        return frames
+        """uint8 frames → the processor's augmentation of them (a crop when ``draw_crop`` draws one)."""
+        return self.plan(self.draw_crop(frames)).crop_resize(frames)
 
     def plan(self, crop):
         """The :class:`PixelPlan` of this processor's settings with the given crop box."""
@@ -109,7 +110,7 @@ class BaseVideoProcessor(BaseProcessor):
     @classmethod
     def _plan_describes_transform(cls):
         return (cls.__call__ is BaseVideoProcessor.__call__ and cls.transform is BaseVideoProcessor.transform
-                and cls.augment in (BaseVideoProcessor.augment, AlproVideoTrainProcessor.augment))
+                and cls.augment is BaseVideoProcessor.augment)
 
     def clip_info(self, source):
         """Frame count, fps and sampled indices of ``source``: those of the decode just done, else
@@ -146,9 +147,6 @@ class AlproVideoTrainProcessor(BaseVideoProcessor):
 
     sampling = "headtail"
     Config = VideoTrainProcessorConfig
-
-    def augment(self, frames):
-        return self.plan(self.draw_crop(frames)).crop_resize(frames)
 
     def draw_crop(self, frames):
         _, _, height, width = frames.shape

@@ -138,7 +138,7 @@ def add_decisions(predictions, labels, temperature=1.0, threshold=None, unknown=
     for p in predictions:
         if "scores" in p:
             probs = probabilities([p["scores"][label] for label in labels], temperature)
-            p["decision"], p["p"] = decide(probs, threshold, unknown, labels)  # p unrounded: it was compared
+            p["decision"], p["p"] = decide(probs, labels, threshold, unknown)  # p unrounded: it was compared
     return predictions
 
 

@@ -89,21 +89,22 @@ def risk_controlling_threshold(confidence, correct, target_error):
     return float(conf[k])
 
 
-def decide(probs, threshold, unknown="unknown", labels=None):
-    """(decision, confidence) of one probability row: the most probable label, or ``unknown`` when
-    its probability is under ``threshold`` (None: always decide)."""
+def decide(probs, labels, threshold=None, unknown="unknown"):
+    """(decision, confidence) of one probability row over ``labels``: the most probable label, or
+    ``unknown`` when its probability is under ``threshold`` (None: always decide)."""
     best = int(np.argmax(probs))
     confidence = float(probs[best])
-    label = labels[best] if labels is not None else best
-    return (label if threshold is None or confidence >= threshold else unknown), confidence
+    return (labels[best] if threshold is None or confidence >= threshold else unknown), confidence
 
 
 def run_folder(ckpt):
-    """The run folder of ``ckpt`` (a run folder, or a checkpoint folder inside one), or None."""
+    """The run folder of ``ckpt`` (a run folder of ours, or a checkpoint folder inside one), or None."""
+    from video_llama.common import checkpointing
+
     if not ckpt or not Path(ckpt).is_dir():
         return None
-    folder = Path(ckpt)
-    return folder if (folder / "config.yaml").is_file() and not folder.name.startswith("checkpoint_") else folder.parent
+    folder = checkpointing.run_folder(ckpt)
+    return folder if (folder / checkpointing.CONFIG).is_file() else None
 
 
 def load_calibration(ckpt):

@@ -18,7 +18,7 @@ import torch
 
 from video_llama.conversation.templates import timestamp_sentence
 from video_llama.processors.video_decoding import sample_indices
-from video_llama.tasks.calibration import probabilities
+from video_llama.tasks.calibration import decide, probabilities
 
 
 class Hysteresis:
@@ -46,6 +46,12 @@ class Hysteresis:
             self.current, self.candidate, self.run, self.margin = mode, None, 0, 0.0
             return mode
         return None
+
+    def observe(self, probs, decision):
+        """:meth:`update` with one window's {mode: probability} and its decision (a mode, or the
+        abstain label, whose margin counts as 0)."""
+        margin = probs[decision] - probs.get(self.current, 0.0) if decision in probs else 0.0
+        return self.update(decision, margin)
 
 
 @dataclasses.dataclass
@@ -136,12 +142,10 @@ class ModeSelector:
         times, clip = self.window(t_end)
         per_mode = self.mode_probabilities(clip, times)
         mode = max(per_mode, key=per_mode.get)
-        p = per_mode[mode]
-        decided = settings.threshold is None or p >= settings.threshold
-        choice = mode if decided else settings.unknown
+        choice, p = decide(list(per_mode.values()), list(per_mode), settings.threshold, settings.unknown)
+        decided = choice == mode
         before = self.current
-        margin = p - per_mode.get(before, 0.0) if decided else 0.0
-        changed = self.smoother.update(choice, margin)
+        changed = self.smoother.observe(per_mode, choice)
         event = {"t_start": round(float(times[0]), 3), "t_end": round(float(t_end), 3), "mode": mode,
                  "p": round(p, 4), "decided": decided, "current": self.current,
                  "latency_ms": round((time.perf_counter() - arrived) * 1000, 1),
