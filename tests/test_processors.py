@@ -68,6 +68,7 @@ def test_prepared_frames_finished_later_equal_the_processed_ones(clips_dir, proc
     are bit for bit what the processor returns in one go (same random draws, same ops)."""
     import random
 
+    from video_llama.conversation.collate import stack_in_memory_order
     from video_llama.processors.pixel_plan import batch_to_device
 
     proc = processor.from_config({"n_frms": 4, "image_size": 32, **settings})
@@ -77,7 +78,9 @@ def test_prepared_frames_finished_later_equal_the_processed_ones(clips_dir, proc
     prepared = [proc.prepare(clips_dir / f"clip{i}.mp4") for i in (1, 2)]
     assert all(frames.dtype == torch.uint8 and frames.shape == (3, 4, 32, 32) for frames, _ in prepared)
     assert (prepared[0][1].crop is None) == (processor is AlproVideoEvalProcessor)
-    batch = {"image": torch.stack([f for f, _ in prepared]), "pixel_plan": [p for _, p in prepared], "video": ["a", "b"]}
+    images = stack_in_memory_order([f for f, _ in prepared])  # as collated: a copy in the decoder's (T, H, W, C) order
+    assert torch.equal(images, torch.stack([f for f, _ in prepared])) and images.permute(0, 2, 3, 4, 1).is_contiguous()
+    batch = {"image": images, "pixel_plan": [p for _, p in prepared], "video": ["a", "b"]}
     finished = batch_to_device(batch, "cpu")
     assert "pixel_plan" not in finished and finished["video"] == ["a", "b"]
     assert torch.equal(finished["image"], torch.stack(whole))
@@ -115,6 +118,24 @@ def test_pyav_samples_the_same_frames_as_decord(tmp_path, suffix):
     red = lambda clip: clip.frames[0].float().mean(dim=(1, 2)) / 255  # noqa: E731  red encodes the frame index
     assert torch.allclose(red(by_pyav), torch.tensor([i / 19 for i in by_pyav.indices]), atol=0.03)
     assert (by_pyav.frames.float() - by_decord.frames.float()).abs().mean() < 3
+
+
+def test_a_clip_of_keyframes_decodes_only_the_sampled_frames(tmp_path, monkeypatch):
+    import random
+
+    from video_llama.cli.video_writer import write_video
+    from video_llama.processors.video_decoding import KeyframeVideo, PyAVBackend, probe_video
+
+    data = write_video(tmp_path / "keyframes.mp4", gradient_clip(30, height=32, width=32, seed=5), gop=1).read_bytes()
+    by_decord = load_video(data, 6, 32, 32, backend="decord")
+    monkeypatch.setattr(PyAVBackend, "_decode", None)  # the path that decodes every frame is not taken
+    for clip in (load_video(data, 6, 32, 32, backend="pyav"), load_video(KeyframeVideo(data), 6, 32, 32)):
+        assert (clip.indices, clip.num_frames, clip.fps) == (by_decord.indices, 30, 8.0)
+        assert torch.equal(clip.frames, by_decord.frames)  # at the stored size, the same pixels as decord
+    drawn = [load_video(source, 6, 32, 32, "headtail", backend, rng=random.Random(7))
+             for source, backend in ((data, "decord"), (KeyframeVideo(data), "decord"))]
+    assert drawn[0].indices == drawn[1].indices and torch.equal(drawn[0].frames, drawn[1].frames)
+    assert probe_video(KeyframeVideo(data)) == probe_video(data) == (30, 8.0)
 
 
 @pytest.mark.parametrize("backend", ["decord", "pyav"])

@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 
+import torch
+
 from conftest import REPO_ROOT
 
 
@@ -205,7 +207,8 @@ def export_cli(anno, videos, out, *extra):
 def test_reencoded_shards_decode_small_and_do_not_depend_on_the_workers(clips_dir, tmp_path):
     import webdataset as wds
 
-    from video_llama.processors.video_decoding import load_video, probe_video
+    from video_llama.datasets.datasets.shard_dataset import stored_clip
+    from video_llama.processors.video_decoding import KeyframeVideo, load_video, probe_video
 
     anno = prepare_folder(clips_dir, tmp_path)
     for workers in ("1", "2"):
@@ -218,9 +221,11 @@ def test_reencoded_shards_decode_small_and_do_not_depend_on_the_workers(clips_di
     index = json.loads((tmp_path / "2" / "index.json").read_text())
     assert index["made_with"]["content"] == "re-encoded 32@4" and index["splits"]["train"]["samples"] == [2, 1, 1]
     sample = next(iter(wds.WebDataset(str(tmp_path / "2" / "train-000000.tar"), shardshuffle=False, nodesplitter=None)))
-    meta = json.loads(sample["json"])
+    meta, source = stored_clip(sample, "train-000000.tar")
+    assert meta["keyframes_only"] and isinstance(source, KeyframeVideo)  # read by decoding the sampled frames alone
     assert (meta["num_frames"], meta["fps"]) == (12, 4) == probe_video(sample["mp4"])  # 24 frames at 8 fps → 12 at 4
-    clip = load_video(sample["mp4"], 8, 32, 32)
+    clip = load_video(source, 8, 32, 32)
+    assert torch.equal(clip.frames, load_video(sample["mp4"], 8, 32, 32, backend="decord").frames)
     original = load_video(clips_dir / meta["video"], 8, 32, 32)
     assert clip.frames.shape == original.frames.shape == (3, 8, 32, 32)
     # brightness encodes the frame index in these clips: the re-encoded frames are the same moments

@@ -7,12 +7,17 @@ import numpy as np
 import torch
 
 
-def seed_everything(seed):
-    """Seed Python's, NumPy's and torch's global generators."""
+def seed_everything(seed, cuda=True):
+    """Seed Python's, NumPy's and torch's global generators. ``cuda=False`` seeds CUDA's only when
+    CUDA has started: before that torch queues the seed for whenever it starts (outliving a
+    :func:`seeded` block) and records a stack trace each time, a third of a per-sample seeding."""
     seed = seed % 2**32
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    if cuda or torch.cuda.is_initialized():
+        torch.manual_seed(seed)
+    else:
+        torch.default_generator.manual_seed(seed)
 
 
 @contextlib.contextmanager
@@ -36,7 +41,7 @@ def preserved_rng():
 def seeded(seed):
     """The global generators seeded with ``seed`` inside the block, restored after it."""
     with preserved_rng():
-        seed_everything(seed)
+        seed_everything(seed, cuda=False)
         yield
 
 

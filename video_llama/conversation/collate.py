@@ -20,6 +20,21 @@ def pad_batch(items, pad_token_id):
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 
 
+def stack_in_memory_order(tensors):
+    """``default_collate``'s stack (in a worker: into shared memory), copied in the tensors' own
+    memory order. Decoded uint8 clips are (T, H, W, C) arrays seen as (C, T, H, W): a batch
+    contiguous as (C, T, H, W) gathers bytes 3 apart (9.8 ms for 8 clips of 8 × 224²), a batch in
+    their order is a plain copy (1.1 ms). The result is the same (B, ...) tensor, strided as the
+    clips are."""
+    first = tensors[0]
+    order = sorted(range(first.dim()), key=lambda d: -first.stride(d))  # outermost dimension first
+    if order == list(range(first.dim())) or any(t.shape != first.shape or t.stride() != first.stride() for t in tensors) \
+            or not first.permute(order).is_contiguous():
+        return default_collate(tensors)
+    stacked = default_collate([t.permute(order) for t in tensors])
+    return stacked.permute(0, *(1 + order.index(d) for d in range(first.dim())))
+
+
 def collate_video_samples(samples, pad_token_id=None):
     """Stack ``image``; pad token ids when present; keep other fields as lists. Evaluation samples
     that could not be decoded (``{"unreadable": path, "error": ...}``) are left out of the tensors
@@ -28,7 +43,7 @@ def collate_video_samples(samples, pad_token_id=None):
     samples = [s for s in samples if "unreadable" not in s]
     if not samples:
         return {"unreadable": unreadable}
-    batch = {"image": default_collate([s["image"] for s in samples])}  # in a worker: stacked into shared memory, one copy fewer
+    batch = {"image": stack_in_memory_order([s["image"] for s in samples])}
     if unreadable:
         batch["unreadable"] = unreadable
     if "input_ids" in samples[0]:

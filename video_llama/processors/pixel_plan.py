@@ -53,8 +53,10 @@ class PixelPlan:
 
 
 def finish_pixels(images, plans):
-    """A batch of uint8 clips (B, C, T, H, W) and their plans → the float batch, on ``images``' device."""
-    return torch.stack([plan.apply(clip) for clip, plan in zip(images, plans)])
+    """A batch of uint8 clips (B, C, T, H, W) and their plans → the float batch, on ``images``' device.
+    Each clip is made contiguous first, as the worker's ``transform`` does: batches arrive in the
+    decoder's (T, H, W, C) order, and per-clip normalisation sums in memory order."""
+    return torch.stack([plan.apply(clip.contiguous()) for clip, plan in zip(images, plans)])
 
 
 def batch_to_device(batch, device):

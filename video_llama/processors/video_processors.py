@@ -82,7 +82,7 @@ class BaseVideoProcessor(BaseProcessor):
     def transform(self, frames):
         """uint8 frames (C, T, H, W) → augmented, normalised float frames."""
         # decoders hand over a (C, T, H, W) view of their (T, H, W, C) array; per-pixel work runs
-        # faster on a contiguous copy (the deferred path skips it: collating stacks into one anyway)
+        # faster on a contiguous copy (the deferred path copies on the device: finish_pixels)
         return self.plan(None).normalize(self.augment(frames.contiguous()))
 
     def augment(self, frames):

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from video_llama.common.errors import UserError
 from video_llama.common.utils import is_local_spec
-from video_llama.processors.video_decoding import VIDEO_EXTENSIONS, StoredFrames
+from video_llama.processors.video_decoding import VIDEO_EXTENSIONS, KeyframeVideo, StoredFrames
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def stored_clip(stored, where):
                          f"or frames (000.jpg, ...); it has {sorted(k for k in stored if not k.startswith('__'))}")
     meta = json.loads(stored["json"])
     if member is not None:
-        return meta, stored[member]
+        return meta, KeyframeVideo(stored[member]) if meta.get("keyframes_only") else stored[member]
     try:
         return meta, StoredFrames([stored[name] for name in frames], meta["frame_indices"], meta["num_frames"], meta["fps"])
     except KeyError as err:
