@@ -12,6 +12,7 @@ it; the cost of finishing on this CPU is printed below the table.
 
 Clips: the sample clips in ../shared/media when present, otherwise generated ones (640×480,
 25 fps, 6 s, one keyframe per 250 frames). Targets: (a) ≥ 0.9× its bound; (c) ≥ 10× (a).
+Re-encoded clips are keyframes only, so (c) decodes just the sampled frames.
 
     .venv/bin/python benchmarks/loader.py [--workers 2] [--copies 12] [--repeats 3] [--media ../shared/media]
 """

@@ -13,7 +13,7 @@ def write_video(path, frames, fps=8, gop=8):
     H.264 is written without B-frames and with a short GOP (a keyframe every ``gop`` frames), so
     decoders seek cheaply and timestamps stay clean (see DESIGN.md on careless re-encodes), and
     tuned for decoding (no CABAC, no deblocking): decord reads 224² clips about a quarter faster
-    (18.8 → 14.2 ms for 8 frames at GOP 4) for files about 5% larger (measured on the sample clips, README "Shards for clusters").
+    (18.8 → 14.2 ms for 8 frames at GOP 4, the sample clips re-encoded) for files about 5% larger.
     """
     import av
 
