@@ -10,7 +10,7 @@ import torch
 def seed_everything(seed, cuda=True):
     """Seed Python's, NumPy's and torch's global generators. ``cuda=False`` seeds CUDA's only when
     CUDA has started: before that torch queues the seed for whenever it starts (outliving a
-    :func:`seeded` block) and records a stack trace each time, a third of a per-sample seeding."""
+    :func:`seeded` block) and records a stack trace each time, half of a per-sample seeding."""
     seed = seed % 2**32
     random.seed(seed)
     np.random.seed(seed)

@@ -28,8 +28,8 @@ def stack_in_memory_order(tensors):
     clips are."""
     first = tensors[0]
     order = sorted(range(first.dim()), key=lambda d: -first.stride(d))  # outermost dimension first
-    if order == list(range(first.dim())) or any(t.shape != first.shape or t.stride() != first.stride() for t in tensors) \
-            or not first.permute(order).is_contiguous():
+    alike = all(t.shape == first.shape and t.stride() == first.stride() for t in tensors)
+    if not alike or order == sorted(order) or not first.permute(order).is_contiguous():  # already in order, or not dense
         return default_collate(tensors)
     stacked = default_collate([t.permute(order) for t in tensors])
     return stacked.permute(0, *(1 + order.index(d) for d in range(first.dim())))

@@ -211,12 +211,12 @@ class PyAVBackend:
         return frames, index
 
     def _decode_keyframes(self, stream, packets, indices, height, width):
-        """{index: RGB frame}, decoding only the sampled packets: every packet is a keyframe, in
-        presentation order when timestamps rise (else ordered by them)."""
+        """{index: RGB frame}, decoding only the sampled packets: every packet is a keyframe; frame
+        ``index`` is the packet of that rank in presentation time (a stable sort keeps the stored
+        order of packets without a timestamp)."""
         codec = stream.codec_context
         codec.thread_count = 1  # one small frame at a time: threads only add start-up cost
-        if any(a.pts is None or b.pts is None or b.pts < a.pts for a, b in zip(packets, packets[1:])):
-            packets = sorted(packets, key=lambda packet: packet.pts if packet.pts is not None else -1)
+        packets = sorted(packets, key=lambda packet: -1 if packet.pts is None else packet.pts)
         frames = {}
         for index in sorted(set(indices)):
             decoded = codec.decode(packets[index])
