@@ -70,6 +70,53 @@ def sample_indices(num_frames, n_frms, sampling="uniform", rng=None):
     return [min(int(i * step), num_frames - 1) for i in range(n_frms)]
 
 
+def choose_frames(sampling, num_frames, n_frms, fps=0.0, rng=None):
+    """The frame indices a ``sampling`` picks from a clip of ``num_frames`` frames at ``fps``: a
+    sampling name (see :func:`sample_indices`), or a callable ``(num_frames, fps, rng) -> indices``
+    such as :class:`WindowSampling`, for choices that need the clip's length in seconds."""
+    if callable(sampling):
+        return [min(max(int(i), 0), num_frames - 1) for i in sampling(num_frames, fps, rng)]
+    return sample_indices(num_frames, n_frms, sampling, rng)
+
+
+UNKNOWN_FPS = 25.0  # what a clip whose container states no frame rate is taken to run at
+
+
+def window_frames(times, t_end, window_s, n_frms):
+    """Indices into ``times`` (ascending seconds) of ``n_frms`` frames spread over the window of
+    ``window_s`` seconds that ends at ``t_end``: the frames of the window, sampled as ``uniform``
+    samples a clip.
+
+    The one definition of a window: the mode selector cuts a stream this way, and a processor with
+    ``window_s`` cuts a clip this way, so a model trained on windows sees what it will be shown.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    first = int(np.searchsorted(times, t_end - window_s - 1e-6))
+    end = max(int(np.searchsorted(times, t_end + 1e-6)), first + 1)
+    return [first + i for i in sample_indices(end - first, n_frms, "uniform")]
+
+
+@dataclass(frozen=True)
+class WindowSampling:
+    """``n_frms`` frames of a window of ``seconds`` cut from a clip as :func:`window_frames` cuts a
+    stream. ``place``: ``random`` ends the window at a frame drawn from ``rng`` (the ``random``
+    module when None) among those that leave a whole window before them; ``middle`` centres it. A
+    clip shorter than the window is taken whole."""
+
+    seconds: float
+    n_frms: int
+    place: str = "random"
+
+    def __call__(self, num_frames, fps, rng=None):
+        times = np.arange(num_frames) / (fps or UNKNOWN_FPS)
+        earliest = min(int(np.searchsorted(times, self.seconds - 1e-6)), num_frames - 1)  # first full window's end
+        if self.place == "middle":
+            end = (earliest + num_frames - 1) // 2
+        else:
+            end = (rng or random).randint(earliest, num_frames - 1)
+        return window_frames(times, times[end], self.seconds, self.n_frms)
+
+
 def _as_source(source):
     """decord and PyAV accept a path or a file-like object rewound to 0 (not raw bytes)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -130,10 +177,9 @@ class DecordBackend:
         try:
             with native_stderr() as captured:
                 reader = decord.VideoReader(_as_source(source), height=height or -1, width=width or -1, num_threads=1)
-                num_frames = len(reader)
-                indices = sample_indices(num_frames, n_frms, sampling, rng)
+                num_frames, fps = len(reader), float(reader.get_avg_fps() or 0.0)
+                indices = choose_frames(sampling, num_frames, n_frms, fps, rng)
                 frames = reader.get_batch(indices).asnumpy()
-                fps = float(reader.get_avg_fps() or 0.0)
         except Exception as err:  # decord raises its own DECORDError and RuntimeErrors
             raise VideoDecodeError(f"cannot decode {_name(source)} with decord: {native_error_reason(err, captured)}") from err
         return DecodedClip(torch.from_numpy(frames).permute(3, 0, 1, 2), indices, num_frames, fps)
@@ -167,14 +213,14 @@ class PyAVBackend:
                 packets = [packet for packet in container.demux(stream) if packet.size]  # a clip's compressed bytes
                 if packets and all(packet.is_keyframe for packet in packets):  # intra-coded: any frame on its own
                     num_frames = len(packets)
-                    indices = sample_indices(num_frames, n_frms, sampling, rng)
+                    indices = choose_frames(sampling, num_frames, n_frms, fps, rng)
                     frames, decoded = self._decode_keyframes(stream, packets, indices, height, width), num_frames
                 else:
                     num_frames = stream.frames or len(packets)
-                    indices = sample_indices(max(num_frames, 1), n_frms, sampling, rng)
+                    indices = choose_frames(sampling, max(num_frames, 1), n_frms, fps, rng)
                     frames, decoded = self._decode(stream, packets, indices, height, width)
                     if decoded and decoded != num_frames:  # the container's count was wrong: sample what it has
-                        num_frames, indices = decoded, sample_indices(decoded, n_frms, sampling, rng)
+                        num_frames, indices = decoded, choose_frames(sampling, decoded, n_frms, fps, rng)
                         if not set(indices) <= frames.keys():
                             frames, _ = self._decode(stream, packets, indices, height, width)
         except Exception as err:  # av.error.* and IndexError when there is no video stream
@@ -261,6 +307,9 @@ class StoredFrames:
     def read(self, n_frms, height, width, sampling, rng=None):
         from PIL import Image, UnidentifiedImageError
 
+        if callable(sampling):
+            raise UserError("windows in seconds (vis_processor window_s) need the videos, not frames sampled ahead of "
+                            "time: export the shards without --frames (or with --reencode)")
         chosen = sample_indices(len(self.images), n_frms, sampling, rng)
         try:
             frames = np.stack([np.asarray(Image.open(io.BytesIO(self.images[j])).convert("RGB")) for j in chosen])
@@ -323,7 +372,8 @@ def _check_exists(source):
 def load_video(source, n_frms=8, height=224, width=224, sampling="uniform", backend="decord", rng=None):
     """Decode ``n_frms`` frames of a clip (path, bytes or file object), resized to height × width.
 
-    ``rng`` (``random.Random`` or the ``random`` module) draws headtail's frames.
+    ``sampling``: a name or a callable (see :func:`choose_frames`); ``rng`` (``random.Random`` or
+    the ``random`` module) draws its random choices.
 
     Returns:
         DecodedClip with uint8 frames of shape (C, T, H, W).

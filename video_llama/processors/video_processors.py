@@ -9,7 +9,14 @@ from video_llama.common.registry import registry
 from video_llama.processors.base_processor import BaseProcessor
 from video_llama.processors.normalization import CLIP_MEAN, CLIP_STD
 from video_llama.processors.pixel_plan import PixelPlan
-from video_llama.processors.video_decoding import BACKENDS, check_sampling, load_video, probe_video, sample_indices
+from video_llama.processors.video_decoding import (
+    BACKENDS,
+    WindowSampling,
+    check_sampling,
+    load_video,
+    probe_video,
+    sample_indices,
+)
 
 
 @dataclasses.dataclass
@@ -21,8 +28,13 @@ class VideoProcessorConfig:
     per_clip_norm: bool = False  # standardise each clip instead of mean/std (from-scratch encoders)
     backend: str = "decord"  # decord | pyav
     sampling: str = ""  # uniform | headtail; empty = the processor's own (eval: uniform, train: headtail)
+    # > 0: n_frms frames of a window of this many seconds, cut as `select-mode` cuts a stream (train: the
+    # window ends at a random point of the clip; eval: it is centred); 0: the whole clip, per `sampling`
+    window_s: float = 0.0
 
     def __post_init__(self):  # checked when the experiment config is validated, before any decoding
+        if not isinstance(self.window_s, (int, float)) or self.window_s < 0:
+            raise ValueError(f"window_s must be seconds >= 0 (0: the whole clip), got {self.window_s!r}")
         if not isinstance(self.n_frms, int) or self.n_frms < 1:
             raise ValueError(f"n_frms must be a positive number of frames, got {self.n_frms!r}")
         if not isinstance(self.image_size, int) or self.image_size < 1:
@@ -40,6 +52,13 @@ class ClipInfo:
     num_frames: int  # frames in the source clip
     fps: float  # the source's average frame rate (0.0 when unknown)
     indices: list = None  # the sampled frame indices; None when the processor does not say
+    window: bool = False  # the frames are a window cut from the clip (window_s)
+
+    @property
+    def shown_indices(self):
+        """The sampled frames as the timestamp sentence names them: counted from a window's start
+        (as select-mode counts a stream's), else from the clip's."""
+        return [i - self.indices[0] for i in self.indices] if self.window else self.indices
 
     @property
     def is_short(self):
@@ -60,6 +79,7 @@ class BaseVideoProcessor(BaseProcessor):
     """
 
     sampling = "uniform"
+    window_place = "middle"  # where a window (window_s) is cut from a clip: random | middle
     Config = VideoProcessorConfig
 
     def __init__(self, config=None):
@@ -72,12 +92,29 @@ class BaseVideoProcessor(BaseProcessor):
     def __call__(self, source):
         return self.transform(self.load(source).frames)
 
-    def load(self, source):
-        """Decode the configured frames of ``source`` (uint8 DecodedClip); remembered for clip_info."""
+    def load(self, source, sampling=None, rng=None):
+        """Decode the configured frames of ``source`` (uint8 DecodedClip); remembered for clip_info.
+        ``sampling`` replaces :meth:`frame_sampling` (a dataset cutting windows its own way); ``rng``
+        draws its random choices (None: the ``random`` module)."""
         cfg = self.config
-        clip = load_video(source, cfg.n_frms, cfg.image_size, cfg.image_size, self.sampling, cfg.backend)
-        self._last = (source, ClipInfo(clip.num_frames, clip.fps, clip.indices))
+        sampling = sampling or self.frame_sampling()
+        clip = load_video(source, cfg.n_frms, cfg.image_size, cfg.image_size, sampling, cfg.backend, rng)
+        self._last = (source, ClipInfo(clip.num_frames, clip.fps, clip.indices, window=callable(sampling)))
         return clip
+
+    def frame_sampling(self, place=None):
+        """How this processor picks a clip's frames: its sampling name, or with ``window_s`` a
+        :class:`WindowSampling` cut at ``place`` (default: the processor's own)."""
+        if self.config.window_s:
+            return WindowSampling(float(self.config.window_s), self.config.n_frms, place or self.window_place)
+        return self.sampling
+
+    def finish(self, frames, defer=False):
+        """uint8 frames (C, T, H, W) → (augmented, normalised float frames, None), or with ``defer``
+        and a processor whose work a plan describes, (the uint8 frames, their PixelPlan)."""
+        if defer and self._plan_describes_transform():
+            return frames, self.plan(self.draw_crop(frames))
+        return self.transform(frames), None
 
     def transform(self, frames):
         """uint8 frames (C, T, H, W) → augmented, normalised float frames."""
@@ -100,8 +137,7 @@ class BaseVideoProcessor(BaseProcessor):
         own ``__call__``, ``transform`` or ``augment`` the plan cannot describe (it runs here)."""
         if not self._plan_describes_transform():
             return self(source), None
-        frames = self.load(source).frames
-        return frames, self.plan(self.draw_crop(frames))
+        return self.finish(self.load(source).frames, defer=True)
 
     def draw_crop(self, frames):
         """The crop box of this clip (None: none); draws from ``random``."""
@@ -120,7 +156,8 @@ class BaseVideoProcessor(BaseProcessor):
         if info is not None and (last_source is source or (isinstance(source, (str, Path)) and str(last_source) == str(source))):
             return info
         num_frames, fps = probe_video(source, self.config.backend)
-        indices = sample_indices(num_frames, self.config.n_frms, "uniform") if self.sampling == "uniform" else None
+        uniform = self.sampling == "uniform" and not self.config.window_s
+        indices = sample_indices(num_frames, self.config.n_frms, "uniform") if uniform else None
         return ClipInfo(num_frames, fps, indices)
 
 
@@ -146,6 +183,7 @@ class AlproVideoTrainProcessor(BaseVideoProcessor):
     """
 
     sampling = "headtail"
+    window_place = "random"
     Config = VideoTrainProcessorConfig
 
     def draw_crop(self, frames):

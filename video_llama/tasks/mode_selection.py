@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from video_llama.conversation.templates import timestamp_sentence
-from video_llama.processors.video_decoding import sample_indices
+from video_llama.processors.video_decoding import window_frames
 from video_llama.tasks.calibration import decide, probabilities
 
 
@@ -113,11 +113,10 @@ class ModeSelector:
         return self.decide(t, arrived)
 
     def window(self, t_end):
-        """(frame times, uint8 (C, T, H, W)) of ``n_frms`` of the window's frames, chosen as the eval
-        processor chooses a clip's (``uniform`` sampling: the model saw frames spaced so in training)."""
+        """(frame times, uint8 (C, T, H, W)) of ``n_frms`` of the window's frames, chosen by
+        ``window_frames``, as a processor with ``window_s`` chooses a training window's."""
         times = np.array([ft for ft, _ in self.frames])
-        first = int(np.searchsorted(times, t_end - self.settings.window_s - 1e-6))
-        chosen = [first + i for i in sample_indices(len(times) - first, self.n_frms, "uniform")]
+        chosen = window_frames(times, t_end, self.settings.window_s, self.n_frms)
         clip = torch.from_numpy(np.stack([self.frames[i][1] for i in chosen])).permute(3, 0, 1, 2)
         return times[chosen], clip
 

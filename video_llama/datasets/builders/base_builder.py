@@ -115,6 +115,7 @@ class BaseDatasetBuilder:
                 raise AnnotationError(f"split {split!r} has no usable record in {[str(f) for f in files]}; "
                                       "fill the file(s) or remove the split from build_info.anno_dir")
             dataset.substitute_unreadable = split == "train"
+            dataset.fixed_windows = split != "train"
             datasets[split] = dataset
         return datasets
 
@@ -133,6 +134,7 @@ class BaseDatasetBuilder:
             datasets[split] = ShardDataset(urls, shard_counts(urls, info.get("shard_index")), reader,
                                            shuffle_buffer=info.get("shuffle_buffer", 16), name=f"{reader.name} (shards)")
             datasets[split].substitute_unreadable = split == "train"
+            reader.fixed_windows = split != "train"
         return datasets
 
     def build_split(self, split, anno_files):

@@ -4,6 +4,8 @@ CSV (``webvid``)."""
 from video_llama.common.registry import registry
 from video_llama.conversation import get_template, load_prompts, load_tokenizer
 from video_llama.datasets.builders.base_builder import BaseDatasetBuilder
+from video_llama.datasets.datasets.base_video_dataset import AnnotationError
+from video_llama.datasets.datasets.straddle import Straddle
 from video_llama.datasets.datasets.video_caption_dataset import VideoCaptionDataset, read_caption_csv
 from video_llama.datasets.datasets.video_instruct_dataset import VideoInstructDataset, read_instruct_annotations
 
@@ -25,10 +27,11 @@ class VideoInstructBuilder(BaseDatasetBuilder):
 
     def build_split(self, split, anno_files):
         cfg = self.config
+        processor = self.processor("vis_processor", split)
         return self.dataset_class(
             self.read_annotations(anno_files),
             self.videos_dir(),
-            self.processor("vis_processor", split),
+            processor,
             load_tokenizer(cfg.tokenizer_name),
             template=get_template(cfg.model_type),
             num_video_query_token=cfg.num_video_query_token,
@@ -37,7 +40,21 @@ class VideoInstructBuilder(BaseDatasetBuilder):
             name=f"{self.name}/{split}",
             anno_files=anno_files,
             timestamps=cfg.timestamps and "cn" not in cfg.data_type,  # the original has none for Chinese data
+            straddle=self.straddle(split, processor, anno_files),
         )
+
+    def straddle(self, split, processor, anno_files):
+        """The split's :class:`Straddle` settings; a ratio that cannot work is refused at start-up."""
+        cfg = self.config
+        if not cfg.straddle_ratio or split not in cfg.straddle_splits:
+            return Straddle()
+        if not getattr(getattr(processor, "config", None), "window_s", 0):
+            raise AnnotationError(f"{self.name}: straddle_ratio={cfg.straddle_ratio} cuts windows across two clips, "
+                                  f"but vis_processor ({split}) takes whole clips; set its window_s (seconds, e.g. 2.0)")
+        if not anno_files:
+            raise AnnotationError(f"{self.name}: straddle_ratio needs clips it can pair at random (build_info.anno_dir); "
+                                  "shards are read in order: set straddle_ratio: 0 for them")
+        return Straddle(cfg.straddle_ratio, cfg.straddle_label_span)
 
 
 @registry.register_builder("webvid_instruct_zh")

@@ -9,11 +9,14 @@ is unreadable (:class:`FailureBudget`); a few bad clips in a large dataset never
 
 Frames come from the processor's LAVIS-style ``processor(path)``; frame count, fps and sampled
 indices from its ``clip_info(path)`` when it has one. Augmentation draws from the global
-generators, which the training sampler seeds per sample (see ``datasets/sampling.py``).
+generators, which the training sampler seeds per sample (see ``datasets/sampling.py``). A processor
+that cuts windows (``window_s``) cuts them at random points in training and, in the other splits
+(``fixed_windows``), at points drawn from the sample's index, so every evaluation sees the same.
 """
 
 import logging
 import math
+import random
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -94,6 +97,7 @@ class BaseVideoDataset(Dataset):
     min_failures = 5
     substitute_unreadable = True  # False: an unreadable clip is returned as a marker (evaluation)
     defer_pixels = False  # True: uint8 frames + PixelPlan, finished on the training device (run.pixels_on_device)
+    fixed_windows = False  # True: windows (vis_processor window_s) cut where the sample's index says (evaluation)
 
     def __init__(self, records, videos_dir, vis_processor, max_failed_ratio=0.1, name="dataset"):
         self.records = records
@@ -116,19 +120,38 @@ class BaseVideoDataset(Dataset):
         return video_path(record, self.videos_dir)
 
     def __getitem__(self, index):
+        rng = self.window_rng(index)
         for attempt in range(len(self.records)):
             record = self.records[(index + attempt) % len(self.records)]
-            sample = self.decode(record, self.video_path(record))
+            sample = self.decode_record(record, rng)
             if "unreadable" not in sample or not self.substitute_unreadable:
                 return sample
         raise TooManyBadVideos(f"{self.name}: no clip could be decoded; first failures: {list(self.failed.items())[:5]}")
 
-    def decode(self, record, source, where=None):
+    @property
+    def cuts_windows(self):
+        """Whether the processor cuts windows of ``window_s`` seconds rather than taking whole clips."""
+        return bool(getattr(getattr(self.vis_processor, "config", None), "window_s", 0))
+
+    def window_rng(self, index):
+        """What draws where windows are cut: the ``random`` module (seeded per sample in training),
+        a generator of ``index`` with :attr:`fixed_windows`, or None when the processor takes
+        whole clips (its own sampling then decides)."""
+        if not self.cuts_windows:
+            return None
+        return random.Random(index) if self.fixed_windows else random
+
+    def decode_record(self, record, rng=None):
+        """The sample of one record (``rng``: see :meth:`window_rng`)."""
+        return self.decode(record, self.video_path(record), rng=rng)
+
+    def decode(self, record, source, where=None, rng=None):
         """The sample of ``record`` with its clip decoded from ``source`` (a path, or the video's
-        bytes with ``where`` naming them), or ``{"unreadable": ..., "error": ...}``, counted."""
+        bytes with ``where`` naming them), or ``{"unreadable": ..., "error": ...}``, counted.
+        ``rng``: where a window is cut (None: the processor's own choice)."""
         self.budget.tried += 1
         try:
-            frames, info, plan = self.read_visual(source)
+            frames, info, plan = self.read_visual(source, rng)
         except VideoDecodeError as err:
             self._record_failure(record, err, where or str(source))
             return {"unreadable": record["video"], "error": str(err)}
@@ -152,12 +175,17 @@ class BaseVideoDataset(Dataset):
                 f"(`video-llama prepare` probes and leaves out such files):\n  {listing}"
             )
 
-    def read_visual(self, source):
+    def read_visual(self, source, rng=None):
         """(frames, ClipInfo or None, PixelPlan or None) of ``source``; raises VideoDecodeError.
         The frames are the processor's float output, or with :attr:`defer_pixels` and a processor
-        that can split its work (``prepare``), uint8 frames and the plan that finishes them."""
+        that can split its work (``prepare``), uint8 frames and the plan that finishes them. With
+        ``rng`` the window is cut at a random point drawn from it."""
         plan = None
-        if self.defer_pixels and hasattr(self.vis_processor, "prepare"):
+        processor = self.vis_processor
+        if rng is not None:
+            clip = processor.load(source, processor.frame_sampling("random"), rng)
+            frames, plan = processor.finish(clip.frames, self.defer_pixels)
+        elif self.defer_pixels and hasattr(self.vis_processor, "prepare"):
             frames, plan = self.vis_processor.prepare(source)
         else:
             frames = self.vis_processor(source)

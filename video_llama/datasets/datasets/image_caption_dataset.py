@@ -16,7 +16,7 @@ IMAGE_MEMBERS = tuple(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))  # a 
 class ImageSource:
     """For a dataset of images: the visual is an image file or bytes through an image processor."""
 
-    def read_visual(self, source):
+    def read_visual(self, source, rng=None):  # an image has no window to cut
         return self.vis_processor(load_image(source)), None, None
 
 

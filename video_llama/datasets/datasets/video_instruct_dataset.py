@@ -3,9 +3,12 @@
 Every record is tokenised once, up front: records whose text cannot fit ``max_seq_len`` without
 cutting the video placeholder or losing every answer token are reported and left out before
 training starts. Answers are used as written (a label such as ``greet_mode`` stays as it is).
+With ``straddle`` some samples are windows over the cut from one clip to a clip of another answer
+(see ``straddle.py``).
 """
 
 import logging
+from collections import defaultdict
 
 import torch
 
@@ -19,6 +22,9 @@ from video_llama.conversation import (
     video_placeholder,
 )
 from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset, annotation_files, load_json
+from video_llama.datasets.datasets.straddle import Straddle, cut_window
+from video_llama.processors.video_decoding import VideoDecodeError, probe_video
+from video_llama.processors.video_processors import ClipInfo
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +56,10 @@ class VideoInstructDataset(BaseVideoDataset):
     placeholder_tags = (VIDEO_START, VIDEO_END)
 
     def __init__(self, records, videos_dir, vis_processor, tokenizer, template, num_video_query_token=32,
-                 max_seq_len=512, max_failed_ratio=0.1, name="webvid_instruct", anno_files=(), timestamps=False):
+                 max_seq_len=512, max_failed_ratio=0.1, name="webvid_instruct", anno_files=(), timestamps=False,
+                 straddle=None):
         self.tokenizer = tokenizer
+        self.straddle = straddle or Straddle()
         self.timestamps, self.max_seq_len = timestamps, max_seq_len
         self.anno_files = list(anno_files)
         self.template = template
@@ -70,6 +78,9 @@ class VideoInstructDataset(BaseVideoDataset):
                            [r["video"] for r in dropped[:5]])
         self.dropped = dropped
         super().__init__(kept, videos_dir, vis_processor, max_failed_ratio, name)
+        self.by_answer = defaultdict(list)  # first answer → records: where a straddling window's partner comes from
+        for record in kept:
+            self.by_answer[record["QA"][0]["a"]].append(record)
 
     def prepare_record(self, record):
         tokens = self.tokenize(record["QA"], self.max_seq_len)
@@ -87,11 +98,47 @@ class VideoInstructDataset(BaseVideoDataset):
         result = truncate(input_ids, labels, max_seq_len, self.placeholder_id, self.num_video_query_token)
         return None if result is None else {"input_ids": result[0], "labels": result[1]}
 
+    def decode_record(self, record, rng=None):
+        """A window of ``record``'s clip or, for ``straddle.ratio`` of the samples, a window over
+        the cut between it and a clip of another answer, in a random order."""
+        if rng is None or not self.straddle.ratio or rng.random() >= self.straddle.ratio:
+            return super().decode_record(record, rng)
+        others = sorted(answer for answer in self.by_answer if answer != record["QA"][0]["a"])
+        if not others:
+            return super().decode_record(record, rng)
+        partner = rng.choice(self.by_answer[rng.choice(others)])
+        return self.decode_straddle(*((record, partner) if rng.random() < 0.5 else (partner, record)), rng)
+
+    def decode_straddle(self, first, second, rng):
+        """The sample of a window over the cut from ``first``'s clip to ``second``'s, answered as
+        ``straddle`` says; unreadable (counted, as :meth:`decode`) when either clip is."""
+        processor, cfg = self.vis_processor, self.vis_processor.config
+        paths = [self.video_path(first), self.video_path(second)]
+        self.budget.tried += 1
+        try:
+            (first_frames, first_fps), (second_frames, second_fps) = (probe_video(p, cfg.backend) for p in paths)
+            cut = cut_window(cfg.window_s, cfg.n_frms, first_frames, first_fps, second_frames, second_fps, rng)
+            if cut is None:
+                return self.decode(first, paths[0], rng=rng)
+            clips = [processor.load(path, lambda *_, chosen=chosen: chosen).frames
+                     for path, chosen in zip(paths, (cut.first, cut.second))]
+        except VideoDecodeError as err:
+            failed = next((r for r, p in zip((first, second), paths) if str(p) in str(err)), first)
+            self._record_failure(failed, err, str(self.video_path(failed)))
+            return {"unreadable": failed["video"], "error": str(err)}
+        frames, plan = processor.finish(torch.cat(clips, dim=1), self.defer_pixels)
+        answered = second if self.straddle.second_wins(cut.second_share) else first
+        sample = self.make_sample(answered, frames, ClipInfo(len(cut.positions), cut.fps, cut.positions, window=True))
+        sample["video"] = f"{first['video']} -> {second['video']} ({cut.second_share:.2f} after the cut)"
+        if plan is not None:
+            sample["pixel_plan"] = plan
+        return sample
+
     def make_sample(self, record, frames, info):
         """The record's tokens; with ``timestamps`` re-tokenised with the sentence for this clip (a
         record that would then no longer fit keeps its tokens without it). ``question`` is the
         first question as the model is asked it, sentence included, for evaluation."""
-        note = timestamp_sentence(info.indices, info.fps) if self.timestamps and info is not None else ""
+        note = timestamp_sentence(info.shown_indices, info.fps) if self.timestamps and info is not None else ""
         tokens = self.tokenize(record["QA"], self.max_seq_len, note) if note else None
         if tokens is None:
             note, tokens = "", record

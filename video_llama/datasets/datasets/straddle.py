@@ -1,0 +1,70 @@
+"""Windows over the cut between two actions, made from two clips on the fly.
+
+A model that chooses a robot's mode watches a stream, and a stream's windows often hold the end of
+one action and the start of the next, which clips of one action each never show. A straddling
+window is the last seconds of one clip followed by the first seconds of a clip of another answer,
+on one time axis, its frames chosen as :func:`~video_llama.processors.video_decoding.window_frames`
+chooses a stream window's.
+
+Its answer is the clip holding most of the window's last ``label_span`` share: with 0.5 the new
+action wins once it fills a quarter of the window, so a selector switches about as soon as the new
+motion can be seen; with 1.0 the window is a majority vote, which is later by half a window. A
+third answer (``unknown`` near an even split) was not chosen: it would be a label no user made,
+and the selector already abstains when the calibrated probability is low.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from video_llama.processors.video_decoding import UNKNOWN_FPS, window_frames
+
+
+@dataclass(frozen=True)
+class Straddle:
+    """How a dataset makes straddling windows (the dataset YAML's ``straddle_*`` keys)."""
+
+    ratio: float = 0.0  # share of samples that straddle a cut
+    label_span: float = 0.5  # the answer is the clip holding most of this last share of the window
+
+    def __post_init__(self):
+        if not 0 <= self.ratio <= 1:
+            raise ValueError(f"straddle_ratio must be a share in [0, 1], got {self.ratio!r}")
+        if not 0 < self.label_span <= 1:
+            raise ValueError(f"straddle_label_span must be a share in (0, 1], got {self.label_span!r}")
+
+    def second_wins(self, second_share):
+        """Whether the later clip, filling ``second_share`` of the window (its end), gives the answer."""
+        return second_share > self.label_span / 2
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Which frames of the two clips a straddling window shows."""
+
+    first: list  # frame indices of the earlier clip (its last frames)
+    second: list  # frame indices of the later clip (its first frames)
+    second_share: float  # share of the window's seconds after the cut
+    positions: list  # the sampled frames' places on the window's own frame axis
+    fps: float  # that axis's frame rate
+
+
+def cut_window(window_s, n_frms, first_frames, first_fps, second_frames, second_fps, rng):
+    """A :class:`Cut` of a ``window_s`` window over a cut drawn from ``rng`` (``random`` or a
+    ``random.Random``) so that each clip shows at least one sampled frame; None when ``n_frms`` is 1
+    (one frame cannot straddle)."""
+    if n_frms < 2:
+        return None
+    fps = first_fps or second_fps or UNKNOWN_FPS
+    times = np.arange(int(window_s * fps + 1e-6) + 1) / fps
+    positions = window_frames(times, times[-1], window_s, n_frms)
+    sampled = times[positions]
+    if sampled[0] == sampled[-1]:  # a window too short for two distinct frames
+        return None
+    cut = rng.uniform(np.nextafter(sampled[0], np.inf), sampled[-1])
+    before, after = sampled[sampled < cut], sampled[sampled >= cut]
+    # the earlier clip ends at the cut: a frame (cut - t) seconds before it; the later one starts there
+    first = np.floor(first_frames - (cut - before) * (first_fps or fps)).astype(int)
+    second = np.floor((after - cut) * (second_fps or fps)).astype(int)
+    return Cut(first=np.clip(first, 0, first_frames - 1).tolist(), second=np.clip(second, 0, second_frames - 1).tolist(),
+               second_share=float((times[-1] - cut) / times[-1]), positions=list(positions), fps=fps)
