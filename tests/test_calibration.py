@@ -1,6 +1,7 @@
 """Calibration on fixed scores: temperature fitting, ECE, risk–coverage, a risk-controlling threshold."""
 
 import numpy as np
+import pytest
 
 from video_llama.tasks.calibration import (
     expected_calibration_error,
@@ -57,3 +58,110 @@ def test_bins_and_risk_coverage_add_up():
     assert coverage.tolist() == [0.2, 0.4, 0.6, 0.8, 1.0]
     assert risk[1] == 0 and abs(risk[-1] - 0.4) < 1e-9  # full coverage: the plain error
     assert np.allclose(probabilities(np.array([[1.0, 2.0, 3.0]]), 2.0).sum(), 1.0)
+
+
+# ------------------------------------------------------------------ `video-llama calibrate`: refusals and warnings
+
+LABELS = ["clean_mode", "greet_mode"]
+
+
+def predictions_of(scores, truth):
+    """Rank-mode predictions as `calibrate` gathers them: label scores and the true label per clip."""
+    return [{"scores": dict(zip(LABELS, map(float, row))), "label": LABELS[t]} for row, t in zip(scores, truth)]
+
+
+def noisy_predictions(n, seed=0):
+    """Scores that rank most clips right, but not all, and not with equal certainty."""
+    logits, truth = calibrated_set(n, classes=2, seed=seed, scale=3.0)
+    return predictions_of(logits, truth)
+
+
+def test_calibrate_refuses_a_split_of_one_class():
+    from video_llama.cli.calibrate import fit
+    from video_llama.common.errors import UserError
+
+    one_class = predictions_of(np.array([[0.0, 1.0], [0.5, 2.0], [1.0, 0.2]]), [1, 1, 1])
+    with pytest.raises(UserError, match=r"all 3 scored clips have the label 'greet_mode': .* only learns to be sure"):
+        fit(one_class, LABELS)
+
+
+def test_calibrate_refuses_a_target_error_too_few_clips_can_certify():
+    from video_llama.cli.calibrate import check_certifiable, fit
+    from video_llama.common.errors import UserError
+    from video_llama.tasks.calibration import fewest_clips
+
+    assert [fewest_clips(t) for t in (0.5, 0.2, 0.1, 0.05, 0.3)] == [1, 4, 9, 19, 3]  # 1/(n+1) <= target
+    with pytest.raises(UserError, match=r"--target-error 0.05 needs at least 19 clips and the split .* has 10: "
+                                        r".* 1/11 = 0.0909 .* raise --target-error to 0.091 or more"):
+        fit(noisy_predictions(10), LABELS, target_error=0.05)
+    check_certifiable(19, 0.05, "split 'val'")  # exactly enough: no error
+    assert fit(noisy_predictions(10), LABELS, target_error=0.1)["n"] == 10
+
+
+def test_calibrate_warns_when_no_threshold_keeps_the_target_error():
+    from video_llama.cli.calibrate import fit
+
+    logits, truth = calibrated_set(40, classes=2, seed=0, scale=1.0)
+    weak = predictions_of(logits, truth)
+    result = fit(weak, LABELS, target_error=0.05)  # 40 clips could certify 0.05, but 16 of them are wrong
+    assert result["threshold"] == 1.0
+    (warning,) = result["warnings"]
+    assert warning.startswith("no confidence threshold certifies --target-error 0.05 on these 40 clips (accuracy "
+                              "0.600): (errors+1)/(decided+1) is at best 0.1250, deciding the 7 most confident")
+    assert "abstain on every clip; raise --target-error to 0.125 or more" in warning
+    suggested = fit(weak, LABELS, target_error=0.125)  # the suggestion is enough
+    assert suggested["threshold"] < 1.0 and suggested["warnings"] == []
+
+
+def test_calibrate_warns_when_the_temperature_ends_at_its_search_bound():
+    from video_llama.cli.calibrate import fit
+
+    separated = predictions_of(np.array([[2.0, 0.0], [0.0, 3.0], [1.5, 0.0], [0.0, 2.5]]), [0, 1, 0, 1])
+    result = fit(separated, LABELS)
+    assert result["temperature"] < 0.051 and result["accuracy"] == 1.0
+    assert [w.split(":")[0] for w in result["warnings"]] == [
+        f"temperature {result['temperature']:.3f} is at the lower end of its search range (0.05)"]
+    flat = fit(predictions_of(np.zeros((6, 2)), [0, 1, 0, 1, 0, 1]), LABELS)  # equal scores: nothing to learn
+    assert flat["temperature"] > 19.8 and "upper end of its search range (20.0)" in flat["warnings"][0]
+    assert fit(noisy_predictions(400), LABELS, target_error=0.1)["warnings"] == []  # an ordinary split
+
+
+class FakeSplit(list):
+    """A split of clips as calibrate reads it (its length; labels come from run.labels)."""
+
+    anno_files, records = [], []
+
+
+def test_calibrate_writes_its_warnings_and_keeps_the_previous_file(tmp_path, capsys):
+    """calibrate() end to end with the model's predictions given: calibration.json gets the
+    warnings, and a second run keeps the first file under a timestamped name."""
+    import json
+    import types
+
+    from omegaconf import OmegaConf
+
+    from video_llama.cli.calibrate import calibrate
+    from video_llama.common.checkpointing import CONFIG
+    from video_llama.common.errors import UserError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / CONFIG).write_text("model: {}\n")
+    separated = predictions_of(np.array([[2.0, 0.0], [0.0, 3.0], [1.5, 0.0], [0.0, 2.5]]), [0, 1, 0, 1])
+    runner = types.SimpleNamespace(
+        config=types.SimpleNamespace(model_cfg={"ckpt": str(run)}), datasets={"clips": {"val": FakeSplit(separated)}},
+        run_cfg=OmegaConf.create({"labels": LABELS, "length_norm": False}), model=None, eval_loader=lambda split: split,
+        task=types.SimpleNamespace(predict=lambda model, loader, labels, mode, length_norm: (list(loader), [])))
+    first = calibrate(runner, "val", None)
+    saved = json.loads((run / "calibration.json").read_text())
+    assert saved["warnings"] == first["warnings"] and "lower end of its search range" in saved["warnings"][0]
+    out = capsys.readouterr()
+    assert "written:" in out.out and "previous" not in out.out and out.err.startswith("warning: temperature")
+
+    calibrate(runner, "val", 0.2)
+    (kept,) = [p for p in run.glob("calibration.*.json")]
+    assert json.loads(kept.read_text()) == saved and json.loads((run / "calibration.json").read_text())["threshold"] < 1
+    assert f"(the previous one kept as {kept.name})" in capsys.readouterr().out
+    with pytest.raises(UserError, match="needs at least 9 clips and split 'val' has 4"):  # refused before predicting
+        calibrate(runner, "val", 0.1)
+    assert len(list(run.glob("calibration*.json"))) == 2

@@ -145,3 +145,58 @@ def test_the_infer_command_over_an_annotation_file(tiny_llm_dir, clips_dir, tmp_
     assert len(lines) == 4 and {line["reference"] for line in lines} == {"greet_mode", "clean_mode"}
     again = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert "0 answered, 0 could not be decoded (lines with \"error\"), 4 already in" in again.stdout
+
+
+def short_clip_warning(path):
+    return (f"{path} has 3 frames, fewer than the 8 the model samples: frames repeat, the answer may be unreliable "
+            f"(a clip of 8 frames or more avoids it)")
+
+
+def test_a_clip_shorter_than_the_frames_sampled_is_answered_with_a_warning(setup, clips_dir, tmp_path, caplog):
+    """short.avi has 3 frames and the processor samples 8: the chat, the terminal and infer say so;
+    an ordinary clip gets no warning."""
+    import io
+    import json
+    import logging
+
+    from video_llama.cli.demo import terminal_chat
+    from video_llama.cli.infer import infer
+
+    short, ordinary = clips_dir / "short.avi", clips_dir / "clip0.mp4"
+    chat = setup.new_chat()
+    chat.upload_video(short)
+    assert chat.visual.warning == short_clip_warning(short)
+    out = io.StringIO()
+    terminal_chat(setup.new_chat(), SHORT, io.StringIO(f"/video {short}\n/video {ordinary}\n/quit\n"), out)
+    assert [line for line in out.getvalue().splitlines() if line.startswith("warning: ")] == [
+        f"warning: {short_clip_warning(short)}"]
+
+    jobs = [(str(short), "What is happening?", None), (str(ordinary), "What is happening?", None)]
+    with caplog.at_level(logging.WARNING, logger="video_llama.cli.infer"):
+        assert infer(setup, jobs, tmp_path / "answers.jsonl", batch_size=2, max_new_tokens=2, progress=False) == (2, 0, 0)
+    lines = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert lines[0]["warning"] == short_clip_warning(short) and "answer" in lines[0] and "warning" not in lines[1]
+    assert [r.getMessage() for r in caplog.records] == [short_clip_warning(short)]
+
+
+def test_the_web_demo_status_warns_of_a_short_clip(setup, clips_dir):
+    pytest.importorskip("gradio", reason="the web demo needs gradio (pip install -e '.[test]')")
+    from video_llama.cli.web_demo import build_app
+
+    app = build_app(setup)
+    upload = next(f.fn for f in app.fns.values() if f.name == "upload")
+    _, _, status, _, _ = upload(str(clips_dir / "short.avi"), None, None)
+    assert status == f"Now talking about **short.avi**. Ask a question.\n\n**Warning**: {short_clip_warning('short.avi')}"
+    _, _, status, _, _ = upload(str(clips_dir / "clip0.mp4"), None, None)
+    assert status == "Now talking about **clip0.mp4**. Ask a question."
+
+
+def test_one_question_about_a_short_clip_warns_on_stderr_and_answers_on_stdout(tiny_llm_dir, clips_dir, capsys):
+    from video_llama.cli.demo import main
+
+    short = clips_dir / "short.avi"
+    assert main(["--cfg-path", str(TINY_CONFIG), "--options", *demo_options(tiny_llm_dir, clips_dir), "--video", str(short),
+                 "--question", "What is happening?", "--max-new-tokens", "2"]) == 0
+    out = capsys.readouterr()
+    assert len(out.out.strip().splitlines()) == 1  # the answer alone
+    assert f"warning: {short_clip_warning(short)}\n" in out.err

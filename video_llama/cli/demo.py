@@ -7,7 +7,8 @@
 The config is an evaluation config: its ``model`` section (``model.ckpt``: a training run folder,
 a checkpoint, or a published one) and the ``vis_processor`` of its first dataset, as the original
 demo reads them. In the terminal, a line is a question; ``/video PATH``, ``/image PATH``,
-``/reset`` and ``/quit`` do what they say.
+``/reset`` and ``/quit`` do what they say. A clip with fewer frames than the model samples gets a
+``warning:`` line (the web UI: its status) before any answer about it.
 """
 
 import argparse
@@ -101,6 +102,7 @@ def terminal_chat(chat, settings, lines=sys.stdin, out=sys.stdout):
             elif command in ("/video", "/image"):
                 (chat.upload_video if command == "/video" else chat.upload_image)(argument.strip())
                 print(f"(now talking about {chat.visual.name})", file=out, flush=True)
+                warn_unreliable(chat, out)
             else:
                 shown = None
                 for text in chat.stream(line, **settings):  # the answer so far, as its tokens come
@@ -112,6 +114,12 @@ def terminal_chat(chat, settings, lines=sys.stdin, out=sys.stdout):
                 print(file=out, flush=True)
         except (UserError, ChatError) as err:
             print(f"error: {err}", file=out, flush=True)
+
+
+def warn_unreliable(chat, out):
+    """Print why answers about the uploaded clip may be unreliable, if anything says so."""
+    if chat.visual.warning:
+        print(f"warning: {chat.visual.warning}", file=out, flush=True)
 
 
 def main(argv=None):
@@ -153,6 +161,7 @@ def main(argv=None):
     chat = setup.new_chat()
     if args.video:
         chat.upload_video(args.video)
+        warn_unreliable(chat, sys.stderr)  # stdout: the answer alone (--question) or the chat
     elif args.image:
         chat.upload_image(args.image)
     settings = generation_settings(args)

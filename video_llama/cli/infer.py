@@ -2,8 +2,9 @@
 per video, without a UI.
 
 Each line of the output: ``video``, ``question``, ``answer``, ``seconds`` (the batch's time shared
-among its clips) and, for annotations, the ``reference`` answer; a clip that cannot be decoded
-gets a line with ``error`` instead and is skipped. Greedy answers, asked exactly as the chat asks
+among its clips), for annotations the ``reference`` answer, and a ``warning`` (also logged) for a
+clip with fewer frames than the model samples, whose answer may be unreliable; a clip that cannot
+be decoded gets a line with ``error`` instead and is skipped. Greedy answers, asked exactly as the chat asks
 (the timestamp sentence before the question when the model learned with it), ``--batch-size``
 clips per generate call. A re-run skips the videos the output already has, so a stopped run
 continues where it stopped.
@@ -77,10 +78,14 @@ def answer_batch(setup, batch, settings):
     lines, ready = [None] * len(batch), []
     for slot, (video, question, reference) in enumerate(batch):
         try:
-            ready.append((slot, video_visual(setup.vis_processor, video, setup.timestamps), question, reference))
+            visual = video_visual(setup.vis_processor, video, setup.timestamps)
         except VideoDecodeError as err:
             logger.warning("skipping %s: %s", video, err)
             lines[slot] = {"video": video, "question": question, "error": str(err)}
+            continue
+        if visual.warning:
+            logger.warning("%s", visual.warning)
+        ready.append((slot, visual, question, reference))
     if ready:
         device = next(setup.model.parameters()).device
         frames = torch.stack([visual.frames for _, visual, _, _ in ready]).to(device)
@@ -88,9 +93,13 @@ def answer_batch(setup, batch, settings):
         with torch.inference_mode():
             answers = setup.model.generate(frames, [visual.note + question for _, visual, question, _ in ready], **settings)
         seconds = round((time.perf_counter() - start) / len(ready), 3)
-        for (slot, _, question, reference), answer in zip(ready, answers):
+        for (slot, visual, question, reference), answer in zip(ready, answers):
             line = {"video": batch[slot][0], "question": question, "answer": answer, "seconds": seconds}
-            lines[slot] = {**line, "reference": reference} if reference is not None else line
+            if reference is not None:
+                line["reference"] = reference
+            if visual.warning:
+                line["warning"] = visual.warning
+            lines[slot] = line
     return lines
 
 

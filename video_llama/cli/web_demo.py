@@ -56,7 +56,10 @@ def build_app(setup, examples_dir=None, defaults=None):
             return state, gr.update(), f"**Cannot use {name}**: {refused}", None, None
         state = {"visual": chat.visual, "history": []}
         question = gr.update(interactive=True, placeholder=f"Ask about {name}")
-        return state, question, f"Now talking about **{name}**. Ask a question.", gr.update(), gr.update()
+        status = f"Now talking about **{name}**. Ask a question."
+        if chat.visual.warning:  # stays shown above the answers until the next upload
+            status += f"\n\n**Warning**: {chat.visual.warning.replace(str(path), name)}"
+        return state, question, status, gr.update(), gr.update()
 
     def ask(message, history, state, max_new_tokens, num_beams, temperature, top_p, repetition_penalty):
         """Stream the answer into the chat; the conversation's turns are kept in ``state``."""

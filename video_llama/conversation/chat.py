@@ -32,6 +32,7 @@ class Visual:
     frames: torch.Tensor
     name: str
     note: str = ""  # the timestamp sentence put before the first question
+    warning: str = ""  # why answers about it may be unreliable (a clip shorter than the frames sampled)
 
     @property
     def is_image(self):
@@ -39,12 +40,22 @@ class Visual:
 
 
 def video_visual(vis_processor, path, timestamps=True):
-    """The clip at ``path`` as the model sees it: its processed frames and, with ``timestamps``,
-    the sentence naming the sampled frames' times (raises VideoDecodeError naming the file)."""
+    """The clip at ``path`` as the model sees it: its processed frames, with ``timestamps`` the
+    sentence naming the sampled frames' times, and a warning when the clip has fewer frames than
+    the processor samples (raises VideoDecodeError naming the file)."""
     frames = vis_processor(path)
     info = vis_processor.clip_info(path) if hasattr(vis_processor, "clip_info") else None
-    note = timestamp_sentence(info.indices, info.fps) if timestamps and info is not None else ""
-    return Visual(frames, str(path), note)
+    note = timestamp_sentence(info.shown_indices, info.fps) if timestamps and info is not None else ""
+    warning = short_clip_warning(path, info) if info is not None and info.is_short else ""
+    return Visual(frames, str(path), note, warning)
+
+
+def short_clip_warning(path, info):
+    """The warning for a clip with fewer frames than the processor samples: some frames repeat,
+    so the model sees less motion than it learned from."""
+    sampled = len(info.indices)
+    return (f"{path} has {info.num_frames} frame{'s' if info.num_frames != 1 else ''}, fewer than the {sampled} the "
+            f"model samples: frames repeat, the answer may be unreliable (a clip of {sampled} frames or more avoids it)")
 
 
 @dataclass

@@ -29,7 +29,10 @@ def nll(scores, truth, temperature):
     return float(-np.mean(np.log(p[np.arange(len(truth)), truth] + 1e-12)))
 
 
-def fit_temperature(scores, truth, low=0.05, high=20.0, iterations=60):
+TEMPERATURE_RANGE = (0.05, 20.0)  # fit_temperature searches here; a fit at either end is suspect
+
+
+def fit_temperature(scores, truth, low=TEMPERATURE_RANGE[0], high=TEMPERATURE_RANGE[1], iterations=60):
     """The temperature that minimises the validation NLL (a golden-section search over log T: the
     NLL is unimodal in T for a fixed set of scores)."""
     a, b = np.log(low), np.log(high)
@@ -74,14 +77,28 @@ def risk_coverage(confidence, correct):
     return k / len(order), np.cumsum(wrong) / k
 
 
-def risk_controlling_threshold(confidence, correct, target_error):
-    """The lowest confidence threshold whose decisions on this (calibration) split err at most
-    ``target_error``, counted conservatively as (errors + 1) / (decided + 1), the finite-sample
-    correction of split conformal risk control; 1.0 (decide nothing) when none does."""
+def conformal_bounds(confidence, correct):
+    """(confidences sorted high to low, bound): ``bound[k]`` is (errors + 1) / (decided + 1) when
+    the k + 1 most confident clips are decided, the finite-sample correction of split conformal
+    risk control; its minimum is the lowest error rate these clips can certify."""
     order = np.argsort(-np.asarray(confidence, dtype=np.float64), kind="stable")
     conf = np.asarray(confidence, dtype=np.float64)[order]
     wrong = 1.0 - np.asarray(correct, dtype=np.float64)[order]
-    bound = (np.cumsum(wrong) + 1) / (np.arange(1, len(conf) + 1) + 1)
+    return conf, (np.cumsum(wrong) + 1) / (np.arange(1, len(conf) + 1) + 1)
+
+
+def fewest_clips(target_error):
+    """The fewest clips whose bound can reach ``target_error``: (0 + 1) / (n + 1) ≤ target when all
+    n are decided and right, so fewer can only ever decide nothing."""
+    n = max(1, int(np.ceil(1 / target_error)) - 1)
+    return n if 1 / (n + 1) <= target_error else n + 1
+
+
+def risk_controlling_threshold(confidence, correct, target_error):
+    """The lowest confidence threshold whose decisions on this (calibration) split err at most
+    ``target_error``, counted conservatively as (errors + 1) / (decided + 1) (``conformal_bounds``);
+    1.0 (decide nothing) when none does."""
+    conf, bound = conformal_bounds(confidence, correct)
     ok = np.nonzero(bound <= target_error)[0]
     if len(ok) == 0:
         return 1.0
