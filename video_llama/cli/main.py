@@ -4,7 +4,7 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "synth": ("video_llama.cli.synth", "write a synthetic action dataset (classes differ only in motion)"),
+    "synth": ("video_llama.cli.synth", "write synthetic action clips (motion or context classes) or a continuous recording with its timeline"),
     "prepare": ("video_llama.cli.prepare", "folder of labelled videos -> instruction annotation JSON"),
     "export-shards": ("video_llama.cli.export_shards", "annotations + videos -> WebDataset tar shards (train.py reads them: build_info.shards)"),
     "calibrate": ("video_llama.cli.calibrate", "fit a run's temperature (and abstention threshold) on a held-out split -> RUN/calibration.json"),
