@@ -1,26 +1,46 @@
-"""The mode selector on a long video of known segments: how often it holds the right mode, how
-late it switches, how often it switches for nothing (with and without smoothing), and how long a
-decision takes on this machine.
+"""Stream figures of the mode selector on recordings with a ground-truth timeline, models side by side.
 
-The video: ``--segments`` segments of held-out test clips (each segment ``--clips-per-segment``
-clips of one class played one after another; consecutive segments differ in class), written as one
-file and read back through the same frame stream ``select-mode`` uses.
+How often the robot is in the right mode, how late it switches, how often it switches for
+nothing, and how long a decision takes on this machine.
 
-    .venv/bin/python benchmarks/mode_stream.py --cfg-path eval_configs/quickstart_action_tiny.yaml \
-        --options model.ckpt=output/quickstart/runs/<run> [--window-s 3] [--stride-s 0.5]
+    # recordings with their timelines (`video-llama synth --stream` writes both), pooled:
+    .venv/bin/python benchmarks/mode_stream.py \\
+        --models clip=eval_configs/quickstart_action_tiny.yaml:output/quickstart/runs/<clip run> \\
+        --models stream=eval_configs/quickstart_stream_tiny.yaml:output/quickstart/runs/<stream run> \\
+        --video rec1.mp4 --video rec2.mp4 [--timeline rec1.timeline.json --timeline rec2.timeline.json] \\
+        [--label-map modes.yaml] [--window-s 2] [--stride-s 0.5] [--holds 1 2 3]
+    # no --video: one long video of held-out test clips (``--segments`` segments of
+    # ``--clips-per-segment`` clips of one class; consecutive segments differ), timed by this script
+    .venv/bin/python benchmarks/mode_stream.py --options model.ckpt=output/quickstart/runs/<run>
 
-Measures, per smoothing (``hold`` windows in a row before a switch; 1 = none):
-- window accuracy: the smoothed mode at each decision equals the true class at its end;
-- segment accuracy: the mode held over most of a segment's decisions is its class;
-- switch delay: seconds from a true change to the reported switch to the new class (median);
-- spurious switches per minute: switches that are not the first switch to a segment's class.
-Scores are computed once; the smoothings replay the same window decisions.
+Each model is run once per recording through the frame stream ``select-mode`` reads (windows of
+``--window-s`` seconds, default the eval processor's ``window_s`` or 2 s, every ``--stride-s``);
+every smoothing (hold N windows before a switch; 1 = none) and the model's calibrated threshold
+are replayed on those scores. The figures (video_llama/tasks/stream_evaluation.py), pooled over
+the recordings (every window, change and minute counted once):
+
+- window top-1: the window's own top mode is the true mode at the window's end;
+- windows decided: share of windows at or above the threshold; accuracy on decided: their top-1;
+- smoothed accuracy: the mode the robot holds after a window is the true mode at its end;
+- switch delay median / p95: seconds from a true change to the first switch to the new mode
+  within its segment; missed changes: changes never followed within their segment;
+- spurious switches / min: switches that are not the first switch to their segment's mode
+  (switches to the abstain label included), per minute of recording;
+- decision latency p50 / p95: milliseconds from a window's last frame to its decision.
+
+Consecutive timeline segments that map to one mode are one segment (no true change between them);
+time between segments is unlabeled and counts in no figure.
+With several recordings a second table gives each figure's range over the recordings.
 """
 
 import argparse
+import functools
 import json
+import os
+import shlex
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,121 +49,167 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def build_video(anno, videos_dir, labels, segments, per_segment, seed, out):
-    """Write the long video; returns [(start s, end s, label)] of its segments."""
+def build_video(anno, videos_dir, segments, per_segment, seed, out, fps=8):
+    """Write the long video of held-out clips; returns its timeline (the ``synth --stream`` format)."""
     import av
 
     from video_llama.cli.video_writer import write_video
 
     records = json.loads(Path(anno).read_text())
+    labels = sorted({r["QA"][0]["a"] for r in records})
     by_label = {label: [r["video"] for r in records if r["QA"][0]["a"] == label] for label in labels}
     rng = np.random.default_rng(seed)
-    frames, spans, previous, fps = [], [], None, 8
+    frames, spans, previous = [], [], None
     for _ in range(segments):
-        label = rng.choice([l for l in labels if l != previous and by_label[l]])
+        label = str(rng.choice([l for l in labels if l != previous and len(by_label[l]) >= per_segment]))
         start = len(frames) / fps
         for name in rng.choice(by_label[label], per_segment, replace=False):
             with av.open(str(Path(videos_dir) / name)) as container:
                 frames += [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-        spans.append((start, len(frames) / fps, str(label)))
+        spans.append({"start": start, "end": len(frames) / fps, "label": label})
         previous = label
     write_video(out, np.stack(frames), fps=fps)
-    return spans
+    return {"video": str(out), "fps": float(fps), "duration": len(frames) / fps, "segments": spans}
 
 
-def truth_at(spans, t):
-    return next((label for start, end, label in spans if start <= t < end), spans[-1][2])
+def parse_model(text):
+    """``NAME=EVAL_CFG[:CKPT]`` → (name, config path, checkpoint or None)."""
+    name, _, rest = text.partition("=")
+    cfg, _, ckpt = rest.partition(":")
+    if not name or not cfg:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=EVAL_CFG[:CKPT]")
+    return name, cfg, ckpt or None
 
 
-def replay(windows, hold, threshold=None, evidence=None):
-    """The smoothed mode after each window, and the switches [(t, mode)], for one smoothing and
-    abstention threshold (None: every window decides)."""
-    from video_llama.tasks.calibration import decide
-    from video_llama.tasks.mode_selection import Hysteresis
-
-    smoother, modes, switches = Hysteresis(hold, evidence), [], []
-    for w in windows:
-        choice, _ = decide(list(w["probs"].values()), list(w["probs"]), threshold)
-        if smoother.observe(w["probs"], choice) is not None:
-            switches.append((w["t_end"], smoother.current))
-        modes.append(smoother.current)
-    return modes, switches
-
-
-def score(spans, windows, modes, switches):
-    truths = [truth_at(spans, w["t_end"]) for w in windows]
-    window_acc = float(np.mean([m == t for m, t in zip(modes, truths)]))
-    segment_hits = []
-    for start, end, label in spans:
-        held = [m for w, m in zip(windows, modes) if start <= w["t_end"] < end]
-        segment_hits.append(bool(held) and max(set(held), key=held.count) == label)
-    delays, useful = [], set()
-    for start, end, label in spans[1:]:
-        hit = next(((t, m) for t, m in switches if start <= t < end and m == label), None)
-        if hit:
-            delays.append(hit[0] - start)
-            useful.add(hit)
-    first = next(((t, m) for t, m in switches if m == spans[0][2] and t < spans[0][1]), None)
-    useful.add(first)
-    minutes = spans[-1][1] / 60
-    return {"window_acc": window_acc, "segment_acc": float(np.mean(segment_hits)),
-            "delay_median": float(np.median(delays)) if delays else None, "missed": len(spans) - 1 - len(delays),
-            "spurious_per_min": (len([s for s in switches if s not in useful])) / minutes}
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cfg-path", default=str(REPO / "eval_configs" / "quickstart_action_tiny.yaml"))
-    parser.add_argument("--options", nargs="+", default=[])
-    parser.add_argument("--anno", default=str(REPO / "output" / "quickstart" / "annotations" / "test.json"))
-    parser.add_argument("--videos-dir", default=str(REPO / "output" / "quickstart" / "videos"))
-    parser.add_argument("--segments", type=int, default=16)
-    parser.add_argument("--clips-per-segment", type=int, default=3)
-    parser.add_argument("--window-s", type=float, default=3.0)
-    parser.add_argument("--stride-s", type=float, default=0.5)
-    parser.add_argument("--holds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-
-    import torch
-
-    from video_llama.cli.select_mode import DEFAULT_QUESTION
+def load_selector(cfg, ckpt, options, args):
+    """(a function making a fresh selector that scores every window, with hold 1 and no threshold
+    since the replays do both; its frame side in pixels; the calibrated threshold or None), built as
+    ``select-mode`` builds one."""
     from video_llama.cli.demo import load_setup
-    from video_llama.processors.frame_stream import stream_frames
+    from video_llama.cli.select_mode import DEFAULT_QUESTION, mode_map
     from video_llama.tasks.action_recognition import trained_labels
     from video_llama.tasks.calibration import decision_settings
     from video_llama.tasks.mode_selection import ModeSelector, SelectorSettings
 
-    torch.set_num_threads(1)
-    setup = load_setup(args.cfg_path, args.options)
-    ckpt = setup.model.cfg.get("ckpt")
-    labels = list(setup.config.run_cfg.get("labels") or trained_labels(ckpt))
-    temperature, threshold, unknown = decision_settings(setup.config.run_cfg, ckpt)
+    setup = load_setup(cfg, [*options, *([f"model.ckpt={ckpt}"] if ckpt else [])])
+    run_cfg, ckpt = setup.config.run_cfg, setup.model.cfg.get("ckpt")
+    labels = list(run_cfg.get("labels") or trained_labels(ckpt) or [])
+    if not labels:
+        raise SystemExit(f"error: {cfg}: which labels to score is unknown (model.ckpt={ckpt!r}); set run.labels")
+    temperature, threshold, unknown = decision_settings(run_cfg, ckpt)
+    processor = setup.vis_processor
+    settings = SelectorSettings(window_s=args.window_s or getattr(processor.config, "window_s", 0) or 2.0,
+                                stride_s=args.stride_s, temperature=temperature, threshold=None, unknown=unknown,
+                                hold=1, timestamps=setup.timestamps, length_norm=bool(run_cfg.get("length_norm")))
+    make = functools.partial(ModeSelector, setup.model, labels, DEFAULT_QUESTION, processor.plan(None),
+                             processor.config.n_frms, mode_map(args.label_map, labels), settings)
+    return make, processor.config.image_size, threshold
+
+
+def spread_report(rows):
+    """A markdown table of each figure's min–max over the recordings; ``rows`` are
+    ``(model, decisions, smoothing, [metrics per recording])``."""
+    figures = [("window_top1", 3), ("smoothed_accuracy", 3), ("delay_median_s", 2), ("spurious_per_min", 2)]
+    lines = ["| model | decisions | smoothing | window top-1 | smoothed accuracy | switch delay median s "
+             "| spurious switches / min |", "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for name, decisions, smoothing, per_recording in rows:
+        cells = []
+        for key, digits in figures:
+            values = [m[key] for m in per_recording if m[key] is not None]
+            cells.append(f"{min(values):.{digits}f} – {max(values):.{digits}f}" if values else "n/a")
+        lines.append(f"| {name} | {decisions} | {smoothing} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", type=parse_model, action="append", metavar="NAME=EVAL_CFG[:CKPT]",
+                        help="a model to compare (repeatable); default: --cfg-path, named 'model'")
+    parser.add_argument("--cfg-path", default=str(REPO / "eval_configs" / "quickstart_action_tiny.yaml"))
+    parser.add_argument("--options", nargs="+", default=[], help="config overrides for every model")
+    parser.add_argument("--video", action="append", default=[], help="a recording (repeatable)")
+    parser.add_argument("--timeline", action="append", default=[],
+                        help="the timeline JSON of each --video, in order (default: REC.timeline.json beside REC.mp4)")
+    parser.add_argument("--label-map", help="the `prepare --label-map` file: label (folder) -> mode")
+    parser.add_argument("--anno", default=str(REPO / "output" / "quickstart" / "annotations" / "test.json"),
+                        help="without --video: the held-out clips to build a video from")
+    parser.add_argument("--videos-dir", default=str(REPO / "output" / "quickstart" / "videos"))
+    parser.add_argument("--segments", type=int, default=16)
+    parser.add_argument("--clips-per-segment", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--window-s", type=float, help="default: the eval processor's window_s, else 2")
+    parser.add_argument("--stride-s", type=float, default=0.5)
+    parser.add_argument("--holds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--evidence", type=float, help="also switch when the summed margin reaches this")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    args = parser.parse_args()
+    if args.timeline and len(args.video) != len(args.timeline):
+        parser.error(f"{len(args.video)} --video but {len(args.timeline)} --timeline: give one timeline per video")
+
+    import torch
+
+    from video_llama.cli.synthetic import read_timeline, timeline_path
+    from video_llama.common.errors import UserError
+    from video_llama.processors.frame_stream import check_source, stream_frames
+    from video_llama.tasks.stream_evaluation import (
+        StreamTally,
+        score_recording,
+        stream_report,
+        tally_replays,
+        timeline_modes,
+    )
+
+    torch.set_num_threads(args.threads)
+    models = args.models or [("model", args.cfg_path, None)]
+    print("command:", shlex.join([sys.executable, *sys.argv]))
+    print(f"machine: {os.cpu_count()} CPU threads, torch uses {torch.get_num_threads()}")
+    rows, spread = [], []
     with tempfile.TemporaryDirectory() as work:
-        video = Path(work) / "long.mp4"
-        spans = build_video(args.anno, args.videos_dir, labels, args.segments, args.clips_per_segment, args.seed, video)
-        settings = SelectorSettings(window_s=args.window_s, stride_s=args.stride_s, temperature=temperature,
-                                    threshold=None, unknown=unknown, hold=1, timestamps=setup.timestamps)
-        selector = ModeSelector(setup.model, labels, DEFAULT_QUESTION, setup.vis_processor.plan(None),
-                                setup.vis_processor.config.n_frms, settings=settings)
-        windows = [e for t, frame in stream_frames(video, setup.vis_processor.config.image_size)
-                   for e in selector.push(t, frame) if "event" not in e]
-    latency = np.array([w["latency_ms"] for w in windows])
-    print(f"{len(spans)} segments ({args.clips_per_segment} held-out clips each) over {spans[-1][1]:.0f} s, "
-          f"{len(windows)} windows of {args.window_s} s every {args.stride_s} s; temperature {temperature:.3f}; "
-          f"one CPU thread\n")
-    print("| decisions | smoothing | window accuracy | segment accuracy | switch delay (median s) | missed changes "
-          "| spurious switches / min | windows decided |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, level in [("every window", None)] + ([(f"p >= {threshold:.2f} (calibrated)", threshold)] if threshold else []):
-        decided = float(np.mean([level is None or w["p"] >= level for w in windows]))
-        for hold in args.holds:
-            result = score(spans, windows, *replay(windows, hold, level))
-            smoothing = "none (hold 1)" if hold == 1 else f"hold {hold}"
-            delay = "n/a" if result["delay_median"] is None else f"{result['delay_median']:.2f}"
-            print(f"| {name} | {smoothing} | {result['window_acc']:.3f} | {result['segment_acc']:.3f} | {delay} | "
-                  f"{result['missed']} of {len(spans) - 1} | {result['spurious_per_min']:.2f} | {decided:.2f} |")
-    print(f"\ndecision latency per window: p50 {np.percentile(latency, 50):.1f} ms, p95 {np.percentile(latency, 95):.1f} ms")
+        if args.video:
+            timelines = args.timeline or [timeline_path(video) for video in args.video]
+            try:  # an unreadable recording or timeline fails before any model loads
+                for video in args.video:
+                    check_source(video)
+                recordings = [(video, read_timeline(timeline)) for video, timeline in zip(args.video, timelines)]
+            except UserError as err:
+                raise SystemExit(f"error: {err}") from None
+        else:
+            video = Path(work) / "long.mp4"
+            recordings = [(video, build_video(args.anno, args.videos_dir, args.segments, args.clips_per_segment,
+                                              args.seed, video))]
+            print(f"recording: {args.segments} segments of {args.clips_per_segment} held-out clips from {args.anno}")
+        for video, timeline in recordings:
+            segments = timeline["segments"]
+            print(f"recording {video}: {len(segments)} segments over "
+                  f"{max(s['end'] for s in segments) - min(s['start'] for s in segments):.1f} s")
+        for name, cfg, ckpt in models:
+            make, size, threshold = load_selector(cfg, ckpt, args.options, args)
+            selector = make()
+            settings, label_map = selector.settings, dict(zip(selector.labels, selector.mode_of))
+            try:  # every timeline in this model's modes before the first window is scored
+                truths = [timeline_modes(timeline, selector.labels, label_map) for _, timeline in recordings]
+            except ValueError as err:
+                raise SystemExit(f"error: model {name}: {err}") from None
+            started, per_recording = time.perf_counter(), []
+            for (video, _), segments in zip(recordings, truths):
+                selector = make()  # a selector holds one stream's frames and clock
+                windows = score_recording(selector, stream_frames(video, size))
+                per_recording.append(tally_replays(segments, windows, args.holds, threshold, args.evidence,
+                                                   settings.unknown))
+            print(f"model {name}: {cfg}{f' with {ckpt}' if ckpt else ''}; modes {selector.modes}; "
+                  f"{settings.window_s:g} s windows of {selector.n_frms} frames every {settings.stride_s:g} s; "
+                  f"temperature {settings.temperature:.3f}, threshold "
+                  f"{'none' if threshold is None else f'{threshold:.3f}'}; "
+                  f"scored in {time.perf_counter() - started:.0f} s on {selector.model.device}")
+            for key in per_recording[0]:
+                pooled = sum((tallies[key] for tallies in per_recording), StreamTally())
+                rows.append((name, *key, pooled.metrics()))
+                spread.append((name, *key, [tallies[key].metrics() for tallies in per_recording]))
+    print()
+    print(stream_report(rows))
+    if len(recordings) > 1:
+        print(f"\nrange over the {len(recordings)} recordings (min – max):\n")
+        print(spread_report(spread))
 
 
 if __name__ == "__main__":
