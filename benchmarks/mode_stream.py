@@ -82,28 +82,20 @@ def parse_model(text):
 
 
 def load_selector(cfg, ckpt, options, args):
-    """(a function making a fresh selector that scores every window, with hold 1 and no threshold
-    since the replays do both; its frame side in pixels; the calibrated threshold or None), built as
-    ``select-mode`` builds one."""
+    """(a function making a fresh selector that scores every window, with hold 1 since the replays
+    smooth; its frame side in pixels; the calibrated threshold or None), built as ``select-mode``
+    builds one."""
+    from video_llama.cli.action_folders import load_label_map
     from video_llama.cli.demo import load_setup
-    from video_llama.cli.select_mode import DEFAULT_QUESTION, mode_map
-    from video_llama.tasks.action_recognition import trained_labels
-    from video_llama.tasks.calibration import decision_settings
-    from video_llama.tasks.mode_selection import ModeSelector, SelectorSettings
+    from video_llama.cli.select_mode import DEFAULT_QUESTION
+    from video_llama.tasks.mode_selection import selector_for_run
 
     setup = load_setup(cfg, [*options, *([f"model.ckpt={ckpt}"] if ckpt else [])])
-    run_cfg, ckpt = setup.config.run_cfg, setup.model.cfg.get("ckpt")
-    labels = list(run_cfg.get("labels") or trained_labels(ckpt) or [])
-    if not labels:
-        raise SystemExit(f"error: {cfg}: which labels to score is unknown (model.ckpt={ckpt!r}); set run.labels")
-    temperature, threshold, unknown = decision_settings(run_cfg, ckpt)
-    processor = setup.vis_processor
-    settings = SelectorSettings(window_s=args.window_s or getattr(processor.config, "window_s", 0) or 2.0,
-                                stride_s=args.stride_s, temperature=temperature, threshold=None, unknown=unknown,
-                                hold=1, timestamps=setup.timestamps, length_norm=bool(run_cfg.get("length_norm")))
-    make = functools.partial(ModeSelector, setup.model, labels, DEFAULT_QUESTION, processor.plan(None),
-                             processor.config.n_frms, mode_map(args.label_map, labels), settings)
-    return make, processor.config.image_size, threshold
+    label_map = load_label_map(args.label_map) if args.label_map else None
+    make = functools.partial(selector_for_run, setup.model, setup.vis_processor, setup.config.run_cfg, DEFAULT_QUESTION,
+                             label_map, window_s=args.window_s, stride_s=args.stride_s, hold=1,
+                             timestamps=setup.timestamps)
+    return make, setup.vis_processor.config.image_size, make().settings.threshold
 
 
 def spread_report(rows):
@@ -185,7 +177,7 @@ def main():
         for name, cfg, ckpt in models:
             make, size, threshold = load_selector(cfg, ckpt, args.options, args)
             selector = make()
-            settings, label_map = selector.settings, dict(zip(selector.labels, selector.mode_of))
+            settings, label_map = selector.settings, selector.label_map
             try:  # every timeline in this model's modes before the first window is scored
                 truths = [timeline_modes(timeline, selector.labels, label_map) for _, timeline in recordings]
             except ValueError as err:

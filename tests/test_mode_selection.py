@@ -131,12 +131,102 @@ def test_an_interrupted_stream_ends_cleanly_with_its_decisions_flushed(tiny_llm_
         assert code == 1 and "link down" in captured.err and str(out) in captured.err
 
 
-def test_the_prepare_label_map_turns_labels_into_modes(tmp_path):
-    """The file `prepare --label-map` takes (folder → mode) maps the labels written from those folder
+def test_the_prepare_label_map_turns_labels_into_modes():
+    """The map `prepare --label-map` takes (folder → mode) maps the labels written from those folder
     names; a label that already is a mode (data prepared with the map) stays itself."""
-    from video_llama.cli.select_mode import mode_map
+    from video_llama.tasks.mode_selection import label_modes
 
-    (tmp_path / "modes.yaml").write_text("to_and_fro: greet_mode\nwipe_glass: clean_mode\n")
-    assert mode_map(tmp_path / "modes.yaml", ["To and fro", "Wipe glass", "idle_mode"]) == {
+    folders = {"to_and_fro": "greet_mode", "wipe_glass": "clean_mode"}
+    assert label_modes(["To and fro", "Wipe glass", "idle_mode"], folders) == {
         "To and fro": "greet_mode", "Wipe glass": "clean_mode", "idle_mode": "idle_mode"}
-    assert mode_map(None, ["a"]) == {}
+    assert label_modes(["a"], None) == {"a": "a"}
+
+
+def test_a_gap_longer_than_a_window_starts_the_window_afresh():
+    """A reconnected stream resumes after a gap: no decision may mix frames from both sides of it."""
+    selector = ModeSelector(BrightnessModel(), ["dark", "bright"], "q", Identity(), n_frms=4,
+                            settings=SelectorSettings(window_s=1.0, stride_s=0.5, hold=1))
+    frames = [(i / 10, 0) for i in range(30)] + [(10 + i / 10, 255) for i in range(30)]  # 3 s dark, 7 s gap, 3 s bright
+    decisions = [e for t, v in frames for e in selector.push(t, np.full((8, 8, 3), v, np.uint8)) if "event" not in e]
+    assert all(d["t_end"] < 3 or d["t_start"] >= 10 for d in decisions)
+    assert [d["t_end"] for d in decisions if d["t_end"] >= 10][0] == 11.0  # a whole window after the gap
+    assert all(d["t_end"] - d["t_start"] == pytest.approx(1.0, abs=0.11) for d in decisions)
+    assert [d["mode"] for d in decisions if d["t_end"] >= 10] == ["bright"] * 4
+
+
+@pytest.mark.parametrize("config_window_s", [None, 1.0])
+def test_select_mode_takes_the_processors_window_and_says_why_it_decided_nothing(tiny_llm_dir, clips_dir, tmp_path,
+                                                                                 capsys, config_window_s):
+    from video_llama.cli.video_writer import write_video
+
+    from conftest import gradient_clip
+
+    short = tmp_path / "short.mp4"
+    write_video(short, gradient_clip(12))  # 1.5 s at 8 fps
+    window = [f"datasets.webvid_instruct.vis_processor.eval.window_s={config_window_s}"] if config_window_s else []
+    assert select_mode(tiny_llm_dir, clips_dir, *window, "--video", str(short), "--out", "-") == 0
+    captured = capsys.readouterr()
+    decisions = [e for e in map(json.loads, captured.out.splitlines()) if "event" not in e]  # stdout: events only
+    if config_window_s is None:  # the default window is 2 s: longer than the video
+        assert decisions == []
+        assert "no decision: the video holds 12 frame(s) over 1.4 s, less than one 2 s window" in captured.err
+    else:  # the model was trained on 1 s windows: so are its decisions
+        assert [(d["t_start"], d["t_end"]) for d in decisions] == [(0.0, 1.0)]
+        assert "1 decisions over 1.4 s of video" in captured.err and "events in stdout" in captured.err
+
+
+def one_client_at_a_time(monkeypatch):
+    """select-mode checks a live source before loading the model, then connects again; the test
+    camera serves one client at a time (a real one, many): the check waits until it listens again."""
+    import time
+
+    from video_llama.processors import frame_stream
+
+    from test_frame_stream import listening
+
+    check = frame_stream.check_source
+
+    def check_then_wait(source, timeout_s):
+        check(source, timeout_s)
+        while not listening(int(source.rsplit(":", 1)[1])):
+            time.sleep(0.02)
+
+    monkeypatch.setattr(frame_stream, "check_source", check_then_wait)
+
+
+def test_select_mode_on_a_live_stream_pipes_its_events_and_ends_a_stall_with_exit_3(tiny_llm_dir, clips_dir,
+                                                                                     monkeypatch, capsys):
+    from test_frame_stream import camera
+
+    one_client_at_a_time(monkeypatch)
+    threads = torch.get_num_threads()
+    try:
+        with camera("25:close", "50:stall") as url:  # select-mode's check of the source, then 2 s and silence
+            code = select_mode(tiny_llm_dir, clips_dir, "run.cpu_threads=1", "--stream", url, "--stall-s", "1",
+                               "--window-s", "1", "--out", "-")
+        used = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(threads)
+    captured = capsys.readouterr()
+    events = [json.loads(line) for line in captured.out.splitlines()]  # stdout holds events only, each whole
+    decisions = [e for e in events if "event" not in e]
+    assert code == 3 and len(decisions) >= 2 and decisions[0]["t_end"] == 1.0
+    assert [d["t_end"] for d in decisions] == sorted(d["t_end"] for d in decisions)
+    assert f"error: {url}: no frame for 1.0 s; the {len(events)} event(s) decided before are in stdout" in captured.err
+    assert used == 1  # run.cpu_threads, as training sets it: a selector beside other work keeps its latency
+
+
+def test_select_mode_reconnects_and_decides_on_no_window_across_the_gap(tiny_llm_dir, clips_dir, tmp_path,
+                                                                        monkeypatch, capsys):
+    from test_frame_stream import camera
+
+    one_client_at_a_time(monkeypatch)
+    out = tmp_path / "events.jsonl"
+    with camera("25:close", "38:close", "50:close") as url:  # the check; 1.5 s; a gap; 2 s; then gone
+        code = select_mode(tiny_llm_dir, clips_dir, "--stream", url, "--reconnect", "--reconnect-max-s", "1",
+                           "--window-s", "1", "--out", str(out))
+    decisions = [e for e in events_of(out) if "event" not in e]
+    before, after = [d for d in decisions if d["t_end"] <= 1.48], [d for d in decisions if d["t_end"] > 1.48]
+    assert before and after and all(d["t_start"] > 1.48 for d in after)  # the last frame before the gap: 1.48 s
+    assert after[0]["t_end"] - after[0]["t_start"] == pytest.approx(1.0, abs=0.05)  # a whole window after it
+    assert code == 1 and "gave up reconnecting after 1 s" in capsys.readouterr().err

@@ -140,7 +140,7 @@ def test_scores_of_a_selector_replay_to_the_switches_of_the_timeline():
     assert 1.0 <= m["delay_median_s"] <= 1.5
     tallies = tally_replays(segments, windows, holds=(1, 2), threshold=0.9)
     assert list(tallies) == [("every window", "none (hold 1)"), ("every window", "hold 2"),
-                             ("p >= 0.9", "none (hold 1)"), ("p >= 0.9", "hold 2")]
+                             ("p >= 0.90", "none (hold 1)"), ("p >= 0.90", "hold 2")]
     assert tallies[("every window", "hold 2")].metrics() == {**m, "latency_p50_ms": pytest.approx(
         np.median([w["latency_ms"] for w in windows])), "latency_p95_ms": pytest.approx(
         np.percentile([w["latency_ms"] for w in windows], 95))}

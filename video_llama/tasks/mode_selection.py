@@ -88,6 +88,7 @@ class ModeSelector:
         self.model, self.labels, self.question, self.plan, self.n_frms = model, list(labels), question, plan, n_frms
         self.settings = settings or SelectorSettings()
         self.mode_of = [(label_map or {}).get(label, label) for label in self.labels]
+        self.label_map = dict(zip(self.labels, self.mode_of))  # {label: mode}
         self.modes = list(dict.fromkeys(self.mode_of))
         self.smoother = Hysteresis(self.settings.hold, self.settings.evidence)
         self.frames = deque()  # (t, uint8 (H, W, 3)) of the last window_s seconds
@@ -97,10 +98,18 @@ class ModeSelector:
     def current(self):
         return self.smoother.current
 
+    def restart_window(self):
+        """Forget the frames so far: after a gap in the stream (a reconnect) no decision mixes frames
+        from both sides of it; the next one comes a whole window after it."""
+        self.frames.clear()
+        self.next_decision = None
+
     def push(self, t, frame):
         """One frame at stream time ``t`` (seconds); returns the events it completes."""
         arrived = time.perf_counter()
         settings = self.settings
+        if self.frames and t - self.frames[-1][0] > settings.window_s:  # a gap no window can span
+            self.restart_window()
         self.frames.append((t, frame))
         while self.frames and self.frames[0][0] < t - settings.window_s - 1e-6:
             self.frames.popleft()
@@ -153,3 +162,42 @@ class ModeSelector:
         if changed is not None:
             events.append({"event": "mode_change", "t": round(float(t_end), 3), "from": before, "to": changed})
         return events
+
+
+def label_modes(labels, names_to_modes):
+    """{label: mode} for a model's ``labels`` from a map of folder names or labels to modes (the
+    ``prepare --label-map`` file: a label written from a folder name, "Wipe glass" from
+    ``wipe_glass``, takes that folder's mode); a label the map does not name is its own mode."""
+    from video_llama.tasks.action_recognition import normalize_answer
+
+    by_name = {normalize_answer(name): mode for name, mode in (names_to_modes or {}).items()}
+    return {label: by_name.get(normalize_answer(label), label) for label in labels}
+
+
+def selector_for_run(model, vis_processor, run_cfg, question, label_map=None, **overrides):
+    """A :class:`ModeSelector` for a trained run, set up as it was trained and calibrated: its labels
+    (``run.labels``, else the run's ``labels.json``), its temperature and threshold (``calibrate``'s,
+    unless ``run.temperature`` / ``run.decision_threshold``), the processor's window (``window_s``,
+    else 2 s) and frame count; ``label_map`` as :func:`label_modes` takes it. ``overrides`` replace :class:`SelectorSettings` fields (a None value
+    keeps the run's: ``threshold=None`` decides at the calibrated threshold).
+
+    Raises:
+        UserError: the labels to score cannot be found.
+    """
+    from video_llama.common.errors import UserError
+    from video_llama.tasks.action_recognition import trained_labels
+    from video_llama.tasks.calibration import decision_settings
+
+    ckpt = model.cfg.get("ckpt")
+    labels = list(run_cfg.get("labels") or trained_labels(ckpt) or [])
+    if not labels:
+        raise UserError(f"which labels to score is unknown: model.ckpt={ckpt!r} is not a run of ours with a labels.json "
+                        "beside its training annotations; set run.labels=[label1,label2,...]")
+    temperature, threshold, unknown = decision_settings(run_cfg, ckpt)
+    config = vis_processor.config
+    run_settings = {"window_s": getattr(config, "window_s", 0) or 2.0, "temperature": temperature,
+                    "threshold": threshold, "unknown": unknown, "length_norm": bool(run_cfg.get("length_norm"))}
+    given = {key: value for key, value in overrides.items() if value is not None}
+    settings = SelectorSettings(**{**run_settings, **given})
+    return ModeSelector(model, labels, question, vis_processor.plan(None), config.n_frms,
+                        label_modes(labels, label_map), settings)

@@ -238,7 +238,7 @@ def tally_replays(segments, windows, holds=(1, 2, 3), threshold=None, evidence=N
     at or above it (the others decide ``unknown``). Latencies are the windows' ``latency_ms`` where
     they have one."""
     latencies = [w["latency_ms"] for w in windows if "latency_ms" in w]
-    levels = {"every window": None, **({f"p >= {threshold:g}": threshold} if threshold is not None else {})}
+    levels = {"every window": None, **({f"p >= {threshold:.2f}": threshold} if threshold is not None else {})}
     return {(decisions, smoothing_name(hold, evidence)):
             tally_stream(segments, windows, *replay(windows, hold, evidence, level, unknown), latencies, level)
             for decisions, level in levels.items() for hold in holds}
