@@ -162,12 +162,12 @@ EDGE, INSET, GAP = 0.04, 0.03, 0.03  # frame widths: path from the frame's edge,
 
 
 def _wave(t, rng):  # to and fro: 0.6-1 Hz, horizontal
-    hz, phase, amp = rng.uniform(0.6, 1.0), rng.uniform(0, 2 * math.pi), rng.uniform(0.09, 0.15)
+    hz, phase, amp = rng.uniform(0.6, 1.0), rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.19)
     return amp * np.sin(2 * math.pi * hz * t + phase), np.zeros_like(t)
 
 
 def _circle(t, rng):  # circling: 0.35-0.6 turns a second, either way round
-    turns, phase, radius = rng.uniform(0.35, 0.6), rng.uniform(0, 2 * math.pi), rng.uniform(0.07, 0.13)
+    turns, phase, radius = rng.uniform(0.35, 0.6), rng.uniform(0, 2 * math.pi), rng.uniform(0.12, 0.16)
     angle = rng.choice([-1, 1]) * 2 * math.pi * turns * t + phase
     return radius * np.cos(angle), radius * np.sin(angle)
 
@@ -208,7 +208,7 @@ def random_scene(rng, size=FRAME_SIZE):
     background = rng.integers(0, 111, size=3)
     hand = background + rng.integers(90, 256 - background)
     backdrop = np.broadcast_to(background, (size, size, 3)).astype(np.float32)
-    return Scene(backdrop, background, hand.astype(np.float32), rng.uniform(0.06, 0.1), rng.random() < 0.5,
+    return Scene(backdrop, background, hand.astype(np.float32), rng.uniform(0.05, 0.07), rng.random() < 0.5,
                  rng.uniform(2, 10))
 
 
@@ -299,27 +299,29 @@ def render_action(label, rng, seconds=None, fps=8, size=FRAME_SIZE):
     if where == EITHER:
         where = PANE if rng.random() < 0.5 else OPEN
     glass_in_view = where == PANE or rng.random() < 0.5
-    placed = None
-    while placed is None:  # a pane elsewhere may leave no open space for the path: try another
-        if where == PANE:
-            pane = _pane_around(dx, dy, scene.hand_radius, rng)
+    placed = pane = None
+    while placed is None:  # no room for the path over this pane, or beside it: try another
+        if where == OPEN and glass_in_view:  # the path first, then a pane clear of it (most panes leave no room)
+            placed = place_path(dx, dy, OPEN, scene, rng)
+            pane = next((p for p in (random_pane(rng) for _ in range(50))
+                         if _clear_of_pane(*placed, replace(scene, pane=p))), None)
+            placed = placed if pane is not None else None
         else:
-            pane = _pane_anywhere(rng) if glass_in_view else None
-        framed = with_pane(scene, pane, rng) if pane is not None else scene
-        placed = place_path(dx, dy, where, framed, rng)
+            pane = random_pane(rng) if glass_in_view else None
+            placed = place_path(dx, dy, where, replace(scene, pane=pane), rng, tries=50)
+    framed = with_pane(scene, pane, rng) if pane is not None else scene
     xs, ys = placed
     return Action(render_hand(framed, xs, ys, rng), np.stack([xs, ys], axis=1), framed)
 
 
-def _pane_around(dx, dy, radius, rng):
-    """A pane inside the frame, wider than the hand's sweep by a random margin on each side."""
-    w, h = (min(1 - 2 * EDGE, np.ptp(d) + 2 * radius + 2 * rng.uniform(0.03, 0.15)) for d in (dx, dy))
-    x0, y0 = rng.uniform(EDGE, 1 - EDGE - w), rng.uniform(EDGE, 1 - EDGE - h)
-    return x0, y0, x0 + w, y0 + h
+PANE_SIDES = (0.5, 0.8)  # a pane's width and height, in frame widths, whatever the hand does there
 
 
-def _pane_anywhere(rng):
-    w, h = rng.uniform(0.2, 0.55, 2)
+def random_pane(rng):
+    """A pane inside the frame, its size drawn from ``PANE_SIDES`` for every class alike: a pane
+    sized around the hand's sweep would show the motion in any one frame (a wide, flat pane for
+    to-and-fro, a square one for circling), so the model could name the class without watching."""
+    w, h = rng.uniform(*PANE_SIDES, 2)
     x0, y0 = rng.uniform(EDGE, 1 - EDGE - w), rng.uniform(EDGE, 1 - EDGE - h)
     return x0, y0, x0 + w, y0 + h
 
@@ -350,13 +352,13 @@ class TimelineError(UserError, ValueError):
 
 
 def _recording_pane(rng):
-    """A pane along one side of the frame, 0.37-0.42 frame widths across: room over it for the widest
-    to-and-fro, and beside it for any action in open space."""
-    across, along = rng.uniform(0.37, 0.42), rng.uniform(0.5, 0.9)
-    x0, y0 = rng.uniform(0.02, 0.04), rng.uniform(0.02, 0.98 - along)
-    x0, x1 = (x0, x0 + across) if rng.random() < 0.5 else (1 - x0 - across, 1 - x0)  # left or right ...
-    y1 = y0 + along
-    return (x0, y0, x1, y1) if rng.random() < 0.5 else (y0, x0, y1, x1)  # ... or top or bottom
+    """A pane along the top or the bottom of the frame, 0.4-0.46 frame widths high: room over it for
+    the widest circling, and below (or above) it for any action in open space. (Along a side there
+    is no room for the widest to-and-fro both over the pane and beside it.)"""
+    high, wide = rng.uniform(0.4, 0.46), rng.uniform(0.5, 0.9)
+    y0, x0 = rng.uniform(0.02, 0.04), rng.uniform(0.02, 0.98 - wide)
+    y0, y1 = (y0, y0 + high) if rng.random() < 0.5 else (1 - y0 - high, 1 - y0)
+    return x0, y0, x0 + wide, y1
 
 
 def _segment_path(label, scene, start, fps, rng):
