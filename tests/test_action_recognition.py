@@ -229,3 +229,13 @@ def test_prepare_merges_folders_only_when_the_label_map_says_so(tmp_path):
     label_map = _write(tmp_path / "modes.yaml", "wave: greet_mode\nhello: greet_mode\nwipe: clean_mode\n")
     _, labels = prepare(root, tmp_path / "anno", label_map=label_map)
     assert json.loads((tmp_path / "anno" / "labels.json").read_text())["labels"] == ["clean_mode", "greet_mode"]
+
+
+def test_chance_is_the_most_frequent_answer_plus_two_standard_errors():
+    from video_llama.tasks.action_recognition import chance_bound
+
+    balanced = [{"label": label} for label in "abcd" * 25]
+    assert chance_bound(balanced, list("abcd")) == pytest.approx(0.25 + 2 * (0.25 * 0.75 / 100) ** 0.5)
+    skewed = [{"label": "a"}] * 90 + [{"label": "b"}] * 10  # naming "a" always scores 0.9
+    assert chance_bound(skewed, ["a", "b"]) == pytest.approx(0.9 + 2 * (0.9 * 0.1 / 100) ** 0.5)
+    assert chance_bound([{"label": "x"}], ["a"]) is None

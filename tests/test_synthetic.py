@@ -86,17 +86,17 @@ def hand_x(action):
 
 def dominant_hz(x, fps):
     t = np.arange(len(x)) / fps
-    hz = np.arange(0.3, 1.5, 0.001)
+    hz = np.arange(0.3, 2.0, 0.001)
     return hz[np.abs(np.exp(-2j * np.pi * hz[:, None] * t) @ (x - x.mean())).argmax()]
 
 
 def test_to_and_fro_rate_is_per_second():
-    """The same seed rendered at 8 and at 16 fps waves at the same rate in seconds (0.6-1 Hz), and
+    """The same seed rendered at 8 and at 16 fps waves at the same rate in seconds (1.2-1.8 Hz), and
     so does the hand's path in a recording."""
     seed, _ = seed_where("wave", lambda a: a.scene.pane is None, seconds=6, size=48)
     rates = [dominant_hz(hand_x(synthetic.render_action("wave", np.random.default_rng(seed), seconds=6, fps=fps,
                                                         size=48)), fps) for fps in (8, 16)]
-    assert abs(rates[0] - rates[1]) < 0.02 and 0.58 < rates[0] < 1.02, rates
+    assert abs(rates[0] - rates[1]) < 0.02 and 1.18 < rates[0] < 1.82, rates
 
 
 def test_read_timeline_names_the_file_segment_and_fix(tmp_path):

@@ -243,6 +243,7 @@ def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir,
     run_dir = Path(summary["run_dir"])
     best = (run_dir / "best").read_text().splitlines()
     assert best[0] == summary["best_checkpoint"] and "val_top1" in best[1]
+    assert summary["never_left_chance"]  # 4 validation clips cannot show that anything was learned
     assert (run_dir / "eval_epoch0" / "webvid_instruct_val" / "confusion_matrix.png").is_file()
 
     for mode in ("rank", "generate"):

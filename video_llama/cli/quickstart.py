@@ -1,10 +1,14 @@
-"""``make quickstart``: synthetic action clips → prepare → finetune a tiny Video-LLaMA on CPU →
-accuracy on the held-out split, in both evaluation modes.
+"""``make quickstart``: the guide's example on CPU. Synthetic clips of five context classes (the
+same motion means another mode in front of a glass pane) → prepare → finetune a tiny Video-LLaMA on
+windows as a stream shows them → clip top-1 in both evaluation modes → calibrate on held-out
+windows → the robot's mode chosen over continuous held-out recordings, against their timelines.
 
-Every step is one of the project's own commands, so the same path works on a real folder.
+Every step is one of the project's own commands or library calls, so the same path works on a
+real folder.
 """
 
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -12,44 +16,85 @@ from video_llama.common.config import PACKAGE_DIR
 
 ROOT = Path("output/quickstart")
 TINY_LLM = Path("output/tiny-llm")
-TRAIN_CONFIG = "train_configs/quickstart_action_tiny.yaml"
-EVAL_CONFIG = "eval_configs/quickstart_action_tiny.yaml"
+TRAIN_CONFIG = "train_configs/quickstart_stream_tiny.yaml"
+EVAL_CONFIG = "eval_configs/quickstart_stream_tiny.yaml"
 QUESTIONS = PACKAGE_DIR / "prompts" / "action_question_guide.txt"  # one question: see the file
-PER_CLASS = 375  # 300 training, 37 validation and 38 test clips per class (the 80/10/10 split)
+QUESTION = "What is the action shown in the displayed video?"  # that question, as select-mode asks it
+PER_CLASS = 250  # 200 training, 25 validation and 25 test clips per class (the 80/10/10 split)
+RECORDINGS, SEGMENTS = 3, 12  # held-out recordings (seeds the clips never used), actions in each
+TARGET_ERROR = 0.05  # calibrate's abstention threshold: at most this share of errors among decided windows
 
 
 def main(argv=None):
+    from video_llama.cli.action_folders import load_label_map, prepare
+    from video_llama.cli.calibrate import calibrate
+    from video_llama.cli.jobs import evaluate, run_job, train
+    from video_llama.cli.synthetic import CONTEXT_LABEL_MAP, write_context_dataset, write_recording
     from video_llama.cli.tiny_llm import write_tiny_llm
-    from video_llama.cli.jobs import evaluate, train
-    from video_llama.cli.action_folders import prepare
-    from video_llama.cli.synthetic import write_synthetic_dataset
 
     start = time.monotonic()
     if not (TINY_LLM / "config.json").is_file():
         write_tiny_llm(TINY_LLM)
-    print(f"[1/5] tiny LLM: {TINY_LLM}")
+    print(f"[1/7] tiny LLM: {TINY_LLM}")
     videos = ROOT / "videos"
-    if not videos.is_dir():
-        write_synthetic_dataset(videos, classes=4, per_class=PER_CLASS, seed=0)
-    print(f"[2/5] synthetic clips (4 motion classes): {videos}")
+    if not (videos / CONTEXT_LABEL_MAP).is_file():  # absent, or the motion-only classes of an older quickstart
+        shutil.rmtree(videos, ignore_errors=True)
+        write_context_dataset(videos, per_class=PER_CLASS, seed=0)
+    print(f"[2/7] synthetic clips of 5 context classes, label map {videos / CONTEXT_LABEL_MAP}: "
+          + ", ".join(f"{k} -> {v}" for k, v in load_label_map(videos / CONTEXT_LABEL_MAP).items()))
     report, labels = prepare(videos, ROOT / "annotations", seed=0, n_frms=8, questions_file=QUESTIONS)
     print(report.table(labels))
-    print(f"[3/5] annotations: {ROOT / 'annotations'}")
+    print(f"[3/7] annotations: {ROOT / 'annotations'}")
     summary = train(["--cfg-path", TRAIN_CONFIG])
-    print(f"[4/5] trained {summary['steps']} iterations: final loss {summary['final_loss']:.4f}; "
-          f"best checkpoint {summary['best_checkpoint']} in {summary['run_dir']}")
-    results = {}
+    run_dir = summary["run_dir"]
+    print(f"[4/7] trained {summary['steps']} iterations on 2 s windows: final loss {summary['final_loss']:.4f}; "
+          f"best checkpoint {summary['best_checkpoint']} in {run_dir}")
+    clip_top1 = {}
     for mode in ("rank", "generate"):
-        results[mode] = evaluate(["--cfg-path", EVAL_CONFIG, "--options", f"model.ckpt={summary['run_dir']}",
-                                  f"run.eval_mode={mode}"])
-    elapsed = time.monotonic() - start
-    print(f"[5/5] held-out accuracy after {elapsed / 60:.1f} min:")
-    for mode, result in results.items():
-        eval_dir = Path(result["run_dir"]) / "eval_test" / "webvid_instruct_test"
-        metrics = json.loads((eval_dir / "metrics.json").read_text())
-        print(f"  {mode:<8} top-1 {metrics['top1']:.3f} ({metrics['correct']}/{metrics['n']}, chance "
-              f"{1 / len(metrics['labels']):.2f}); confusion matrix: {eval_dir / 'confusion_matrix.png'}")
+        result = evaluate(["--cfg-path", EVAL_CONFIG, "--options", f"model.ckpt={run_dir}", f"run.eval_mode={mode}"])
+        metrics = json.loads((Path(result["run_dir"]) / "eval_test" / "webvid_instruct_test" / "metrics.json").read_text())
+        clip_top1[mode] = metrics
+    print("[5/7] held-out clips (a 2 s window of each test clip): "
+          + "; ".join(f"{mode} top-1 {m['top1']:.3f} ({m['correct']}/{m['n']})" for mode, m in clip_top1.items())
+          + f"; chance {1 / len(clip_top1['rank']['labels']):.2f}")
+    calibration = run_job(["--cfg-path", EVAL_CONFIG, "--options", f"model.ckpt={run_dir}", "run.test_splits=[val]",
+                           "run.eval_mode=rank"], "calibrate", lambda runner: calibrate(runner, "val", TARGET_ERROR),
+                          evaluating=True)
+    print(f"[6/7] calibrated on {calibration['n']} held-out windows (some over a cut between two clips): "
+          f"temperature {calibration['temperature']:.3f}, threshold {calibration.get('threshold', float('nan')):.3f} "
+          f"for at most {TARGET_ERROR:.0%} errors among decided windows")
+    recordings = []
+    for i in range(RECORDINGS):
+        video = ROOT / "recordings" / f"recording_{i}.mp4"
+        recordings.append((video, write_recording(video, SEGMENTS, seed=1000 + i)))
+    table = stream_figures(run_dir, recordings, videos / CONTEXT_LABEL_MAP)
+    print(f"[7/7] the robot's mode over {RECORDINGS} held-out recordings of {SEGMENTS} actions each "
+          f"({ROOT / 'recordings'}), 2 s windows every 0.5 s, after {(time.monotonic() - start) / 60:.1f} min:\n{table}")
     return 0
+
+
+def stream_figures(run_dir, recordings, label_map_file):
+    """The stream table of the run's selector over ``recordings`` [(video, timeline)], pooled: the
+    model scores every window once, and each smoothing and the calibrated threshold are replayed."""
+    from video_llama.cli.action_folders import load_label_map
+    from video_llama.cli.demo import load_setup
+    from video_llama.processors.frame_stream import stream_frames
+    from video_llama.tasks.mode_selection import selector_for_run
+    from video_llama.tasks.stream_evaluation import score_recording, stream_report, tally_replays, timeline_modes
+
+    setup = load_setup(EVAL_CONFIG, [f"model.ckpt={run_dir}"])
+    label_map = load_label_map(label_map_file)
+    tallies = {}
+    for video, timeline in recordings:
+        selector = selector_for_run(setup.model, setup.vis_processor, setup.config.run_cfg, QUESTION, label_map,
+                                    timestamps=setup.timestamps)
+        threshold = selector.settings.threshold
+        segments = timeline_modes(timeline, selector.labels, selector.label_map)
+        windows = score_recording(selector, stream_frames(video, setup.vis_processor.config.image_size))
+        for key, tally in tally_replays(segments, windows, holds=(1, 2), threshold=threshold).items():
+            tallies[key] = tallies[key] + tally if key in tallies else tally
+    return stream_report([("stream recipe", decisions, smoothing, tally.metrics())
+                          for (decisions, smoothing), tally in tallies.items()])
 
 
 if __name__ == "__main__":

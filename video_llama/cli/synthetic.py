@@ -158,16 +158,19 @@ EDGE, INSET, GAP = 0.04, 0.03, 0.03  # frame widths: path from the frame's edge,
 
 # Context motions: offsets (frame widths) about 0 at times ``t`` in seconds. Rates are per second, so
 # that any stretch of a clip or recording looks like any other of the same action, and stay at most
-# 1 Hz: 8 frames sampled over 2 s (4 a second) see every cycle, and the way round, without aliasing.
+# 1.8 Hz: 8 frames sampled over 2 s (4 a second) see every to-and-fro below their 2 Hz limit. To and
+# fro is quick (a third to a half of a cycle between sampled frames) and circling slow (a tenth of a turn):
+# at 0.6-1 Hz against 0.35-0.6 turns a second the two looked alike in 8 frames and the stream recipe
+# confused them (docs/streams.md).
 
 
-def _wave(t, rng):  # to and fro: 0.6-1 Hz, horizontal
-    hz, phase, amp = rng.uniform(0.6, 1.0), rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.19)
+def _wave(t, rng):  # to and fro: 1.2-1.8 Hz, horizontal
+    hz, phase, amp = rng.uniform(1.2, 1.8), rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.19)
     return amp * np.sin(2 * math.pi * hz * t + phase), np.zeros_like(t)
 
 
-def _circle(t, rng):  # circling: 0.35-0.6 turns a second, either way round
-    turns, phase, radius = rng.uniform(0.35, 0.6), rng.uniform(0, 2 * math.pi), rng.uniform(0.12, 0.16)
+def _circle(t, rng):  # circling: 0.25-0.45 turns a second, either way round
+    turns, phase, radius = rng.uniform(0.25, 0.45), rng.uniform(0, 2 * math.pi), rng.uniform(0.12, 0.16)
     angle = rng.choice([-1, 1]) * 2 * math.pi * turns * t + phase
     return radius * np.cos(angle), radius * np.sin(angle)
 

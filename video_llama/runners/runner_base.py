@@ -56,6 +56,7 @@ class RunnerBase:
         self.job_id = job_id or datetime.datetime.now().strftime("%Y%m%d%H%M%S")
         self.start_epoch, self.start_step = 0, 0
         self.best = (None, None, None)  # (checkpoint name, validation metric value, metric name)
+        self.chance = None  # the validation metric a model that learned nothing reaches, when the task says
 
     # ------------------------------------------------------------------ the loop
     def train(self):
@@ -362,6 +363,7 @@ class RunnerBase:
         """Whether ``checkpoint`` beats the best so far on the first validation metric (highest for
         accuracies, lowest for losses); if so it becomes ``self.best``."""
         key, value = next(iter(results.items()))
+        self.chance = results.get(f"{key}_chance")
         if self.best[0] is None or (value < self.best[1] if key.endswith("loss") else value > self.best[1]):
             self.best = (checkpoint, value, key)
             logger.info("best so far: %s (%s %.4f)", checkpoint, key, value)
@@ -458,12 +460,18 @@ class RunnerBase:
                    "checkpoint": str(getattr(self, "last_checkpoint", "")), "world_size": self.world_size,
                    "rank_weight_fingerprints": fingerprints,
                    "rank_first_batch_videos": dist_utils.all_gather_object(getattr(self, "first_batch_videos", None))}
+        chance = self.chance
+        summary["never_left_chance"] = chance is not None and self.best[1] is not None and self.best[1] <= chance
         if self.rank == 0:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             self.metrics_file.close()
             self.tensorboard.close()
             logger.info("done: %d iterations, final loss %s, checkpoint %s", len(history),
                         f"{summary['final_loss']:.4f}" if history else "n/a", summary["checkpoint"])
+            if summary["never_left_chance"]:
+                logger.warning("validation never left chance: the best %s, %.3f, is not above %.3f (the most frequent "
+                               "answer's share plus two standard errors), so the model did not learn the task; with "
+                               "little data see the README's 'How much data'", self.best[2], self.best[1], chance)
         return summary
 
 

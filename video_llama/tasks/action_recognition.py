@@ -294,7 +294,17 @@ class ActionRecognitionTask(BaseTask):
                 logger.info("%s: deciding only at p >= %.3f (temperature %.3f): coverage %.3f, accuracy on the "
                             "decided %s, the rest %r", split, a["threshold"], decisions[0], a["coverage"],
                             "n/a" if a["accuracy_on_decided"] is None else f"{a['accuracy_on_decided']:.3f}", a["abstain_label"])
-        return {f"{split}_top1": metrics["top1"]}
+        return {f"{split}_top1": metrics["top1"], f"{split}_top1_chance": chance_bound(predictions, labels)}
+
+
+def chance_bound(predictions, labels):
+    """The top-1 that always naming the split's most frequent label gets, plus two standard errors:
+    a validation top-1 at or below it has not shown that the model learned anything."""
+    truths = [p["label"] for p in predictions if p["label"] in labels]
+    if not truths:
+        return None
+    share = max(truths.count(label) for label in set(truths)) / len(truths)
+    return share + 2 * (share * (1 - share) / len(truths)) ** 0.5
 
 
 def normalize_truth(answer, labels):
