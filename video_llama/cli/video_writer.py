@@ -27,7 +27,9 @@ def write_video(path, frames, fps=8, gop=8):
         stream.width, stream.height = width - width % 2, height - height % 2
         stream.pix_fmt = "yuv420p"
         if codec == "libx264":
-            stream.options = {"bf": "0", "g": str(gop), "crf": "18", "preset": "veryfast", "tune": "fastdecode"}
+            # one thread: threaded x264 wrote different bytes for the same frames when the CPU was busy
+            stream.options = {"bf": "0", "g": str(gop), "crf": "18", "preset": "veryfast", "tune": "fastdecode",
+                              "threads": "1"}
         elif codec == "mpeg4":
             stream.options = {"qscale": "3", "bf": "0", "g": str(gop)}  # the default quality smears small shapes
         for frame in frames:
