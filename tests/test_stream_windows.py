@@ -192,3 +192,18 @@ def test_a_window_names_its_frame_times_from_its_start(tiny_llm_dir, two_classes
         with seeded(seed):
             sample = datasets["train"][0]
         assert sample["question"].startswith("The video contains 8 frames sampled at 0.0, 0.2, 0.5,")
+
+
+def test_a_straddle_with_an_unreadable_clip_is_counted_and_named(tiny_llm_dir, two_classes, tmp_path):
+    import shutil
+
+    root = tmp_path / "clips"
+    shutil.copytree(two_classes, root)
+    for name in ("c1.mp4", "c3.mp4"):  # every clean_mode clip
+        (root / name).write_bytes(b"not a video")
+    datasets = build_stream_datasets(tiny_llm_dir, root, "datasets.webvid_instruct.straddle_ratio=1.0",
+                                     "datasets.webvid_instruct.max_failed_ratio=1.0")
+    val = datasets["val"]
+    sample = val[0]  # greet_mode c0 paired with a clean_mode clip: both of those are broken
+    assert sample["unreadable"] in ("c1.mp4", "c3.mp4") and sample["unreadable"] in sample["error"]
+    assert val.budget.tried == 1 and len(val.failed) == 1

@@ -114,18 +114,19 @@ class VideoInstructDataset(BaseVideoDataset):
         ``straddle`` says; unreadable (counted, as :meth:`decode`) when either clip is."""
         processor, cfg = self.vis_processor, self.vis_processor.config
         paths = [self.video_path(first), self.video_path(second)]
-        self.budget.tried += 1
         try:
             (first_frames, first_fps), (second_frames, second_fps) = (probe_video(p, cfg.backend) for p in paths)
             cut = cut_window(cfg.window_s, cfg.n_frms, first_frames, first_fps, second_frames, second_fps, rng)
-            if cut is None:
-                return self.decode(first, paths[0], rng=rng)
-            clips = [processor.load(path, lambda *_, chosen=chosen: chosen).frames
-                     for path, chosen in zip(paths, (cut.first, cut.second))]
+            clips = cut and [processor.load(path, lambda *_, chosen=chosen: chosen).frames
+                             for path, chosen in zip(paths, (cut.first, cut.second))]
         except VideoDecodeError as err:
+            self.budget.tried += 1
             failed = next((r for r, p in zip((first, second), paths) if str(p) in str(err)), first)
             self._record_failure(failed, err, str(self.video_path(failed)))
             return {"unreadable": failed["video"], "error": str(err)}
+        if cut is None:  # one frame, or a window too short for two: nothing to cut
+            return self.decode(first, paths[0], rng=rng)
+        self.budget.tried += 1
         frames, plan = processor.finish(torch.cat(clips, dim=1), self.defer_pixels)
         answered = second if self.straddle.second_wins(cut.second_share) else first
         sample = self.make_sample(answered, frames, ClipInfo(len(cut.positions), cut.fps, cut.positions, window=True))
