@@ -133,7 +133,6 @@ def test_straddling_samples_carry_the_answer_of_the_recent_clip(tiny_llm_dir, tw
 
     datasets = build_stream_datasets(tiny_llm_dir, two_classes, "datasets.webvid_instruct.straddle_ratio=1.0")
     train = datasets["train"]
-    checked = 0
     for seed in range(12):
         with seeded(seed):
             sample = train[seed % 4]
@@ -148,8 +147,6 @@ def test_straddling_samples_carry_the_answer_of_the_recent_clip(tiny_llm_dir, tw
         # the frames show the earlier clip, then the later one (per-clip normalised: compare order only)
         levels = sample["image"].mean(dim=(0, 2, 3))
         assert (levels[0] < levels[-1]) == dark_first
-        checked += 1
-    assert checked == 12
     # the labels are the answers' own tokens: the same sample tokenised as a plain record of that answer
     plain = [r for r in train.records if r["QA"][0]["a"] == sample["answer"]][0]
     assert sample["input_ids"].tolist() == plain["input_ids"]
