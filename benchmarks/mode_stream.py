@@ -20,6 +20,7 @@ are replayed on those scores. The figures (video_llama/tasks/stream_evaluation.p
 the recordings (every window, change and minute counted once):
 
 - window top-1: the window's own top mode is the true mode at the window's end;
+- within one action: window top-1 of the windows that lie wholly inside one segment;
 - windows decided: share of windows at or above the threshold; accuracy on decided: their top-1;
 - smoothed accuracy: the mode the robot holds after a window is the true mode at its end;
 - switch delay median / p95: seconds from a true change to the first switch to the new mode
@@ -85,12 +86,17 @@ def load_selector(cfg, ckpt, options, args):
     """(a function making a fresh selector that scores every window, with hold 1 since the replays
     smooth; its frame side in pixels; the calibrated threshold or None), built as ``select-mode``
     builds one."""
+    import torch
+
     from video_llama.cli.action_folders import load_label_map
     from video_llama.cli.demo import load_setup
     from video_llama.cli.select_mode import DEFAULT_QUESTION
+    from video_llama.common import dist_utils
     from video_llama.tasks.mode_selection import selector_for_run
 
     setup = load_setup(cfg, [*options, *([f"model.ckpt={ckpt}"] if ckpt else [])])
+    torch.set_num_threads(args.threads or dist_utils.cpu_threads(setup.config.run_cfg))  # as select-mode sets them
+    print(f"{cfg}: torch uses {torch.get_num_threads()} CPU thread(s)")
     label_map = load_label_map(args.label_map) if args.label_map else None
     make = functools.partial(selector_for_run, setup.model, setup.vis_processor, setup.config.run_cfg, DEFAULT_QUESTION,
                              label_map, window_s=args.window_s, stride_s=args.stride_s, hold=1,
@@ -101,9 +107,10 @@ def load_selector(cfg, ckpt, options, args):
 def spread_report(rows):
     """A markdown table of each figure's min–max over the recordings; ``rows`` are
     ``(model, decisions, smoothing, [metrics per recording])``."""
-    figures = [("window_top1", 3), ("smoothed_accuracy", 3), ("delay_median_s", 2), ("spurious_per_min", 2)]
-    lines = ["| model | decisions | smoothing | window top-1 | smoothed accuracy | switch delay median s "
-             "| spurious switches / min |", "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    figures = [("window_top1", 3), ("inside_top1", 3), ("smoothed_accuracy", 3), ("delay_median_s", 2),
+               ("spurious_per_min", 2)]
+    lines = ["| model | decisions | smoothing | window top-1 | within one action | smoothed accuracy "
+             "| switch delay median s | spurious switches / min |", "| --- | --- | --- |" + " ---: |" * len(figures)]
     for name, decisions, smoothing, per_recording in rows:
         cells = []
         for key, digits in figures:
@@ -133,12 +140,11 @@ def main():
     parser.add_argument("--stride-s", type=float, default=0.5)
     parser.add_argument("--holds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--evidence", type=float, help="also switch when the summed margin reaches this")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (default: as select-mode sets them, from the model's run config)")
     args = parser.parse_args()
     if args.timeline and len(args.video) != len(args.timeline):
         parser.error(f"{len(args.video)} --video but {len(args.timeline)} --timeline: give one timeline per video")
-
-    import torch
 
     from video_llama.cli.synthetic import read_timeline, timeline_path
     from video_llama.common.errors import UserError
@@ -151,10 +157,9 @@ def main():
         timeline_modes,
     )
 
-    torch.set_num_threads(args.threads)
     models = args.models or [("model", args.cfg_path, None)]
     print("command:", shlex.join([sys.executable, *sys.argv]))
-    print(f"machine: {os.cpu_count()} CPU threads, torch uses {torch.get_num_threads()}")
+    print(f"machine: {os.cpu_count()} CPU threads")
     rows, spread = [], []
     with tempfile.TemporaryDirectory() as work:
         if args.video:

@@ -52,6 +52,15 @@ def test_a_change_followed_one_second_late_has_a_one_second_delay():
     assert m["spurious_per_min"] == 0.0
     assert m["window_top1"] == m["smoothed_accuracy"] == pytest.approx(59 / 60)  # the window ending at 10 s
     assert (m["latency_p50_ms"], m["coverage"], m["accuracy_on_decided"]) == (10.0, 1.0, pytest.approx(59 / 60))
+    assert m["inside_top1"] == m["window_top1"]  # windows without a t_start count by their end
+
+    # 2 s windows: those ending at 10 and 11 s reach back across the change, the one ending at 1 s
+    # starts before the timeline; the other 57 lie inside one segment
+    spans = [{**w, "t_start": w["t_end"] - 2.0} for w in windows]
+    m = stream_metrics(segments, spans, modes, switches)
+    assert m["inside_top1"] == 1.0 and m["window_top1"] == pytest.approx(59 / 60)
+    inside = tally_stream(segments, spans, modes, switches)
+    assert (inside.inside, inside.inside_hits) == (57, 57)
     # hold 2 switches one window later; two recordings pool their delays and changes
     slower = tally_stream(segments, windows, *replay(windows, hold=2))
     pooled = (sum([tally_stream(segments, windows, modes, switches), slower], StreamTally())).metrics()

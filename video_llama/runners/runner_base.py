@@ -299,7 +299,11 @@ class RunnerBase:
                 key = (decay, scales.get(name, 1.0))
                 groups.setdefault(key, {"params": [], "weight_decay": self.run_cfg.weight_decay if decay else 0.0,
                                         "lr_scale": key[1]})["params"].append(param)
-        return torch.optim.AdamW(list(groups.values()), lr=self.run_cfg.init_lr, betas=(0.9, self.run_cfg.beta2))
+        # on the CPU the fused kernel steps a tiny model's many small tensors faster (a quickstart
+        # training step, one thread: 55 -> 50 ms); elsewhere torch's default
+        fused = True if self.device.type == "cpu" else None
+        return torch.optim.AdamW(list(groups.values()), lr=self.run_cfg.init_lr, betas=(0.9, self.run_cfg.beta2),
+                                 fused=fused)
 
     def _precision(self):
         """(autocast context factory, grad scaler) for run.amp / run.amp_dtype on this device."""

@@ -87,6 +87,11 @@ def segment_index(segments, t):
                 None)
 
 
+def _inside_one_segment(segments, start, end):
+    """Whether stream times ``start`` to ``end`` lie in one segment (``end`` in a segment)."""
+    return segments[0][0] <= start and segment_index(segments, start) == segment_index(segments, end)
+
+
 def truth_at(segments, t):
     """The true mode at stream time ``t``, or None in a gap between segments."""
     i = segment_index(segments, t)
@@ -141,6 +146,8 @@ class StreamTally:
 
     windows: int = 0
     top1_hits: int = 0  # windows whose own top mode is the truth at their end
+    inside: int = 0  # windows that lie wholly inside one segment (no change within them)
+    inside_hits: int = 0
     decided: int = 0  # windows at or above the threshold
     decided_hits: int = 0
     smoothed_hits: int = 0  # windows after which the smoothed mode is the truth
@@ -163,6 +170,7 @@ class StreamTally:
             return float(np.percentile(values, q)) if values else None
 
         return {"windows": self.windows, "window_top1": share(self.top1_hits, self.windows),
+                "inside_top1": share(self.inside_hits, self.inside),
                 "coverage": share(self.decided, self.windows),
                 "accuracy_on_decided": share(self.decided_hits, self.decided),
                 "smoothed_accuracy": share(self.smoothed_hits, self.windows),
@@ -180,6 +188,7 @@ def tally_stream(segments, windows, smoothed_modes, switches, latencies_ms=None,
     truths = [truth_at(segments, w["t_end"]) for w in windows]
     scored = [(w, mode, truth) for w, mode, truth in zip(windows, smoothed_modes, truths) if truth is not None]
     top1 = [w["mode"] == truth for w, _, truth in scored]
+    inside = [_inside_one_segment(segments, w.get("t_start", w["t_end"]), w["t_end"]) for w, _, _ in scored]
     decided = [threshold is None or w["p"] >= threshold for w, _, _ in scored]
     where = [segment_index(segments, t) for t, _ in switches]
     useful, delays, changes = set(), [], 0  # useful: the first switch to each segment's mode within it
@@ -192,7 +201,8 @@ def tally_stream(segments, windows, smoothed_modes, switches, latencies_ms=None,
             if first is not None:
                 delays.append(switches[first][0] - start)
     return StreamTally(
-        windows=len(scored), top1_hits=sum(top1), decided=sum(decided),
+        windows=len(scored), top1_hits=sum(top1), inside=sum(inside),
+        inside_hits=sum(hit and whole for hit, whole in zip(top1, inside)), decided=sum(decided),
         decided_hits=sum(hit and d for hit, d in zip(top1, decided)),
         smoothed_hits=sum(mode == truth for _, mode, truth in scored),
         spurious=sum(at is not None and k not in useful for k, at in enumerate(where)),
@@ -216,6 +226,10 @@ def stream_metrics(segments, windows, smoothed_modes, switches, latencies_ms=Non
 
     Returns a dict of:
         window_top1: share of windows whose own top mode is the truth at the window's end;
+        inside_top1: the same over the windows that lie wholly inside one segment (``t_start`` to
+            ``t_end``; a window without ``t_start`` counts by its end): recognition without the
+            changes, which a window reaching back across one cannot get right at once (see
+            docs/streams.md);
         coverage: share of windows with ``p`` at or above the threshold; accuracy_on_decided: the
             window top-1 of those (None when none);
         smoothed_accuracy: share of windows after which the smoothed mode is the truth at the
@@ -247,7 +261,7 @@ def tally_replays(segments, windows, holds=(1, 2, 3), threshold=None, evidence=N
 # ---------------------------------------------------------------------------- the report
 
 
-COLUMNS = ["model", "decisions", "smoothing", "window top-1", "windows decided", "accuracy on decided",
+COLUMNS = ["model", "decisions", "smoothing", "window top-1", "within one action", "windows decided", "accuracy on decided",
            "smoothed accuracy", "switch delay median / p95 s", "missed changes", "spurious switches / min",
            "decision latency p50 / p95 ms"]
 
@@ -260,7 +274,8 @@ def stream_report(rows):
     """A markdown table of ``rows`` ``(model name, decisions, smoothing, metrics)``, one line each."""
     lines = ["| " + " | ".join(COLUMNS) + " |", "| --- | --- | --- |" + " ---: |" * (len(COLUMNS) - 3)]
     for name, decisions, smoothing, m in rows:
-        cells = [name, decisions, smoothing, _number(m["window_top1"], 3), _number(m["coverage"], 2),
+        cells = [name, decisions, smoothing, _number(m["window_top1"], 3), _number(m["inside_top1"], 3),
+                 _number(m["coverage"], 2),
                  _number(m["accuracy_on_decided"], 3), _number(m["smoothed_accuracy"], 3),
                  f"{_number(m['delay_median_s'], 2)} / {_number(m['delay_p95_s'], 2)}",
                  f"{m['missed']} of {m['changes']}", _number(m["spurious_per_min"], 2),
