@@ -20,7 +20,7 @@ are replayed on those scores. The figures (video_llama/tasks/stream_evaluation.p
 the recordings (every window, change and minute counted once):
 
 - window top-1: the window's own top mode is the true mode at the window's end;
-- within one action: window top-1 of the windows that lie wholly inside one segment;
+- within one mode: window top-1 of the windows whose frames all lie in one segment of one mode;
 - windows decided: share of windows at or above the threshold; accuracy on decided: their top-1;
 - smoothed accuracy: the mode the robot holds after a window is the true mode at its end;
 - switch delay median / p95: seconds from a true change to the first switch to the new mode
@@ -95,7 +95,9 @@ def load_selector(cfg, ckpt, options, args):
     from video_llama.tasks.mode_selection import selector_for_run
 
     setup = load_setup(cfg, [*options, *([f"model.ckpt={ckpt}"] if ckpt else [])])
-    torch.set_num_threads(args.threads or dist_utils.cpu_threads(setup.config.run_cfg))  # as select-mode sets them
+    run_cfg = setup.config.run_cfg
+    if args.threads or dist_utils.device_for(run_cfg, 0) == "cpu":  # CPU threads as select-mode sets them
+        torch.set_num_threads(args.threads or dist_utils.cpu_threads(run_cfg))
     print(f"{cfg}: torch uses {torch.get_num_threads()} CPU thread(s)")
     label_map = load_label_map(args.label_map) if args.label_map else None
     make = functools.partial(selector_for_run, setup.model, setup.vis_processor, setup.config.run_cfg, DEFAULT_QUESTION,
@@ -109,7 +111,7 @@ def spread_report(rows):
     ``(model, decisions, smoothing, [metrics per recording])``."""
     figures = [("window_top1", 3), ("inside_top1", 3), ("smoothed_accuracy", 3), ("delay_median_s", 2),
                ("spurious_per_min", 2)]
-    lines = ["| model | decisions | smoothing | window top-1 | within one action | smoothed accuracy "
+    lines = ["| model | decisions | smoothing | window top-1 | within one mode | smoothed accuracy "
              "| switch delay median s | spurious switches / min |", "| --- | --- | --- |" + " ---: |" * len(figures)]
     for name, decisions, smoothing, per_recording in rows:
         cells = []

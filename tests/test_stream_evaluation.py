@@ -61,6 +61,11 @@ def test_a_change_followed_one_second_late_has_a_one_second_delay():
     assert m["inside_top1"] == 1.0 and m["window_top1"] == pytest.approx(59 / 60)
     inside = tally_stream(segments, spans, modes, switches)
     assert (inside.inside, inside.inside_hits) == (57, 57)
+    # a gap between two segments (unlabeled time): a window reaching back into it is not inside one
+    gapped = [(0.0, 10.0, "a"), (11.0, 60.0, "b")]
+    inside = tally_stream(gapped, spans, *replay(spans, hold=1))
+    # the window ending at 10 s ends in the gap (not scored); those ending at 11 and 12 s reach back past 11 s
+    assert (inside.windows, inside.inside) == (59, 56)
     # hold 2 switches one window later; two recordings pool their delays and changes
     slower = tally_stream(segments, windows, *replay(windows, hold=2))
     pooled = (sum([tally_stream(segments, windows, modes, switches), slower], StreamTally())).metrics()

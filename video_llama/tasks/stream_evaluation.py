@@ -146,7 +146,7 @@ class StreamTally:
 
     windows: int = 0
     top1_hits: int = 0  # windows whose own top mode is the truth at their end
-    inside: int = 0  # windows that lie wholly inside one segment (no change within them)
+    inside: int = 0  # windows whose frames all lie in one segment (no change of mode among them)
     inside_hits: int = 0
     decided: int = 0  # windows at or above the threshold
     decided_hits: int = 0
@@ -226,10 +226,10 @@ def stream_metrics(segments, windows, smoothed_modes, switches, latencies_ms=Non
 
     Returns a dict of:
         window_top1: share of windows whose own top mode is the truth at the window's end;
-        inside_top1: the same over the windows that lie wholly inside one segment (``t_start`` to
-            ``t_end``; a window without ``t_start`` counts by its end): recognition without the
-            changes, which a window reaching back across one cannot get right at once (see
-            docs/streams.md);
+        inside_top1: the same over the windows whose frames (``t_start``, the first frame's time,
+            to ``t_end``) all lie in one merged segment, so no change of mode among them; a window
+            without ``t_start`` counts by its end: recognition apart from the changes, which a
+            window reaching back across one cannot get right at once (see docs/streams.md);
         coverage: share of windows with ``p`` at or above the threshold; accuracy_on_decided: the
             window top-1 of those (None when none);
         smoothed_accuracy: share of windows after which the smoothed mode is the truth at the
@@ -261,7 +261,7 @@ def tally_replays(segments, windows, holds=(1, 2, 3), threshold=None, evidence=N
 # ---------------------------------------------------------------------------- the report
 
 
-COLUMNS = ["model", "decisions", "smoothing", "window top-1", "within one action", "windows decided", "accuracy on decided",
+COLUMNS = ["model", "decisions", "smoothing", "window top-1", "within one mode", "windows decided", "accuracy on decided",
            "smoothed accuracy", "switch delay median / p95 s", "missed changes", "spurious switches / min",
            "decision latency p50 / p95 ms"]
 
