@@ -2,6 +2,8 @@
 brightness says the class (a stand-in model), and `select-mode` end to end on the tiny model."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import torch
 
 from video_llama.tasks.mode_selection import Hysteresis, ModeSelector, SelectorSettings
 
-from conftest import TINY_CONFIG
+from conftest import REPO_ROOT, TINY_CONFIG
 
 
 def smoothed(decisions, hold, evidence=None):
@@ -230,3 +232,20 @@ def test_select_mode_reconnects_and_decides_on_no_window_across_the_gap(tiny_llm
     assert before and after and all(d["t_start"] > 1.48 for d in after)  # the last frame before the gap: 1.48 s
     assert after[0]["t_end"] - after[0]["t_start"] == pytest.approx(1.0, abs=0.05)  # a whole window after it
     assert code == 1 and "gave up reconnecting after 1 s" in capsys.readouterr().err
+
+
+def test_a_reader_that_closes_the_events_pipe_ends_the_run_without_a_traceback(tiny_llm_dir, clips_dir):
+    """`select-mode ... --out - | head -n 2`: when the controller stops reading, the selector stops
+    cleanly (exit 0, a summary on stderr), as it does on a signal."""
+    cmd = [sys.executable, "-m", "video_llama.cli.main", "select-mode", "--cfg-path", str(TINY_CONFIG), "--options",
+           f"model.llama_model={tiny_llm_dir}", f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
+           f"datasets.webvid_instruct.build_info.anno_dir={clips_dir / 'train.json'}", "model.ckpt=random",
+           "run.labels=[greet_mode,clean_mode]", "run.device=cpu", "run.cpu_threads=1",
+           "--video", str(clips_dir / "clip0.mp4"), "--window-s", "0.5", "--stride-s", "0.1", "--out", "-"]
+    selector = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = selector.stdout.readline()
+    selector.stdout.close()  # the reader goes away after one line
+    err = selector.stderr.read()
+    assert selector.wait(timeout=120) == 0, err
+    assert json.loads(first)["t_end"] > 0
+    assert "Traceback" not in err and "the reader of the events closed the pipe" in err

@@ -73,6 +73,7 @@ class Outcome:
     seen: float = 0.0  # seconds of stream read
     ended: str = None  # why the run ended early (a signal), else None
     broke: Exception = None  # the StreamBrokeOff (or StreamStalled) that ended the stream, else None
+    reader_gone: bool = False  # the pipe the events went to was closed by its reader
 
 
 def run(selector, frames, out, status=None):
@@ -97,6 +98,8 @@ def run(selector, frames, out, status=None):
         outcome.ended = f"stopped by {err if isinstance(err, _Stop) else 'SIGINT'}"
     except StreamBrokeOff as err:  # what was decided before is in the file
         outcome.broke, outcome.seen = err, err.seconds
+    except BrokenPipeError:  # the controller reading `--out -` closed its end: a normal way to stop
+        outcome.ended, outcome.reader_gone = "stopped: the reader of the events closed the pipe", True
     return outcome
 
 
@@ -198,6 +201,8 @@ def main(argv=None):
     try:
         with contextlib.nullcontext(sys.stdout) if to_stdout else open(args.out, "w") as out:
             outcome = run(selector, frames, out, status_line if sys.stderr.isatty() else None)
+            if outcome.reader_gone:  # what is left in the buffer, and later flushes, go nowhere: no traceback
+                os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
     finally:
         signal.signal(signal.SIGTERM, previous)
     if sys.stderr.isatty():
