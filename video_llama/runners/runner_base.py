@@ -301,7 +301,8 @@ class RunnerBase:
                                         "lr_scale": key[1]})["params"].append(param)
         # on the CPU the fused kernel steps a tiny model's many small tensors faster (a quickstart
         # training step, one thread: 55 -> 50 ms); elsewhere torch's default
-        fused = True if self.device.type == "cpu" else None
+        on_cpu = all(p.device.type == "cpu" for group in groups.values() for p in group["params"])
+        fused = True if groups and on_cpu else None
         return torch.optim.AdamW(list(groups.values()), lr=self.run_cfg.init_lr, betas=(0.9, self.run_cfg.beta2),
                                  fused=fused)
 
