@@ -261,9 +261,9 @@ def tally_replays(segments, windows, holds=(1, 2, 3), threshold=None, evidence=N
 # ---------------------------------------------------------------------------- the report
 
 
-COLUMNS = ["model", "decisions", "smoothing", "window top-1", "within one mode", "windows decided", "accuracy on decided",
-           "smoothed accuracy", "switch delay median / p95 s", "missed changes", "spurious switches / min",
-           "decision latency p50 / p95 ms"]
+COLUMNS = ["model", "decisions", "smoothing", "window top-1", "within one mode", "windows decided",
+           "accuracy on decided", "smoothed accuracy", "switch delay median / p95 s", "missed changes",
+           "spurious switches / min", "decision latency p50 / p95 ms"]
 
 
 def _number(value, digits):
