@@ -151,13 +151,7 @@ def main():
     from video_llama.cli.synthetic import read_timeline, timeline_path
     from video_llama.common.errors import UserError
     from video_llama.processors.frame_stream import check_source, stream_frames
-    from video_llama.tasks.stream_evaluation import (
-        StreamTally,
-        score_recording,
-        stream_report,
-        tally_replays,
-        timeline_modes,
-    )
+    from video_llama.tasks.stream_evaluation import pooled, replay_recordings, stream_report, timeline_modes
 
     models = args.models or [("model", args.cfg_path, None)]
     print("command:", shlex.join([sys.executable, *sys.argv]))
@@ -186,23 +180,20 @@ def main():
             selector = make()
             settings, label_map = selector.settings, selector.label_map
             try:  # every timeline in this model's modes before the first window is scored
-                truths = [timeline_modes(timeline, selector.labels, label_map) for _, timeline in recordings]
+                for _, timeline in recordings:
+                    timeline_modes(timeline, selector.labels, label_map)
             except ValueError as err:
                 raise SystemExit(f"error: model {name}: {err}") from None
-            started, per_recording = time.perf_counter(), []
-            for (video, _), segments in zip(recordings, truths):
-                selector = make()  # a selector holds one stream's frames and clock
-                windows = score_recording(selector, stream_frames(video, size))
-                per_recording.append(tally_replays(segments, windows, args.holds, threshold, args.evidence,
-                                                   settings.unknown))
+            started = time.perf_counter()
+            per_recording = replay_recordings(make, recordings, lambda video: stream_frames(video, size), args.holds,
+                                              threshold, args.evidence)
             print(f"model {name}: {cfg}{f' with {ckpt}' if ckpt else ''}; modes {selector.modes}; "
                   f"{settings.window_s:g} s windows of {selector.n_frms} frames every {settings.stride_s:g} s; "
                   f"temperature {settings.temperature:.3f}, threshold "
                   f"{'none' if threshold is None else f'{threshold:.3f}'}; "
                   f"scored in {time.perf_counter() - started:.0f} s on {selector.model.device}")
-            for key in per_recording[0]:
-                pooled = sum((tallies[key] for tallies in per_recording), StreamTally())
-                rows.append((name, *key, pooled.metrics()))
+            for key, tally in pooled(per_recording).items():
+                rows.append((name, *key, tally.metrics()))
                 spread.append((name, *key, [tallies[key].metrics() for tallies in per_recording]))
     print()
     print(stream_report(rows))

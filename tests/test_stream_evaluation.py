@@ -7,7 +7,9 @@ import pytest
 from video_llama.tasks.mode_selection import ModeSelector, SelectorSettings
 from video_llama.tasks.stream_evaluation import (
     StreamTally,
+    pooled,
     replay,
+    replay_recordings,
     score_recording,
     stream_metrics,
     stream_report,
@@ -158,6 +160,15 @@ def test_scores_of_a_selector_replay_to_the_switches_of_the_timeline():
     assert tallies[("every window", "hold 2")].metrics() == {**m, "latency_p50_ms": pytest.approx(
         np.median([w["latency_ms"] for w in windows])), "latency_p95_ms": pytest.approx(
         np.percentile([w["latency_ms"] for w in windows], 95))}
+    # two recordings, each scored by a fresh selector, pool to twice the windows and changes of one
+    timeline = {"segments": [{"start": a, "end": b, "label": mode} for a, b, mode in segments]}
+    fresh = lambda: ModeSelector(BrightnessModel(), labels, "q", Identity(), n_frms=4,  # noqa: E731
+                                 settings=SelectorSettings(window_s=1.0, stride_s=0.5, hold=1))
+    frames_of = lambda _: ((i / 10, np.full((8, 8, 3), v, np.uint8)) for i, v in enumerate(level))  # noqa: E731
+    both = pooled(replay_recordings(fresh, [("one", timeline), ("two", timeline)], frames_of, holds=(2,)))
+    one = tally_replays(segments, windows, holds=(2,))[("every window", "hold 2")]
+    assert (both[("every window", "hold 2")].windows, both[("every window", "hold 2")].changes) == (
+        2 * one.windows, 2 * one.changes)
     report = stream_report([("bright", d, s, t.metrics()) for (d, s), t in tallies.items()]).splitlines()
     assert len(report) == 2 + 4 and report[0].startswith("| model | decisions | smoothing | window top-1")
     assert report[3].startswith("| bright | every window | hold 2 | ") and "| 0 of 2 | 0.00 |" in report[3]

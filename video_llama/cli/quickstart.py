@@ -7,6 +7,7 @@ Every step is one of the project's own commands or library calls, so the same pa
 real folder.
 """
 
+import functools
 import json
 import shutil
 import time
@@ -83,24 +84,19 @@ def stream_figures(run_dir, recordings, label_map_file):
     from video_llama.cli.demo import load_setup
     from video_llama.processors.frame_stream import stream_frames
     from video_llama.tasks.mode_selection import selector_for_run
-    from video_llama.tasks.stream_evaluation import score_recording, stream_report, tally_replays, timeline_modes
+    from video_llama.tasks.stream_evaluation import pooled, replay_recordings, stream_report
 
     setup = load_setup(EVAL_CONFIG, [f"model.ckpt={run_dir}"])
-    label_map = load_label_map(label_map_file)
-    tallies = {}
-    for video, timeline in recordings:
-        selector = selector_for_run(setup.model, setup.vis_processor, setup.config.run_cfg, QUESTION, label_map,
-                                    timestamps=setup.timestamps)
-        threshold = selector.settings.threshold
-        if threshold is not None and threshold >= 1.0:  # calibrate found no threshold for the target error
-            threshold = None
-        segments = timeline_modes(timeline, selector.labels, selector.label_map)
-        windows = score_recording(selector, stream_frames(video, setup.vis_processor.config.image_size))
-        for key, tally in tally_replays(segments, windows, holds=(1, 2), threshold=threshold).items():
-            tallies[key] = tallies[key] + tally if key in tallies else tally
+    make = functools.partial(selector_for_run, setup.model, setup.vis_processor, setup.config.run_cfg, QUESTION,
+                             load_label_map(label_map_file), timestamps=setup.timestamps)
+    threshold = make().settings.threshold
+    if threshold is not None and threshold >= 1.0:  # calibrate found no threshold for the target error
+        threshold = None
+    size = setup.vis_processor.config.image_size
+    tallies = pooled(replay_recordings(make, recordings, lambda video: stream_frames(video, size), holds=(1, 2),
+                                       threshold=threshold))
     return stream_report([("stream recipe", decisions, smoothing, tally.metrics())
                           for (decisions, smoothing), tally in tallies.items()])
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -258,6 +258,26 @@ def tally_replays(segments, windows, holds=(1, 2, 3), threshold=None, evidence=N
             for decisions, level in levels.items() for hold in holds}
 
 
+def replay_recordings(make_selector, recordings, frames_of, holds=(1, 2, 3), threshold=None, evidence=None):
+    """``[{(decisions, smoothing): StreamTally}]``, one per recording of ``recordings`` [(video,
+    timeline)]: a fresh selector (``make_selector()``; one holds one stream's frames and clock)
+    scores every window of ``frames_of(video)`` once, and :func:`tally_replays` replays each hold
+    and the threshold on those scores."""
+    per_recording = []
+    for video, timeline in recordings:
+        selector = make_selector()
+        segments = timeline_modes(timeline, selector.labels, selector.label_map)
+        windows = score_recording(selector, frames_of(video))
+        per_recording.append(tally_replays(segments, windows, holds, threshold, evidence, selector.settings.unknown))
+    return per_recording
+
+
+def pooled(per_recording):
+    """``{(decisions, smoothing): StreamTally}`` over all recordings: every window, change and
+    second counted once."""
+    return {key: sum((tallies[key] for tallies in per_recording), StreamTally()) for key in per_recording[0]}
+
+
 # ---------------------------------------------------------------------------- the report
 
 
