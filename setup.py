@@ -7,11 +7,14 @@ setup(
     packages=find_packages(include=["video_llama", "video_llama.*"]),
     package_data={"video_llama": ["configs/**/*.yaml", "configs/*.yaml", "prompts/*.txt", "cli/*.txt"]},
     python_requires=">=3.10",
+    # Floors are what the code calls: torch 2.6 made FSDP2 public (torch.distributed.fsdp.fully_shard,
+    # register_fsdp_forward_method); timm 1.0.16 added Eva(use_post_transformer_norm=); transformers
+    # 5.23 added activation_checkpointing_enable (and from_pretrained(dtype=) needs 4.56).
     install_requires=[
-        "torch>=2.4",
+        "torch>=2.6",
         "torchvision",
-        "timm>=1.0",
-        "transformers>=4.46",
+        "timm>=1.0.16",
+        "transformers>=5.23",
         "huggingface_hub",
         "sentencepiece",
         "protobuf",

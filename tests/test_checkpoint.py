@@ -285,3 +285,23 @@ def test_full_size_recipe_offline_names_the_first_file_it_needs_in_seconds(monke
     first = err.value.problems[0]
     assert first.startswith("model.ckpt:") or "eva_vit_g.pth is needed" in first, err.value.problems
     assert any("model.vit_ckpt: eva_vit_g.pth is needed" in p and "model.vit_ckpt=random" in p for p in err.value.problems)
+
+
+def test_a_checkpoint_trained_on_the_older_text_ids_is_loaded_with_a_warning(tmp_path, caplog):
+    """Checkpoints we wrote before prompts were tokenised as the original's (2026-12-06) carry no
+    text-ids mark: they load, with a warning that names the run and the fix."""
+    from video_llama.common.checkpointing import save_checkpoint
+    from video_llama.conversation.segment_encoding import TEXT_IDS, TEXT_IDS_KEY
+    from video_llama.models.checkpoint import read_state_dict
+
+    weights = {"llama_proj.weight": torch.ones(2, 2)}
+    (tmp_path / "old_run").mkdir(), (tmp_path / "new_run").mkdir()
+    old = save_checkpoint(tmp_path / "old_run", "checkpoint_e1_s0", weights, {"epoch": 1}, "model: {}\n")
+    new = save_checkpoint(tmp_path / "new_run", "checkpoint_e1_s0", weights, {"epoch": 1}, "model: {}\n",
+                          {TEXT_IDS_KEY: TEXT_IDS})
+    with caplog.at_level("WARNING"):
+        assert torch.equal(read_state_dict(tmp_path / "new_run", "model.ckpt")["llama_proj.weight"], torch.ones(2, 2))
+        assert not caplog.records
+        assert torch.equal(read_state_dict(tmp_path / "old_run", "model.ckpt")["llama_proj.weight"], torch.ones(2, 2))
+    (warning,) = caplog.messages
+    assert str(old) in warning and "retrain" in warning and str(new) not in warning

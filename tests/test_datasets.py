@@ -37,7 +37,7 @@ def test_builder_api_and_sample_fields(tiny_llm_dir, clips_dir, tmp_path):
     # instruction clips are sampled uniformly in training too, as the original does
     assert val.vis_processor.sampling == "uniform" and datasets["train"].vis_processor.sampling == "uniform"
     answer = val.tokenizer.decode(val[0]["labels"][val[0]["labels"] != -100])
-    assert answer == "Fall down </s>"  # answers are not caption-processed
+    assert answer == "Fall down</s>"  # answers are not caption-processed
 
 
 def test_multi_turn_placeholder_only_in_first_question(tiny_llm_dir, clips_dir, tmp_path):
@@ -48,7 +48,7 @@ def test_multi_turn_placeholder_only_in_first_question(tiny_llm_dir, clips_dir, 
     positions = [i for i, t in enumerate(ids) if t == patch_id]
     assert len(positions) == 32 and positions[-1] < ids.index(dataset.tokenizer.eos_token_id)
     labels = dataset.records[0]["labels"]
-    assert dataset.tokenizer.decode([t for t in labels if t != -100]) == "one </s> two </s>"
+    assert dataset.tokenizer.decode([t for t in labels if t != -100]) == "one</s> two</s>"
 
 
 def test_broken_clip_skipped_and_counted(tiny_llm_dir, clips_dir, tmp_path, caplog):
@@ -173,11 +173,13 @@ def test_timestamp_sentence_between_video_and_question_as_the_original(tiny_llm_
     dataset = build(tiny_llm_dir, anno, clips_dir, "datasets.webvid_instruct.vis_processor.train.n_frms=8")["train"]
     sample = dataset[0]
     sentence = "The video contains 8 frames sampled at 0.0, 0.4, 0.8, 1.1, 1.5, 1.9, 2.2, 2.6 seconds. "
-    expected = ("<s> [INST] <<SYS>>\n \n<</SYS>>\n\n<Video>" + "<ImageHere>" * 32 + "</Video> " + sentence
-                + "What is the action? [/INST] greet_mode </s>")
+    # the spaces after <s> and <ImageHere>: the prefix the original's tokenizer put on the text after a
+    # special token; none before </s>, which the tiny tokenizer's folder declares as a plain string
+    expected = ("<s> [INST] <<SYS>>\n \n<</SYS>>\n\n<Video>" + "<ImageHere>" * 32 + " </Video> " + sentence
+                + "What is the action? [/INST] greet_mode</s>")
     tokenizer = dataset.tokenizer
-    assert tokenizer.decode(sample["input_ids"]) == expected  # the space after <s>: sentencepiece's prefix
-    assert tokenizer.decode(sample["labels"][sample["labels"] != -100]) == "greet_mode </s>"
+    assert tokenizer.decode(sample["input_ids"]) == expected
+    assert tokenizer.decode(sample["labels"][sample["labels"] != -100]) == "greet_mode</s>"
     assert sample["question"] == sentence + "What is the action?"  # evaluation asks it the same way
     off = build(tiny_llm_dir, anno, clips_dir, "datasets.webvid_instruct.timestamps=False")["train"][0]
     assert "frames sampled" not in tokenizer.decode(off["input_ids"])

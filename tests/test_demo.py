@@ -200,3 +200,21 @@ def test_one_question_about_a_short_clip_warns_on_stderr_and_answers_on_stdout(t
     out = capsys.readouterr()
     assert len(out.out.strip().splitlines()) == 1  # the answer alone
     assert f"warning: {short_clip_warning(short)}\n" in out.err
+
+
+def test_the_original_demos_prompt_style_asks_in_its_format(tiny_llm_dir, clips_dir, capsys, monkeypatch):
+    """--prompt-style original_demo: the original demo's system prompt and a second space before the
+    first question (tests/test_original_ids.py checks its ids against the original's)."""
+    from video_llama.cli.demo import main
+    from video_llama.models.video_llama import VideoLLAMA
+
+    asked = []
+    real = VideoLLAMA.generate
+    monkeypatch.setattr(VideoLLAMA, "generate", lambda self, *a, **kw: asked.append((self, a, kw)) or real(self, *a, **kw))
+    options = ["--cfg-path", str(TINY_CONFIG), "--options", *demo_options(tiny_llm_dir, clips_dir),
+               "--video", str(clips_dir / "clip0.mp4"), "--question", "What is happening?", "--max-new-tokens", "2"]
+    assert main([*options, "--prompt-style", "original_demo"]) == 0 and main(options) == 0
+    (model, args, demo), (_, _, trained) = asked
+    text = model.llama_tokenizer.decode(model.prompt_ids(args[1][0], demo["histories"][0], template=demo["template"]))
+    assert "You are a helpful language and vision assistant." in text and "seconds.  What is happening?" in text
+    assert trained["template"] is None and len(capsys.readouterr().out.strip().splitlines()) == 2

@@ -56,7 +56,7 @@ def test_loss_only_on_answer_tokens(tiny):
     expected = torch.nn.functional.cross_entropy(logits[mask], labels[mask])
     assert torch.allclose(out["loss"], expected, atol=1e-5)
     answers = [dataset.tokenizer.decode(row[row != -100]) for row in batch["labels"]]
-    assert answers == ["greet_mode </s>", "clean_mode </s>"]
+    assert answers == ["greet_mode</s>", "clean_mode</s>"]
     # with the effective batch's token count, the loss is this batch's token sum over that count
     with torch.no_grad():
         summed = model(batch, num_items_in_batch=100)["loss"]

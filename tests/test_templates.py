@@ -35,23 +35,24 @@ def trained_runs(tok, input_ids, labels):
 
 
 def test_llama_v2_single_turn(tok):
+    """The tiny tokenizer's folder declares <s> and </s> as plain strings (as transformers 5 writes
+    them), so, as the original's tokenizer did with such a folder, the space before </s> goes; the
+    text after <s> starts with SentencePiece's prefix space (tests/test_original_ids.py holds the
+    original's own ids for both kinds of folder)."""
     input_ids, labels = conversation_ids(tok, get_template("llama_v2"), [("Which action?", "greet_mode")])
-    prompt = [tok.bos_token_id] + ids(tok, "[INST] <<SYS>>\n \n<</SYS>>\n\nWhich action? [/INST]")
-    answer = ids(tok, " greet_mode ") + [tok.eos_token_id]
-    assert input_ids == prompt + answer
-    assert labels == [IGNORE_INDEX] * len(prompt) + answer
-    assert input_ids[0] == tok.bos_token_id and labels[-1] == tok.eos_token_id
+    assert tok.decode(input_ids) == "<s> [INST] <<SYS>>\n \n<</SYS>>\n\nWhich action? [/INST] greet_mode</s>"
+    assert input_ids.count(tok.bos_token_id) == 1 and input_ids[0] == tok.bos_token_id
+    assert trained_runs(tok, input_ids, labels) == ["greet_mode</s>"] and labels[-1] == tok.eos_token_id
+    assert tok.convert_ids_to_tokens(input_ids[1:3]) == ["▁", "<0x5B>"]  # "▁[": the prefix after <s>
 
 
 def test_llama_v2_multi_turn_trains_every_answer_and_repeats_bos(tok):
-    turns = [("q one", "a one"), ("q two", "a two")]
-    input_ids, labels = conversation_ids(tok, get_template("llama_v2"), turns)
-    first = [tok.bos_token_id] + ids(tok, "[INST] <<SYS>>\n \n<</SYS>>\n\nq one [/INST]")
-    a1 = ids(tok, " a one ") + [tok.eos_token_id]
-    second = [tok.bos_token_id] + ids(tok, "[INST] q two [/INST]")
-    a2 = ids(tok, " a two ") + [tok.eos_token_id]
-    assert input_ids == first + a1 + second + a2
-    assert labels == [IGNORE_INDEX] * len(first) + a1 + [IGNORE_INDEX] * len(second) + a2
+    """The original's LLAMA_2 text for two turns: "[INST] <<SYS>>\\n \\n<</SYS>>\\n\\nq one [/INST] a one
+    </s><s>[INST] q two [/INST] a two </s>" after the one BOS its tokenizer adds."""
+    input_ids, labels = conversation_ids(tok, get_template("llama_v2"), [("q one", "a one"), ("q two", "a two")])
+    expected = "<s> [INST] <<SYS>>\n \n<</SYS>>\n\nq one [/INST] a one</s><s> [INST] q two [/INST] a two</s>"
+    assert tok.decode(input_ids) == expected and input_ids.count(tok.bos_token_id) == 2
+    assert trained_runs(tok, input_ids, labels) == ["a one</s>", "a two</s>"]
 
 
 def test_vicuna_is_the_original_instruction_format(tok):
@@ -92,7 +93,7 @@ def test_caption_is_the_answer_to_the_prompt_and_max_txt_len_cuts_the_caption_on
     first = caption_first_prompt('[INST] <<SYS>>\\n \\n<</SYS>>\\n\\n{} [/INST] ')
     template = get_template("llama_v2")
     input_ids, labels = caption_ids(tok, template, "<Image><ImageHere></Image> Describe it.", "a dog runs", 32, 50, first)
-    assert tok.decode([t for t in labels if t != IGNORE_INDEX]) == "a dog runs </s>"
+    assert tok.decode([t for t in labels if t != IGNORE_INDEX]) == "a dog runs</s>"  # plain-string </s>: no space
     assert input_ids.count(tok.convert_tokens_to_ids("<ImageHere>")) == 32
     prompt = tok.decode([t for t, l in zip(input_ids, labels) if l == IGNORE_INDEX])
     assert "[INST] <<SYS>>\n \n<</SYS>>\n\n<Image>" in prompt and "\\n" not in prompt
@@ -111,13 +112,23 @@ def test_caption_without_a_prompt_follows_the_video_as_the_original_stage_1(tok)
     assert tok.decode(vicuna_ids[5:]) == "a dog runs###"
 
 
-def test_llama_v2_two_turns_read_as_the_original_text(tok):
-    """The original's LLAMA_2 conversation for two turns, written down from its rules:
-    "<s>[INST] <<SYS>>\\n \\n<</SYS>>\\n\\nq one [/INST] a one </s><s>[INST] q two [/INST] a two </s>"
-    (one BOS here at the start where the original's tokenizer adds a second, docs/checkpoints.md).
-    Decoded, a space follows each <s>: sentencepiece's prefix space, which the original's (legacy)
-    LlamaTokenizer also puts on the text after a special token."""
-    input_ids, labels = conversation_ids(tok, get_template("llama_v2"), [("q one", "a one"), ("q two", "a two")])
-    expected = "<s> [INST] <<SYS>>\n \n<</SYS>>\n\nq one [/INST] a one </s><s> [INST] q two [/INST] a two </s>"
-    assert tok.decode(input_ids) == expected
-    assert trained_runs(tok, input_ids, labels) == ["a one </s>", "a two </s>"]  # decode drops the lead space
+def test_a_tokenizer_without_sentencepiece_prefix_encodes_the_whole_text_itself(tmp_path):
+    """A byte-level BPE (not a tokenizer the original knew) keeps its own handling of special tokens
+    and whitespace: the original's SentencePiece rules are not applied to it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from video_llama.conversation.segment_encoding import SegmentEncoder
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer, backend.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    corpus = ["What is the action? greet mode", "Human Assistant ###", "<s> </s> [INST] [/INST]"] * 20
+    backend.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tokenizer.save_pretrained(tmp_path / "bpe")
+    tokenizer = load_tokenizer(str(tmp_path / "bpe"))
+    assert not SegmentEncoder.of(tokenizer).sentencepiece
+    text = "[INST] What is the action? [/INST] greet mode </s>\n<s>[INST]"
+    assert SegmentEncoder.of(tokenizer).encode(text)[0] == tokenizer(text, add_special_tokens=False).input_ids
+    input_ids, labels = conversation_ids(tokenizer, get_template("llama_v2"), [("What is the action?", "greet mode")])
+    assert tokenizer.decode([t for t in labels if t != IGNORE_INDEX]) == " greet mode </s>"  # the space kept

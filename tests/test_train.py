@@ -10,9 +10,11 @@ import types
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from video_llama.common import checkpointing
+from video_llama.conversation.segment_encoding import TEXT_IDS, TEXT_IDS_KEY
 from video_llama.cli.jobs import train as train_main
 from video_llama.runners.runner_base import RunnerBase
 
@@ -54,6 +56,8 @@ def test_train_script_one_process_writes_checkpoint(tiny_llm_dir, clips_dir, tmp
                                                        "video_query_tokens", "llama_proj"}
     assert (run_dir / "config.yaml").is_file() and (run_dir / "latest").read_text().strip() == "checkpoint_e1_s0"
     assert "effective batch 2 = 2 per process × 1 processes × 1 accumulation" in result.stdout
+    with safe_open(str(run_dir / "checkpoint_e1_s0" / "model.safetensors"), framework="pt") as f:
+        assert f.metadata() == {TEXT_IDS_KEY: TEXT_IDS}  # which text path the model learned from
 
 
 def test_pixels_finished_on_the_device_train_and_evaluate_as_in_the_workers(tiny_llm_dir, clips_dir, tmp_path,

@@ -30,11 +30,13 @@ class ChatSetup:
     image_processor: object
     timestamps: bool
     config: object = None  # the resolved Config it was built from
+    prompt_style: str = "training"  # Chat's: as the model was trained, or as the original demo asked
 
     def new_chat(self, **state):
         from video_llama.conversation.chat import Chat
 
-        return Chat(self.model, self.vis_processor, self.image_processor, self.timestamps, **state)
+        return Chat(self.model, self.vis_processor, self.image_processor, self.timestamps,
+                    prompt_style=self.prompt_style, **state)
 
 
 def visual_settings(cfg):
@@ -57,6 +59,7 @@ def load_setup(cfg_path, options=(), device=None, plugins=()):
     from video_llama.common.config import Config, check_runtime
     from video_llama.common.registry import registry
     from video_llama.common.utils import seed_everything
+    from video_llama.models.video_llama import move_to_device
     from video_llama.processors.image_processors import load_image
 
     cfg = Config.from_file(cfg_path, [*options, *([f"run.device={device}"] if device else [])], list(plugins))
@@ -67,8 +70,11 @@ def load_setup(cfg_path, options=(), device=None, plugins=()):
     vis_processor = registry.get_processor_class(proc_cfg.name).from_config(proc_cfg)
     image_cfg = {"name": "blip2_image_eval", "image_size": proc_cfg.image_size}
     image_transform = registry.get_processor_class("blip2_image_eval").from_config(image_cfg)
+    run_device = torch.device(cfg.run_cfg.get("device") or "cpu")
+    if run_device.type == "cuda" and run_device.index is not None:
+        torch.cuda.set_device(run_device)  # a quantised LLM loads onto the current GPU and cannot move later
     model = registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg)
-    model.to(torch.device(cfg.run_cfg.get("device") or "cpu")).eval()
+    move_to_device(model, run_device).eval()
     return ChatSetup(model, vis_processor, lambda path: image_transform(load_image(path)), timestamps, cfg)
 
 
@@ -124,6 +130,7 @@ def warn_unreliable(chat, out):
 
 def main(argv=None):
     from video_llama.cli.jobs import add_config_arguments
+    from video_llama.conversation.chat import PROMPT_STYLES
 
     parser = argparse.ArgumentParser(prog="demo.py", description=__doc__.splitlines()[0])
     add_config_arguments(parser, "evaluation YAML (model section + a vis_processor)")
@@ -142,11 +149,15 @@ def main(argv=None):
     parser.add_argument("--temperature", type=float)
     parser.add_argument("--top-p", type=float)
     parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--prompt-style", choices=PROMPT_STYLES, default="training",
+                        help="ask as the model was trained (default), or as the original Video-LLaMA demo asked "
+                             "(its system prompt and separators: to compare answers with it)")
     args = parser.parse_args(argv)
     if args.web and args.question:
         parser.error("--question prints one answer in the terminal; leave out --web")
 
     setup = load_setup(args.cfg_path, args.options, args.device, args.plugins)
+    setup.prompt_style = args.prompt_style
     if args.web:
         from video_llama.cli.web_demo import serve
 

@@ -65,8 +65,9 @@ def _write_text_atomic(path, text):
     os.replace(tmp, path)
 
 
-def save_checkpoint(run_dir, name, weights, state, config_yaml):
-    """Write ``run_dir/name`` atomically and point ``run_dir/latest`` at it. Returns its path."""
+def save_checkpoint(run_dir, name, weights, state, config_yaml, metadata=None):
+    """Write ``run_dir/name`` atomically and point ``run_dir/latest`` at it; ``metadata`` ({str: str})
+    goes into the weights file's header. Returns its path."""
     from safetensors.torch import save_file
 
     run_dir = Path(run_dir)
@@ -76,7 +77,7 @@ def save_checkpoint(run_dir, name, weights, state, config_yaml):
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".tmp-{name}-"))
     _shareable(tmp, 0o777)
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
+        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS), metadata=metadata)
         torch.save(state, tmp / STATE)
         (tmp / CONFIG).write_text(config_yaml)
         for written in (WEIGHTS, STATE, CONFIG):  # safetensors writes 0600

@@ -12,7 +12,6 @@ from video_llama.conversation.templates import (
     Template,
     caption_ids,
     conversation_ids,
-    end_ids,
     get_template,
     timestamp_sentence,
     truncate,
@@ -21,6 +20,6 @@ from video_llama.conversation.templates import (
 from video_llama.conversation.tokenizer import load_prompts, load_tokenizer
 
 __all__ = [
-    "IGNORE_INDEX", "IMAGE_END", "IMAGE_PATCH_TOKEN", "IMAGE_START", "VIDEO_END", "VIDEO_START", "Template", "caption_ids", "collate_video_samples", "conversation_ids", "end_ids",
+    "IGNORE_INDEX", "IMAGE_END", "IMAGE_PATCH_TOKEN", "IMAGE_START", "VIDEO_END", "VIDEO_START", "Template", "caption_ids", "collate_video_samples", "conversation_ids",
     "get_template", "load_prompts", "load_tokenizer", "pad_batch", "timestamp_sentence", "truncate", "video_placeholder",
 ]

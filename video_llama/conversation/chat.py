@@ -3,7 +3,9 @@
 
 The model is asked exactly as it was trained: its own prompt builder (``VideoLLAMA.prompt_ids``)
 with the video placeholder opening the first question and, when the model learned with it, the
-timestamp sentence of the sampled frames before that question. A long conversation drops its oldest
+timestamp sentence of the sampled frames before that question. ``prompt_style="original_demo"``
+asks as the original's demo did instead (its system prompt and separators, and a second space
+before the first question), to compare answers with it; its models were trained on the former. A long conversation drops its oldest
 turns, never the video tokens, to stay within ``max_context`` positions (the original demo kept
 the last 2000 positions, which can cut the video off).
 """
@@ -13,12 +15,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from video_llama.conversation.templates import timestamp_sentence
+from video_llama.conversation.templates import original_demo_template, timestamp_sentence
 
 # The original web demo's defaults; `--question` and batch inference are greedy (reproducible).
 WEB_DEFAULTS = {"max_new_tokens": 300, "num_beams": 1, "do_sample": True, "temperature": 1.0, "top_p": 0.9,
                 "repetition_penalty": 1.0}
 GREEDY = {"max_new_tokens": 300, "num_beams": 1, "do_sample": False, "repetition_penalty": 1.0}
+PROMPT_STYLES = ("training", "original_demo")
 
 
 class ChatError(ValueError):
@@ -70,6 +73,12 @@ class Chat:
     max_context: int = 2000
     visual: Visual = None
     history: list = field(default_factory=list)
+    prompt_style: str = "training"  # or "original_demo" (PROMPT_STYLES; see the module's docstring)
+
+    def __post_init__(self):
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ChatError(f"prompt style {self.prompt_style!r} is not one of {PROMPT_STYLES}")
+        self.template = original_demo_template(self.model.template) if self.prompt_style == "original_demo" else None
 
     @property
     def device(self):
@@ -94,14 +103,14 @@ class Chat:
         answer fit ``max_context``; the timestamp sentence goes before the first turn sent."""
         if self.visual is None:
             raise ChatError("upload a video or an image first")
-        note = self.visual.note
+        note = self.visual.note + (" " if self.template else "")  # the demo: first message, a space, question
         for start in range(len(self.history) + 1):
             kept = self.history[start:]
             if kept:
                 history, current = [(note + kept[0][0], kept[0][1]), *kept[1:]], question
             else:
                 history, current = [], note + question
-            length = len(self.model.prompt_ids(current, history, self.visual.is_image))
+            length = len(self.model.prompt_ids(current, history, self.visual.is_image, self.template))
             if length + max_new_tokens <= self.max_context:
                 return history, current
         raise ChatError(f"the question takes {length} positions, with max_new_tokens={max_new_tokens} more than "
@@ -115,8 +124,8 @@ class Chat:
             for key in ("temperature", "top_p"):
                 settings.pop(key, None)
         with torch.inference_mode():
-            return self.model.generate(frames, [question], max_new_tokens, histories=[history], streamer=streamer,
-                                       **settings)[0]
+            return self.model.generate(frames, [question], max_new_tokens, histories=[history], template=self.template,
+                                       streamer=streamer, **settings)[0]
 
     def ask(self, question, **settings):
         """The answer to ``question`` (greedy unless ``settings`` say otherwise), added to the history."""
@@ -146,7 +155,7 @@ class Chat:
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        text, end_sym = "", self.model.template.end_sym
+        text, end_sym = "", (self.template or self.model.template).end_sym
         for piece in streamer:
             text += piece
             yield text.split(end_sym)[0].strip()

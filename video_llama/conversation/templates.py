@@ -1,28 +1,30 @@
 """Prompt templates (llama_v2, vicuna) and the one function that turns a conversation into
 ``input_ids`` and ``labels``.
 
-Token ids are built piece by piece (BOS added explicitly, prompts and answers tokenised apart), so
-the label mask is exact: -100 on every prompt token, the answer tokens and the end symbol kept.
-The same function builds prompts at inference (an answer of None; ``VideoLLAMA.conversation``), so a model is asked exactly the way it
-was trained.
+A conversation is written out as the original wrote it, special tokens as text, and tokenised as
+its tokenizer did (``segment_encoding``), so the published models get the ids they were trained on
+(tested against ids the original built). The label mask is exact: -100 on every prompt token, the
+answer tokens and what ends them kept. The same function builds prompts at inference (an answer of
+None; ``VideoLLAMA.conversation``), so a model is asked exactly the way it was trained.
 
-llama_v2 (LLaMA-2-chat)::
+llama_v2 (LLaMA-2-chat), after one BOS::
 
-    <s>[INST] <<SYS>>\\n \\n<</SYS>>\\n\\n{placeholder} {q1} [/INST] {a1} </s><s>[INST] {q2} [/INST] {a2} </s>
+    [INST] <<SYS>>\\n \\n<</SYS>>\\n\\n{placeholder} {q1} [/INST] {a1} </s><s>[INST] {q2} [/INST] {a2} </s>
 
-vicuna (the original's instruction format: an empty system line, then ``\n\n``)::
+vicuna (the original's instruction format: an empty system line, then ``\\n\\n``), after one BOS::
 
-    <s>\n\n###Human: {placeholder} {q1}\n###Assistant: {a1}\n###Human: {q2}\n###Assistant: {a2}\n###
+    \\n\\n###Human: {placeholder} {q1}\\n###Assistant: {a1}\\n###Human: {q2}\\n###Assistant: {a2}\\n###
 
-Trained on: each answer and what ends it (`` {a} </s>`` / `` {a}\n###``). The original's vicuna mask
-also trains the ``###Assistant:`` tokens and two tokens of each human turn (an artefact of
-tokenising each turn apart); those are prompt and are masked here (``docs/checkpoints.md``).
+Trained on: each answer and what ends it (`` {a} </s>`` / `` {a}\\n###``). The original's masks
+drift by a token per turn where it measured turns apart (vicuna; llama_v2 with special tokens
+declared as plain strings); those tokens are prompt and are masked here (``docs/checkpoints.md``).
 Caption data keeps the original's one-line form (``caption_prompt``).
 """
 
 from dataclasses import dataclass
 
 from video_llama.common.registry import registry
+from video_llama.conversation.segment_encoding import SegmentEncoder
 
 IGNORE_INDEX = -100
 IMAGE_PATCH_TOKEN = "<ImageHere>"
@@ -44,8 +46,6 @@ class Template:
     bos_every_turn: bool
     marker: str  # text every prompt of this template contains (to recognise a prompt_template)
     caption_prompt: str  # the first turn of caption data (model.prompt_template's default), with {q}
-    joint: bool = False  # tokenise the whole conversation at once (its text has no special tokens
-                         # between turns), the answer tokens found by character offsets
 
 
 LLAMA_V2 = registry.register_template("llama_v2")(Template(
@@ -69,8 +69,32 @@ VICUNA = registry.register_template("vicuna")(Template(
     bos_every_turn=False,
     marker="###Human",
     caption_prompt="###Human: {q} ###Assistant:",
-    joint=True,  # "\n###Human" tokenises differently alone than after an answer, as the original reads it
 ))
+
+
+# The prompts of the original's demo (conversation_video.py), which differ from what its models were
+# trained on: llama_v2 with a long system prompt, vicuna without the "\n\n" header and newlines.
+# ``Chat(prompt_style="original_demo")`` asks in these, for comparing answers with the original demo.
+DEMO_SYSTEM = ("You are a helpful language and vision assistant. You are able to understand the visual content "
+               "that the user provides, and assist the user with a variety of tasks using natural language.")
+ORIGINAL_DEMO = {
+    "llama_v2": Template(
+        name="llama_v2_demo", first_prompt="[INST] <<SYS>>\n" + DEMO_SYSTEM + "\n<</SYS>>\n\n{q} [/INST]",
+        next_prompt="[INST] {q} [/INST]", answer=" {a} ", end_sym="</s>", end_is_eos=True, bos_every_turn=True,
+        marker="[INST]", caption_prompt=LLAMA_V2.caption_prompt),
+    "vicuna": Template(
+        name="vicuna_demo", first_prompt="###Human: {q}###Assistant:", next_prompt="Human: {q}###Assistant:",
+        answer=" {a}", end_sym="###", end_is_eos=False, bos_every_turn=False, marker="###Human",
+        caption_prompt=VICUNA.caption_prompt),
+}
+
+
+def original_demo_template(template):
+    """The template the original demo chatted in for models trained with ``template``."""
+    if template.name not in ORIGINAL_DEMO:
+        raise ValueError(f"the original demo had no prompt for the {template.name!r} template; "
+                         f"use prompt_style 'training' (the original's demo knew {sorted(ORIGINAL_DEMO)})")
+    return ORIGINAL_DEMO[template.name]
 
 
 def get_template(name):
@@ -89,55 +113,39 @@ def video_placeholder(num_tokens, start=VIDEO_START, end=VIDEO_END):
 
 
 def _ids(tokenizer, text):
-    return tokenizer(text, add_special_tokens=False).input_ids
+    return SegmentEncoder.of(tokenizer).encode(text)[0]
 
 
-def end_ids(tokenizer, template):
-    return [tokenizer.eos_token_id] if template.end_is_eos else _ids(tokenizer, template.end_sym)
+def conversation_text(tokenizer, template, turns, first_prompt=None):
+    """(the conversation's text, the character spans of its answers, each with what ends it): the
+    string the original tokenised, special tokens written as text. ``turns`` and ``first_prompt``
+    as :func:`conversation_ids`."""
+    end = tokenizer.eos_token if template.end_is_eos else template.end_sym
+    text, spans = "", []
+    for i, (question, answer) in enumerate(turns):
+        if i > 0 and template.bos_every_turn:
+            text += tokenizer.bos_token
+        text += ((first_prompt or template.first_prompt) if i == 0 else template.next_prompt).format(q=question)
+        if answer is None:
+            break
+        start = len(text)
+        text += template.answer.format(a=answer) + end
+        spans.append((start, len(text)))
+    return text, spans
 
 
 def conversation_ids(tokenizer, template, turns, bos=True, first_prompt=None):
     """``turns``: [(question, answer), ...], the placeholder already in the first question.
     ``first_prompt`` (with ``{q}``) replaces the template's first turn, e.g. model.prompt_template.
 
+    The text is tokenised as the original's tokenizer did (``segment_encoding``); a token is
+    trained when it starts inside an answer (the answer and what ends it).
+
     Returns (input_ids, labels) as lists; an answer of None ends the ids at the answer's start.
     """
-    if template.joint:
-        return _joint_ids(tokenizer, template, turns, bos, first_prompt)
-    input_ids, labels = [], []
-    for i, (question, answer) in enumerate(turns):
-        prompt = []
-        if (i == 0 and bos) or (i > 0 and template.bos_every_turn):
-            prompt.append(tokenizer.bos_token_id)
-        if i == 0:
-            prompt += _ids(tokenizer, (first_prompt or template.first_prompt).format(q=question))
-        else:
-            prompt += _ids(tokenizer, template.next_prompt.format(q=question))
-        input_ids += prompt
-        labels += [IGNORE_INDEX] * len(prompt)
-        if answer is None:
-            break
-        target = _ids(tokenizer, template.answer.format(a=answer)) + end_ids(tokenizer, template)
-        input_ids += target
-        labels += target
-    return input_ids, labels
-
-
-def _joint_ids(tokenizer, template, turns, bos, first_prompt):
-    """One tokenisation of the whole text; a token is trained when it starts inside an answer
-    (the answer and its end symbol)."""
-    text, spans = "", []
-    for i, (question, answer) in enumerate(turns):
-        text += (first_prompt or template.first_prompt if i == 0 else template.next_prompt).format(q=question)
-        if answer is None:
-            break
-        start = len(text)
-        text += template.answer.format(a=answer) + template.end_sym
-        spans.append((start, len(text)))
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    input_ids = list(encoded.input_ids)
-    labels = [token if any(s <= offset[0] < e for s, e in spans) else IGNORE_INDEX
-              for token, offset in zip(input_ids, encoded.offset_mapping)]
+    text, spans = conversation_text(tokenizer, template, turns, first_prompt)
+    input_ids, starts = SegmentEncoder.of(tokenizer).encode(text)
+    labels = [token if any(s <= at < e for s, e in spans) else IGNORE_INDEX for token, at in zip(input_ids, starts)]
     if bos:
         input_ids, labels = [tokenizer.bos_token_id] + input_ids, [IGNORE_INDEX] + labels
     return input_ids, labels

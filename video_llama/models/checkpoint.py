@@ -14,8 +14,19 @@ Original → ours (Q-Formers; ``P`` is ``Qformer``, ``video_Qformer`` or ``audio
     P.bert.encoder.layer.N.attention.self.{q,k,v}      → P.encoder.layer.N.attention.attention.*
     P.bert.encoder.layer.N.crossattention.self.*       → P.encoder.layer.N.crossattention.attention.*
     P.bert.encoder.layer.N.<everything else>           → P.encoder.layer.N.<same>
-    dropped: P.bert.embeddings.{position_ids, word_embeddings, position_embeddings}, P.cls.*,
+    dropped: P.bert.embeddings.{word_embeddings, position_embeddings}, P.cls.*,
              P.bert.encoder.layer.N.{intermediate, output}.* (the unused text path)
+
+Derived buffers, ignored by name (listed in the log): a buffer the architecture recomputes holds
+nothing a checkpoint could change. The original training runner saves ``{"model": ..., "optimizer",
+"config", "scaler", "epoch"}`` as ``checkpoint_N.pth`` and keeps every buffer of its model (it drops
+only frozen *parameters*), so a model finetuned by the original code comes with::
+
+    P.bert.embeddings.position_ids                     (BERT's arange(512))
+    llama_model.*.rotary_emb.{inv_freq, cos_cached, sin_cached}   (from rope_theta and the head size)
+    llama_model.*.{SCB, weight_format}                 (bitsandbytes' 8-bit state of the frozen LLM)
+
+Only its ``model`` entry is read; every other name must be a weight of this model with its shape.
 
 Hugging Face BLIP-2 → ours::
 
@@ -46,8 +57,13 @@ logger = logging.getLogger(__name__)
 QFORMER_PREFIXES = ("Qformer", "video_Qformer", "audio_Qformer")
 POSITION_IDS_LENGTH = 512  # bert-base's position_ids buffer, which published checkpoints carry
 _UNUSED_QFORMER = re.compile(
-    r"^(?:{})\.(?:cls\..*|bert\.embeddings\.(?:position_ids|word_embeddings\..*|position_embeddings\..*)"
+    r"^(?:{})\.(?:cls\..*|bert\.embeddings\.(?:word_embeddings\..*|position_embeddings\..*)"
     r"|bert\.encoder\.layer\.\d+\.(?:intermediate|output)\..*)$".format("|".join(QFORMER_PREFIXES))
+)
+_DERIVED_BUFFERS = re.compile(
+    r"^(?:{})\.bert\.embeddings\.position_ids$".format("|".join(QFORMER_PREFIXES))
+    + r"|^llama_model\..*\.rotary_emb\.(?:inv_freq|cos_cached|sin_cached)$"
+    + r"|^llama_model\..*\.(?:SCB|weight_format)$"
 )
 _HF_VISION = [
     (r"^vision_model\.embeddings\.class_embedding$", "visual_encoder.cls_token"),
@@ -67,9 +83,15 @@ _HF_VISION = [
 # ---------------------------------------------------------------------------- name mappings
 
 
+def is_derived_buffer(name):
+    """Whether ``name`` (original layout) is a buffer the model recomputes (see the module docs)."""
+    return bool(_DERIVED_BUFFERS.match(name))
+
+
 def original_to_ours(name):
-    """One original parameter name → ours, or None when the query-only path has no use for it."""
-    if _UNUSED_QFORMER.match(name):
+    """One original parameter name → ours, or None when the query-only path has no use for it or
+    it is a derived buffer."""
+    if _UNUSED_QFORMER.match(name) or is_derived_buffer(name):
         return None
     prefix = name.split(".", 1)[0]
     if prefix not in QFORMER_PREFIXES or ".bert." not in name:
@@ -145,15 +167,17 @@ def detect_layout(state):
 
 
 def read_state_dict(path, key, wanted_prefixes=None):
-    """A state dict from ``.pth``/``.bin`` (``{"model": ...}`` unwrapped), ``.safetensors``, a
-    Hugging Face folder (sharded or not; only ``wanted_prefixes`` are read), or one of our
-    training checkpoint/run folders (its best, else latest, checkpoint)."""
+    """A state dict from ``.pth``/``.bin`` (``{"model": ...}`` unwrapped, e.g. the original
+    runner's ``checkpoint_N.pth``), ``.safetensors``, a Hugging Face folder (sharded or not; only
+    ``wanted_prefixes`` are read), or one of our training checkpoint/run folders (its best, else
+    latest, checkpoint)."""
     path = Path(path)
     if path.is_dir():
         from video_llama.common.checkpointing import BEST, LATEST, STATE, WEIGHTS, resolve_checkpoint
 
         if (path / STATE).is_file() or (path / LATEST).is_file():  # ours; a HF folder has neither
             path = resolve_checkpoint(path, prefer=BEST, key=key) / WEIGHTS
+            _warn_if_older_text_ids(path, key)
         else:
             return _read_hf_folder(path, key, wanted_prefixes)
     if not path.is_file():
@@ -167,7 +191,28 @@ def read_state_dict(path, key, wanted_prefixes=None):
     except Exception as err:  # truncated downloads, foreign pickles, wrong formats
         raise CheckpointError(f"{key}: {path} cannot be read ({type(err).__name__}: {str(err)[:200]}); "
                               "download it again or point the key at another file") from err
-    return state.get("model", state) if isinstance(state, dict) else state
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        if "optimizer" in state:  # a training runner's checkpoint: what it brings and what it does not
+            logger.info("%s: %s is a training checkpoint (epoch %s); its weights are used, its optimizer state "
+                        "and schedule are not (a run started from it begins a new schedule)",
+                        key, path, state.get("epoch", "?"))
+        return state["model"]
+    return state
+
+
+def _warn_if_older_text_ids(weights_file, key):
+    """Warn when one of our checkpoints was trained on prompts tokenised the way we no longer do."""
+    from safetensors import safe_open
+
+    from video_llama.conversation.segment_encoding import OLDER_IDS_WARNING, TEXT_IDS_KEY
+
+    try:
+        with safe_open(str(weights_file), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception:  # reading the weights reports a broken file
+        return
+    if TEXT_IDS_KEY not in metadata:
+        logger.warning("%s: %s %s", key, weights_file.parent, OLDER_IDS_WARNING)
 
 
 def _read_hf_folder(folder, key, wanted_prefixes):
@@ -198,12 +243,15 @@ class LoadReport:
     loaded: list = field(default_factory=list)
     absent_expected: list = field(default_factory=list)  # model weights this file is not meant to hold
     unused: list = field(default_factory=list)  # file entries this model does not use
+    ignored: list = field(default_factory=list)  # derived buffers: the model recomputes them
     adapted: list = field(default_factory=list)  # e.g. interpolated position embeddings
 
     def log(self):
-        logger.info("%s: loaded %d tensors; %d model tensors come from elsewhere (%s); %d file entries unused (%s)%s",
+        logger.info("%s: loaded %d tensors; %d model tensors come from elsewhere (%s); %d file entries unused (%s)%s%s",
                     self.source, len(self.loaded), len(self.absent_expected), _groups(self.absent_expected),
-                    len(self.unused), _groups(self.unused), f"; adapted: {self.adapted}" if self.adapted else "")
+                    len(self.unused), _groups(self.unused),
+                    f"; ignored {len(self.ignored)} derived buffers (the model recomputes them): {_names(self.ignored)}"
+                    if self.ignored else "", f"; adapted: {self.adapted}" if self.adapted else "")
 
 
 def _groups(names):
@@ -212,6 +260,16 @@ def _groups(names):
         head = name.split(".")[0]
         counts[head] = counts.get(head, 0) + 1
     return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
+
+
+def _names(names):
+    """Names with layer numbers folded (``layers.*``), each with its count: one short line for a
+    buffer that every one of 40 layers carries."""
+    counts = {}
+    for name in names:
+        folded = re.sub(r"\.\d+\.", ".*.", name)
+        counts[folded] = counts.get(folded, 0) + 1
+    return ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in sorted(counts.items()))
 
 
 def load_weights(model, path, key, required_prefixes=None, wanted_prefixes=None, add_prefix=None,
@@ -235,7 +293,8 @@ def load_weights(model, path, key, required_prefixes=None, wanted_prefixes=None,
         raw = {n if n.startswith(add_prefix) else add_prefix + n: t for n, t in raw.items()}
     state, unused = to_ours(raw)
     own = model.state_dict()
-    report = LoadReport(source=f"{key}={path}", unused=unused)
+    report = LoadReport(source=f"{key}={path}", unused=[n for n in unused if not is_derived_buffer(n)],
+                        ignored=[n for n in unused if is_derived_buffer(n)])
 
     if "video_frame_position_embedding.weight" in state and "video_frame_position_embedding.weight" in own:
         state["video_frame_position_embedding.weight"] = fit_frame_positions(

@@ -300,19 +300,19 @@ class VideoLLAMA(BaseModel):
         return {"loss": outputs.loss, "logits": outputs.logits}
 
     # ------------------------------------------------------------------ asking the model
-    def conversation(self, question, answer=None, history=(), image=False):
+    def conversation(self, question, answer=None, history=(), image=False, template=None):
         """(input_ids, labels) of ``question`` (and ``answer``, if given) about the video after the
-        ``history`` turns, exactly as training built them: the video placeholder (``<Image>``
-        tags for an image) opens the first question. Without an answer the ids end where the
-        answer starts."""
+        ``history`` turns, exactly as training built them (``template``: another prompt format
+        than the model's, e.g. the original demo's): the video placeholder (``<Image>`` tags for
+        an image) opens the first question. Without an answer the ids end where the answer starts."""
         tags = (IMAGE_START, IMAGE_END) if image else (VIDEO_START, VIDEO_END)
         turns = [*history, (question, answer)]
         turns[0] = (f"{video_placeholder(self.num_video_query_token, *tags)} {turns[0][0]}", turns[0][1])
-        return conversation_ids(self.llama_tokenizer, self.template, turns)
+        return conversation_ids(self.llama_tokenizer, template or self.template, turns)
 
-    def prompt_ids(self, question, history=(), image=False):
+    def prompt_ids(self, question, history=(), image=False, template=None):
         """Token ids of the prompt for ``question``, ending where the model's answer starts."""
-        return self.conversation(question, None, history, image)[0]
+        return self.conversation(question, None, history, image, template)[0]
 
     @torch.no_grad()
     def score(self, frames, questions, answers, length_normalize=False, chunk_size=16):
@@ -353,17 +353,18 @@ class VideoLLAMA(BaseModel):
         return scores
 
     @torch.no_grad()
-    def generate(self, frames, questions, max_new_tokens=16, histories=None, **generation_kwargs):
+    def generate(self, frames, questions, max_new_tokens=16, histories=None, template=None, **generation_kwargs):
         """Answers (text) to one question per clip (``histories``: the earlier (question, answer)
         turns of each); greedy unless ``generation_kwargs`` say otherwise (a ``streamer`` gets the
-        tokens as they come). (B, C, H, W) frames are images. Prompts are left-padded so that
-        every answer starts at the same place; an answer stops at the template's end symbol,
-        which is cut off."""
+        tokens as they come). (B, C, H, W) frames are images. Prompts (in ``template``, else the
+        model's) are left-padded so that every answer starts at the same place; an answer stops at
+        the template's end symbol, which is cut off."""
         tokenizer = self.llama_tokenizer
+        template = template or self.template
         image = frames.dim() == 4
         if image:
             frames = frames.unsqueeze(2)
-        prompts = [self.prompt_ids(q, h, image) for q, h in zip(questions, histories or [()] * len(questions))]
+        prompts = [self.prompt_ids(q, h, image, template) for q, h in zip(questions, histories or [()] * len(questions))]
         length = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), length), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), length), dtype=torch.long)
@@ -373,27 +374,34 @@ class VideoLLAMA(BaseModel):
         ids, mask = ids.to(frames.device), mask.to(frames.device)
         embeds = self.embed_with_video(ids, self.encode_video(frames))
         settings = {"do_sample": False, **generation_kwargs}
-        if not self.template.end_is_eos:  # vicuna's "###": stop on the text, as the original's stopping criterion
-            settings.update(stop_strings=[self.template.end_sym], tokenizer=tokenizer)
+        if not template.end_is_eos:  # vicuna's "###": stop on the text, as the original's stopping criterion
+            settings.update(stop_strings=[template.end_sym], tokenizer=tokenizer)
         out = self.llama_model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
                                         eos_token_id=[tokenizer.eos_token_id], pad_token_id=tokenizer.pad_token_id,
                                         **settings)
         texts = tokenizer.batch_decode(out, skip_special_tokens=True)
-        if not self.template.end_is_eos:
-            texts = [t.split(self.template.end_sym)[0] for t in texts]
+        if not template.end_is_eos:
+            texts = [t.split(template.end_sym)[0] for t in texts]
         return [t.strip() for t in texts]
 
 
 def load_llm_and_tokenizer(name_or_path, dtype, attn_implementation="sdpa", quantization_config=None):
+    """The causal LM and its tokenizer. A quantised LLM (``quantization_config``) is placed while
+    it loads, on this process's GPU (``torch.cuda.current_device()``: train.py and evaluate.py
+    select ``cuda:LOCAL_RANK`` before building, the demo its ``run.device``), as the original did
+    with ``device_map={'': device_8bit}``; it can never move afterwards (see :func:`move_to_device`)."""
     from transformers import AutoModelForCausalLM
 
     from video_llama.common.hub import resolve_pretrained
 
     path = resolve_pretrained(name_or_path, "model.llama_model")
     tokenizer = load_tokenizer(path, "model.llama_model")
+    placement = {"device_map": {"": torch.cuda.current_device()}} if quantization_config is not None else {}
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, low_cpu_mem_usage=True,
                                                  attn_implementation=attn_implementation,
-                                                 quantization_config=quantization_config)
+                                                 quantization_config=quantization_config, **placement)
+    if quantization_config is not None:
+        refuse_moves(model, low_bit_setting(quantization_config))
     return model, tokenizer
 
 
@@ -409,6 +417,78 @@ def low_bit_config(cfg):
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=DTYPES[cfg.llama_dtype])
+
+
+def low_bit_setting(quantization_config):
+    """The ``model:`` key that asked for ``quantization_config``, for messages."""
+    return "model.llm_load_in_4bit" if getattr(quantization_config, "load_in_4bit", False) else "model.llm_load_in_8bit"
+
+
+def is_quantized(module):
+    """Whether ``module`` is a quantised Hugging Face model (or a peft wrapper around one)."""
+    return getattr(module, "is_quantized", False) is True
+
+
+def refuse_moves(llm, setting):
+    """Make every later move or cast of ``llm`` (``.to``, ``.cuda``, ``.half``, ..., its own or
+    that of a module holding it: all reach ``_apply``) a UserError naming ``setting``, instead of
+    a failure deep inside bitsandbytes: its weights were quantised onto their device as they loaded."""
+    from video_llama.common.errors import UserError
+
+    def _apply(*args, **kwargs):
+        raise UserError(f"{setting}: the LLM was quantised by bitsandbytes onto {_device_of(llm)} as it loaded and "
+                        "cannot be moved or cast afterwards; move the rest of the model with "
+                        "video_llama.models.video_llama.move_to_device(model, device), or set "
+                        f"{setting}=False to load the LLM unquantised")
+
+    llm._apply = _apply  # this instance only; torch's recursion calls the child's _apply
+
+
+def move_to_device(model, device):
+    """``model.to(device)`` for everything except a quantised LLM, which sits where it was loaded.
+
+    Returns:
+        ``model``.
+    Raises:
+        UserError: naming the setting, when the quantised LLM sits on another device than ``device``.
+    """
+    from video_llama.common.errors import UserError
+
+    device = torch.device(device)
+    held = list(_quantized_children(model))
+    for _, _, llm in held:
+        where = _device_of(llm)
+        if where is not None and not _same_device(where, device):
+            setting = low_bit_setting(getattr(getattr(llm, "config", None), "quantization_config", None))
+            raise UserError(f"{setting}: the quantised LLM was loaded onto {where}, but the model is to run on "
+                            f"{device}; it loads onto the current CUDA device, so select that first "
+                            "(torch.cuda.set_device) or set run.device to it")
+    for parent, name, _ in held:  # out of the way while the rest moves
+        parent._modules[name] = None
+    try:
+        model.to(device)
+    finally:
+        for parent, name, llm in held:
+            parent._modules[name] = llm
+    return model
+
+
+def _quantized_children(module):
+    """(parent, name, child) for each outermost quantised submodule of ``module``."""
+    for name, child in module.named_children():
+        if is_quantized(child):
+            yield module, name, child
+        else:
+            yield from _quantized_children(child)
+
+
+def _device_of(module):
+    return next((p.device for p in module.parameters()), None)
+
+
+def _same_device(a, b):
+    """``cuda`` (no index: the current GPU) matches any ``cuda:N``."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
 
 def add_lora(llama_model, lora_cfg):

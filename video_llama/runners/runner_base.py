@@ -34,7 +34,9 @@ from video_llama.common.errors import CheckpointError, Interrupted
 from video_llama.common.registry import registry
 from video_llama.common.utils import preserved_rng, seed_everything
 from video_llama.conversation import IGNORE_INDEX, collate_video_samples
+from video_llama.conversation.segment_encoding import TEXT_IDS, TEXT_IDS_KEY
 from video_llama.datasets.sampling import MixedDataset, MixingBatchSampler
+from video_llama.models.video_llama import move_to_device
 from video_llama.processors.pixel_plan import batch_to_device
 from video_llama.runners import fsdp
 
@@ -52,7 +54,7 @@ class RunnerBase:
         self.run_cfg = cfg.run_cfg
         self.rank, self.world_size = dist_utils.get_rank(), dist_utils.get_world_size()
         self.device = torch.device(dist_utils.device_for(self.run_cfg, int(os.environ.get("LOCAL_RANK", 0))))
-        self.model = model.to(self.device)
+        self.model = move_to_device(model, self.device)  # a quantised LLM stays where it was loaded
         self.job_id = job_id or datetime.datetime.now().strftime("%Y%m%d%H%M%S")
         self.start_epoch, self.start_step = 0, 0
         self.best = (None, None, None)  # (checkpoint name, validation metric value, metric name)
@@ -354,7 +356,7 @@ class RunnerBase:
                      "rng": rng_states, "world_size": self.world_size, "best": list(self.best),
                      "strategy": self.run_cfg.strategy}
             path = save_checkpoint(self.run_dir, f"checkpoint_e{epoch}_s{step}", weights,
-                                   state, OmegaConf.to_yaml(self.config.config))
+                                   state, OmegaConf.to_yaml(self.config.config), {TEXT_IDS_KEY: TEXT_IDS})
             logger.info("checkpoint written: %s", path)
             self.last_checkpoint = path
             if self.run_cfg.keep_checkpoints:

@@ -88,11 +88,14 @@ class VideoInstructDataset(BaseVideoDataset):
 
     def tokenize(self, qa, max_seq_len, note=""):
         """ids and labels of a record; ``note`` (the timestamp sentence) goes between the video and
-        the first question, as ``<Video>...</Video> {note}{question}``, or where the first question
-        says ``<image>`` (LLaVA's data)."""
+        the first question, as ``<Video>...</Video> {note}{question}``; where the first question
+        says ``<image>`` (LLaVA's data) the placeholder takes its place, as the original put it."""
         placeholder = video_placeholder(self.num_video_query_token, *self.placeholder_tags)
         first = qa[0]["q"]
-        first = first.replace(VISUAL_MARK, f"{placeholder} {note}", 1) if VISUAL_MARK in first else f"{placeholder} {note}{first}"
+        if VISUAL_MARK in first:
+            first = first.replace(VISUAL_MARK, f"{placeholder} {note}" if note else placeholder, 1)
+        else:
+            first = f"{placeholder} {note}{first}"
         turns = [(first if i == 0 else t["q"], t["a"]) for i, t in enumerate(qa)]
         input_ids, labels = conversation_ids(self.tokenizer, self.template, turns)
         result = truncate(input_ids, labels, max_seq_len, self.placeholder_id, self.num_video_query_token)
