@@ -165,3 +165,31 @@ def test_calibrate_writes_its_warnings_and_keeps_the_previous_file(tmp_path, cap
     with pytest.raises(UserError, match="needs at least 9 clips and split 'val' has 4"):  # refused before predicting
         calibrate(runner, "val", 0.1)
     assert len(list(run.glob("calibration*.json"))) == 2
+
+
+def test_a_checkpoint_file_is_calibrated_beside_it(tmp_path, capsys):
+    """A checkpoint file (the original runner's checkpoint_2.pth) has no run folder: its
+    calibration goes beside it, and decisions with it read it from there."""
+    import types
+
+    from omegaconf import OmegaConf
+
+    from video_llama.cli.calibrate import calibrate
+    from video_llama.common.errors import UserError
+    from video_llama.tasks.calibration import decision_settings
+
+    ckpt = tmp_path / "checkpoint_2.pth"
+    ckpt.write_bytes(b"weights")
+    separated = predictions_of(np.array([[2.0, 0.0], [0.0, 3.0], [1.5, 0.0], [0.0, 2.5]]), [0, 1, 0, 1])
+
+    def runner(model_ckpt):
+        return types.SimpleNamespace(
+            config=types.SimpleNamespace(model_cfg={"ckpt": model_ckpt}), datasets={"clips": {"val": FakeSplit(separated)}},
+            run_cfg=OmegaConf.create({"labels": LABELS, "length_norm": False}), model=None, eval_loader=lambda split: split,
+            task=types.SimpleNamespace(predict=lambda model, loader, labels, mode, length_norm: (list(loader), [])))
+
+    result = calibrate(runner(str(ckpt)), "val", 0.2)
+    assert f"written: {tmp_path / 'checkpoint_2.calibration.json'}" in capsys.readouterr().out
+    assert decision_settings(OmegaConf.create({}), str(ckpt))[:2] == (result["temperature"], result["threshold"])
+    with pytest.raises(UserError, match="neither a run folder of ours nor a checkpoint file"):
+        calibrate(runner("random"), "val", None)

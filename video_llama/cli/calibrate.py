@@ -1,6 +1,8 @@
 """``video-llama calibrate``: fit the softmax temperature of a run's label scores on a held-out split
 and, optionally, the confidence threshold under which its decisions abstain, then write both into
-the run folder (``calibration.json``), where ``evaluate.py`` and ``select-mode`` pick them up.
+the run folder (``calibration.json``; for a checkpoint file such as the original runner's
+``checkpoint_2.pth``, beside it as ``checkpoint_2.calibration.json``), where ``evaluate.py`` and
+``select-mode`` pick them up.
 
     video-llama calibrate --cfg-path eval_configs/quickstart_action_tiny.yaml \\
         --options model.ckpt=output/quickstart/runs/<run> [--split val] [--target-error 0.05]
@@ -136,13 +138,13 @@ def calibrate(runner, split, target_error):
     (an earlier one is kept under a timestamped name)."""
     from video_llama.common import dist_utils
     from video_llama.tasks.action_recognition import label_set
-    from video_llama.tasks.calibration import CALIBRATION_FILE, run_folder
+    from video_llama.tasks.calibration import CALIBRATION_FILE, calibration_path
 
     ckpt = runner.config.model_cfg.get("ckpt")
-    folder = run_folder(ckpt)
-    if folder is None:
-        raise UserError(f"model.ckpt={ckpt!r} is not a run or checkpoint folder of ours; calibrate writes "
-                        f"{CALIBRATION_FILE} into the run folder, so point model.ckpt at one")
+    path = calibration_path(ckpt)
+    if path is None:
+        raise UserError(f"model.ckpt={ckpt!r} is neither a run folder of ours nor a checkpoint file; calibrate "
+                        f"writes {CALIBRATION_FILE} into the run folder (or beside the file), so point model.ckpt at one")
     holders = [d for parts in runner.datasets.values() for s, d in parts.items() if s == split]
     if not holders:
         raise UserError(f"no dataset has a {split!r} split (--split); "
@@ -157,7 +159,6 @@ def calibrate(runner, split, target_error):
     result = {**fit(predictions, labels, target_error), "split": split, "ckpt": str(ckpt),
               "written": time.strftime("%Y-%m-%d %H:%M:%S")}
     if dist_utils.is_main_process():
-        path = folder / CALIBRATION_FILE
         previous = keep_previous(path)
         path.write_text(json.dumps(result, indent=1))
         line = (f"temperature {result['temperature']:.3f} fitted on {result['n']} clips of {split!r}: "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-CALIBRATION_FILE = "calibration.json"  # written into a run folder by `video-llama calibrate`
+CALIBRATION_FILE = "calibration.json"  # written into a run folder (or beside a checkpoint file) by `video-llama calibrate`
 
 
 def probabilities(scores, temperature=1.0):
@@ -124,10 +124,20 @@ def run_folder(ckpt):
     return folder if (folder / checkpointing.CONFIG).is_file() else None
 
 
-def load_calibration(ckpt):
-    """The calibration.json of ``ckpt``'s run folder, or None when there is none."""
+def calibration_path(ckpt):
+    """Where ``video-llama calibrate`` keeps the calibration of ``ckpt``: its run folder's
+    calibration.json, or beside a checkpoint file (``checkpoint_2.pth`` →
+    ``checkpoint_2.calibration.json``: a model finetuned by the original code); None without one."""
     folder = run_folder(ckpt)
-    path = folder / CALIBRATION_FILE if folder else None
+    if folder is not None:
+        return folder / CALIBRATION_FILE
+    path = Path(ckpt) if ckpt and ckpt != "random" else None
+    return path.with_name(f"{path.stem}.{CALIBRATION_FILE}") if path and path.is_file() else None
+
+
+def load_calibration(ckpt):
+    """The calibration `video-llama calibrate` wrote for ``ckpt``, or None when there is none."""
+    path = calibration_path(ckpt)
     return json.loads(path.read_text()) if path and path.is_file() else None
 
 
