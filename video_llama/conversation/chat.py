@@ -5,9 +5,10 @@ The model is asked exactly as it was trained: its own prompt builder (``VideoLLA
 with the video placeholder opening the first question and, when the model learned with it, the
 timestamp sentence of the sampled frames before that question. ``prompt_style="original_demo"``
 asks as the original's demo did instead (its system prompt and separators, and a second space
-before the first question), to compare answers with it; its models were trained on the former. A long conversation drops its oldest
-turns, never the video tokens, to stay within ``max_context`` positions (the original demo kept
-the last 2000 positions, which can cut the video off).
+before the first question), to compare answers with it; its models were trained on the former.
+A long conversation drops its oldest turns, never the video tokens, to stay within
+``max_context`` positions (the original demo kept the last 2000 positions, which can cut the
+video off).
 """
 
 import threading
