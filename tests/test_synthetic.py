@@ -39,10 +39,13 @@ def test_recording_timeline_tiles_the_video(tmp_path, monkeypatch):
 
     again = synthetic.write_recording(tmp_path / "again.mp4", 5, seed=3, size=32)
     assert again["segments"] == segments
-    # the same seed renders the same frames bit for bit; the file's bytes are not promised (on CI the
-    # two files once differed, cause not found), only a decode within codec noise of each other
+    # the same seed renders the same frames bit for bit. The encoder's output is not promised: on CI,
+    # under load, two encodes of the same frames once differed in their bytes and once by a mean of
+    # 1.9 levels decoded; each file decodes to the rendered frames within codec noise (5.9 here)
     assert np.array_equal(rendered[0], rendered[1])
-    assert np.abs(decode(tmp_path / "again.mp4").astype(int) - frames).mean() < 0.5
+    for path in (tmp_path / "x" / "rec.mp4", tmp_path / "again.mp4"):
+        decoded = decode(path).astype(int)
+        assert decoded.shape == rendered[0].shape and np.abs(decoded - rendered[0]).mean() < 8, path
     assert synthetic.write_recording(tmp_path / "other.mp4", 5, seed=4, size=32)["segments"] != segments
 
 
