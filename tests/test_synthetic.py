@@ -41,11 +41,12 @@ def test_recording_timeline_tiles_the_video(tmp_path, monkeypatch):
     assert again["segments"] == segments
     # the same seed renders the same frames bit for bit. The encoder's output is not promised: on CI,
     # under load, two encodes of the same frames once differed in their bytes and once by a mean of
-    # 1.9 levels decoded; each file decodes to the rendered frames within codec noise (5.9 here)
+    # 1.9 levels decoded; each file decodes to the rendered frames within codec noise (5.9 here; the
+    # recording of another seed is 86 levels off)
     assert np.array_equal(rendered[0], rendered[1])
     for path in (tmp_path / "x" / "rec.mp4", tmp_path / "again.mp4"):
         decoded = decode(path).astype(int)
-        assert decoded.shape == rendered[0].shape and np.abs(decoded - rendered[0]).mean() < 8, path
+        assert decoded.shape == rendered[0].shape and np.abs(decoded - rendered[0]).mean() < 12, path
     assert synthetic.write_recording(tmp_path / "other.mp4", 5, seed=4, size=32)["segments"] != segments
 
 
