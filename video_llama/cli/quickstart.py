@@ -98,5 +98,6 @@ def stream_figures(run_dir, recordings, label_map_file):
     return stream_report([("stream recipe", decisions, smoothing, tally.metrics())
                           for (decisions, smoothing), tally in tallies.items()])
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

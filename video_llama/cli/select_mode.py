@@ -36,19 +36,26 @@ DEFAULT_QUESTION = "What is the action shown in the displayed video?"  # the gui
 STALLED = 3  # the exit code of a live source that stalled
 
 
-def selector_from_args(args):
-    """(ModeSelector, frame side in pixels) for the model and settings the arguments name."""
+def set_cpu_threads(run_cfg, threads=None):
+    """Torch's CPU threads for a selector: ``threads``, else on the CPU as training sets them
+    (``dist_utils.cpu_threads``): torch's default, every core, crawls beside other work."""
     import torch
 
+    from video_llama.common import dist_utils
+
+    if threads or dist_utils.device_for(run_cfg, 0) == "cpu":
+        torch.set_num_threads(threads or dist_utils.cpu_threads(run_cfg))
+
+
+def selector_from_args(args):
+    """(ModeSelector, frame side in pixels) for the model and settings the arguments name."""
     from video_llama.cli.action_folders import load_label_map
     from video_llama.cli.demo import load_setup
-    from video_llama.common import dist_utils
     from video_llama.tasks.mode_selection import selector_for_run
 
     setup = load_setup(args.cfg_path, args.options, args.device, args.plugins)
     run_cfg = setup.config.run_cfg
-    if dist_utils.device_for(run_cfg, 0) == "cpu":  # threads as training sets them: torch's default (every
-        torch.set_num_threads(dist_utils.cpu_threads(run_cfg))  # core) crawls beside other work
+    set_cpu_threads(run_cfg)
     selector = selector_for_run(setup.model, setup.vis_processor, run_cfg, args.question,
                                 load_label_map(args.label_map) if args.label_map else None,
                                 window_s=args.window_s, stride_s=args.stride_s, temperature=args.temperature,
