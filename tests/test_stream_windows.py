@@ -204,3 +204,63 @@ def test_a_straddle_with_an_unreadable_clip_is_counted_and_named(tiny_llm_dir, t
     sample = val[0]  # greet_mode c0 paired with a clean_mode clip: both of those are broken
     assert sample["unreadable"] in ("c1.mp4", "c3.mp4") and sample["unreadable"] in sample["error"]
     assert val.budget.tried == 1 and len(val.failed) == 1
+
+
+@pytest.fixture(scope="module")
+def motion_and_rest(tmp_path_factory):
+    """Clips of a motion (every frame another brightness) and of a hand at rest (one flat frame)."""
+    import json
+
+    from video_llama.cli.video_writer import write_video
+
+    root = tmp_path_factory.mktemp("stop")
+    entries = []
+    for i in range(4):
+        answer, frames = ("greet_mode", gradient_clip(40, 32, 32, seed=i)) if i < 2 else ("rest", np.full((40, 32, 32, 3), 90, np.uint8))
+        write_video(root / f"c{i}.mp4", frames, fps=FPS)
+        entries.append({"video": f"c{i}.mp4", "QA": [{"q": "What is the action?", "a": answer}]})
+    for split in ("train", "val"):
+        (root / f"{split}.json").write_text(json.dumps(entries))
+    return root
+
+
+def test_a_motion_that_stops_or_starts_holds_its_frame_and_is_answered_by_the_rule(tiny_llm_dir, motion_and_rest):
+    from video_llama.common.utils import seeded
+    from video_llama.datasets.datasets.straddle import still_indices
+
+    cut = cut_window(2.0, 8, 40, FPS, 40, FPS, random.Random(3))
+    stop, start = still_indices(cut, 40, stops=True), still_indices(cut, 40, stops=False)
+    assert stop[:len(cut.first)] == cut.first and set(stop[len(cut.first):]) == {39}
+    assert set(start[:len(cut.first)]) == {0} and start[len(cut.first):] == cut.second
+
+    datasets = build_stream_datasets(tiny_llm_dir, motion_and_rest, "datasets.webvid_instruct.stop_ratio=1.0",
+                                     "datasets.webvid_instruct.rest_answer=rest")
+    train, seen, every_kind = datasets["train"], set(), {(True, True), (True, False), (False, True), (False, False), True}
+    for seed in range(200):
+        with seeded(seed):
+            sample = train[seed % 2]  # the motion clips: every one of their samples stops or starts
+        name, share = sample["video"].split(" (")
+        share, stops = float(share.split()[0]), name.endswith("stops")
+        assert name.split()[1] in ("stops", "starts")
+        seen.add((stops, share > 0.25))
+        still_at_end = stops == (share > 0.25)  # the stillness holds most of the window's last half
+        assert sample["answer"] == ("rest" if still_at_end else "greet_mode")
+        frames = sample["image"]  # (C, T, H, W): the still frames are one frame, the moving ones differ
+        moved = [not torch.equal(frames[:, t], frames[:, t + 1]) for t in range(frames.shape[1] - 1)]
+        assert moved == sorted(moved, reverse=stops)  # moving, then still (or the reverse)
+        seen.add(any(moved) and not all(moved))  # the cut at a window's edge: all one or the other
+        if seen >= every_kind:
+            break
+    assert seen >= every_kind  # stops and starts, either answer
+    with seeded(0):
+        assert "stops" not in train[2]["video"] and "starts" not in train[2]["video"]  # rest itself stays whole
+
+
+def test_a_stop_ratio_needs_the_rest_answer_among_the_answers(tiny_llm_dir, motion_and_rest):
+    from video_llama.common.errors import UserError
+
+    with pytest.raises(UserError, match="rest_answer"):
+        build_stream_datasets(tiny_llm_dir, motion_and_rest, "datasets.webvid_instruct.stop_ratio=0.2")
+    with pytest.raises(UserError, match="rest_answer='idle'.*one of \\['greet_mode', 'rest'\\]"):
+        build_stream_datasets(tiny_llm_dir, motion_and_rest, "datasets.webvid_instruct.stop_ratio=0.2",
+                              "datasets.webvid_instruct.rest_answer=idle")

@@ -46,15 +46,19 @@ class VideoInstructBuilder(BaseDatasetBuilder):
     def straddle(self, split, processor, anno_files):
         """The split's :class:`Straddle` settings; a ratio that cannot work is refused at start-up."""
         cfg = self.config
-        if not cfg.straddle_ratio or split not in cfg.straddle_splits:
+        if not (cfg.straddle_ratio or cfg.stop_ratio) or split not in cfg.straddle_splits:
             return Straddle()
+        key = "straddle_ratio" if cfg.straddle_ratio else "stop_ratio"
         if not getattr(getattr(processor, "config", None), "window_s", 0):
-            raise AnnotationError(f"{self.name}: straddle_ratio={cfg.straddle_ratio} cuts windows across two clips, "
-                                  f"but vis_processor ({split}) takes whole clips; set its window_s (seconds, e.g. 2.0)")
+            raise AnnotationError(f"{self.name}: {key}={cfg[key]} cuts windows over a change, but vis_processor "
+                                  f"({split}) takes whole clips; set its window_s (seconds, e.g. 2.0)")
         if not anno_files:
-            raise AnnotationError(f"{self.name}: straddle_ratio needs clips it can pair at random (build_info.anno_dir); "
-                                  "shards are read in order: set straddle_ratio: 0 for them")
-        return Straddle(cfg.straddle_ratio, cfg.straddle_label_span)
+            raise AnnotationError(f"{self.name}: {key} needs clips it can draw at random (build_info.anno_dir); "
+                                  f"shards are read in order: set {key}: 0 for them")
+        try:
+            return Straddle(cfg.straddle_ratio, cfg.straddle_label_span, cfg.stop_ratio, cfg.rest_answer)
+        except ValueError as err:
+            raise AnnotationError(f"{self.name}: {err}") from None
 
 
 @registry.register_builder("webvid_instruct_zh")

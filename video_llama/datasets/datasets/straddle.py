@@ -11,6 +11,13 @@ action wins once it fills a quarter of the window, so a selector switches about 
 motion can be seen; with 1.0 the window is a majority vote, which is later by half a window. A
 third answer (``unknown`` near an even split) was not chosen: it would be a label no user made,
 and the selector already abstains when the calibrated probability is low.
+
+A stream also shows a motion that stops, or starts, in one scene, where a cut between two clips
+changes the scene as well. With ``stop_ratio`` a share of the samples are windows of one clip in
+which the hand holds still from the cut on (or up to it): the frame at the cut repeated, answered
+as the data's own class of a hand at rest (``rest_answer``) by the same rule. A model trained on
+clips alone learns whether a window holds motion, not whether its last second still does
+(docs/streams.md), and a robot should go idle when the hand stops, not two seconds later.
 """
 
 from dataclasses import dataclass
@@ -26,12 +33,23 @@ class Straddle:
 
     ratio: float = 0.0  # share of samples that straddle a cut
     label_span: float = 0.5  # the answer is the clip holding most of this last share of the window
+    stop_ratio: float = 0.0  # share of samples in which the motion stops or starts
+    rest_answer: str = None  # the answer of a hand at rest, for those
 
     def __post_init__(self):
         if not 0 <= self.ratio <= 1:
             raise ValueError(f"straddle_ratio must be a share in [0, 1], got {self.ratio!r}")
+        if not 0 <= self.stop_ratio <= 1 - self.ratio:
+            raise ValueError(f"stop_ratio must be a share in [0, 1 - straddle_ratio], got {self.stop_ratio!r}")
+        if self.stop_ratio and not self.rest_answer:
+            raise ValueError("stop_ratio answers a window whose motion stops with rest_answer: set it to the "
+                             "answer of your class of a hand at rest (e.g. rest)")
         if not 0 < self.label_span <= 1:
             raise ValueError(f"straddle_label_span must be a share in (0, 1], got {self.label_span!r}")
+
+    @property
+    def active(self):
+        return bool(self.ratio or self.stop_ratio)
 
     def second_wins(self, second_share):
         """Whether the later clip, filling ``second_share`` of the window (its end), gives the answer."""
@@ -68,3 +86,12 @@ def cut_window(window_s, n_frms, first_frames, first_fps, second_frames, second_
     second = np.floor((after - cut) * (second_fps or fps)).astype(int)
     return Cut(first=np.clip(first, 0, first_frames - 1).tolist(), second=np.clip(second, 0, second_frames - 1).tolist(),
                second_share=float((times[-1] - cut) / times[-1]), positions=list(positions), fps=fps)
+
+
+def still_indices(cut, num_frames, stops):
+    """The frames of one clip of ``num_frames`` frames for a window over ``cut`` in which the hand
+    moves up to the cut and then holds still at the clip's last frame (``stops``), or holds still
+    at its first frame and then moves."""
+    if stops:
+        return cut.first + [num_frames - 1] * len(cut.second)
+    return [0] * len(cut.first) + cut.second

@@ -3,8 +3,8 @@
 Every record is tokenised once, up front: records whose text cannot fit ``max_seq_len`` without
 cutting the video placeholder or losing every answer token are reported and left out before
 training starts. Answers are used as written (a label such as ``greet_mode`` stays as it is).
-With ``straddle`` some samples are windows over the cut from one clip to a clip of another answer
-(see ``straddle.py``).
+With ``straddle`` some samples are windows over the cut from one clip to a clip of another answer,
+or windows in which a motion stops or starts (see ``straddle.py``).
 """
 
 import logging
@@ -22,7 +22,7 @@ from video_llama.conversation import (
     video_placeholder,
 )
 from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset, annotation_files, load_json
-from video_llama.datasets.datasets.straddle import Straddle, cut_window
+from video_llama.datasets.datasets.straddle import Straddle, cut_window, still_indices
 from video_llama.processors.video_decoding import VideoDecodeError, probe_video
 from video_llama.processors.video_processors import ClipInfo
 
@@ -81,6 +81,7 @@ class VideoInstructDataset(BaseVideoDataset):
         self.by_answer = defaultdict(list)  # first answer → records: where a straddling window's partner comes from
         for record in kept:
             self.by_answer[record["QA"][0]["a"]].append(record)
+        self.check_rest_answer()
 
     def prepare_record(self, record):
         tokens = self.tokenize(record["QA"], self.max_seq_len)
@@ -103,37 +104,72 @@ class VideoInstructDataset(BaseVideoDataset):
 
     def decode_record(self, record, rng=None):
         """A window of ``record``'s clip or, for ``straddle.ratio`` of the samples, a window over
-        the cut between it and a clip of another answer, in a random order."""
-        if rng is None or not self.straddle.ratio or rng.random() >= self.straddle.ratio:
+        the cut between it and a clip of another answer, in a random order; for ``straddle.stop_ratio``
+        of them (records of a motion), a window of its clip in which the motion stops or starts."""
+        if rng is None or not self.straddle.active:
             return super().decode_record(record, rng)
-        others = sorted(answer for answer in self.by_answer if answer != record["QA"][0]["a"])
-        if not others:
-            return super().decode_record(record, rng)
-        partner = rng.choice(self.by_answer[rng.choice(others)])
-        return self.decode_straddle(*((record, partner) if rng.random() < 0.5 else (partner, record)), rng)
+        draw, answer = rng.random(), record["QA"][0]["a"]
+        if draw < self.straddle.ratio:
+            others = sorted(a for a in self.by_answer if a != answer)
+            if others:
+                partner = rng.choice(self.by_answer[rng.choice(others)])
+                return self.decode_straddle(*((record, partner) if rng.random() < 0.5 else (partner, record)), rng)
+        elif draw < self.straddle.ratio + self.straddle.stop_ratio and answer != self.straddle.rest_answer:
+            return self.decode_stop(record, rng)
+        return super().decode_record(record, rng)
+
+    def check_rest_answer(self):
+        rest = self.straddle.rest_answer
+        if self.straddle.stop_ratio and rest not in self.by_answer:
+            raise AnnotationError(f"{self.name}: rest_answer={rest!r} is no answer of {self.anno_files}; "
+                                  f"set it to your class of a hand at rest, one of {sorted(self.by_answer)[:20]}")
 
     def decode_straddle(self, first, second, rng):
         """The sample of a window over the cut from ``first``'s clip to ``second``'s, answered as
         ``straddle`` says; unreadable (counted, as :meth:`decode`) when either clip is."""
-        processor, cfg = self.vis_processor, self.vis_processor.config
         paths = [self.video_path(first), self.video_path(second)]
+
+        def frames(cut, frame_counts):
+            return list(zip(paths, (cut.first, cut.second)))
+
+        return self.decode_window((first, second), paths, frames, (first, second), f"{first['video']} -> {second['video']}", rng)
+
+    def decode_stop(self, record, rng):
+        """The sample of a window of ``record``'s clip in which the hand holds still after the cut
+        (or before it), answered with a record of ``straddle.rest_answer`` while the stillness holds
+        the window's end as ``straddle`` says."""
+        path, stops = self.video_path(record), rng.random() < 0.5
+        rest = rng.choice(self.by_answer[self.straddle.rest_answer])
+
+        def frames(cut, frame_counts):
+            return [(path, still_indices(cut, frame_counts[0], stops))]
+
+        where = f"{record['video']} {'stops' if stops else 'starts'}"
+        return self.decode_window((record, record), [path, path], frames, (record, rest) if stops else (rest, record), where, rng)
+
+    def decode_window(self, records, paths, frames, answers, where, rng):
+        """A window over a cut between ``records``' clips at ``paths``: ``frames(cut, frame counts)``
+        says which of their frames it shows; ``answers`` are the records whose tokens answer it
+        before the cut and after it (whichever holds the window's end as ``straddle`` says)."""
+        processor, cfg = self.vis_processor, self.vis_processor.config
         try:
-            (first_frames, first_fps), (second_frames, second_fps) = (probe_video(p, cfg.backend) for p in paths)
+            probed = {p: probe_video(p, cfg.backend) for p in paths}
+            (first_frames, first_fps), (second_frames, second_fps) = (probed[p] for p in paths)
             cut = cut_window(cfg.window_s, cfg.n_frms, first_frames, first_fps, second_frames, second_fps, rng)
-            clips = cut and [processor.load(path, lambda *_, chosen=chosen: chosen).frames
-                             for path, chosen in zip(paths, (cut.first, cut.second))]
+            clips = cut and [processor.load(p, lambda *_, chosen=chosen: chosen).frames
+                             for p, chosen in frames(cut, (first_frames, second_frames))]
         except VideoDecodeError as err:
             self.budget.tried += 1
-            failed = next((r for r, p in zip((first, second), paths) if str(p) in str(err)), first)
+            failed = next((r for r, p in zip(records, paths) if str(p) in str(err)), records[0])
             self._record_failure(failed, err, str(self.video_path(failed)))
             return {"unreadable": failed["video"], "error": str(err)}
         if cut is None:  # one frame, or a window too short for two: nothing to cut
-            return self.decode(first, paths[0], rng=rng)
+            return self.decode(records[0], paths[0], rng=rng)
         self.budget.tried += 1
-        frames, plan = processor.finish(torch.cat(clips, dim=1), self.defer_pixels)
-        answered = second if self.straddle.second_wins(cut.second_share) else first
-        sample = self.make_sample(answered, frames, ClipInfo(len(cut.positions), cut.fps, cut.positions, window=True))
-        sample["video"] = f"{first['video']} -> {second['video']} ({cut.second_share:.2f} after the cut)"
+        pixels, plan = processor.finish(torch.cat(clips, dim=1), self.defer_pixels)
+        sample = self.make_sample(answers[self.straddle.second_wins(cut.second_share)], pixels,
+                                  ClipInfo(len(cut.positions), cut.fps, cut.positions, window=True))
+        sample["video"] = f"{where} ({cut.second_share:.2f} after the cut)"
         if plan is not None:
             sample["pixel_plan"] = plan
         return sample
