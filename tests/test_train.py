@@ -236,6 +236,22 @@ def test_accumulation_windows():
     assert [r._window(s, 3) for s in range(3)] == [(2, False), (2, True), (1, True)]  # epoch ends mid-window
 
 
+def test_the_best_checkpoint_breaks_ties_by_the_loss_then_the_later_epoch():
+    r = RunnerBase.__new__(RunnerBase)
+    r.best, r.best_rank = (None, None, None), None
+    epochs = [{"val_top1": 0.5, "val_top1_tiebreak_loss": 0.9},
+              {"val_top1": 0.75, "val_top1_tiebreak_loss": 0.8},
+              {"val_top1": 0.75, "val_top1_tiebreak_loss": 0.6},  # as right, and surer: better
+              {"val_top1": 0.75, "val_top1_tiebreak_loss": 0.7},  # as right, less sure: not
+              {"val_top1": 0.5, "val_top1_tiebreak_loss": 0.1}]
+    assert [r._keep_best(f"e{i}", results) for i, results in enumerate(epochs)] == [True, True, True, False, False]
+    assert r.best == ("e2", 0.75, "val_top1")
+    r.best, r.best_rank = (None, None, None), None
+    assert [r._keep_best(f"e{i}", {"val_top1": 0.5}) for i in range(3)] == [True, True, True]  # no loss: the latest
+    r.best, r.best_rank = (None, None, None), None
+    assert [r._keep_best(f"e{i}", {"val_loss": v}) for i, v in enumerate([2.0, 1.0, 1.5])] == [True, True, False]
+
+
 def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir, clips_dir, tmp_path):
     from video_llama.cli.jobs import evaluate
 
@@ -256,6 +272,7 @@ def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir,
                                     "run.test_splits=[test]", f"run.eval_mode={mode}", f"model.ckpt={run_dir}"),
                            f"datasets.webvid_instruct.build_info.anno_dir={{test: {clips_dir / 'train.json'}}}"])
         out = Path(result["run_dir"]) / "eval_test" / "webvid_instruct_test"
+        assert result["checkpoint"] == str(run_dir / best[0])  # the run folder meant its best checkpoint
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["n"] == 4 and set(metrics["per_class"]) == {"clean_mode", "greet_mode"}
         assert result["test_top1"] == metrics["top1"] and 0.0 <= metrics["top1"] <= 1.0

@@ -144,6 +144,38 @@ def resolve_checkpoint(path, prefer=LATEST, key="run.resume_ckpt_path"):
     )
 
 
+def best_of(run_dir):
+    """(checkpoint name, its validation metrics) that ``run_dir/best`` records, or None."""
+    import json
+
+    lines = (Path(run_dir) / BEST).read_text().splitlines() if (Path(run_dir) / BEST).is_file() else []
+    if not lines:
+        return None
+    try:
+        metrics = json.loads(lines[1]) if len(lines) > 1 else {}
+    except ValueError:
+        metrics = {}
+    return lines[0].strip(), metrics
+
+
+def checkpoint_in_use(path):
+    """What ``model.ckpt = path`` loads: a run folder's best checkpoint folder (else its latest);
+    any other path as it is."""
+    path = Path(path)
+    if path.is_dir() and not (path / WEIGHTS).is_file() and (path / LATEST).is_file():
+        return resolve_checkpoint(path, prefer=BEST, key="model.ckpt")
+    return path
+
+
+def describe_choice(path, chosen):
+    """How a run folder ``path`` came to mean checkpoint folder ``chosen``, for the log."""
+    best = best_of(path)
+    if best and best[0] == chosen.name:
+        scores = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best[1].items())
+        return f"{chosen}, the run's best ({scores or 'no metric recorded'})"
+    return f"{chosen}, the run's latest (it records no best: trained without validation)"
+
+
 def load_checkpoint(path):
     """(weights, training state, config yaml text) of a checkpoint folder or run folder."""
     from safetensors.torch import load_file

@@ -173,10 +173,13 @@ def read_state_dict(path, key, wanted_prefixes=None):
     latest, checkpoint)."""
     path = Path(path)
     if path.is_dir():
-        from video_llama.common.checkpointing import BEST, LATEST, STATE, WEIGHTS, resolve_checkpoint
+        from video_llama.common.checkpointing import BEST, LATEST, STATE, WEIGHTS, describe_choice, resolve_checkpoint
 
         if (path / STATE).is_file() or (path / LATEST).is_file():  # ours; a HF folder has neither
-            path = resolve_checkpoint(path, prefer=BEST, key=key) / WEIGHTS
+            folder = resolve_checkpoint(path, prefer=BEST, key=key)
+            if folder != path:  # which weights a run folder means is worth a line: the best, else the latest
+                logger.info("%s: run folder %s: loading %s", key, path, describe_choice(path, folder))
+            path = folder / WEIGHTS
             _warn_if_older_text_ids(path, key)
         else:
             return _read_hf_folder(path, key, wanted_prefixes)

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader
 
 from video_llama.common import dist_utils
 from video_llama.common.checkpointing import (
+    checkpoint_in_use,
     load_checkpoint,
     mark_best,
     prune_checkpoints,
@@ -58,6 +59,7 @@ class RunnerBase:
         self.job_id = job_id or datetime.datetime.now().strftime("%Y%m%d%H%M%S")
         self.start_epoch, self.start_step = 0, 0
         self.best = (None, None, None)  # (checkpoint name, validation metric value, metric name)
+        self.best_rank = None  # what the best won with (see _keep_best)
         self.chance = None  # the validation metric a model that learned nothing reaches, when the task says
 
     # ------------------------------------------------------------------ the loop
@@ -214,13 +216,14 @@ class RunnerBase:
         self.run_dir = self._make_run_dir()
         results = self.evaluate(self.run_cfg.test_splits, "test")
         ckpt = self.config.model_cfg.get("ckpt")
-        summary = {"run_dir": str(self.run_dir), "model_ckpt": ckpt, **results}
+        loaded = str(checkpoint_in_use(ckpt)) if ckpt and ckpt != "random" else None  # a run folder: its best
+        summary = {"run_dir": str(self.run_dir), "model_ckpt": ckpt, "checkpoint": loaded, **results}
         if ckpt == "random":
             summary["untrained"] = True
         if self.rank == 0:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             logger.info("evaluation%s: %s; files in %s", " of an UNTRAINED model (model.ckpt: random)"
-                        if ckpt == "random" else f" of {ckpt}", results, self.run_dir)
+                        if ckpt == "random" else f" of {loaded}", results, self.run_dir)
         return summary
 
     # ------------------------------------------------------------------ set-up helpers
@@ -354,7 +357,7 @@ class RunnerBase:
         if self.rank == 0:
             state = {"epoch": epoch, "step": step, "optimizer": optimizer_state, "scaler": scaler.state_dict(),
                      "rng": rng_states, "world_size": self.world_size, "best": list(self.best),
-                     "strategy": self.run_cfg.strategy}
+                     "best_rank": list(self.best_rank) if self.best_rank else None, "strategy": self.run_cfg.strategy}
             path = save_checkpoint(self.run_dir, f"checkpoint_e{epoch}_s{step}", weights,
                                    state, OmegaConf.to_yaml(self.config.config), {TEXT_IDS_KEY: TEXT_IDS})
             logger.info("checkpoint written: %s", path)
@@ -367,12 +370,16 @@ class RunnerBase:
         return f"checkpoint_e{epoch}_s{step}"
 
     def _keep_best(self, checkpoint, results):
-        """Whether ``checkpoint`` beats the best so far on the first validation metric (highest for
-        accuracies, lowest for losses); if so it becomes ``self.best``."""
+        """Whether ``checkpoint`` is the best so far on the first validation metric (highest for
+        accuracies, lowest for losses); if so it becomes ``self.best``. A tie goes to the lower
+        ``<metric>_tiebreak_loss`` when the task reports one, else to the later checkpoint: on a
+        small split the first epoch to reach a top-1 often holds it, and its weights are the least trained."""
         key, value = next(iter(results.items()))
         self.chance = results.get(f"{key}_chance")
-        if self.best[0] is None or (value < self.best[1] if key.endswith("loss") else value > self.best[1]):
-            self.best = (checkpoint, value, key)
+        sign = -1 if key.endswith("loss") else 1
+        rank = (sign * value, -results.get(f"{key}_tiebreak_loss", 0.0))
+        if self.best[0] is None or rank >= self.best_rank:
+            self.best, self.best_rank = (checkpoint, value, key), rank
             logger.info("best so far: %s (%s %.4f)", checkpoint, key, value)
             return True
         return False
@@ -409,6 +416,8 @@ class RunnerBase:
         self.start_epoch, self.start_step = state["epoch"], state["step"]
         if state.get("best") and state["best"][0] is not None:
             self.best = tuple(state["best"])
+            sign = -1 if self.best[2].endswith("loss") else 1  # checkpoints of before ties were broken: any tie wins
+            self.best_rank = tuple(state.get("best_rank") or (sign * self.best[1], float("-inf")))
             if self.rank == 0:  # the best as of this checkpoint (a later run may have moved the file)
                 mark_best(self.run_dir, self.best[0], {self.best[2]: self.best[1]})
         if self.rank == 0:

@@ -22,7 +22,7 @@ from video_llama.common.registry import registry
 from video_llama.datasets.datasets.base_video_dataset import TooManyBadVideos
 from video_llama.processors.pixel_plan import batch_to_device
 from video_llama.tasks.base_task import BaseTask
-from video_llama.tasks.calibration import decision_settings
+from video_llama.tasks.calibration import decision_settings, nll
 
 logger = logging.getLogger(__name__)
 
@@ -294,7 +294,21 @@ class ActionRecognitionTask(BaseTask):
                 logger.info("%s: deciding only at p >= %.3f (temperature %.3f): coverage %.3f, accuracy on the "
                             "decided %s, the rest %r", split, a["threshold"], decisions[0], a["coverage"],
                             "n/a" if a["accuracy_on_decided"] is None else f"{a['accuracy_on_decided']:.3f}", a["abstain_label"])
-        return {f"{split}_top1": metrics["top1"], f"{split}_top1_chance": chance_bound(predictions, labels)}
+        results = {f"{split}_top1": metrics["top1"], f"{split}_top1_chance": chance_bound(predictions, labels)}
+        loss = answer_nll(predictions)
+        if loss is not None:  # rank mode: how sure the model is of the right answers, for ties of top-1
+            results[f"{split}_top1_tiebreak_loss"] = loss
+        return results
+
+
+def answer_nll(predictions):
+    """Mean negative log-probability of the true label, the scores softmaxed over the labels (as
+    calibration reads them at temperature 1); None without scores (generate mode)."""
+    scored = [p for p in predictions if p.get("scores") and p["label"] in p["scores"]]
+    if not scored:
+        return None
+    labels = list(scored[0]["scores"])
+    return nll([[p["scores"][l] for l in labels] for p in scored], [labels.index(p["label"]) for p in scored], 1.0)
 
 
 def chance_bound(predictions, labels):
