@@ -21,7 +21,7 @@ setup(
         "safetensors",
         "peft",
         "omegaconf>=2.3",
-        "iopath",
+        "braceexpand",  # shard URL patterns (shards-{000..009}.tar)
         "decord",
         "av",
         "webdataset",

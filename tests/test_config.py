@@ -90,7 +90,7 @@ def test_default_yamls_are_consistent():
         overlay = OmegaConf.load(model_cls.default_config_path(model_type)).model
         assert set(overlay) <= set(base), f"{model_type} sets keys the base does not document"
         assert overlay.model_type == model_type
-    for name in registry.list_datasets():
+    for name in registry.names("builder"):
         builder = registry.get_builder_class(name)
         top = OmegaConf.load(builder.default_config_path()).datasets
         assert list(top) == [name], f"{builder.default_config_path()} must be keyed by its registered name"

@@ -63,7 +63,7 @@ def test_every_processor_setting_is_read_by_the_processor():
     from video_llama.common.registry import registry
 
     read = names_read_by_code()
-    for name in registry.list_processors():
+    for name in registry.names("processor"):
         fields = [f.name for f in dataclasses.fields(registry.get_processor_class(name).Config)]
         assert all(f in read for f in fields), (name, [f for f in fields if f not in read])
 

@@ -12,7 +12,7 @@ def test_same_class_twice_is_harmless():
     reg.register_builder("mine")(Builder)
     reg.register_builder("mine")(Builder)
     assert reg.get_builder_class("mine") is Builder
-    assert reg.list_datasets() == ["mine"]
+    assert reg.names("builder") == ["mine"]
 
 
 def test_other_class_under_taken_name_names_both():
@@ -46,12 +46,11 @@ def test_every_kind_has_lavis_names():
     import video_llama  # noqa: F401
     from video_llama.common.registry import registry
 
-    assert "video_llama" in registry.list_models()
-    assert {"webvid_instruct", "webvid"} <= set(registry.list_datasets())
+    assert "video_llama" in registry.names("model")
+    assert {"webvid_instruct", "webvid"} <= set(registry.names("builder"))
     assert {"alpro_video_train", "alpro_video_eval", "blip2_image_train", "blip2_image_eval", "blip_caption"} <= set(
-        registry.list_processors()
+        registry.names("processor")
     )
-    assert {"video_text_pretrain", "image_text_pretrain"} <= set(registry.list_tasks())
-    assert {"linear_warmup_cosine_lr", "linear_warmup_step_lr", "constant_lr"} <= set(registry.list_lr_schedulers())
-    assert registry.list_runners() == ["runner_base"]
-    assert registry.get_path("library_root").endswith("video_llama")
+    assert {"video_text_pretrain", "image_text_pretrain"} <= set(registry.names("task"))
+    assert {"linear_warmup_cosine_lr", "linear_warmup_step_lr", "constant_lr"} <= set(registry.names("lr_scheduler"))
+    assert registry.names("runner") == ["runner_base"]

@@ -4,8 +4,6 @@ Importing the package registers every built-in model, builder, processor, task, 
 runner (explicit imports, so that what is registered is visible here).
 """
 
-from pathlib import Path
-
 from video_llama.common.registry import registry
 
 import video_llama.common.optims  # noqa: F401  (lr schedules)
@@ -17,7 +15,5 @@ import video_llama.runners  # noqa: F401
 import video_llama.tasks  # noqa: F401
 
 __version__ = "0.1.0"
-
-registry.register_path("library_root", Path(__file__).resolve().parent)
 
 __all__ = ["registry", "__version__"]

@@ -15,6 +15,6 @@ def main(argv=None):
 
     for kind, label in registry.KINDS.items():
         print(f"{label}s:")
-        for name in sorted(registry.mapping[kind]):
+        for name in registry.names(kind):
             print(f"  {name:<28} {registry.origin[kind].get(name, 'built-in')}")
     return 0

@@ -42,7 +42,6 @@ class Registry:
 
     def __init__(self):
         self.mapping = {kind: {} for kind in self.KINDS}
-        self.mapping["path"] = {}
         # kind → name → where it came from ("built-in" or a plugin's name), for `video-llama list`
         self.origin = {kind: {} for kind in self.KINDS}
         self._current_origin = "built-in"
@@ -85,13 +84,6 @@ class Registry:
     def register_template(self, name):
         return self._register("template", name)
 
-    def register_path(self, name, path):
-        """Record a named location (``library_root``, ``cache_root``...); same value twice is fine."""
-        existing = self.mapping["path"].get(name)
-        if existing is not None and str(existing) != str(path):
-            raise RegistryError(f"path '{name}' is already registered as {existing}, not {path}")
-        self.mapping["path"][name] = str(path)
-
     # ---------------------------------------------------------------- lookup
     def _get(self, kind, name):
         table = self.mapping[kind]
@@ -124,29 +116,10 @@ class Registry:
     def get_template(self, name):
         return self._get("template", name)
 
-    def get_path(self, name):
-        if name not in self.mapping["path"]:
-            raise RegistryError(f"Unknown path '{name}'. Known paths: {', '.join(sorted(self.mapping['path']))}.")
-        return self.mapping["path"][name]
-
     # ---------------------------------------------------------------- listing
-    def list_models(self):
-        return sorted(self.mapping["model"])
-
-    def list_datasets(self):
-        return sorted(self.mapping["builder"])
-
-    def list_processors(self):
-        return sorted(self.mapping["processor"])
-
-    def list_tasks(self):
-        return sorted(self.mapping["task"])
-
-    def list_lr_schedulers(self):
-        return sorted(self.mapping["lr_scheduler"])
-
-    def list_runners(self):
-        return sorted(self.mapping["runner"])
+    def names(self, kind):
+        """The registered names of ``kind`` (a key of :attr:`KINDS`), sorted."""
+        return sorted(self.mapping[kind])
 
 
 def _same_class(a, b):
