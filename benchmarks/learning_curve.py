@@ -24,7 +24,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-QUESTION = "What is the action shown in the displayed video?"
 RECIPES = {"clip": ("train_configs/quickstart_action_tiny.yaml", "eval_configs/quickstart_action_tiny.yaml"),
            "stream": ("train_configs/quickstart_stream_tiny.yaml", "eval_configs/quickstart_stream_tiny.yaml")}
 
@@ -32,8 +31,9 @@ RECIPES = {"clip": ("train_configs/quickstart_action_tiny.yaml", "eval_configs/q
 def annotations(videos, out):
     """The guide's annotation JSON of every clip under ``videos`` (its folders are the classes)."""
     from video_llama.cli.action_folders import readable_label
+    from video_llama.conversation import GUIDE_QUESTION
 
-    records = [{"video": str(path.relative_to(videos.parent)), "QA": [{"q": QUESTION, "a": readable_label(path.parent.name)}]}
+    records = [{"video": str(path.relative_to(videos.parent)), "QA": [{"q": GUIDE_QUESTION, "a": readable_label(path.parent.name)}]}
                for path in sorted(videos.glob("*/*")) if path.suffix in (".mp4", ".avi")]
     out.write_text(json.dumps(records))
     return out

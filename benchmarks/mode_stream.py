@@ -90,14 +90,15 @@ def load_selector(cfg, ckpt, options, args):
 
     from video_llama.cli.action_folders import load_label_map
     from video_llama.cli.demo import load_setup
-    from video_llama.cli.select_mode import DEFAULT_QUESTION, set_cpu_threads
+    from video_llama.cli.select_mode import set_cpu_threads
+    from video_llama.conversation import GUIDE_QUESTION
     from video_llama.tasks.mode_selection import selector_for_run
 
     setup = load_setup(cfg, [*options, *([f"model.ckpt={ckpt}"] if ckpt else [])])
     set_cpu_threads(setup.config.run_cfg, args.threads)  # as select-mode sets them, unless --threads
     print(f"{cfg}: torch uses {torch.get_num_threads()} CPU thread(s)")
     label_map = load_label_map(args.label_map) if args.label_map else None
-    make = functools.partial(selector_for_run, setup.model, setup.vis_processor, setup.config.run_cfg, DEFAULT_QUESTION,
+    make = functools.partial(selector_for_run, setup.model, setup.vis_processor, setup.config.run_cfg, GUIDE_QUESTION,
                              label_map, window_s=args.window_s, stride_s=args.stride_s, hold=1,
                              timestamps=setup.timestamps)
     return make, setup.vis_processor.config.image_size, make().settings.threshold

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 from video_llama.common.errors import UserError
+from video_llama.conversation import GUIDE_QUESTION
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_QUESTION = "What is happening in the video?"
 
 
 def folder_videos(folder):
@@ -40,7 +40,7 @@ def jobs_from_args(args):
     from video_llama.datasets.datasets.video_instruct_dataset import read_instruct_annotations
 
     if args.folder:
-        return [(str(path), args.question or DEFAULT_QUESTION, None) for path in folder_videos(args.folder)]
+        return [(str(path), args.question or GUIDE_QUESTION, None) for path in folder_videos(args.folder)]
     jobs = []
     for files in split_files(args.anno).values():
         for record in read_instruct_annotations(files):
@@ -135,7 +135,7 @@ def main(argv=None):
     source.add_argument("--folder", help="a folder of videos (searched recursively)")
     parser.add_argument("--videos-dir", help="folder the annotations' video paths are relative to")
     parser.add_argument("--question", help=f"ask this of every video (default: each record's first question; "
-                                           f"for --folder {DEFAULT_QUESTION!r})")
+                                           f"for --folder {GUIDE_QUESTION!r})")
     parser.add_argument("--out", required=True, help="JSONL file (appended to: a re-run skips the videos it has)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=64)

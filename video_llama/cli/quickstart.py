@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 from video_llama.common.config import PACKAGE_DIR
+from video_llama.conversation import GUIDE_QUESTION
 
 ROOT = Path("output/quickstart")
 TINY_LLM = Path("output/tiny-llm")
 TRAIN_CONFIG = "train_configs/quickstart_stream_tiny.yaml"
 EVAL_CONFIG = "eval_configs/quickstart_stream_tiny.yaml"
 QUESTIONS = PACKAGE_DIR / "prompts" / "action_question_guide.txt"  # one question: see the file
-QUESTION = "What is the action shown in the displayed video?"  # that question, as select-mode asks it
 PER_CLASS = 400  # 320 training, 40 validation and 40 test clips per class (the 80/10/10 split)
 RECORDINGS, SEGMENTS = 3, 12  # held-out recordings (seeds the clips never used), actions in each
 TARGET_ERROR = 0.05  # calibrate's abstention threshold: at most this share of errors among decided windows
@@ -87,7 +87,7 @@ def stream_figures(run_dir, recordings, label_map_file):
     from video_llama.tasks.stream_evaluation import pooled, replay_recordings, stream_report
 
     setup = load_setup(EVAL_CONFIG, [f"model.ckpt={run_dir}"])
-    make = functools.partial(selector_for_run, setup.model, setup.vis_processor, setup.config.run_cfg, QUESTION,
+    make = functools.partial(selector_for_run, setup.model, setup.vis_processor, setup.config.run_cfg, GUIDE_QUESTION,
                              load_label_map(label_map_file), timestamps=setup.timestamps)
     threshold = make().settings.threshold
     if threshold is not None and threshold >= 1.0:  # calibrate found no threshold for the target error

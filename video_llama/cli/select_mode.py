@@ -32,7 +32,8 @@ import signal
 import sys
 import time
 
-DEFAULT_QUESTION = "What is the action shown in the displayed video?"  # the guide's question
+from video_llama.conversation import GUIDE_QUESTION
+
 STALLED = 3  # the exit code of a live source that stalled
 
 
@@ -172,7 +173,7 @@ def main(argv=None):
                         help="seconds of video per decision (default: the eval processor's window_s, else 2)")
     parser.add_argument("--stride-s", type=positive_seconds, default=0.5, help="seconds between decisions")
     parser.add_argument("--label-map", help="the `prepare --label-map` file: label (folder) -> mode")
-    parser.add_argument("--question", default=DEFAULT_QUESTION, help="the question the model was trained with")
+    parser.add_argument("--question", default=GUIDE_QUESTION, help="the question the model was trained with")
     parser.add_argument("--hold", type=int, default=2, help="windows in a row a new mode must win before switching")
     parser.add_argument("--evidence", type=float, help="or the summed probability margin that switches sooner")
     parser.add_argument("--threshold", type=float, help="decide at this probability or more (default: calibrate's)")

@@ -3,6 +3,7 @@ prompt templates, conversation → ``input_ids``/``labels``, padding and batchin
 
 from video_llama.conversation.collate import collate_video_samples, pad_batch
 from video_llama.conversation.templates import (
+    GUIDE_QUESTION,
     IGNORE_INDEX,
     IMAGE_END,
     IMAGE_PATCH_TOKEN,
@@ -20,6 +21,6 @@ from video_llama.conversation.templates import (
 from video_llama.conversation.tokenizer import load_prompts, load_tokenizer
 
 __all__ = [
-    "IGNORE_INDEX", "IMAGE_END", "IMAGE_PATCH_TOKEN", "IMAGE_START", "VIDEO_END", "VIDEO_START", "Template", "caption_ids", "collate_video_samples", "conversation_ids",
+    "GUIDE_QUESTION", "IGNORE_INDEX", "IMAGE_END", "IMAGE_PATCH_TOKEN", "IMAGE_START", "VIDEO_END", "VIDEO_START", "Template", "caption_ids", "collate_video_samples", "conversation_ids",
     "get_template", "load_prompts", "load_tokenizer", "pad_batch", "timestamp_sentence", "truncate", "video_placeholder",
 ]

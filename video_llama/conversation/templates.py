@@ -29,6 +29,9 @@ from video_llama.conversation.segment_encoding import SegmentEncoder
 IGNORE_INDEX = -100
 IMAGE_PATCH_TOKEN = "<ImageHere>"
 VIDEO_START, VIDEO_END = "<Video>", "</Video>"
+# The guide's question (prompts/action_question_guide.txt, what the quickstart trains with), which
+# select-mode and infer ask when not told otherwise: a model answers best the question it learnt.
+GUIDE_QUESTION = "What is the action shown in the displayed video?"
 IMAGE_START, IMAGE_END = "<Image>", "</Image>"
 
 
