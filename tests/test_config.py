@@ -291,3 +291,40 @@ def test_a_mapping_in_options_replaces_the_yamls(tmp_path):
     data["datasets"]["webvid_instruct"]["build_info"]["anno_dir"] = {"train": "a.json", "val": "b.json"}
     cfg = Config.from_file(write_yaml(tmp_path, data), ["datasets.webvid_instruct.build_info.anno_dir={train: c.json}"])
     assert list(cfg.datasets_cfg.webvid_instruct.build_info.anno_dir) == ["train"]
+
+
+def test_a_trained_run_brings_its_model_section(tmp_path, caplog):
+    """Evaluation, calibration, chat and select-mode rebuild the model a run trained: a YAML with
+    only ``model.ckpt`` suffices, one that restates the model differently is told so and not
+    obeyed, except for the keys of where files are and how the model loads."""
+    import logging
+
+    from conftest import TINY_CONFIG
+
+    trained = Config.from_file(TINY_CONFIG, ["model.num_video_query_token=4", "datasets.webvid_instruct.num_video_query_token=4"])
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoint_e1_s0"
+    checkpoint.mkdir(parents=True)
+    for name in ("model.safetensors", "training_state.pt"):
+        (checkpoint / name).write_bytes(b"")
+    (checkpoint / "config.yaml").write_text(trained.to_yaml())
+    (run / "latest").write_text("checkpoint_e1_s0\n")
+    evaluation = {"model": {"ckpt": str(run)}, "run": {"task": "action_recognition"},
+                  "datasets": {"webvid_instruct": {"build_info": {"anno_dir": "anno.json", "videos_dir": "videos"}}}}
+    path = write_yaml(tmp_path, evaluation)
+
+    cfg = Config.from_file(path, trained_model=True)
+    assert cfg.model_cfg.model_type == "tiny" and cfg.model_cfg.num_video_query_token == 4
+    assert cfg.datasets_cfg.webvid_instruct.num_video_query_token == 4  # follows the model
+    assert cfg.model_cfg.img_size == trained.model_cfg.img_size
+
+    with caplog.at_level(logging.WARNING):
+        cfg = Config.from_file(path, ["model.num_video_query_token=32", "model.llama_model=elsewhere/llm",
+                                      "datasets.webvid_instruct.num_video_query_token=32"], trained_model=True)
+    assert cfg.model_cfg.num_video_query_token == 4 and cfg.datasets_cfg.webvid_instruct.num_video_query_token == 4
+    assert cfg.model_cfg.llama_model == "elsewhere/llm"  # where the files are is the user's to say
+    assert "model.num_video_query_token: 32 (the run's: 4)" in caplog.text
+    assert cfg.model_cfg.ckpt == str(run)
+
+    untouched = Config.from_file(path)  # training from a run's weights keeps the YAML's model (a new stage)
+    assert untouched.model_cfg.model_type == "pretrain_llama_v2"

@@ -266,8 +266,9 @@ def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir,
     assert summary["never_left_chance"]  # 4 validation clips cannot show that anything was learned
     assert (run_dir / "eval_epoch0" / "webvid_instruct_val" / "confusion_matrix.png").is_file()
 
+    by_mode = {}
     for mode in ("rank", "generate"):
-        result = evaluate(["--cfg-path", str(TINY_CONFIG), "--options",
+        result = by_mode[mode] = evaluate(["--cfg-path", str(TINY_CONFIG), "--options",
                            *options(tiny_llm_dir, clips_dir, tmp_path / f"eval_{mode}", "run.task=action_recognition",
                                     "run.test_splits=[test]", f"run.eval_mode={mode}", f"model.ckpt={run_dir}"),
                            f"datasets.webvid_instruct.build_info.anno_dir={{test: {clips_dir / 'train.json'}}}"])
@@ -285,6 +286,14 @@ def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir,
             assert 0 <= calibration["ece"] <= 1 and sum(row[4] for row in calibration["reliability_bins"]) == 4
             assert calibration["risk_coverage"]["coverage"][-1] == 1.0
             assert abs(calibration["risk_coverage"]["risk"][-1] - (1 - metrics["top1"])) < 1e-3
+
+    # the model is the run's: an evaluation config that restates it with other sizes is told so, not broken
+    restated = evaluate(["--cfg-path", str(TINY_CONFIG), "--options",
+                         *options(tiny_llm_dir, clips_dir, tmp_path / "eval_restated", "run.task=action_recognition",
+                                  "run.test_splits=[test]", f"model.ckpt={run_dir}", "model.num_video_query_token=4",
+                                  "datasets.webvid_instruct.num_video_query_token=4", "model.vit_depth=3", "run.eval_mode=rank"),
+                         f"datasets.webvid_instruct.build_info.anno_dir={{test: {clips_dir / 'train.json'}}}"])
+    assert restated["test_top1"] == by_mode["rank"]["test_top1"] and restated["checkpoint"] == by_mode["rank"]["checkpoint"]
 
     # calibrate: temperature (and a threshold) into the run folder; evaluation then abstains below it
     from video_llama.cli.calibrate import main as calibrate_main

@@ -62,7 +62,8 @@ def load_setup(cfg_path, options=(), device=None, plugins=()):
     from video_llama.models.video_llama import move_to_device
     from video_llama.processors.image_processors import load_image
 
-    cfg = Config.from_file(cfg_path, [*options, *([f"run.device={device}"] if device else [])], list(plugins))
+    cfg = Config.from_file(cfg_path, [*options, *([f"run.device={device}"] if device else [])], list(plugins),
+                           trained_model=True)
     check_evaluable(cfg.model_cfg)
     check_runtime(cfg.config)
     seed_everything(cfg.run_cfg.get("seed", 42))  # as the original demo: sampled answers repeat per session

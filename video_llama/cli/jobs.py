@@ -40,7 +40,7 @@ def run_job(argv, description, action, evaluating=False):
     from video_llama.common.logger import setup_logger
     from video_llama.common.registry import registry
 
-    cfg = Config(parse_args(argv, description))
+    cfg = Config(parse_args(argv, description), trained_model=evaluating)
     if evaluating or cfg.run_cfg.evaluate:
         check_evaluable(cfg.model_cfg)
         if not cfg.run_cfg.get("test_splits"):

@@ -112,7 +112,9 @@ class Config:
         ConfigError: listing every unknown key, bad value and inconsistency found.
     """
 
-    def __init__(self, args):
+    def __init__(self, args, trained_model=False):
+        """``trained_model``: the model is used, not trained (evaluation, calibration, chat, mode
+        selection): with ``model.ckpt`` naming one of our runs, its model section is the run's."""
         from video_llama.common.plugins import load_plugins
 
         self.cfg_path = Path(args.cfg_path).resolve()
@@ -123,16 +125,18 @@ class Config:
         yaml_plugins = user.get("plugins") or []
         if isinstance(yaml_plugins, (ListConfig, list)):
             load_plugins([str(p) for p in yaml_plugins], f"plugins: in {self.cfg_path}", base_dir=self.cfg_path.parent)
+        if trained_model or OmegaConf.select(user, "run.evaluate") is True:
+            user = adopt_trained_model(user, self.cfg_path.parent, str(self.cfg_path))
         self.config = build_config(user, base_dir=self.cfg_path.parent, source=str(self.cfg_path))
 
     @classmethod
-    def from_file(cls, cfg_path, options=None, plugins=None):
+    def from_file(cls, cfg_path, options=None, plugins=None, trained_model=False):
         class _Args:
             pass
 
         args = _Args()
         args.cfg_path, args.options, args.plugins = cfg_path, options, plugins
-        return cls(args)
+        return cls(args, trained_model)
 
     @property
     def model_cfg(self):
@@ -191,6 +195,47 @@ def build_config(user, base_dir=None, source=None):
     if problems:
         raise ConfigError(problems, source)
     return config
+
+
+def adopt_trained_model(user, base_dir=None, source=None):
+    """``user`` with the model section of the run ``model.ckpt`` names (one of our run or checkpoint
+    folders): a trained model is rebuilt as it was trained, so an evaluation YAML needs no model
+    section, and one that restates it differently cannot break the load. The user's values stand
+    only for the model class's ``DEPLOYMENT_KEYS`` (files, precision, loading); other differing
+    values are reported once and ignored, and so are datasets' ``num_video_query_token`` and
+    ``model_type`` that the model decides. Any other ``model.ckpt`` leaves ``user`` as it is."""
+    from video_llama.common.checkpointing import CONFIG, checkpoint_in_use
+
+    model = user.get("model")
+    ckpt = model.get("ckpt") if isinstance(model, DictConfig) else None
+    if not ckpt or ckpt == "random":
+        return user
+    folder = checkpoint_in_use(resolve_path(ckpt, base_dir))
+    if not (folder / CONFIG).is_file():  # a weights file, a Hugging Face folder: the YAML describes the model
+        return user
+    saved = OmegaConf.load(folder / CONFIG).get("model") or OmegaConf.create({})
+    try:
+        model_cls = registry.get_model_class(saved.get("arch", "video_llama"))
+        known = model_cls.default_config(saved.get("model_type", model_cls.DEFAULT_MODEL_TYPE))
+    except (RegistryError, KeyError):
+        return user  # the saved arch is not registered (a plugin not loaded): the YAML's, and its error
+    free = model_cls.DEPLOYMENT_KEYS
+    saved = OmegaConf.create({key: saved[key] for key in saved if key in known})  # keys this version still has
+    ignored = [f"model.{key}: {model[key]!r} (the run's: {saved[key]!r})" for key in model
+               if key not in free and key in saved and model[key] != saved[key]]
+    kept = OmegaConf.merge(model, saved, {key: model[key] for key in model if key in free})
+    adopted = OmegaConf.merge(user, {"model": kept})
+    for name, ds in (adopted.get("datasets") or {}).items():
+        for key, model_key in (("num_video_query_token", "num_video_query_token"), ("model_type", "template")):
+            if isinstance(ds, DictConfig) and ds.get(key) is not None and ds[key] != kept.get(model_key):
+                ignored.append(f"datasets.{name}.{key}: {ds[key]!r} (follows the run's model.{model_key}: {kept.get(model_key)!r})")
+                ds[key] = None
+    if ignored:
+        logger.warning("model.ckpt=%s is a run of ours, and the model is rebuilt from its %s; these settings of %s "
+                       "differ from the run's and are ignored: %s. An evaluation YAML needs no model section beyond "
+                       "model.ckpt, and the keys for where files moved or how the model loads: %s.", ckpt, folder / CONFIG, source or "the config",
+                       "; ".join(ignored), ", ".join(k for k in free if k != "ckpt"))
+    return adopted
 
 
 def _model_section(user_model, problems):

@@ -13,6 +13,9 @@ class BaseModel(nn.Module):
     PRETRAINED_MODEL_CONFIG_DICT = {}
     BASE_CONFIG_PATH = None
     DEFAULT_MODEL_TYPE = None
+    # ``model:`` keys that using a trained model may set apart from its run (where files are, how it
+    # loads and runs); every other key is the trained run's (see common.config.adopt_trained_model)
+    DEPLOYMENT_KEYS = ("ckpt",)
 
     @classmethod
     def default_config_path(cls, model_type):

@@ -47,6 +47,9 @@ class VideoLLAMA(BaseModel):
     # top-level modules and parameters, for start-up checks of names such as run.lr_scales
     MODULE_NAMES = ("visual_encoder", "ln_vision", "Qformer", "query_tokens", "video_frame_position_embedding",
                     "video_Qformer", "video_query_tokens", "llama_model", "llama_proj")
+    DEPLOYMENT_KEYS = ("ckpt", "llama_model", "vit_ckpt", "q_former_model", "llama_dtype", "vit_precision",
+                       "attn_implementation", "llm_load_in_8bit", "llm_load_in_4bit", "llm_grad_checkpoint",
+                       "use_grad_checkpoint", "low_resource")
     PRETRAINED_MODEL_CONFIG_DICT = {
         "pretrain_llama_v2": "models/video_llama/pretrain_llama_v2.yaml",
         "pretrain_vicuna": "models/video_llama/pretrain_vicuna.yaml",
