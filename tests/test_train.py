@@ -295,6 +295,18 @@ def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir,
                          f"datasets.webvid_instruct.build_info.anno_dir={{test: {clips_dir / 'train.json'}}}"])
     assert restated["test_top1"] == by_mode["rank"]["test_top1"] and restated["checkpoint"] == by_mode["rank"]["checkpoint"]
 
+    # --run alone: the experiment as the run saved it (its data, processors and model), outputs inside the run
+    alone = evaluate(["--run", str(run_dir), "--options", "run.test_splits=[val]", "run.eval_mode=rank"])
+    assert Path(alone["run_dir"]).parent == run_dir / "evaluations" and alone["checkpoint"] == by_mode["rank"]["checkpoint"]
+    assert alone["val_top1"] == by_mode["rank"]["test_top1"]  # the same 4 clips
+    from video_llama.cli.jobs import experiment
+    from video_llama.common.errors import UserError
+
+    with pytest.raises(UserError, match="--run RUN_DIR"):
+        experiment(types.SimpleNamespace(run=None, cfg_path=None, options=[]))
+    with pytest.raises(UserError, match="no such folder"):
+        experiment(types.SimpleNamespace(run=str(tmp_path / "nowhere"), cfg_path=None, options=[]))
+
     # calibrate: temperature (and a threshold) into the run folder; evaluation then abstains below it
     from video_llama.cli.calibrate import main as calibrate_main
 

@@ -177,14 +177,15 @@ def main(argv=None):
     from video_llama.cli.jobs import add_config_arguments, run_job
 
     parser = argparse.ArgumentParser(prog="video-llama calibrate", description=__doc__.splitlines()[0])
-    add_config_arguments(parser, "evaluation YAML (model.ckpt: the run to calibrate)")
+    add_config_arguments(parser, "evaluation YAML (model.ckpt: the run to calibrate)", trained=True)
     parser.add_argument("--split", default="val", help="the held-out split to fit on (not the test split)")
     parser.add_argument("--target-error", type=float, default=None,
                         help="also fit the abstention threshold for this error rate among decided clips, e.g. 0.05")
     args = parser.parse_args(argv)
     if args.target_error is not None and not 0 < args.target_error < 1:
         parser.error("--target-error must be in (0, 1)")
-    job_argv = ["--cfg-path", args.cfg_path, "--options", *args.options, f"run.test_splits=[{args.split}]",
+    named = [*(["--cfg-path", args.cfg_path] if args.cfg_path else []), *(["--run", args.run] if args.run else [])]
+    job_argv = [*named, "--options", *args.options, f"run.test_splits=[{args.split}]",
                 "run.eval_mode=rank", *(["--plugins", *args.plugins] if args.plugins else [])]
     run_job(job_argv, "calibrate", lambda runner: calibrate(runner, args.split, args.target_error), evaluating=True)
     return 0

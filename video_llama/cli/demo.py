@@ -130,11 +130,11 @@ def warn_unreliable(chat, out):
 
 
 def main(argv=None):
-    from video_llama.cli.jobs import add_config_arguments
+    from video_llama.cli.jobs import add_config_arguments, experiment
     from video_llama.conversation.chat import PROMPT_STYLES
 
     parser = argparse.ArgumentParser(prog="demo.py", description=__doc__.splitlines()[0])
-    add_config_arguments(parser, "evaluation YAML (model section + a vis_processor)")
+    add_config_arguments(parser, "evaluation YAML (model.ckpt + a vis_processor)", trained=True)
     visual = parser.add_mutually_exclusive_group()
     visual.add_argument("--video", help="the clip to talk about")
     visual.add_argument("--image", help="or an image")
@@ -157,7 +157,7 @@ def main(argv=None):
     if args.web and args.question:
         parser.error("--question prints one answer in the terminal; leave out --web")
 
-    setup = load_setup(args.cfg_path, args.options, args.device, args.plugins)
+    setup = load_setup(*experiment(args), args.device, args.plugins)
     setup.prompt_style = args.prompt_style
     if args.web:
         from video_llama.cli.web_demo import serve

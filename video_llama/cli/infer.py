@@ -126,10 +126,10 @@ def infer(setup, jobs, out, batch_size=8, max_new_tokens=64, progress=True):
 
 def main(argv=None):
     from video_llama.cli.demo import load_setup
-    from video_llama.cli.jobs import add_config_arguments
+    from video_llama.cli.jobs import add_config_arguments, experiment
 
     parser = argparse.ArgumentParser(prog="video-llama infer", description=__doc__.splitlines()[0])
-    add_config_arguments(parser, "evaluation YAML (as demo.py takes)")
+    add_config_arguments(parser, "evaluation YAML (as demo.py takes)", trained=True)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--anno", help="annotation JSON, or a folder written by `video-llama prepare` (all its splits)")
     source.add_argument("--folder", help="a folder of videos (searched recursively)")
@@ -146,7 +146,7 @@ def main(argv=None):
     jobs = jobs_from_args(args)
     if not jobs:
         raise UserError(f"no videos in {args.folder or args.anno}")
-    setup = load_setup(args.cfg_path, args.options, args.device, args.plugins)
+    setup = load_setup(*experiment(args), args.device, args.plugins)
     answered, failed, skipped = infer(setup, jobs, args.out, args.batch_size, args.max_new_tokens)
     print(f"{answered} answered, {failed} could not be decoded (lines with \"error\"), {skipped} already in {args.out}")
     return 0

@@ -10,16 +10,50 @@ from video_llama.common.utils import seed_everything
 logger = logging.getLogger(__name__)
 
 
-def add_config_arguments(parser, what="experiment YAML"):
-    """--cfg-path, --options, --plugins: how every command names its experiment."""
-    parser.add_argument("--cfg-path", required=True, help=what)
+def add_config_arguments(parser, what="experiment YAML", trained=False):
+    """--cfg-path, --options, --plugins: how every command names its experiment. ``trained``: a
+    command that uses a trained model, which ``--run`` names (and, without --cfg-path, its data)."""
+    if trained:
+        parser.add_argument("--cfg-path", help=f"{what}; without it, the run's own config (--run)")
+        parser.add_argument("--run", help="a training run folder (its best checkpoint) or checkpoint folder: "
+                                          "model.ckpt, and without --cfg-path the whole experiment as it trained")
+    else:
+        parser.add_argument("--cfg-path", required=True, help=what)
     parser.add_argument("--options", nargs="+", default=[], help="overrides, key=value (e.g. model.ckpt=output/run)")
     parser.add_argument("--plugins", nargs="+", default=[], help="modules or .py files that register builders etc.")
     return parser
 
 
-def parse_args(argv=None, description=""):
-    return add_config_arguments(argparse.ArgumentParser(description=description)).parse_args(argv)
+def parse_args(argv=None, description="", trained=False):
+    return add_config_arguments(argparse.ArgumentParser(description=description), trained=trained).parse_args(argv)
+
+
+def experiment(args, run_defaults=()):
+    """(YAML path, options) that parsed ``args`` name. With ``--run`` the model is the run's
+    (``model.ckpt``); without ``--cfg-path`` the experiment is the config the run saved (data,
+    processors, settings), its outputs go into ``RUN/evaluations``, and ``run_defaults`` (options)
+    apply before the user's."""
+    from pathlib import Path
+
+    from video_llama.common.checkpointing import CONFIG, checkpoint_in_use, run_folder
+    from video_llama.common.errors import UserError
+
+    run, options = getattr(args, "run", None), list(args.options)
+    if not run:
+        if not args.cfg_path:
+            raise UserError("name the model: --run RUN_DIR (a training run folder), or --cfg-path with model.ckpt")
+        return args.cfg_path, options
+    if not Path(run).is_dir():
+        raise UserError(f"--run {run}: no such folder; give a training run folder (output_dir/<time>) or one of "
+                        "its checkpoint_* folders")
+    options = [f"model.ckpt={run}", *options]
+    if args.cfg_path:
+        return args.cfg_path, options
+    saved = checkpoint_in_use(run) / CONFIG
+    if not saved.is_file():
+        raise UserError(f"--run {run}: {saved} is missing, so the run cannot describe its experiment; give "
+                        "--cfg-path with an evaluation YAML too")
+    return str(saved), [f"run.output_dir={run_folder(run) / 'evaluations'}", *run_defaults, *options]
 
 
 def check_evaluable(model_cfg):
@@ -40,7 +74,10 @@ def run_job(argv, description, action, evaluating=False):
     from video_llama.common.logger import setup_logger
     from video_llama.common.registry import registry
 
-    cfg = Config(parse_args(argv, description), trained_model=evaluating)
+    args = parse_args(argv, description, trained=evaluating)
+    if evaluating:
+        args.cfg_path, args.options = experiment(args, ["run.test_splits=[test]"])
+    cfg = Config(args, trained_model=evaluating)
     if evaluating or cfg.run_cfg.evaluate:
         check_evaluable(cfg.model_cfg)
         if not cfg.run_cfg.get("test_splits"):

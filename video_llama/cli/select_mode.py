@@ -52,9 +52,10 @@ def selector_from_args(args):
     """(ModeSelector, frame side in pixels) for the model and settings the arguments name."""
     from video_llama.cli.action_folders import load_label_map
     from video_llama.cli.demo import load_setup
+    from video_llama.cli.jobs import experiment
     from video_llama.tasks.mode_selection import selector_for_run
 
-    setup = load_setup(args.cfg_path, args.options, args.device, args.plugins)
+    setup = load_setup(*experiment(args), args.device, args.plugins)
     run_cfg = setup.config.run_cfg
     set_cpu_threads(run_cfg)
     selector = selector_for_run(setup.model, setup.vis_processor, run_cfg, args.question,
@@ -153,7 +154,7 @@ def main(argv=None):
     from video_llama.cli.jobs import add_config_arguments
 
     parser = argparse.ArgumentParser(prog="video-llama select-mode", description=__doc__.splitlines()[0])
-    add_config_arguments(parser, "evaluation YAML (model.ckpt: the trained run)")
+    add_config_arguments(parser, "evaluation YAML (model.ckpt: the trained run)", trained=True)
     sources = parser.add_mutually_exclusive_group(required=True)
     sources.add_argument("--video", help="a video file")
     sources.add_argument("--stream", help="a stream URL (rtsp://, http://, tcp://, ...) or a V4L2 device (/dev/video0)")
