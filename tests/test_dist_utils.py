@@ -36,7 +36,8 @@ def test_yaml_world_size_disagreeing_is_a_warning(monkeypatch, caplog):
     for var in ("RANK", "WORLD_SIZE", "SLURM_PROCID"):
         monkeypatch.delenv(var, raising=False)
     with caplog.at_level(logging.WARNING):
-        dist_utils.init_distributed_mode(run_cfg(world_size=4))
+        info = dist_utils.init_distributed_mode(run_cfg(world_size=4))
+    assert (info.rank, info.world_size) == (0, 1)  # one process was launched: that is what runs
     assert "run.world_size is 4" in caplog.text and "the launcher wins" in caplog.text
 
 
