@@ -213,6 +213,7 @@ def bad_folder(tmp_path, name, layout):
     ({"wave": 3, "wipe": "broken"}, "no usable clip in label folder(s) ['wipe']"),
     ({"wave": "broken", "wipe": "broken"}, "no usable clip in label folder(s) ['wave', 'wipe']"),
 ])
+@pytest.mark.slow
 def test_prepare_refuses_data_that_cannot_train_a_classifier(tmp_path, layout, expected):
     import subprocess
     import sys

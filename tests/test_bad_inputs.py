@@ -14,6 +14,8 @@ import pytest
 
 from conftest import REPO_ROOT, TINY_CONFIG
 
+pytestmark = pytest.mark.slow
+
 
 def env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

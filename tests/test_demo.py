@@ -87,6 +87,7 @@ def run_demo(llm, clips, *args, stdin=None):
     return subprocess.run(cmd, cwd=REPO_ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_terminal_chat_answers_keeps_going_after_a_bad_file(tiny_llm_dir, clips_dir):
     lines = f"What is happening?\n/video {clips_dir / 'broken.mp4'}\nAnd then?\n/reset\nStill there?\n/quit\n"
     result = run_demo(tiny_llm_dir, clips_dir, "--video", str(clips_dir / "clip0.mp4"), stdin=lines)
@@ -100,6 +101,7 @@ def test_the_terminal_chat_answers_keeps_going_after_a_bad_file(tiny_llm_dir, cl
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_one_question_prints_one_reproducible_answer_and_a_bad_file_one_line(tiny_llm_dir, clips_dir):
     ask = ("--video", str(clips_dir / "clip2.mp4"), "--question", "What is happening?")
     first, second = run_demo(tiny_llm_dir, clips_dir, *ask), run_demo(tiny_llm_dir, clips_dir, *ask)
@@ -131,6 +133,7 @@ def test_batch_inference_writes_a_line_per_video_reports_a_broken_one_and_resume
     assert chat.ask("What is happening?", max_new_tokens=4) == lines[2]["answer"]
 
 
+@pytest.mark.slow
 def test_the_infer_command_over_an_annotation_file(tiny_llm_dir, clips_dir, tmp_path):
     import json
 
@@ -179,6 +182,7 @@ def test_a_clip_shorter_than_the_frames_sampled_is_answered_with_a_warning(setup
     assert [r.getMessage() for r in caplog.records] == [short_clip_warning(short)]
 
 
+@pytest.mark.slow
 def test_the_web_demo_status_warns_of_a_short_clip(setup, clips_dir):
     pytest.importorskip("gradio", reason="the web demo needs gradio (pip install -e '.[test]')")
     from video_llama.cli.web_demo import build_app

@@ -114,6 +114,7 @@ def test_a_live_stream_arrives_in_order_as_it_is_sent():
     assert arrived[-1] - asked >= times[-1]  # live: the reader waited for each frame to be sent
 
 
+@pytest.mark.slow
 def test_a_stalled_stream_ends_with_an_error_instead_of_hanging():
     with camera("25:stall") as url:
         got, error = read(stream_frames(url, 32, stall_s=1))
@@ -123,6 +124,7 @@ def test_a_stalled_stream_ends_with_an_error_instead_of_hanging():
     assert ended - got[-1][1] < 2 and error.seconds == got[-1][0]
 
 
+@pytest.mark.slow
 def test_a_dropped_stream_is_reopened_with_time_running_on_across_the_gap(caplog):
     caplog.set_level(logging.WARNING, logger="video_llama.processors.frame_stream")
     gaps = []

@@ -123,6 +123,7 @@ def test_own_images_in_the_guide_format_and_chinese_video_data(tiny_llm_dir, cli
     assert chinese["image"].dim() == 4 and not chinese["question"].startswith("The video contains")  # no timestamps
 
 
+@pytest.mark.slow
 def test_images_and_videos_mix_by_sample_ratio_and_train(tiny_llm_dir, clips_dir, image_data, tmp_path):
     from video_llama.datasets.sampling import MixingBatchSampler
 
@@ -146,6 +147,7 @@ def test_images_and_videos_mix_by_sample_ratio_and_train(tiny_llm_dir, clips_dir
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 6
 
 
+@pytest.mark.slow
 def test_prepare_images_writes_the_guide_format_for_image_instruct(tiny_llm_dir, clips_dir, image_data, tmp_path):
     root = tmp_path / "stills"
     for label in ("wave", "wipe"):

@@ -94,6 +94,7 @@ def test_image_tars_not_set_is_a_clear_error():
         registry.get_builder_class("laion")().build_datasets()
 
 
+@pytest.mark.slow
 def test_train_from_image_caption_tars(tiny_llm_dir, image_tars, tmp_path):
     recipe = image_recipe(tmp_path, tiny_llm_dir, str(image_tars / "{00000..00001}.tar"),
                           iters_per_epoch=3, num_workers=1, batch_size_train=2)

@@ -63,6 +63,7 @@ def test_the_attention_implementation_reaches_the_llm(tiny, implementation):
     assert model.llama_model.config._attn_implementation == implementation
 
 
+@pytest.mark.slow
 def test_a_lora_run_saves_its_adapters_reloads_and_merges_to_the_same_model(tiny, tiny_llm_dir, clips_dir, tmp_path):
     import subprocess
     import sys
@@ -103,6 +104,7 @@ def test_a_lora_run_saves_its_adapters_reloads_and_merges_to_the_same_model(tiny
         build(tiny[0], f"ckpt={run_dir}")
 
 
+@pytest.mark.multiprocess
 def test_fsdp_trains_like_ddp_and_its_checkpoints_load_plain_and_resume_under_ddp(tiny_llm_dir, clips_dir, tmp_path):
     """run.strategy=fsdp with 2 gloo processes (LoRA adapters on the sharded LLM): the same losses
     and weights as DDP; its checkpoint is a plain one (loads into a model built without FSDP) and

@@ -196,6 +196,7 @@ def one_client_at_a_time(monkeypatch):
     monkeypatch.setattr(frame_stream, "check_source", check_then_wait)
 
 
+@pytest.mark.slow
 def test_select_mode_on_a_live_stream_pipes_its_events_and_ends_a_stall_with_exit_3(tiny_llm_dir, clips_dir,
                                                                                      monkeypatch, capsys):
     from test_frame_stream import camera
@@ -218,6 +219,7 @@ def test_select_mode_on_a_live_stream_pipes_its_events_and_ends_a_stall_with_exi
     assert used == 1  # run.cpu_threads, as training sets it: a selector beside other work keeps its latency
 
 
+@pytest.mark.slow
 def test_select_mode_reconnects_and_decides_on_no_window_across_the_gap(tiny_llm_dir, clips_dir, tmp_path,
                                                                         monkeypatch, capsys):
     from test_frame_stream import camera
@@ -234,6 +236,7 @@ def test_select_mode_reconnects_and_decides_on_no_window_across_the_gap(tiny_llm
     assert code == 1 and "gave up reconnecting after 1 s" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_reader_that_closes_the_events_pipe_ends_the_run_without_a_traceback(tiny_llm_dir, clips_dir):
     """`select-mode ... --out - | head -n 2`: when the controller stops reading, the selector stops
     cleanly (exit 0, a summary on stderr), as it does on a signal."""

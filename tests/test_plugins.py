@@ -53,6 +53,7 @@ def check_run(result, out):
     assert (run_dir / "summary.json").is_file()
 
 
+@pytest.mark.slow
 def test_installed_plugin_via_entry_point(installed_plugin, tiny_llm_dir, csv_data, clips_dir, tmp_path):
     env = {"PYTHONPATH": str(installed_plugin)}
     out = tmp_path / "out"
@@ -65,6 +66,7 @@ def test_installed_plugin_via_entry_point(installed_plugin, tiny_llm_dir, csv_da
     assert "built-in" in lines["webvid_instruct"]
 
 
+@pytest.mark.slow
 def test_plugin_file_named_in_yaml(tiny_llm_dir, csv_data, clips_dir, tmp_path):
     cfg = yaml.safe_load((EXAMPLE / "train_csv_tiny.yaml").read_text())
     cfg["plugins"] = [str(PLUGIN_FILE)]

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import REPO_ROOT
@@ -27,6 +28,7 @@ def prepare_folder(clips_dir, tmp_path):
     return anno
 
 
+@pytest.mark.slow
 def test_export_writes_readable_shards_and_names_what_it_left_out(clips_dir, tmp_path):
     import webdataset as wds
 
@@ -170,6 +172,7 @@ def test_a_stream_continues_where_a_fresh_reader_would_start(tiny_llm_dir, clips
         assert [fresh.stream_item(stream, p)["video"] for p in (4, 5, 6)] == in_order[4:], consumers
 
 
+@pytest.mark.multiprocess
 def test_two_ranks_train_from_shards_with_more_readers_than_shards(tiny_llm_dir, clips_dir, tmp_path):
     """2 ranks × 2 workers read 3 shards (resampled); both ranks take every step and finish, and
     validation reads the val shards."""
@@ -204,6 +207,7 @@ def export_cli(anno, videos, out, *extra):
             "--out", str(out), *extra]
 
 
+@pytest.mark.slow
 def test_reencoded_shards_decode_small_and_do_not_depend_on_the_workers(clips_dir, tmp_path):
     import webdataset as wds
 
@@ -232,6 +236,7 @@ def test_reencoded_shards_decode_small_and_do_not_depend_on_the_workers(clips_di
     assert (clip.frames[0].float().mean((1, 2)) - original.frames[0].float().mean((1, 2))).abs().max() < 24
 
 
+@pytest.mark.slow
 def test_a_killed_export_rerun_gives_the_same_shards(clips_dir, tmp_path):
     import signal
     import time

@@ -39,6 +39,7 @@ def env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
+@pytest.mark.slow
 def test_train_script_one_process_writes_checkpoint(tiny_llm_dir, clips_dir, tmp_path):
     splits = json.dumps({"train": str(clips_dir / "train.json"), "val": str(clips_dir / "train.json")})
     cmd = [sys.executable, "train.py", "--cfg-path", str(TINY_CONFIG), "--options",
@@ -84,6 +85,7 @@ def test_pixels_finished_on_the_device_train_and_evaluate_as_in_the_workers(tiny
     assert len(results[True]) == 4 and results[True] == results[False]
 
 
+@pytest.mark.multiprocess
 def test_torchrun_two_processes_stay_in_sync(tiny_llm_dir, clips_dir, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     cmd = [torchrun, "--standalone", "--nproc_per_node=2", "train.py", "--cfg-path", str(TINY_CONFIG), "--options",
@@ -112,6 +114,7 @@ def last_per_step(run_dir):
 
 
 @pytest.mark.parametrize("source", ["files", "shards"])
+@pytest.mark.slow
 def test_stopped_and_resumed_run_matches_uninterrupted(tiny_llm_dir, clips_dir, tmp_path, monkeypatch, source):
     """Dropout on, validation each epoch, stopped mid-epoch and resumed: the same weights and the
     same best checkpoint as a run that never stopped, in the same run folder; read from files, or
@@ -216,6 +219,7 @@ def one_step(tiny_llm_dir, clips_dir, anno, out, batch, accum, nproc=1):
     return first_gradient(run_dir)
 
 
+@pytest.mark.multiprocess
 def test_step_loss_is_the_mean_over_answer_tokens_of_the_effective_batch(tiny_llm_dir, clips_dir, uneven_answers, tmp_path):
     """1 process × batch 4, 1 × batch 2 × accumulation 2, and 2 gloo ranks × batch 2 read the same
     four clips (with the same augmentation) and must take the same step: the gradient of the mean
@@ -252,6 +256,7 @@ def test_the_best_checkpoint_breaks_ties_by_the_loss_then_the_later_epoch():
     assert [r._keep_best(f"e{i}", {"val_loss": v}) for i, v in enumerate([2.0, 1.0, 1.5])] == [True, True, False]
 
 
+@pytest.mark.slow
 def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir, clips_dir, tmp_path):
     from video_llama.cli.jobs import evaluate
 

@@ -12,6 +12,8 @@ import pytest
 from conftest import REPO_ROOT, TINY_CONFIG
 from test_demo import demo_options
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
