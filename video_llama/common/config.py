@@ -235,6 +235,9 @@ def adopt_trained_model(user, base_dir=None, source=None):
                        "differ from the run's and are ignored: %s. An evaluation YAML needs no model section beyond "
                        "model.ckpt, and the keys for where files moved or how the model loads: %s.", ckpt, folder / CONFIG, source or "the config",
                        "; ".join(ignored), ", ".join(k for k in free if k != "ckpt"))
+    elif any(key not in free for key in model):  # an older evaluation YAML that restates the model: fine, once said
+        logger.info("model.ckpt=%s is a run of ours, and the model is rebuilt from its %s: the model section of %s "
+                    "is no longer needed beyond model.ckpt and where files are", ckpt, folder / CONFIG, source or "the config")
     return adopted
 
 
