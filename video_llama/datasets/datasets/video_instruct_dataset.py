@@ -121,8 +121,9 @@ class VideoInstructDataset(BaseVideoDataset):
     def check_rest_answer(self):
         rest = self.straddle.rest_answer
         if self.straddle.stop_ratio and rest not in self.by_answer:
-            raise AnnotationError(f"{self.name}: rest_answer={rest!r} is no answer of {self.anno_files}; "
-                                  f"set it to your class of a hand at rest, one of {sorted(self.by_answer)[:20]}")
+            raise AnnotationError(f"{self.name}: rest_answer={rest!r} is no answer of {self.anno_files}; set it to "
+                                  f"your class of a hand at rest, one of {sorted(self.by_answer)[:20]}, or set "
+                                  "stop_ratio: 0 when your data has none")
 
     def decode_straddle(self, first, second, rng):
         """The sample of a window over the cut from ``first``'s clip to ``second``'s, answered as
