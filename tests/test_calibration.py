@@ -141,7 +141,7 @@ def test_calibrate_writes_its_warnings_and_keeps_the_previous_file(tmp_path, cap
     from omegaconf import OmegaConf
 
     from video_llama.cli.calibrate import calibrate
-    from video_llama.common.checkpointing import CONFIG
+    from video_llama.common.run_folder import CONFIG
     from video_llama.common.errors import UserError
 
     run = tmp_path / "run"

@@ -302,3 +302,25 @@ def test_a_checkpoint_trained_on_the_older_text_ids_is_loaded_with_a_warning(tmp
         assert torch.equal(read_state_dict(tmp_path / "old_run", "model.ckpt")["llama_proj.weight"], torch.ones(2, 2))
     (warning,) = caplog.messages
     assert str(old) in warning and "retrain" in warning and str(new) not in warning
+
+
+def test_a_run_folder_finds_its_checkpoints_best_and_calibration(tmp_path):
+    from video_llama.common.checkpointing import mark_best, save_checkpoint
+    from video_llama.common.errors import CheckpointError
+    from video_llama.common.run_folder import RunFolder, checkpoint_in_use, resolve_checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("checkpoint_e1_s0", "checkpoint_e2_s0"):
+        save_checkpoint(run, name, {"w": torch.zeros(1)}, {"epoch": 1}, "model: {}\n")
+    assert RunFolder.of(run).checkpoint().name == "checkpoint_e2_s0"  # latest
+    assert checkpoint_in_use(run).name == "checkpoint_e2_s0"  # no best recorded: the latest
+    mark_best(run, "checkpoint_e1_s0", {"val_top1": 0.75})
+    assert checkpoint_in_use(run).name == "checkpoint_e1_s0" and RunFolder.of(run).best() == ("checkpoint_e1_s0", {"val_top1": 0.75})
+    assert "the run's best (val_top1 0.75)" in RunFolder(run).describe(run / "checkpoint_e1_s0")
+    assert RunFolder.of(run / "checkpoint_e2_s0").path == run  # a checkpoint folder knows its run
+    assert RunFolder.of(run).calibration_path == run / "calibration.json"
+    assert RunFolder.of(tmp_path) is None and checkpoint_in_use(tmp_path / "x.pth") == tmp_path / "x.pth"
+    (run / "best").write_text("checkpoint_e9_s0\n")
+    with pytest.raises(CheckpointError, match="names checkpoint_e9_s0, which is not a complete checkpoint"):
+        resolve_checkpoint(run, prefer="best", key="model.ckpt")

@@ -138,13 +138,14 @@ def calibrate(runner, split, target_error):
     (an earlier one is kept under a timestamped name)."""
     from video_llama.common import dist_utils
     from video_llama.tasks.action_recognition import label_set
-    from video_llama.tasks.calibration import CALIBRATION_FILE, calibration_path
+    from video_llama.common.run_folder import CALIBRATION
+    from video_llama.tasks.calibration import calibration_path
 
     ckpt = runner.config.model_cfg.get("ckpt")
     path = calibration_path(ckpt)
     if path is None:
         raise UserError(f"model.ckpt={ckpt!r} is neither a run folder of ours nor a checkpoint file; calibrate "
-                        f"writes {CALIBRATION_FILE} into the run folder (or beside the file), so point model.ckpt at one")
+                        f"writes {CALIBRATION} into the run folder (or beside the file), so point model.ckpt at one")
     holders = [d for parts in runner.datasets.values() for s, d in parts.items() if s == split]
     if not holders:
         raise UserError(f"no dataset has a {split!r} split (--split); "

@@ -35,7 +35,7 @@ def experiment(args, run_defaults=()):
     apply before the user's."""
     from pathlib import Path
 
-    from video_llama.common.checkpointing import CONFIG, checkpoint_in_use, run_folder
+    from video_llama.common.run_folder import CONFIG, RunFolder, checkpoint_in_use
     from video_llama.common.errors import UserError
 
     run, options = getattr(args, "run", None), list(args.options)
@@ -53,7 +53,7 @@ def experiment(args, run_defaults=()):
     if not saved.is_file():
         raise UserError(f"--run {run}: {saved} is missing, so the run cannot describe its experiment; give "
                         "--cfg-path with an evaluation YAML too")
-    return str(saved), [f"run.output_dir={run_folder(run) / 'evaluations'}", *run_defaults, *options]
+    return str(saved), [f"run.output_dir={RunFolder.of(run).evaluations}", *run_defaults, *options]
 
 
 def check_evaluable(model_cfg):

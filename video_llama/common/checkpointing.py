@@ -9,7 +9,8 @@ A checkpoint is a folder::
 
 It is written under a temporary name and renamed into place, and ``latest`` (a one-line file
 naming the newest checkpoint) is replaced atomically afterwards: a process killed while writing
-leaves the previous checkpoint, and ``latest``, as they were.
+leaves the previous checkpoint, and ``latest``, as they were. Finding checkpoints in a run folder
+is :mod:`video_llama.common.run_folder`'s.
 """
 
 import os
@@ -22,8 +23,7 @@ import numpy as np
 import torch
 
 from video_llama.common.errors import CheckpointError
-
-WEIGHTS, STATE, CONFIG, LATEST, BEST = "model.safetensors", "training_state.pt", "config.yaml", "latest", "best"
+from video_llama.common.run_folder import BEST, CONFIG, LATEST, STATE, WEIGHTS, resolve_checkpoint
 
 
 def rng_state():
@@ -111,69 +111,6 @@ def mark_best(run_dir, name, metrics):
     import json
 
     _write_text_atomic(Path(run_dir) / BEST, f"{name}\n{json.dumps(metrics)}\n")
-
-
-def run_folder(path):
-    """The run folder of ``path``: the folder itself, or the run a checkpoint folder sits in."""
-    path = Path(path)
-    return path.parent if (path / WEIGHTS).is_file() and (path / STATE).is_file() else path
-
-
-def resolve_checkpoint(path, prefer=LATEST, key="run.resume_ckpt_path"):
-    """A checkpoint folder, or a run folder (→ the checkpoint its ``prefer`` file, else ``latest``, names).
-
-    Raises:
-        CheckpointError: naming ``key`` and what the folder lacks.
-    """
-    path = Path(path)
-    if (path / WEIGHTS).is_file() and (path / STATE).is_file():
-        return path
-    for pointer in (prefer, LATEST):
-        if (path / pointer).is_file():
-            lines = (path / pointer).read_text().splitlines()
-            name = lines[0].strip() if lines else ""
-            target = path / name
-            if not name or not ((target / WEIGHTS).is_file() and (target / STATE).is_file()):
-                raise CheckpointError(
-                    f"{key}: {path / pointer} names {name or 'nothing'}, which is not a complete checkpoint "
-                    f"folder; point {key} at one of the checkpoint_* folders in {path} instead")
-            return target
-    raise CheckpointError(
-        f"{key}: {path} is neither a checkpoint folder (with {WEIGHTS} and {STATE}) nor "
-        f"a run folder with a '{LATEST}' file; point it at output_dir/<run>/checkpoint_... or output_dir/<run>"
-    )
-
-
-def best_of(run_dir):
-    """(checkpoint name, its validation metrics) that ``run_dir/best`` records, or None."""
-    import json
-
-    lines = (Path(run_dir) / BEST).read_text().splitlines() if (Path(run_dir) / BEST).is_file() else []
-    if not lines:
-        return None
-    try:
-        metrics = json.loads(lines[1]) if len(lines) > 1 else {}
-    except ValueError:
-        metrics = {}
-    return lines[0].strip(), metrics
-
-
-def checkpoint_in_use(path):
-    """What ``model.ckpt = path`` loads: a run folder's best checkpoint folder (else its latest);
-    any other path as it is."""
-    path = Path(path)
-    if path.is_dir() and not (path / WEIGHTS).is_file() and (path / LATEST).is_file():
-        return resolve_checkpoint(path, prefer=BEST, key="model.ckpt")
-    return path
-
-
-def describe_choice(path, chosen):
-    """How a run folder ``path`` came to mean checkpoint folder ``chosen``, for the log."""
-    best = best_of(path)
-    if best and best[0] == chosen.name:
-        scores = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in best[1].items())
-        return f"{chosen}, the run's best ({scores or 'no metric recorded'})"
-    return f"{chosen}, the run's latest (it records no best: trained without validation)"
 
 
 def load_checkpoint(path):

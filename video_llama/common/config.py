@@ -204,7 +204,7 @@ def adopt_trained_model(user, base_dir=None, source=None):
     only for the model class's ``DEPLOYMENT_KEYS`` (files, precision, loading); other differing
     values are reported once and ignored, and so are datasets' ``num_video_query_token`` and
     ``model_type`` that the model decides. Any other ``model.ckpt`` leaves ``user`` as it is."""
-    from video_llama.common.checkpointing import CONFIG, checkpoint_in_use
+    from video_llama.common.run_folder import CONFIG, checkpoint_in_use
 
     model = user.get("model")
     ckpt = model.get("ckpt") if isinstance(model, DictConfig) else None
@@ -598,7 +598,7 @@ def split_problems(config):
 
 def path_problems(config):
     """Files and folders the run will need, checked before any data or model work."""
-    from video_llama.common.checkpointing import resolve_checkpoint
+    from video_llama.common.run_folder import resolve_checkpoint
     from video_llama.common.hub import weights_file_problem
 
     problems = []

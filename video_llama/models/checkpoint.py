@@ -173,12 +173,12 @@ def read_state_dict(path, key, wanted_prefixes=None):
     latest, checkpoint)."""
     path = Path(path)
     if path.is_dir():
-        from video_llama.common.checkpointing import BEST, LATEST, STATE, WEIGHTS, describe_choice, resolve_checkpoint
+        from video_llama.common.run_folder import BEST, LATEST, STATE, WEIGHTS, RunFolder, resolve_checkpoint
 
         if (path / STATE).is_file() or (path / LATEST).is_file():  # ours; a HF folder has neither
             folder = resolve_checkpoint(path, prefer=BEST, key=key)
             if folder != path:  # which weights a run folder means is worth a line: the best, else the latest
-                logger.info("%s: run folder %s: loading %s", key, path, describe_choice(path, folder))
+                logger.info("%s: run folder %s: loading %s", key, path, RunFolder(path).describe(folder))
             path = folder / WEIGHTS
             _warn_if_older_text_ids(path, key)
         else:

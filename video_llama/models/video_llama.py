@@ -165,7 +165,7 @@ class VideoLLAMA(BaseModel):
         ``overrides`` replace ``model:`` keys (e.g. ``llama_model=`` when the LLM moved)."""
         from omegaconf import OmegaConf
 
-        from video_llama.common.checkpointing import BEST, CONFIG, resolve_checkpoint
+        from video_llama.common.run_folder import BEST, CONFIG, resolve_checkpoint
 
         folder = resolve_checkpoint(path, prefer=BEST, key="from_pretrained")
         saved = OmegaConf.load(folder / CONFIG).model

@@ -22,7 +22,6 @@ from torch.utils.data import DataLoader
 
 from video_llama.common import dist_utils
 from video_llama.common.checkpointing import (
-    checkpoint_in_use,
     load_checkpoint,
     mark_best,
     prune_checkpoints,
@@ -33,6 +32,7 @@ from video_llama.common.checkpointing import (
 from video_llama.common.config import ConfigError
 from video_llama.common.errors import CheckpointError, Interrupted
 from video_llama.common.registry import registry
+from video_llama.common.run_folder import checkpoint_in_use
 from video_llama.common.utils import preserved_rng, seed_everything
 from video_llama.conversation import IGNORE_INDEX, collate_video_samples
 from video_llama.conversation.segment_encoding import TEXT_IDS, TEXT_IDS_KEY

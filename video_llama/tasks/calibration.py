@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-CALIBRATION_FILE = "calibration.json"  # written into a run folder (or beside a checkpoint file) by `video-llama calibrate`
+from video_llama.common.run_folder import CALIBRATION, RunFolder
+
 
 
 def probabilities(scores, temperature=1.0):
@@ -114,25 +115,15 @@ def decide(probs, labels, threshold=None, unknown="unknown"):
     return (labels[best] if threshold is None or confidence >= threshold else unknown), confidence
 
 
-def run_folder(ckpt):
-    """The run folder of ``ckpt`` (a run folder of ours, or a checkpoint folder inside one), or None."""
-    from video_llama.common import checkpointing
-
-    if not ckpt or not Path(ckpt).is_dir():
-        return None
-    folder = checkpointing.run_folder(ckpt)
-    return folder if (folder / checkpointing.CONFIG).is_file() else None
-
-
 def calibration_path(ckpt):
     """Where ``video-llama calibrate`` keeps the calibration of ``ckpt``: its run folder's
     calibration.json, or beside a checkpoint file (``checkpoint_2.pth`` →
     ``checkpoint_2.calibration.json``: a model finetuned by the original code); None without one."""
-    folder = run_folder(ckpt)
-    if folder is not None:
-        return folder / CALIBRATION_FILE
+    run = RunFolder.of(ckpt) if ckpt and ckpt != "random" else None
+    if run is not None:
+        return run.calibration_path
     path = Path(ckpt) if ckpt and ckpt != "random" else None
-    return path.with_name(f"{path.stem}.{CALIBRATION_FILE}") if path and path.is_file() else None
+    return path.with_name(f"{path.stem}.{CALIBRATION}") if path and path.is_file() else None
 
 
 def load_calibration(ckpt):
