@@ -43,6 +43,13 @@ class RunFolder:
             return cls(path.parent)
         return cls(path) if (path / LATEST).is_file() or (path / CONFIG).is_file() else None
 
+    def config(self, checkpoint=None):
+        """The config (OmegaConf) the run saved, or ``checkpoint``'s own; None when missing."""
+        from omegaconf import OmegaConf
+
+        path = (Path(checkpoint) if checkpoint else self.path) / CONFIG
+        return OmegaConf.load(path) if path.is_file() else None
+
     @property
     def calibration_path(self):
         return self.path / CALIBRATION

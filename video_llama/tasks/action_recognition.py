@@ -19,6 +19,7 @@ from pathlib import Path
 
 from video_llama.common import dist_utils
 from video_llama.common.registry import registry
+from video_llama.common.run_folder import RunFolder, is_checkpoint
 from video_llama.datasets.datasets.base_video_dataset import TooManyBadVideos
 from video_llama.processors.pixel_plan import batch_to_device
 from video_llama.tasks.base_task import BaseTask
@@ -60,15 +61,12 @@ def _labels_beside(anno):
 def trained_labels(ckpt):
     """The label set of the run that wrote ``ckpt`` (a run or checkpoint folder of ours): its
     run.labels, else the labels.json of its training annotations. None when it cannot tell."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf import DictConfig, ListConfig
 
-    if not ckpt or not Path(ckpt).is_dir():
+    run = RunFolder.of(ckpt)
+    config = run and (run.config(ckpt if is_checkpoint(ckpt) else None) or run.config())
+    if config is None:
         return None
-    folder = Path(ckpt)
-    config_file = next((f for f in (folder / "config.yaml", folder.parent / "config.yaml") if f.is_file()), None)
-    if config_file is None:
-        return None
-    config = OmegaConf.load(config_file)
     if config.get("run", {}).get("labels"):
         return list(config.run.labels)
     for ds in (config.get("datasets") or {}).values():
