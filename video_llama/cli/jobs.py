@@ -94,7 +94,12 @@ def run_job(argv, description, action, evaluating=False):
         datasets = task.build_datasets(cfg)
         model = task.build_model(cfg)
         runner = registry.get_runner_class(cfg.run_cfg.runner)(cfg=cfg, task=task, model=model, datasets=datasets)
-        return action(runner)
+        result = action(runner)
+        # every rank done before any tears its process group down: a gloo thread still holding work at
+        # exit aborts the process ("terminate called without an active exception", seen once in CI).
+        # Only on success: after an error the other ranks may never reach a barrier.
+        dist_utils.barrier()
+        return result
     finally:
         dist_utils.destroy()
 
