@@ -54,3 +54,17 @@ def test_every_kind_has_lavis_names():
     assert {"video_text_pretrain", "image_text_pretrain"} <= set(registry.names("task"))
     assert {"linear_warmup_cosine_lr", "linear_warmup_step_lr", "constant_lr"} <= set(registry.names("lr_scheduler"))
     assert registry.names("runner") == ["runner_base"]
+
+
+@pytest.mark.slow
+def test_a_command_whose_reader_closes_the_pipe_ends_quietly():
+    """`video-llama list | head -1`: the reader goes away, the command ends without a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    cli = os.path.join(os.path.dirname(sys.executable), "video-llama")
+    proc = subprocess.Popen([cli, "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before it writes a line
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in stderr, stderr

@@ -120,8 +120,9 @@ def evaluate(argv=None):
 def run_cli(job):
     """Run ``job`` for a command's ``__main__``: a problem the user can fix (a
     :class:`~video_llama.common.errors.UserError`, a missing file) prints as one message and exits
-    2, without a traceback; Ctrl-C before the loop started exits 130 with one line. Returns what
-    ``job`` returns."""
+    2, without a traceback; Ctrl-C before the loop started exits 130 with one line; a reader that
+    closed our output (``| head``) ends the command quietly. Returns what ``job`` returns."""
+    import os
     import sys
 
     from video_llama.common.errors import UserError
@@ -134,3 +135,6 @@ def run_cli(job):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # stdout to /dev/null, so that flushing it at exit does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
