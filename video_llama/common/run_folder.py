@@ -44,11 +44,12 @@ class RunFolder:
         return cls(path) if (path / LATEST).is_file() or (path / CONFIG).is_file() else None
 
     def config(self, checkpoint=None):
-        """The config (OmegaConf) the run saved, or ``checkpoint``'s own; None when missing."""
+        """The config (OmegaConf) ``checkpoint`` (a folder) saved, else the run's; None when neither is there."""
         from omegaconf import OmegaConf
 
-        path = (Path(checkpoint) if checkpoint else self.path) / CONFIG
-        return OmegaConf.load(path) if path.is_file() else None
+        path = next((f for f in ([Path(checkpoint) / CONFIG] if checkpoint else []) + [self.path / CONFIG]
+                     if f.is_file()), None)
+        return OmegaConf.load(path) if path else None
 
     @property
     def calibration_path(self):

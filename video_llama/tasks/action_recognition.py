@@ -19,7 +19,7 @@ from pathlib import Path
 
 from video_llama.common import dist_utils
 from video_llama.common.registry import registry
-from video_llama.common.run_folder import RunFolder, is_checkpoint
+from video_llama.common.run_folder import RunFolder
 from video_llama.datasets.datasets.base_video_dataset import TooManyBadVideos
 from video_llama.processors.pixel_plan import batch_to_device
 from video_llama.tasks.base_task import BaseTask
@@ -64,7 +64,7 @@ def trained_labels(ckpt):
     from omegaconf import DictConfig, ListConfig
 
     run = RunFolder.of(ckpt)
-    config = run and (run.config(ckpt if is_checkpoint(ckpt) else None) or run.config())
+    config = run.config(ckpt) if run else None
     if config is None:
         return None
     if config.get("run", {}).get("labels"):

@@ -119,11 +119,13 @@ def calibration_path(ckpt):
     """Where ``video-llama calibrate`` keeps the calibration of ``ckpt``: its run folder's
     calibration.json, or beside a checkpoint file (``checkpoint_2.pth`` →
     ``checkpoint_2.calibration.json``: a model finetuned by the original code); None without one."""
-    run = RunFolder.of(ckpt) if ckpt and ckpt != "random" else None
+    if not ckpt or ckpt == "random":
+        return None
+    run = RunFolder.of(ckpt)
     if run is not None:
         return run.calibration_path
-    path = Path(ckpt) if ckpt and ckpt != "random" else None
-    return path.with_name(f"{path.stem}.{CALIBRATION}") if path and path.is_file() else None
+    path = Path(ckpt)
+    return path.with_name(f"{path.stem}.{CALIBRATION}") if path.is_file() else None
 
 
 def load_calibration(ckpt):
