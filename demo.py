@@ -7,7 +7,7 @@
 import sys
 
 from video_llama.cli.demo import main
-from video_llama.cli.jobs import run_cli
+from video_llama.cli import run_cli
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

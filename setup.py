@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="Finetune Video-LLaMA style video-language models on your own video datasets",
     packages=find_packages(include=["video_llama", "video_llama.*"]),
-    package_data={"video_llama": ["configs/**/*.yaml", "configs/*.yaml", "prompts/*.txt", "cli/*.txt"]},
+    package_data={"video_llama": ["configs/**/*.yaml", "configs/*.yaml", "prompts/*.txt", "data_tools/*.txt"]},
     python_requires=">=3.10",
     # Floors are what the code calls: torch 2.6 made FSDP2 public (torch.distributed.fsdp.fully_shard,
     # register_fsdp_forward_method); timm 1.0.16 added Eva(use_post_transformer_norm=); transformers

@@ -63,7 +63,7 @@ def main(argv=None):
     if not torch.cuda.is_available():
         print("no CUDA GPU here: this check needs one", file=sys.stderr)
         return 2
-    from video_llama.cli.tiny_llm import write_tiny_llm
+    from video_llama.data_tools.tiny_llm import write_tiny_llm
 
     llm_dir = Path(args.work) / "tiny-llm"
     if not (llm_dir / "config.json").is_file():

@@ -30,7 +30,7 @@ RECIPES = {"clip": ("train_configs/quickstart_action_tiny.yaml", "eval_configs/q
 
 def annotations(videos, out):
     """The guide's annotation JSON of every clip under ``videos`` (its folders are the classes)."""
-    from video_llama.cli.action_folders import readable_label
+    from video_llama.data_tools.action_folders import readable_label
     from video_llama.conversation import GUIDE_QUESTION
 
     records = [{"video": str(path.relative_to(videos.parent)), "QA": [{"q": GUIDE_QUESTION, "a": readable_label(path.parent.name)}]}
@@ -40,7 +40,7 @@ def annotations(videos, out):
 
 
 def write_split(work, name, per_class, seed):
-    from video_llama.cli.synthetic import write_context_dataset
+    from video_llama.data_tools.synthetic import write_context_dataset
 
     videos = work / name
     if not (videos / "modes.yaml").is_file():
@@ -58,9 +58,9 @@ def main():
     parser.add_argument("--llm", default="output/tiny-llm")
     args = parser.parse_args()
 
-    from video_llama.cli.jobs import evaluate, train
-    from video_llama.cli.synthetic import CONTEXT_CLASSES
-    from video_llama.cli.tiny_llm import write_tiny_llm
+    from video_llama.jobs.experiment import evaluate, train
+    from video_llama.data_tools.synthetic import CONTEXT_CLASSES
+    from video_llama.data_tools.tiny_llm import write_tiny_llm
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

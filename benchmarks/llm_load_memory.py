@@ -33,7 +33,7 @@ def write_model(folder):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from video_llama.cli.tiny_llm import write_tiny_llm
+    from video_llama.data_tools.tiny_llm import write_tiny_llm
 
     write_tiny_llm(folder)  # for the tokenizer files
     config = LlamaConfig(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=15,

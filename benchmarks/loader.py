@@ -124,8 +124,8 @@ def main():
     args = parser.parse_args()
 
     import video_llama  # noqa: F401  (registers the builders and processors)
-    from video_llama.cli.export_shards import export_shards
-    from video_llama.cli.tiny_llm import write_tiny_llm
+    from video_llama.data_tools.shards import export_shards
+    from video_llama.data_tools.tiny_llm import write_tiny_llm
     from video_llama.common.config import Config
     from video_llama.datasets.datasets.shard_dataset import read_shard, stored_clip
 

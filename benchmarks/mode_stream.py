@@ -54,7 +54,7 @@ def build_video(anno, videos_dir, segments, per_segment, seed, out, fps=8):
     """Write the long video of held-out clips; returns its timeline (the ``synth --stream`` format)."""
     import av
 
-    from video_llama.cli.video_writer import write_video
+    from video_llama.data_tools.video_writer import write_video
 
     records = json.loads(Path(anno).read_text())
     labels = sorted({r["QA"][0]["a"] for r in records})
@@ -88,9 +88,9 @@ def load_selector(cfg, ckpt, options, args):
     builds one."""
     import torch
 
-    from video_llama.cli.action_folders import load_label_map
-    from video_llama.cli.demo import load_setup
-    from video_llama.cli.select_mode import set_cpu_threads
+    from video_llama.data_tools.action_folders import load_label_map
+    from video_llama.jobs.chat import load_setup
+    from video_llama.common.dist_utils import set_cpu_threads
     from video_llama.conversation import GUIDE_QUESTION
     from video_llama.tasks.mode_selection import selector_for_run
 
@@ -146,7 +146,7 @@ def main():
     if args.timeline and len(args.video) != len(args.timeline):
         parser.error(f"{len(args.video)} --video but {len(args.timeline)} --timeline: give one timeline per video")
 
-    from video_llama.cli.synthetic import read_timeline, timeline_path
+    from video_llama.data_tools.synthetic import read_timeline, timeline_path
     from video_llama.common.errors import UserError
     from video_llama.processors.frame_stream import check_source, stream_frames
     from video_llama.tasks.stream_evaluation import pooled, replay_recordings, stream_report, timeline_modes

@@ -89,7 +89,7 @@ def classifier_controls(anno, videos, labels, epochs):
 
 def shuffled_recipe(anno, videos, seed=0):
     """The quickstart recipe with answers shuffled across training and validation videos."""
-    from video_llama.cli.jobs import evaluate, train
+    from video_llama.jobs.experiment import evaluate, train
 
     anno = Path(anno)
     with tempfile.TemporaryDirectory() as tmp:

@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 
 def generated_data(folder, clips=16):
     """A tiny LLM and ``clips`` 24-frame clips with an instruction JSON (two answers)."""
-    from video_llama.cli.tiny_llm import write_tiny_llm
-    from video_llama.cli.video_writer import write_video
+    from video_llama.data_tools.tiny_llm import write_tiny_llm
+    from video_llama.data_tools.video_writer import write_video
 
     llm = write_tiny_llm(folder / "llm")
     records = []

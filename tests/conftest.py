@@ -17,7 +17,7 @@ TINY_CONFIG = REPO_ROOT / "train_configs" / "tiny_cpu_finetune.yaml"
 
 @pytest.fixture(scope="session")
 def tiny_llm_dir(tmp_path_factory):
-    from video_llama.cli.tiny_llm import write_tiny_llm
+    from video_llama.data_tools.tiny_llm import write_tiny_llm
 
     return write_tiny_llm(tmp_path_factory.mktemp("tiny_llm"))
 
@@ -35,7 +35,7 @@ def gradient_clip(num_frames, height=48, width=64, seed=0):
 @pytest.fixture(scope="session")
 def clips_dir(tmp_path_factory):
     """A folder with ordinary clips, a short clip, a broken file, and an instruction JSON."""
-    from video_llama.cli.video_writer import write_video
+    from video_llama.data_tools.video_writer import write_video
 
     root = tmp_path_factory.mktemp("clips")
     for i in range(4):

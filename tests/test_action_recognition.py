@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import video_llama  # noqa: F401
-from video_llama.cli.action_folders import prepare, readable_label, stratified_split
-from video_llama.cli.video_writer import write_video
-from video_llama.tasks.action_recognition import compute_metrics, match_answer, normalize_answer, write_results
+from video_llama.data_tools.action_folders import prepare, readable_label, stratified_split
+from video_llama.data_tools.video_writer import write_video
+from video_llama.conversation.answers import match_answer, normalize_answer
+from video_llama.tasks.action_recognition import compute_metrics, write_results
 
 from conftest import gradient_clip
 
@@ -46,7 +47,7 @@ def test_prepare_keep_short_and_loop_short(action_root, tmp_path):
     assert report.counts["fall_down"]["short_kept"] == 1 and not report.short
     report, _ = prepare(action_root, tmp_path / "loop", n_frms=8, loop_short=True)
     assert report.counts["fall_down"]["looped"] == 1
-    from video_llama.cli.action_folders import probe
+    from video_llama.data_tools.action_folders import probe
 
     assert probe(action_root / "_looped" / "fall_down" / "short.mp4")[0] >= 8
 
@@ -131,7 +132,7 @@ def test_metrics_and_files(tmp_path):
 
 
 def test_synthetic_dataset_layout(tmp_path):
-    from video_llama.cli.synthetic import write_synthetic_dataset
+    from video_llama.data_tools.synthetic import write_synthetic_dataset
     from video_llama.processors.video_decoding import load_video
 
     names = write_synthetic_dataset(tmp_path, classes=3, per_class=2, seed=1)
@@ -148,7 +149,7 @@ def test_synthetic_shape_stays_whole_on_the_wrapped_scene(motion):
     of shape wherever the path goes."""
     import numpy as np
 
-    from video_llama.cli.synthetic import render_clip
+    from video_llama.data_tools.synthetic import render_clip
 
     frames = render_clip(motion, np.random.default_rng(3), num_frames=24, size=48, wrap=True).astype(int)
     background = np.median(frames.reshape(-1, 3), axis=0)
@@ -163,7 +164,7 @@ def test_synthetic_position_says_nothing_of_the_class(wrap):
     stay near the middle."""
     import numpy as np
 
-    from video_llama.cli import synthetic
+    from video_llama.data_tools import synthetic
 
     rng, margin = np.random.default_rng(0), 0.1
     low, high = (0, 1) if wrap else (margin, 1 - margin)

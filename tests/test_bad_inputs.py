@@ -36,7 +36,7 @@ def run_script(script, options, cwd=REPO_ROOT):
 @pytest.fixture(scope="module")
 def finished_run(tiny_llm_dir, clips_dir, tmp_path_factory):
     """A finished two-iteration run, and copies of it broken in the ways a disk or a user breaks them."""
-    from video_llama.cli.jobs import train
+    from video_llama.jobs.experiment import train
 
     out = tmp_path_factory.mktemp("finished")
     summary = train(["--cfg-path", str(TINY_CONFIG), "--options", *base_options(tiny_llm_dir, clips_dir, out),
@@ -115,7 +115,7 @@ def test_evaluate_without_a_checkpoint_refuses(tiny_llm_dir, clips_dir, tmp_path
 def test_unreadable_test_clip_is_left_out_and_reported_never_replaced(tiny_llm_dir, clips_dir, tmp_path):
     """4 test records, one a zero-byte file: 3 clips scored, 1 listed as unreadable; with
     model.ckpt: random the output says the model is untrained."""
-    from video_llama.cli.jobs import evaluate
+    from video_llama.jobs.experiment import evaluate
 
     (tmp_path / "empty.mp4").write_bytes(b"")
     shutil.copy(clips_dir / "clip0.mp4", tmp_path / "clip0.mp4")
@@ -136,7 +136,7 @@ def test_labels_come_from_the_trained_run_and_unknown_answers_are_left_out(tiny_
                                                                           finished_run):
     """The test side has no labels.json and an answer the run never learned: scored over the
     trained run's labels, that clip is listed, not counted wrong."""
-    from video_llama.cli.jobs import evaluate
+    from video_llama.jobs.experiment import evaluate
 
     anno = tmp_path / "anno"
     anno.mkdir()
@@ -185,7 +185,7 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tiny_llm_dir, clips_
 
 
 def test_keep_checkpoints_prunes_all_but_the_newest(tiny_llm_dir, clips_dir, tmp_path):
-    from video_llama.cli.jobs import train
+    from video_llama.jobs.experiment import train
 
     summary = train(["--cfg-path", str(TINY_CONFIG), "--options", *base_options(tiny_llm_dir, clips_dir, tmp_path),
                      "run.iters_per_epoch=4", "run.save_freq_iters=1", "run.keep_checkpoints=2"])
@@ -198,7 +198,7 @@ def test_keep_checkpoints_prunes_all_but_the_newest(tiny_llm_dir, clips_dir, tmp
     ([{"video": "empty.mp4", "QA": [{"q": "q?", "a": "greet_mode"}]}], "test: no clip could be scored"),
 ])
 def test_an_empty_or_unreadable_split_is_an_error_not_a_score(tiny_llm_dir, clips_dir, tmp_path, entries, expected):
-    from video_llama.cli.jobs import evaluate
+    from video_llama.jobs.experiment import evaluate
     from video_llama.common.errors import UserError
 
     (tmp_path / "empty.mp4").write_bytes(b"")

@@ -77,7 +77,7 @@ def noisy_predictions(n, seed=0):
 
 
 def test_calibrate_refuses_a_split_of_one_class():
-    from video_llama.cli.calibrate import fit
+    from video_llama.tasks.calibration import fit
     from video_llama.common.errors import UserError
 
     one_class = predictions_of(np.array([[0.0, 1.0], [0.5, 2.0], [1.0, 0.2]]), [1, 1, 1])
@@ -86,7 +86,7 @@ def test_calibrate_refuses_a_split_of_one_class():
 
 
 def test_calibrate_refuses_a_target_error_too_few_clips_can_certify():
-    from video_llama.cli.calibrate import check_certifiable, fit
+    from video_llama.tasks.calibration import check_certifiable, fit
     from video_llama.common.errors import UserError
     from video_llama.tasks.calibration import fewest_clips
 
@@ -99,7 +99,7 @@ def test_calibrate_refuses_a_target_error_too_few_clips_can_certify():
 
 
 def test_calibrate_warns_when_no_threshold_keeps_the_target_error():
-    from video_llama.cli.calibrate import fit
+    from video_llama.tasks.calibration import fit
 
     logits, truth = calibrated_set(40, classes=2, seed=0, scale=1.0)
     weak = predictions_of(logits, truth)
@@ -114,7 +114,7 @@ def test_calibrate_warns_when_no_threshold_keeps_the_target_error():
 
 
 def test_calibrate_warns_when_the_temperature_ends_at_its_search_bound():
-    from video_llama.cli.calibrate import fit
+    from video_llama.tasks.calibration import fit
 
     separated = predictions_of(np.array([[2.0, 0.0], [0.0, 3.0], [1.5, 0.0], [0.0, 2.5]]), [0, 1, 0, 1])
     result = fit(separated, LABELS)
@@ -140,7 +140,7 @@ def test_calibrate_writes_its_warnings_and_keeps_the_previous_file(tmp_path, cap
 
     from omegaconf import OmegaConf
 
-    from video_llama.cli.calibrate import calibrate
+    from video_llama.jobs.calibrate import calibrate
     from video_llama.common.run_folder import CONFIG
     from video_llama.common.errors import UserError
 
@@ -174,7 +174,7 @@ def test_a_checkpoint_file_is_calibrated_beside_it(tmp_path, capsys):
 
     from omegaconf import OmegaConf
 
-    from video_llama.cli.calibrate import calibrate
+    from video_llama.jobs.calibrate import calibrate
     from video_llama.common.errors import UserError
     from video_llama.tasks.calibration import decision_settings
 

@@ -19,7 +19,7 @@ def demo_options(llm, clips):
 
 @pytest.fixture(scope="module")
 def setup(tiny_llm_dir, clips_dir):
-    from video_llama.cli.demo import load_setup
+    from video_llama.jobs.chat import load_setup
 
     return load_setup(TINY_CONFIG, demo_options(tiny_llm_dir, clips_dir))
 
@@ -116,7 +116,7 @@ def test_one_question_prints_one_reproducible_answer_and_a_bad_file_one_line(tin
 def test_batch_inference_writes_a_line_per_video_reports_a_broken_one_and_resumes(setup, clips_dir, tmp_path):
     import json
 
-    from video_llama.cli.infer import infer
+    from video_llama.jobs.infer import infer
 
     jobs = [(str(clips_dir / name), "What is happening?", None) for name in ("clip0.mp4", "broken.mp4", "clip1.mp4")]
     out = tmp_path / "answers.jsonl"
@@ -163,7 +163,7 @@ def test_a_clip_shorter_than_the_frames_sampled_is_answered_with_a_warning(setup
     import logging
 
     from video_llama.cli.demo import terminal_chat
-    from video_llama.cli.infer import infer
+    from video_llama.jobs.infer import infer
 
     short, ordinary = clips_dir / "short.avi", clips_dir / "clip0.mp4"
     chat = setup.new_chat()
@@ -175,7 +175,7 @@ def test_a_clip_shorter_than_the_frames_sampled_is_answered_with_a_warning(setup
         f"warning: {short_clip_warning(short)}"]
 
     jobs = [(str(short), "What is happening?", None), (str(ordinary), "What is happening?", None)]
-    with caplog.at_level(logging.WARNING, logger="video_llama.cli.infer"):
+    with caplog.at_level(logging.WARNING, logger="video_llama.jobs.infer"):
         assert infer(setup, jobs, tmp_path / "answers.jsonl", batch_size=2, max_new_tokens=2, progress=False) == (2, 0, 0)
     lines = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
     assert lines[0]["warning"] == short_clip_warning(short) and "answer" in lines[0] and "warning" not in lines[1]
@@ -185,7 +185,7 @@ def test_a_clip_shorter_than_the_frames_sampled_is_answered_with_a_warning(setup
 @pytest.mark.slow
 def test_the_web_demo_status_warns_of_a_short_clip(setup, clips_dir):
     pytest.importorskip("gradio", reason="the web demo needs gradio (pip install -e '.[test]')")
-    from video_llama.cli.web_demo import build_app
+    from video_llama.jobs.web_demo import build_app
 
     app = build_app(setup)
     upload = next(f.fn for f in app.fns.values() if f.name == "upload")

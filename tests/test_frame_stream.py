@@ -143,7 +143,7 @@ def test_a_dropped_stream_is_reopened_with_time_running_on_across_the_gap(caplog
 
 
 def clip_bytes(tmp_path, seconds=2):
-    from video_llama.cli.video_writer import write_video
+    from video_llama.data_tools.video_writer import write_video
 
     path = tmp_path / "source.mkv"
     write_video(path, np.zeros((seconds * 8, 32, 32, 3), np.uint8), fps=8)

@@ -72,13 +72,15 @@ def test_every_processor_setting_is_read_by_the_processor():
 
 # package → packages it must never import (docs/architecture.md says why)
 FORBIDDEN = {
-    "common": {"conversation", "processors", "models", "datasets", "tasks", "runners", "cli"},
-    "processors": {"conversation", "models", "datasets", "tasks", "runners", "cli"},
-    "conversation": {"processors", "models", "datasets", "tasks", "runners", "cli"},
-    "models": {"datasets", "tasks", "runners", "cli"},
-    "datasets": {"models", "tasks", "runners", "cli"},
-    "tasks": {"runners", "cli"},
-    "runners": {"cli"},
+    "common": {"conversation", "processors", "models", "datasets", "tasks", "runners", "data_tools", "jobs", "cli"},
+    "processors": {"conversation", "models", "datasets", "tasks", "runners", "data_tools", "jobs", "cli"},
+    "conversation": {"processors", "models", "datasets", "tasks", "runners", "data_tools", "jobs", "cli"},
+    "models": {"datasets", "tasks", "runners", "data_tools", "jobs", "cli"},
+    "datasets": {"models", "tasks", "runners", "data_tools", "jobs", "cli"},
+    "data_tools": {"models", "tasks", "runners", "jobs", "cli"},
+    "tasks": {"runners", "data_tools", "jobs", "cli"},
+    "runners": {"data_tools", "jobs", "cli"},
+    "jobs": {"data_tools", "cli"},
 }
 
 
@@ -106,4 +108,20 @@ def test_layers_point_one_way():
         for target in imported_packages(tree):
             if target in FORBIDDEN.get(layer, ()):
                 arrows.append(f"{path.relative_to(PACKAGE)} imports video_llama.{target}")
+    assert not arrows, arrows
+
+
+def test_commands_import_nothing_from_each_other_but_run_cli():
+    """A command is an argument parser and a call into jobs or data_tools: what two commands share
+    lives there, so a reader finds the work where the library is."""
+    arrows = []
+    for path, tree in modules():
+        relative = path.relative_to(PACKAGE).parts
+        if relative[0] != "cli" or path.name == "main.py":  # main dispatches to the commands by name
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("video_llama.cli"):
+                names = [alias.name for alias in node.names]
+                if node.module != "video_llama.cli" or names != ["run_cli"]:
+                    arrows.append(f"{path.relative_to(PACKAGE)}: from {node.module} import {', '.join(names)}")
     assert not arrows, arrows

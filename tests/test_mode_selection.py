@@ -64,7 +64,7 @@ def test_selector_decides_abstains_maps_labels_and_smooths():
 
 @pytest.fixture(scope="module")
 def long_clip(clips_dir, tmp_path_factory):
-    from video_llama.cli.video_writer import write_video
+    from video_llama.data_tools.video_writer import write_video
 
     from conftest import gradient_clip
 
@@ -159,7 +159,7 @@ def test_a_gap_longer_than_a_window_starts_the_window_afresh():
 @pytest.mark.parametrize("config_window_s", [None, 1.0])
 def test_select_mode_takes_the_processors_window_and_says_why_it_decided_nothing(tiny_llm_dir, clips_dir, tmp_path,
                                                                                  capsys, config_window_s):
-    from video_llama.cli.video_writer import write_video
+    from video_llama.data_tools.video_writer import write_video
 
     from conftest import gradient_clip
 

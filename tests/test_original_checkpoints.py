@@ -78,7 +78,7 @@ def test_the_checkpoint_written_here_has_the_original_names(finetuned):
 
 def test_chat_loads_the_original_runner_checkpoint_and_names_the_ignored_buffers(finetuned, tiny_llm_dir, clips_dir,
                                                                                  caplog):
-    from video_llama.cli.demo import load_setup
+    from video_llama.jobs.chat import load_setup
 
     _, weights, path = finetuned
     with caplog.at_level(logging.INFO):
@@ -114,7 +114,7 @@ def options(llm, clips, *extra):
 
 
 def test_evaluate_scores_the_original_runner_checkpoint(finetuned, tiny_llm_dir, clips_dir, tmp_path, caplog):
-    from video_llama.cli.jobs import evaluate
+    from video_llama.jobs.experiment import evaluate
 
     _, _, path = finetuned
     with caplog.at_level(logging.INFO):
@@ -130,7 +130,7 @@ def test_evaluate_scores_the_original_runner_checkpoint(finetuned, tiny_llm_dir,
 def test_training_starts_from_the_original_runner_checkpoint(finetuned, tiny_llm_dir, clips_dir, tmp_path):
     """A learning rate of 0 leaves the weights as they started: the saved checkpoint holds the
     original run's weights, so training began from them (not from a fresh initialisation)."""
-    from video_llama.cli.jobs import train
+    from video_llama.jobs.experiment import train
 
     _, weights, path = finetuned
     summary = train(["--cfg-path", str(TINY_CONFIG), "--options",

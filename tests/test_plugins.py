@@ -152,7 +152,7 @@ class PlainShapesBuilder(BaseDatasetBuilder):
 
 def test_ported_lavis_processor_and_plain_dataset_train_in_a_mix(tiny_llm_dir, clips_dir, tmp_path):
     from conftest import TINY_CONFIG
-    from video_llama.cli.jobs import train
+    from video_llama.jobs.experiment import train
 
     plugin = tmp_path / "ported_plugin.py"
     plugin.write_text(PORTED_PLUGIN)

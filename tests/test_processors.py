@@ -108,7 +108,7 @@ def test_bytes_equal_file(clips_dir, backend):
 
 @pytest.mark.parametrize("suffix", [".mp4", ".avi", ".mkv"])  # mkv stores no frame count
 def test_pyav_samples_the_same_frames_as_decord(tmp_path, suffix):
-    from video_llama.cli.video_writer import write_video
+    from video_llama.data_tools.video_writer import write_video
 
     path = write_video(tmp_path / f"clip{suffix}", gradient_clip(20, seed=3))
     by_decord = load_video(path, 6, 32, 32, backend="decord")
@@ -123,7 +123,7 @@ def test_pyav_samples_the_same_frames_as_decord(tmp_path, suffix):
 def test_a_clip_of_keyframes_decodes_only_the_sampled_frames(tmp_path, monkeypatch):
     import random
 
-    from video_llama.cli.video_writer import write_video
+    from video_llama.data_tools.video_writer import write_video
     from video_llama.processors.video_decoding import KeyframeVideo, PyAVBackend, probe_video
 
     data = write_video(tmp_path / "keyframes.mp4", gradient_clip(30, height=32, width=32, seed=5), gop=1).read_bytes()

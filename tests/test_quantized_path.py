@@ -83,9 +83,9 @@ def test_the_quantised_llm_is_placed_at_load_and_the_runner_never_moves_it(tiny_
 
 def test_the_demo_builds_a_quantised_model_without_moving_the_llm(tiny_llm_dir, clips_dir, quantised_loads,
                                                                   monkeypatch):
-    from video_llama.cli.demo import load_setup
+    from video_llama.jobs.chat import load_setup
 
-    monkeypatch.setattr("video_llama.common.config.check_runtime", lambda config: None)  # it asks for a GPU
+    monkeypatch.setattr("video_llama.jobs.chat.check_runtime", lambda config: None)  # it asks for a GPU
     data = "datasets.webvid_instruct"
     setup = load_setup(TINY_CONFIG, [f"model.llama_model={tiny_llm_dir}", f"{data}.tokenizer_name={tiny_llm_dir}",
                                      "model.ckpt=random", "model.llm_load_in_8bit=True",

@@ -32,7 +32,8 @@ class Parsed(Exception):
 
 def entry_point(tokens):
     """(callable taking argv, argv) of a README command's Python entry, or None for make/pip."""
-    from video_llama.cli import demo, jobs
+    from video_llama.cli import demo
+    from video_llama.jobs import experiment
     from video_llama.cli import main as video_llama_main
 
     program, args = tokens[0], tokens[1:]
@@ -46,7 +47,7 @@ def entry_point(tokens):
     if program == ".venv/bin/python":
         script, rest = args[0], args[1:]
         if script in ("train.py", "evaluate.py"):
-            return getattr(jobs, script[:-3]), rest
+            return getattr(experiment, script[:-3]), rest
         if script == "demo.py":
             return demo.main, rest
         if script.startswith("benchmarks/"):
@@ -87,7 +88,7 @@ def test_a_readme_command_parses_and_names_files_that_exist(command, monkeypatch
 
 
 def test_the_quickstart_files_the_readme_names_are_the_ones_synth_writes(tmp_path):
-    from video_llama.cli.synthetic import write_context_dataset
+    from video_llama.data_tools.synthetic import write_context_dataset
 
     named = sorted({m for c in readme_commands() for m in re.findall(rf"{QUICKSTART_OUTPUT}[\w./-]+\.\w+", c)})
     assert named, "the README's chat example names a quickstart clip"

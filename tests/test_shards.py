@@ -51,7 +51,7 @@ def test_export_writes_readable_shards_and_names_what_it_left_out(clips_dir, tmp
 
 
 def test_an_interrupted_export_resumes_to_the_same_bytes(clips_dir, tmp_path):
-    from video_llama.cli.export_shards import export_shards
+    from video_llama.data_tools.shards import export_shards
 
     anno = prepare_folder(clips_dir, tmp_path)
     whole = tmp_path / "whole"
@@ -72,7 +72,7 @@ def test_an_interrupted_export_resumes_to_the_same_bytes(clips_dir, tmp_path):
 
 def round_trip_data(clips_dir, tmp_path, samples_per_shard=2):
     """Five readable clips (one of them short), exported to shards of ``samples_per_shard``."""
-    from video_llama.cli.export_shards import export_shards
+    from video_llama.data_tools.shards import export_shards
 
     entries = json.loads((clips_dir / "train.json").read_text())
     entries.append(dict(entries[0], video="short.avi"))
@@ -135,7 +135,7 @@ def test_presampled_frame_shards_read_as_the_clip_they_came_from(tiny_llm_dir, c
     frame times and tokens as from the file, and training samples among the stored frames."""
     import webdataset as wds
 
-    from video_llama.cli.export_shards import export_shards
+    from video_llama.data_tools.shards import export_shards
     from video_llama.common.utils import seeded
     from video_llama.datasets.datasets.shard_dataset import StreamId
 

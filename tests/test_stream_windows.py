@@ -30,7 +30,7 @@ def brightness_index(frames, num_frames):
 
 @pytest.fixture(scope="module")
 def gradient_video(tmp_path_factory):
-    from video_llama.cli.video_writer import write_video
+    from video_llama.data_tools.video_writer import write_video
 
     return write_video(tmp_path_factory.mktemp("window") / "clip.mp4", gradient_clip(40, 32, 32), fps=FPS)
 
@@ -104,7 +104,7 @@ def two_classes(tmp_path_factory):
     """Clips of two answers told apart by colour: dark (greet_mode) and bright (clean_mode)."""
     import json
 
-    from video_llama.cli.video_writer import write_video
+    from video_llama.data_tools.video_writer import write_video
 
     root = tmp_path_factory.mktemp("straddle")
     entries = []
@@ -211,7 +211,7 @@ def motion_and_rest(tmp_path_factory):
     """Clips of a motion (every frame another brightness) and of a hand at rest (one flat frame)."""
     import json
 
-    from video_llama.cli.video_writer import write_video
+    from video_llama.data_tools.video_writer import write_video
 
     root = tmp_path_factory.mktemp("stop")
     entries = []

@@ -1,11 +1,11 @@
-"""Context classes and continuous recordings (``video_llama.cli.synthetic``, ``video-llama synth``)."""
+"""Context classes and continuous recordings (``video_llama.data_tools.synthetic``, ``video-llama synth``)."""
 
 import json
 
 import numpy as np
 import pytest
 
-from video_llama.cli import synthetic
+from video_llama.data_tools import synthetic
 from video_llama.common.errors import UserError
 
 
@@ -137,7 +137,7 @@ def test_read_timeline_names_the_file_segment_and_fix(tmp_path):
 
 
 def test_context_dataset_layout_and_label_map(tmp_path):
-    from video_llama.cli.action_folders import check_labels, load_label_map
+    from video_llama.data_tools.action_folders import check_labels, load_label_map
 
     names = synthetic.write_context_dataset(tmp_path, per_class=2, seed=1)
     assert names == list(synthetic.CONTEXT_CLASSES) == ["wave", "wipe_glass", "circle", "polish_glass", "rest"]

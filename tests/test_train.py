@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from video_llama.common import checkpointing
 from video_llama.conversation.segment_encoding import TEXT_IDS, TEXT_IDS_KEY
-from video_llama.cli.jobs import train as train_main
+from video_llama.jobs.experiment import train as train_main
 from video_llama.runners.runner_base import RunnerBase
 
 from conftest import REPO_ROOT, TINY_CONFIG
@@ -126,7 +126,7 @@ def test_stopped_and_resumed_run_matches_uninterrupted(tiny_llm_dir, clips_dir, 
     if source == "files":
         anno = f"datasets.webvid_instruct.build_info.anno_dir={json.dumps(splits)}"
     else:
-        from video_llama.cli.export_shards import export_shards
+        from video_llama.data_tools.shards import export_shards
 
         export_shards(splits, clips_dir, tmp_path / "shards", samples_per_shard=1, progress=False)
         common.append("datasets.webvid_instruct.build_info.anno_dir=null")
@@ -258,7 +258,7 @@ def test_the_best_checkpoint_breaks_ties_by_the_loss_then_the_later_epoch():
 
 @pytest.mark.slow
 def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir, clips_dir, tmp_path):
-    from video_llama.cli.jobs import evaluate
+    from video_llama.jobs.experiment import evaluate
 
     splits = json.dumps({"train": str(clips_dir / "train.json"), "val": str(clips_dir / "train.json")})
     summary = train_main(["--cfg-path", str(TINY_CONFIG), "--options",
@@ -304,7 +304,7 @@ def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir,
     alone = evaluate(["--run", str(run_dir), "--options", "run.test_splits=[val]", "run.eval_mode=rank"])
     assert Path(alone["run_dir"]).parent == run_dir / "evaluations" and alone["checkpoint"] == by_mode["rank"]["checkpoint"]
     assert alone["val_top1"] == by_mode["rank"]["test_top1"]  # the same 4 clips
-    from video_llama.cli.jobs import experiment
+    from video_llama.jobs.experiment import experiment
     from video_llama.common.errors import UserError
 
     with pytest.raises(UserError, match="--run RUN_DIR"):

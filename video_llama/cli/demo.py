@@ -14,69 +14,15 @@ demo reads them. In the terminal, a line is a question; ``/video PATH``, ``/imag
 import argparse
 import logging
 import sys
-from dataclasses import dataclass
+
+from video_llama.common.errors import UserError
+from video_llama.conversation.chat import ChatError, PROMPT_STYLES, WEB_DEFAULTS
+from video_llama.jobs.chat import load_setup
+from video_llama.jobs.experiment import add_config_arguments, experiment
 
 logger = logging.getLogger(__name__)
 
 COMMANDS = "commands: /video PATH, /image PATH, /reset, /quit; anything else is a question"
-
-
-@dataclass
-class ChatSetup:
-    """What every conversation shares: the model, the processors and the prompt settings."""
-
-    model: object
-    vis_processor: object
-    image_processor: object
-    timestamps: bool
-    config: object = None  # the resolved Config it was built from
-    prompt_style: str = "training"  # Chat's: as the model was trained, or as the original demo asked
-
-    def new_chat(self, **state):
-        from video_llama.conversation.chat import Chat
-
-        return Chat(self.model, self.vis_processor, self.image_processor, self.timestamps,
-                    prompt_style=self.prompt_style, **state)
-
-
-def visual_settings(cfg):
-    """(video processor config, timestamps) of the config's first dataset with a vis_processor."""
-    for dataset_cfg in cfg.datasets_cfg.values():
-        procs = dataset_cfg.get("vis_processor") or {}
-        proc_cfg = procs.get("eval") or procs.get("train")
-        if proc_cfg is not None:
-            return proc_cfg, bool(dataset_cfg.get("timestamps", True))
-    raise ValueError("the config's datasets name no vis_processor; the demo reads the first one's (eval or train)")
-
-
-def load_setup(cfg_path, options=(), device=None, plugins=()):
-    """The model of ``cfg_path`` (with ``options``) on ``device`` (None: the config's run.device),
-    ready to chat."""
-    import torch
-
-    import video_llama  # noqa: F401  (registers the built-ins)
-    from video_llama.cli.jobs import check_evaluable
-    from video_llama.common.config import Config, check_runtime
-    from video_llama.common.registry import registry
-    from video_llama.common.utils import seed_everything
-    from video_llama.models.video_llama import move_to_device
-    from video_llama.processors.image_processors import load_image
-
-    cfg = Config.from_file(cfg_path, [*options, *([f"run.device={device}"] if device else [])], list(plugins),
-                           trained_model=True)
-    check_evaluable(cfg.model_cfg)
-    check_runtime(cfg.config)
-    seed_everything(cfg.run_cfg.get("seed", 42))  # as the original demo: sampled answers repeat per session
-    proc_cfg, timestamps = visual_settings(cfg)
-    vis_processor = registry.get_processor_class(proc_cfg.name).from_config(proc_cfg)
-    image_cfg = {"name": "blip2_image_eval", "image_size": proc_cfg.image_size}
-    image_transform = registry.get_processor_class("blip2_image_eval").from_config(image_cfg)
-    run_device = torch.device(cfg.run_cfg.get("device") or "cpu")
-    if run_device.type == "cuda" and run_device.index is not None:
-        torch.cuda.set_device(run_device)  # a quantised LLM loads onto the current GPU and cannot move later
-    model = registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg)
-    move_to_device(model, run_device).eval()
-    return ChatSetup(model, vis_processor, lambda path: image_transform(load_image(path)), timestamps, cfg)
 
 
 def generation_settings(args):
@@ -91,9 +37,6 @@ def generation_settings(args):
 def terminal_chat(chat, settings, lines=sys.stdin, out=sys.stdout):
     """A line is a question, or a command; a problem with a file or a question prints one line and
     the chat goes on."""
-    from video_llama.common.errors import UserError
-    from video_llama.conversation.chat import ChatError
-
     print(COMMANDS, file=out, flush=True)
     for line in lines:
         line = line.strip()
@@ -130,9 +73,6 @@ def warn_unreliable(chat, out):
 
 
 def main(argv=None):
-    from video_llama.cli.jobs import add_config_arguments, experiment
-    from video_llama.conversation.chat import PROMPT_STYLES
-
     parser = argparse.ArgumentParser(prog="demo.py", description=__doc__.splitlines()[0])
     add_config_arguments(parser, "evaluation YAML (model.ckpt + a vis_processor)", trained=True)
     visual = parser.add_mutually_exclusive_group()
@@ -160,9 +100,8 @@ def main(argv=None):
     setup = load_setup(*experiment(args), args.device, args.plugins)
     setup.prompt_style = args.prompt_style
     if args.web:
-        from video_llama.cli.web_demo import serve
+        from video_llama.jobs.web_demo import serve
 
-        from video_llama.conversation.chat import WEB_DEFAULTS
 
         given = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "temperature": args.temperature,
                  "top_p": args.top_p, "repetition_penalty": args.repetition_penalty}

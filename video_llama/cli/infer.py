@@ -11,22 +11,21 @@ continues where it stopped.
 """
 
 import argparse
-import json
-import logging
-import time
 from pathlib import Path
 
 from video_llama.common.errors import UserError
 from video_llama.conversation import GUIDE_QUESTION
-
-logger = logging.getLogger(__name__)
-
+from video_llama.data_tools.shards import split_files
+from video_llama.datasets.datasets.base_video_dataset import video_path
+from video_llama.datasets.datasets.video_instruct_dataset import read_instruct_annotations
+from video_llama.jobs.chat import load_setup
+from video_llama.jobs.experiment import add_config_arguments, experiment
+from video_llama.jobs.infer import infer
+from video_llama.processors.video_decoding import VIDEO_EXTENSIONS
 
 
 def folder_videos(folder):
     """Every video file under ``folder`` (recursively), sorted."""
-    from video_llama.processors.video_decoding import VIDEO_EXTENSIONS
-
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"--folder {folder} is not a folder")
@@ -35,10 +34,6 @@ def folder_videos(folder):
 
 def jobs_from_args(args):
     """[(video path, question, reference answer or None)] in a fixed order."""
-    from video_llama.cli.export_shards import split_files
-    from video_llama.datasets.datasets.base_video_dataset import video_path
-    from video_llama.datasets.datasets.video_instruct_dataset import read_instruct_annotations
-
     if args.folder:
         return [(str(path), args.question or GUIDE_QUESTION, None) for path in folder_videos(args.folder)]
     jobs = []
@@ -50,84 +45,7 @@ def jobs_from_args(args):
     return jobs
 
 
-def done_videos(out):
-    """Videos the output already answers (or reports); a torn last line (a killed run) is cut off."""
-    if not out.is_file():
-        return set()
-    text = out.read_text(encoding="utf-8")
-    lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
-        out.write_text("".join(lines[:-1]), encoding="utf-8")
-        lines = lines[:-1]
-    done = set()
-    for number, line in enumerate(lines, 1):
-        try:
-            done.add(json.loads(line)["video"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"{out}, line {number}: not a line this command writes; give another --out or remove it") from None
-    return done
-
-
-def answer_batch(setup, batch, settings):
-    """Output lines for a batch of jobs, in its order: decoded, then answered in one generate call."""
-    import torch
-
-    from video_llama.conversation.chat import video_visual
-    from video_llama.processors.video_decoding import VideoDecodeError
-
-    lines, ready = [None] * len(batch), []
-    for slot, (video, question, reference) in enumerate(batch):
-        try:
-            visual = video_visual(setup.vis_processor, video, setup.timestamps)
-        except VideoDecodeError as err:
-            logger.warning("skipping %s: %s", video, err)
-            lines[slot] = {"video": video, "question": question, "error": str(err)}
-            continue
-        if visual.warning:
-            logger.warning("%s", visual.warning)
-        ready.append((slot, visual, question, reference))
-    if ready:
-        device = next(setup.model.parameters()).device
-        frames = torch.stack([visual.frames for _, visual, _, _ in ready]).to(device)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            answers = setup.model.generate(frames, [visual.note + question for _, visual, question, _ in ready], **settings)
-        seconds = round((time.perf_counter() - start) / len(ready), 3)
-        for (slot, visual, question, reference), answer in zip(ready, answers):
-            line = {"video": batch[slot][0], "question": question, "answer": answer, "seconds": seconds}
-            if reference is not None:
-                line["reference"] = reference
-            if visual.warning:
-                line["warning"] = visual.warning
-            lines[slot] = line
-    return lines
-
-
-def infer(setup, jobs, out, batch_size=8, max_new_tokens=64, progress=True):
-    """Answer ``jobs`` not yet in ``out``; returns (answered, failed, skipped as already done)."""
-    from tqdm import tqdm
-
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = done_videos(out)
-    todo = [job for job in jobs if job[0] not in done]
-    answered = failed = 0
-    with open(out, "a", encoding="utf-8") as sink, tqdm(total=len(todo), desc="videos", disable=not progress) as bar:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            for line in answer_batch(setup, batch, {"max_new_tokens": max_new_tokens}):
-                sink.write(json.dumps(line, ensure_ascii=False) + "\n")
-                failed += "error" in line
-                answered += "error" not in line
-            sink.flush()
-            bar.update(len(batch))
-    return answered, failed, len(jobs) - len(todo)
-
-
 def main(argv=None):
-    from video_llama.cli.demo import load_setup
-    from video_llama.cli.jobs import add_config_arguments, experiment
-
     parser = argparse.ArgumentParser(prog="video-llama infer", description=__doc__.splitlines()[0])
     add_config_arguments(parser, "evaluation YAML (as demo.py takes)", trained=True)
     source = parser.add_mutually_exclusive_group(required=True)

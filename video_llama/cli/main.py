@@ -36,7 +36,7 @@ def main(argv=None):
         print(f"video-llama: unknown subcommand {name!r}" + (f"; did you mean {guess!r}?" if guess else ""), file=sys.stderr)
         print(usage(), file=sys.stderr)
         return 2
-    from video_llama.cli.jobs import run_cli
+    from video_llama.cli import run_cli
 
     module = importlib.import_module(SUBCOMMANDS[name][0])
     return run_cli(lambda: module.main(rest)) or 0

@@ -9,15 +9,15 @@ and further training use the merged model without peft's adapter layers.
 import argparse
 from pathlib import Path
 
+from video_llama.common.checkpointing import save_checkpoint
 from video_llama.common.errors import UserError
+from video_llama.models.video_llama import VideoLLAMA
 
 
 def merge_lora(run, out):
     """Merge and write; returns the checkpoint folder written."""
     from omegaconf import OmegaConf
 
-    from video_llama.common.checkpointing import save_checkpoint
-    from video_llama.models.video_llama import VideoLLAMA
 
     model = VideoLLAMA.from_pretrained(run)
     if not model.uses_lora:

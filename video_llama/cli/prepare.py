@@ -8,6 +8,8 @@ jpg, png, webp, bmp for the ``image_instruct`` builder), probes every file, and 
 import argparse
 import logging
 
+from video_llama.data_tools.action_folders import prepare
+
 
 def parse_ratios(text):
     ratios = [float(x) for x in text.split(",")]
@@ -34,7 +36,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
 
-    from video_llama.cli.action_folders import prepare
 
     report, labels = prepare(args.root, args.out, args.label_map, args.questions, args.split, args.seed, args.n_frms,
                              args.keep_short, args.loop_short, args.all_questions, args.split_list, args.images)

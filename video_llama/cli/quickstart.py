@@ -15,6 +15,16 @@ from pathlib import Path
 
 from video_llama.common.config import PACKAGE_DIR
 from video_llama.conversation import GUIDE_QUESTION
+from video_llama.data_tools.action_folders import load_label_map, prepare
+from video_llama.data_tools.synthetic import CONTEXT_LABEL_MAP, write_context_dataset, write_recording
+from video_llama.data_tools.tiny_llm import write_tiny_llm
+from video_llama.jobs.calibrate import calibrate
+from video_llama.jobs.chat import load_setup
+from video_llama.jobs.experiment import evaluate, run_job, train
+from video_llama.processors.frame_stream import stream_frames
+from video_llama.tasks.mode_selection import selector_for_run
+from video_llama.tasks.stream_evaluation import pooled, replay_recordings, stream_report
+
 
 ROOT = Path("output/quickstart")
 TINY_LLM = Path("output/tiny-llm")
@@ -27,12 +37,6 @@ TARGET_ERROR = 0.05  # calibrate's abstention threshold: at most this share of e
 
 
 def main(argv=None):
-    from video_llama.cli.action_folders import load_label_map, prepare
-    from video_llama.cli.calibrate import calibrate
-    from video_llama.cli.jobs import evaluate, run_job, train
-    from video_llama.cli.synthetic import CONTEXT_LABEL_MAP, write_context_dataset, write_recording
-    from video_llama.cli.tiny_llm import write_tiny_llm
-
     start = time.monotonic()
     if not (TINY_LLM / "config.json").is_file():
         write_tiny_llm(TINY_LLM)
@@ -80,12 +84,6 @@ def main(argv=None):
 def stream_figures(run_dir, recordings, label_map_file):
     """The stream table of the run's selector over ``recordings`` [(video, timeline)], pooled: the
     model scores every window once, and each smoothing and the calibrated threshold are replayed."""
-    from video_llama.cli.action_folders import load_label_map
-    from video_llama.cli.demo import load_setup
-    from video_llama.processors.frame_stream import stream_frames
-    from video_llama.tasks.mode_selection import selector_for_run
-    from video_llama.tasks.stream_evaluation import pooled, replay_recordings, stream_report
-
     setup = load_setup(EVAL_CONFIG, [f"model.ckpt={run_dir}"])
     make = functools.partial(selector_for_run, setup.model, setup.vis_processor, setup.config.run_cfg, GUIDE_QUESTION,
                              load_label_map(label_map_file), timestamps=setup.timestamps)

@@ -32,32 +32,22 @@ import signal
 import sys
 import time
 
+from video_llama.common import dist_utils
 from video_llama.conversation import GUIDE_QUESTION
+from video_llama.data_tools.action_folders import load_label_map
+from video_llama.jobs.chat import load_setup
+from video_llama.jobs.experiment import add_config_arguments, experiment
+from video_llama.processors import frame_stream
+from video_llama.tasks.mode_selection import selector_for_run
 
 STALLED = 3  # the exit code of a live source that stalled
 
 
-def set_cpu_threads(run_cfg, threads=None):
-    """Torch's CPU threads for a selector: ``threads``, else on the CPU as training sets them
-    (``dist_utils.cpu_threads``): torch's default, every core, crawls beside other work."""
-    import torch
-
-    from video_llama.common import dist_utils
-
-    if threads or dist_utils.device_for(run_cfg, 0) == "cpu":
-        torch.set_num_threads(threads or dist_utils.cpu_threads(run_cfg))
-
-
 def selector_from_args(args):
     """(ModeSelector, frame side in pixels) for the model and settings the arguments name."""
-    from video_llama.cli.action_folders import load_label_map
-    from video_llama.cli.demo import load_setup
-    from video_llama.cli.jobs import experiment
-    from video_llama.tasks.mode_selection import selector_for_run
-
     setup = load_setup(*experiment(args), args.device, args.plugins)
     run_cfg = setup.config.run_cfg
-    set_cpu_threads(run_cfg)
+    dist_utils.set_cpu_threads(run_cfg)
     selector = selector_for_run(setup.model, setup.vis_processor, run_cfg, args.question,
                                 load_label_map(args.label_map) if args.label_map else None,
                                 window_s=args.window_s, stride_s=args.stride_s, temperature=args.temperature,
@@ -88,8 +78,6 @@ class Outcome:
 def run(selector, frames, out, status=None):
     """Feed ``frames`` ((t, frame) pairs) to ``selector``, writing every event to ``out`` (flushed);
     returns the :class:`Outcome`."""
-    from video_llama.processors.frame_stream import StreamBrokeOff
-
     outcome = Outcome()
     try:
         for t, frame in frames:
@@ -105,7 +93,7 @@ def run(selector, frames, out, status=None):
                         status(event)
     except (_Stop, KeyboardInterrupt) as err:
         outcome.ended = f"stopped by {err if isinstance(err, _Stop) else 'SIGINT'}"
-    except StreamBrokeOff as err:  # what was decided before is in the file
+    except frame_stream.StreamBrokeOff as err:  # what was decided before is in the file
         outcome.broke, outcome.seen = err, err.seconds
     except BrokenPipeError:  # the controller reading `--out -` closed its end: a normal way to stop
         outcome.ended, outcome.reader_gone = "stopped: the reader of the events closed the pipe", True
@@ -151,8 +139,6 @@ def exit_stalled(source, out_name):
 
 
 def main(argv=None):
-    from video_llama.cli.jobs import add_config_arguments
-
     parser = argparse.ArgumentParser(prog="video-llama select-mode", description=__doc__.splitlines()[0])
     add_config_arguments(parser, "evaluation YAML (model.ckpt: the trained run)", trained=True)
     sources = parser.add_mutually_exclusive_group(required=True)
@@ -181,8 +167,6 @@ def main(argv=None):
     parser.add_argument("--temperature", type=float, help="softmax temperature (default: calibrate's, else 1)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: the config's run.device)")
     args = parser.parse_args(argv)
-
-    from video_llama.processors import frame_stream
 
     source = args.video or args.stream
     live = frame_stream.is_live(source)

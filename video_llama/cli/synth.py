@@ -7,10 +7,10 @@
 
 import argparse
 
+from video_llama.data_tools import synthetic
+
 
 def main(argv=None):
-    from video_llama.cli import synthetic
-
     parser = argparse.ArgumentParser(prog="video-llama synth", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))

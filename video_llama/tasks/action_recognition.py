@@ -14,41 +14,18 @@ Outputs under the evaluation folder: ``metrics.json`` (``top1``, ``per_class``, 
 
 import json
 import logging
-import re
 from pathlib import Path
 
 from video_llama.common import dist_utils
 from video_llama.common.registry import registry
 from video_llama.common.run_folder import RunFolder
+from video_llama.conversation.answers import match_answer
 from video_llama.datasets.datasets.base_video_dataset import TooManyBadVideos
 from video_llama.processors.pixel_plan import batch_to_device
 from video_llama.tasks.base_task import BaseTask
 from video_llama.tasks.calibration import decision_settings, nll
 
 logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------- answers → labels
-
-
-def normalize_answer(text):
-    """Lower case, underscores and hyphens as spaces, no punctuation, single spaces."""
-    text = text.lower().replace("_", " ").replace("-", " ")
-    text = re.sub(r"[^\w\s]", " ", text)
-    return " ".join(text.split())
-
-
-def match_answer(answer, labels):
-    """The label an answer names, or None. Exact (normalised) match first; otherwise the single
-    label whose words appear in the answer ("The action is falling down." → "Falling down")."""
-    norm = normalize_answer(answer)
-    by_norm = {normalize_answer(label): label for label in labels}
-    if norm in by_norm:
-        return by_norm[norm]
-    found = [key for key in by_norm if key and re.search(rf"\b{re.escape(key)}\b", norm)]
-    # "fall" inside "fall down" is not a second label; two unrelated labels are ambiguous
-    found = [key for key in found if not any(key != other and key in other for other in found)]
-    return by_norm[found[0]] if len(found) == 1 else None
 
 
 def _labels_beside(anno):

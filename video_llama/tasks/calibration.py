@@ -4,14 +4,17 @@ reliability bins), what abstaining below a confidence buys (risk–coverage), an
 keeps the error of the decisions taken under a target (split conformal risk control).
 
 Everything here is NumPy over arrays of scores, so it is tested on fixed numbers and used the
-same way by evaluation, ``calibrate`` and the mode selector.
+same way by evaluation, ``calibrate`` and the mode selector. ``fit`` is what ``calibrate``
+fits on a split's predictions, and refuses a split that cannot be fitted on.
 """
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 
+from video_llama.common.errors import UserError
 from video_llama.common.run_folder import CALIBRATION, RunFolder
 
 
@@ -144,3 +147,82 @@ def decision_settings(run_cfg, ckpt):
     if threshold is None:
         threshold = saved.get("threshold")
     return float(temperature), (None if threshold is None else float(threshold)), run_cfg.get("abstain_label") or "unknown"
+
+
+def fit(predictions, labels, target_error=None):
+    """{temperature, ECE before/after, threshold and its coverage on these predictions, warnings}
+    from rank-mode predictions (``scores`` per label, true ``label``). A split that cannot give a
+    meaningful fit is refused; ``warnings`` say why a fit it did give may not be trusted."""
+    index = {label: i for i, label in enumerate(labels)}
+    known = [p for p in predictions if p["label"] in index]
+    if len(known) < 2:
+        raise UserError(f"calibration needs at least 2 scored clips whose answer is one of the labels {labels}; "
+                        f"got {len(known)}: choose a larger split (--split)")
+    truth = np.array([index[p["label"]] for p in known])
+    if len(set(truth.tolist())) < 2:
+        raise UserError(f"all {len(known)} scored clips have the label {known[0]['label']!r}: a temperature fitted on "
+                        f"one class only learns to be sure of it; calibrate on a split (--split) holding clips of at "
+                        f"least two of the labels {labels}")
+    if target_error is not None:
+        check_certifiable(len(known), target_error, "the split (its clips with one of the labels)")
+    scores = np.array([[p["scores"][label] for label in labels] for p in known])
+    temperature = fit_temperature(scores, truth)
+    correct = scores.argmax(axis=1) == truth  # a temperature changes how sure, never which label
+    before, after = probabilities(scores).max(axis=1), probabilities(scores, temperature).max(axis=1)
+    result = {"temperature": temperature, "n": len(known), "labels": labels, "accuracy": float(correct.mean()),
+              "ece_before": expected_calibration_error(before, correct),
+              "ece_after": expected_calibration_error(after, correct)}
+    warning = temperature_warning(temperature, result["accuracy"])
+    warnings = [warning] if warning else []
+    confidence = after
+    if target_error is not None:
+        threshold = risk_controlling_threshold(confidence, correct, target_error)
+        decided = confidence >= threshold
+        result.update(target_error=target_error, threshold=threshold, coverage=float(decided.mean()),
+                      error_on_decided=float(1 - correct[decided].mean()) if decided.any() else None)
+        _, bound = conformal_bounds(confidence, correct)
+        if bound.min() > target_error:
+            best = float(bound.min())
+            warnings.append(f"no confidence threshold certifies --target-error {target_error} on these {len(known)} "
+                            f"clips (accuracy {result['accuracy']:.3f}): (errors+1)/(decided+1) is at best {best:.4f}, "
+                            f"deciding the {int(bound.argmin()) + 1} most confident, so the threshold is 1.0 and "
+                            f"evaluation and select-mode will abstain on every clip; raise --target-error to "
+                            f"{rounded_up(best)} or more, or calibrate on a larger split (--split)")
+    result["warnings"] = warnings
+    return result
+
+
+def check_certifiable(n, target_error, where):
+    """Refuse a --target-error that ``n`` clips cannot certify: their threshold could only decide
+    nothing, whatever the model scores."""
+    needed = fewest_clips(target_error)
+    if n < needed:
+        best = 1 / (n + 1)
+        raise UserError(f"--target-error {target_error} needs at least {needed} clips and {where} has {n}: under "
+                        f"the finite-sample bound (errors+1)/(decided+1) <= target, {n} clips certify at best "
+                        f"1/{n + 1} = {best:.4f} (every clip decided and right); calibrate on a larger split "
+                        f"(--split), raise --target-error to {rounded_up(best)} or more, or leave it out to fit "
+                        f"the temperature only")
+
+
+def temperature_warning(temperature, accuracy):
+    """Why a temperature at either end of fit_temperature's search range cannot be trusted; None
+    inside it (the NLL kept falling towards that end, so the fit is the range's, not the data's)."""
+    low, high = TEMPERATURE_RANGE
+    tolerance = 0.01  # in log T: within 1% of the bound
+    if abs(math.log(temperature / low)) < tolerance:
+        return (f"temperature {temperature:.3f} is at the lower end of its search range ({low}): sharper "
+                f"probabilities only ever helped on this split (accuracy {accuracy:.3f}; scores that separate the "
+                f"clips perfectly do this), so they come out near 0 or 1 and will be overconfident on new clips; "
+                f"calibrate on a larger split that holds clips the model gets wrong (--split)")
+    if abs(math.log(temperature / high)) < tolerance:
+        return (f"temperature {temperature:.3f} is at the upper end of its search range ({high}): the scores barely "
+                f"tell this split's labels apart (accuracy {accuracy:.3f}; equal scores for every label do this), so "
+                f"the probabilities come out near uniform; check that model.ckpt is the trained run and that the "
+                f"split's labels are the ones it learned")
+    return None
+
+
+def rounded_up(value):
+    """``value`` rounded up to 3 decimals: a --target-error worth suggesting, never just under it."""
+    return math.ceil(value * 1000) / 1000

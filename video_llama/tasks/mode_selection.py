@@ -168,7 +168,7 @@ def label_modes(labels, names_to_modes):
     """{label: mode} for a model's ``labels`` from a map of folder names or labels to modes (the
     ``prepare --label-map`` file: a label written from a folder name, "Wipe glass" from
     ``wipe_glass``, takes that folder's mode); a label the map does not name is its own mode."""
-    from video_llama.tasks.action_recognition import normalize_answer
+    from video_llama.conversation.answers import normalize_answer
 
     by_name = {normalize_answer(name): mode for name, mode in (names_to_modes or {}).items()}
     return {label: by_name.get(normalize_answer(label), label) for label in labels}

@@ -17,7 +17,7 @@ import dataclasses
 
 import numpy as np
 
-from video_llama.tasks.action_recognition import normalize_answer
+from video_llama.conversation.answers import normalize_answer
 from video_llama.tasks.calibration import decide
 from video_llama.tasks.mode_selection import Hysteresis
 

@@ -9,9 +9,11 @@ import logging
 import os
 from pathlib import Path
 
-from video_llama.conversation.chat import WEB_DEFAULTS
+from video_llama.common.errors import UserError
+from video_llama.conversation.chat import ChatError, WEB_DEFAULTS
 from video_llama.processors.image_processors import IMAGE_EXTENSIONS
 from video_llama.processors.video_decoding import VIDEO_EXTENSIONS
+
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +34,6 @@ def build_app(setup, examples_dir=None, defaults=None):
     defaults = {**WEB_DEFAULTS, **(defaults or {})}
     import gradio as gr
 
-    from video_llama.common.errors import UserError
-    from video_llama.conversation.chat import ChatError
 
     def upload(video, image, state):
         """Start a conversation about the uploaded file; a message instead when it cannot be used."""

@@ -4,7 +4,14 @@ data → runner. Every config problem is reported before any data or model work.
 import argparse
 import logging
 import os
+from pathlib import Path
 
+from video_llama.common import dist_utils
+from video_llama.common.config import Config, ConfigError, check_runtime
+from video_llama.common.errors import UserError
+from video_llama.common.logger import setup_logger
+from video_llama.common.registry import registry
+from video_llama.common.run_folder import CONFIG, RunFolder, checkpoint_in_use
 from video_llama.common.utils import seed_everything
 
 logger = logging.getLogger(__name__)
@@ -33,10 +40,6 @@ def experiment(args, run_defaults=()):
     (``model.ckpt``); without ``--cfg-path`` the experiment is the config the run saved (data,
     processors, settings), its outputs go into ``RUN/evaluations``, and ``run_defaults`` (options)
     apply before the user's."""
-    from pathlib import Path
-
-    from video_llama.common.run_folder import CONFIG, RunFolder, checkpoint_in_use
-    from video_llama.common.errors import UserError
 
     run, options = getattr(args, "run", None), list(args.options)
     if not run:
@@ -59,8 +62,6 @@ def experiment(args, run_defaults=()):
 def check_evaluable(model_cfg):
     """Evaluation scores the weights ``model.ckpt`` names; without it, those of an untrained
     model, which look like a result. ``model.ckpt: random`` asks for that on purpose."""
-    from video_llama.common.config import ConfigError
-
     if not model_cfg.get("ckpt"):
         raise ConfigError(["model.ckpt is not set, so evaluation would score an untrained model; set it to the "
                            "training run folder (--options model.ckpt=output/<run>) or a checkpoint, or to "
@@ -68,12 +69,8 @@ def check_evaluable(model_cfg):
 
 
 def run_job(argv, description, action, evaluating=False):
-    import video_llama  # noqa: F401  (registers the built-ins)
-    from video_llama.common import dist_utils
-    from video_llama.common.config import Config, check_runtime
-    from video_llama.common.logger import setup_logger
-    from video_llama.common.registry import registry
-
+    """Parse ``argv`` (``evaluating``: a command that uses a trained model), build the experiment's
+    task, data, model and runner, and return ``action(runner)``."""
     args = parse_args(argv, description, trained=evaluating)
     if evaluating:
         args.cfg_path, args.options = experiment(args, ["run.test_splits=[test]"])
@@ -81,8 +78,6 @@ def run_job(argv, description, action, evaluating=False):
     if evaluating or cfg.run_cfg.evaluate:
         check_evaluable(cfg.model_cfg)
         if not cfg.run_cfg.get("test_splits"):
-            from video_llama.common.config import ConfigError
-
             raise ConfigError(["run.test_splits is empty, so there is nothing to evaluate; name the splits, "
                                "e.g. --options run.test_splits=[test]"])
     check_runtime(cfg.config)
@@ -115,26 +110,3 @@ def evaluate(argv=None):
     """Evaluate ``run.test_splits`` with the task's metrics; returns them."""
     return run_job(argv, "Evaluate a Video-LLaMA style model on run.test_splits.", lambda runner: runner.evaluate_only(),
                 evaluating=True)
-
-
-def run_cli(job):
-    """Run ``job`` for a command's ``__main__``: a problem the user can fix (a
-    :class:`~video_llama.common.errors.UserError`, a missing file) prints as one message and exits
-    2, without a traceback; Ctrl-C before the loop started exits 130 with one line; a reader that
-    closed our output (``| head``) ends the command quietly. Returns what ``job`` returns."""
-    import os
-    import sys
-
-    from video_llama.common.errors import UserError
-
-    try:
-        return job()
-    except (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(getattr(err, "exit_code", 2))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError:  # stdout to /dev/null, so that flushing it at exit does not raise again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)

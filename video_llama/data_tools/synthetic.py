@@ -47,7 +47,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from video_llama.cli.video_writer import write_video
+from video_llama.data_tools.video_writer import write_video
 from video_llama.common.errors import UserError
 
 FRAME_SIZE = 96

@@ -98,7 +98,7 @@ def _walk_files(root):
 def check_labels(labels, mapped):
     """Two folders whose answers read the same once normalised can never be told apart: an error,
     unless a --label-map gives them the very same answer on purpose (two folders, one mode)."""
-    from video_llama.tasks.action_recognition import normalize_answer
+    from video_llama.conversation.answers import normalize_answer
 
     by_norm = defaultdict(list)
     for folder, answer in sorted(labels.items()):
@@ -150,7 +150,7 @@ def loop_clip(src, dst, min_frames):
     """Write a copy of a short clip played forward and backward until it has ``min_frames``."""
     import decord
 
-    from video_llama.cli.video_writer import write_video
+    from video_llama.data_tools.video_writer import write_video
 
     reader = decord.VideoReader(str(src), num_threads=1)
     frames = reader.get_batch(list(range(len(reader)))).asnumpy()
