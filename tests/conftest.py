@@ -13,6 +13,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(__file__).resolve().parent / "data"
 TINY_CONFIG = REPO_ROOT / "train_configs" / "tiny_cpu_finetune.yaml"
+# --plugins this and run.task=batch_logged_video_text_pretrain: each rank logs its batches' videos
+# into $BATCH_LOG_DIR, which trained_videos reads back
+BATCH_LOG_PLUGIN = REPO_ROOT / "tests" / "plugins" / "batch_log.py"
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +90,9 @@ def batch_of(dataset):
     from video_llama.conversation.collate import collate_video_samples
 
     return collate_video_samples([dataset[0], dataset[1]], dataset.tokenizer.pad_token_id)
+
+
+def trained_videos(folder):
+    """{rank: [the videos of each training batch]} that BATCH_LOG_PLUGIN's task wrote into ``folder``."""
+    return {int(path.stem[4:]): [json.loads(line) for line in path.read_text().splitlines()]
+            for path in sorted(Path(folder).glob("rank*.jsonl"))}

@@ -178,26 +178,27 @@ def test_two_ranks_train_from_shards_with_more_readers_than_shards(tiny_llm_dir,
     validation reads the val shards."""
     import os
 
-    from conftest import TINY_CONFIG
+    from conftest import BATCH_LOG_PLUGIN, TINY_CONFIG, trained_videos
 
     _, shards = round_trip_data(clips_dir, tmp_path)
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "train.py", "--cfg-path", str(TINY_CONFIG), "--options",
-           f"model.llama_model={tiny_llm_dir}", f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "train.py", "--cfg-path", str(TINY_CONFIG),
+           "--plugins", str(BATCH_LOG_PLUGIN), "--options", f"model.llama_model={tiny_llm_dir}", f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
            "datasets.webvid_instruct.build_info.anno_dir=null", f"datasets.webvid_instruct.build_info.shards={shards}",
            "datasets.webvid_instruct.vis_processor.train.n_frms=4", f"run.output_dir={tmp_path / 'out'}",
            "run.iters_per_epoch=3", "run.max_epoch=2", "run.num_workers=2", "run.batch_size_train=2",
-           "run.valid_splits=[val]", "run.distributed=True"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+           "run.valid_splits=[val]", "run.distributed=True", "run.task=batch_logged_video_text_pretrain"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "BATCH_LOG_DIR": str(tmp_path)}
     result = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run_dir,) = (tmp_path / "out").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 6
     first, second = summary["rank_weight_fingerprints"]
-    assert first == second
-    videos = summary["rank_first_batch_videos"]
-    assert videos[0] != videos[1]
+    assert first == second and summary["replicas_agree"]
+    batches = trained_videos(tmp_path)
+    assert sorted(batches) == [0, 1] and len(batches[0]) == len(batches[1]) == 6
+    assert batches[0][0] != batches[1][0]  # the ranks read different samples
     evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
     assert len(evals) == 2 and all(e["val_loss"] > 0 for e in evals)
 

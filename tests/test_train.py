@@ -18,7 +18,7 @@ from video_llama.conversation.segment_encoding import TEXT_IDS, TEXT_IDS_KEY
 from video_llama.jobs.experiment import train as train_main
 from video_llama.runners.runner_base import RunnerBase
 
-from conftest import REPO_ROOT, TINY_CONFIG
+from conftest import BATCH_LOG_PLUGIN, REPO_ROOT, TINY_CONFIG, trained_videos
 
 
 def options(llm, clips, out, *extra):
@@ -88,19 +88,22 @@ def test_pixels_finished_on_the_device_train_and_evaluate_as_in_the_workers(tiny
 @pytest.mark.multiprocess
 def test_torchrun_two_processes_stay_in_sync(tiny_llm_dir, clips_dir, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "train.py", "--cfg-path", str(TINY_CONFIG), "--options",
-           *options(tiny_llm_dir, clips_dir, tmp_path, "run.iters_per_epoch=3", "run.distributed=True",
-                    "run.world_size=4", "run.batch_size_train=1")]
-    result = subprocess.run(cmd, cwd=REPO_ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "train.py", "--cfg-path", str(TINY_CONFIG),
+           "--plugins", str(BATCH_LOG_PLUGIN), "--options",
+           *options(tiny_llm_dir, clips_dir, tmp_path / "out", "run.iters_per_epoch=3", "run.distributed=True",
+                    "run.world_size=4", "run.batch_size_train=1", "run.task=batch_logged_video_text_pretrain")]
+    result = subprocess.run(cmd, cwd=REPO_ROOT, env={**env(), "BATCH_LOG_DIR": str(tmp_path)}, capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "run.world_size is 4 but torchrun started 2 process(es); the launcher wins" in result.stdout + result.stderr
-    (run_dir,) = tmp_path.iterdir()
+    (run_dir,) = (tmp_path / "out").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["world_size"] == 2
     first, second = summary["rank_weight_fingerprints"]
-    assert first == second  # identical parameters on both ranks after training
-    videos = summary["rank_first_batch_videos"]
-    assert videos[0] != videos[1]  # ranks read different samples
+    assert first == second and summary["replicas_agree"]  # identical parameters on both ranks after training
+    batches = trained_videos(tmp_path)
+    assert sorted(batches) == [0, 1] and len(batches[0]) == len(batches[1]) == summary["steps"]
+    assert batches[0][0] != batches[1][0]  # ranks read different samples
 
 
 class StopAfter(Exception):
@@ -237,7 +240,7 @@ def test_step_loss_is_the_mean_over_answer_tokens_of_the_effective_batch(tiny_ll
 def test_accumulation_windows():
     r = RunnerBase.__new__(RunnerBase)
     r.run_cfg = types.SimpleNamespace(accum_grad_iters=2)
-    assert [r._window(s, 3) for s in range(3)] == [(2, False), (2, True), (1, True)]  # epoch ends mid-window
+    assert [r._window_size(s, 3) for s in range(3)] == [2, 2, 1]  # the epoch ends the second window early
 
 
 def test_the_best_checkpoint_breaks_ties_by_the_loss_then_the_later_epoch():

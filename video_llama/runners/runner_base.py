@@ -99,15 +99,13 @@ class RunnerBase:
             progress = self._progress(len(sampler), epoch)
             batches = iter(loader)
             while step < iters:
-                window_size, _ = self._window(step, iters)  # resumes start at a window's first step
+                window_size = self._window_size(step, iters)  # resumes start at a window's first step
                 window = [next(batches) for _ in range(window_size)]
                 num_items, stop = self._window_totals(window)
                 if stop:
                     self._stop(epoch, step, optimizer, scaler)
                 for i, batch in enumerate(window):
                     lr = scheduler.step(epoch, step)
-                    if not history:
-                        self.first_batch_videos = batch.get("video")
                     loss = self.train_iteration(ddp_model, batch, i == window_size - 1, num_items, window_size,
                                                 optimizer, scaler, autocast)
                     record = {"epoch": epoch, "step": step, "global_step": epoch * iters + step, "loss": loss, "lr": lr}
@@ -182,12 +180,11 @@ class RunnerBase:
         tokens, stops = dist_utils.all_reduce_sum([tokens, 1 if self.stop_signal.received else 0])
         return (max(1, int(tokens)) if has_labels else None), stops > 0
 
-    def _window(self, step, iters_per_epoch):
-        """(batches in the accumulation window holding ``step``, whether ``step`` ends it)."""
+    def _window_size(self, step, iters_per_epoch):
+        """Batches in the accumulation window holding ``step`` (the epoch may end it early)."""
         accum = self.run_cfg.accum_grad_iters
         start = step - step % accum
-        size = min(accum, iters_per_epoch - start)
-        return size, step == start + size - 1
+        return min(accum, iters_per_epoch - start)
 
     @torch.no_grad()
     def evaluate(self, splits, tag):
@@ -466,7 +463,8 @@ class RunnerBase:
                     dynamic_ncols=True)
 
     def _finish(self, history):
-        """Summary on rank 0; includes a fingerprint of every rank's weights (DDP replicas must agree)."""
+        """Summary on rank 0, with a fingerprint of every rank's trained weights: replicas that
+        differ (a parameter that skipped the all-reduce, a rank that stepped alone) are an error."""
         digest = hashlib.sha256()
         for param in self._trainable_params():  # whole parameters: FSDP ranks hold shards
             digest.update(fsdp.full(param.detach()).float().cpu().numpy().tobytes())
@@ -474,8 +472,10 @@ class RunnerBase:
         summary = {"run_dir": str(self.run_dir), "steps": len(history), "best_checkpoint": self.best[0],
                    "final_loss": history[-1]["loss"] if history else None,
                    "checkpoint": str(getattr(self, "last_checkpoint", "")), "world_size": self.world_size,
-                   "rank_weight_fingerprints": fingerprints,
-                   "rank_first_batch_videos": dist_utils.all_gather_object(getattr(self, "first_batch_videos", None))}
+                   "rank_weight_fingerprints": fingerprints, "replicas_agree": len(set(fingerprints)) == 1}
+        if not summary["replicas_agree"] and self.rank == 0:
+            logger.error("the ranks' trained weights differ (fingerprints %s): the replicas went apart during "
+                         "training; their checkpoints are rank 0's weights", fingerprints)
         chance = self.chance
         summary["never_left_chance"] = chance is not None and self.best[1] is not None and self.best[1] <= chance
         if self.rank == 0:
