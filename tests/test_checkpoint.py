@@ -210,7 +210,7 @@ def test_lavis_vit_file_and_save_in_original_layout(tmp_path):
 
 
 def test_from_pretrained_rebuilds_our_checkpoint(tiny_llm_dir, clips_dir, tmp_path):
-    from video_llama.common.checkpointing import save_checkpoint
+    from video_llama.common.run_folder import RunFolder
 
     from conftest import tiny_config
 
@@ -221,7 +221,7 @@ def test_from_pretrained_rebuilds_our_checkpoint(tiny_llm_dir, clips_dir, tmp_pa
         for param in model.parameters():
             if param.requires_grad:
                 param.add_(1.0)
-    save_checkpoint(tmp_path, "checkpoint_e1_s0", model.trainable_state_dict(), {}, OmegaConf.to_yaml(cfg.config))
+    RunFolder(tmp_path).save_checkpoint("checkpoint_e1_s0", model.trainable_state_dict(), {}, OmegaConf.to_yaml(cfg.config))
     again = model_cls.from_pretrained(tmp_path)
     assert all(torch.equal(again.state_dict()[n], t) for n, t in model.trainable_state_dict().items())
 
@@ -287,14 +287,14 @@ def test_full_size_recipe_offline_names_the_first_file_it_needs_in_seconds(monke
 def test_a_checkpoint_trained_on_the_older_text_ids_is_loaded_with_a_warning(tmp_path, caplog):
     """Checkpoints we wrote before prompts were tokenised as the original's (2026-12-06) carry no
     text-ids mark: they load, with a warning that names the run and the fix."""
-    from video_llama.common.checkpointing import save_checkpoint
+    from video_llama.common.run_folder import RunFolder
     from video_llama.conversation.segment_encoding import TEXT_IDS, TEXT_IDS_KEY
     from video_llama.models.checkpoint import read_state_dict
 
     weights = {"llama_proj.weight": torch.ones(2, 2)}
     (tmp_path / "old_run").mkdir(), (tmp_path / "new_run").mkdir()
-    old = save_checkpoint(tmp_path / "old_run", "checkpoint_e1_s0", weights, {"epoch": 1}, "model: {}\n")
-    new = save_checkpoint(tmp_path / "new_run", "checkpoint_e1_s0", weights, {"epoch": 1}, "model: {}\n",
+    old = RunFolder(tmp_path / "old_run").save_checkpoint("checkpoint_e1_s0", weights, {"epoch": 1}, "model: {}\n")
+    new = RunFolder(tmp_path / "new_run").save_checkpoint("checkpoint_e1_s0", weights, {"epoch": 1}, "model: {}\n",
                           {TEXT_IDS_KEY: TEXT_IDS})
     with caplog.at_level("WARNING"):
         assert torch.equal(read_state_dict(tmp_path / "new_run", "model.ckpt")["llama_proj.weight"], torch.ones(2, 2))
@@ -305,17 +305,16 @@ def test_a_checkpoint_trained_on_the_older_text_ids_is_loaded_with_a_warning(tmp
 
 
 def test_a_run_folder_finds_its_checkpoints_best_and_calibration(tmp_path):
-    from video_llama.common.checkpointing import mark_best, save_checkpoint
     from video_llama.common.errors import CheckpointError
     from video_llama.common.run_folder import RunFolder, checkpoint_in_use, resolve_checkpoint
 
     run = tmp_path / "run"
     run.mkdir()
     for name in ("checkpoint_e1_s0", "checkpoint_e2_s0"):
-        save_checkpoint(run, name, {"w": torch.zeros(1)}, {"epoch": 1}, "model: {}\n")
+        RunFolder(run).save_checkpoint(name, {"w": torch.zeros(1)}, {"epoch": 1}, "model: {}\n")
     assert RunFolder.of(run).checkpoint().name == "checkpoint_e2_s0"  # latest
     assert checkpoint_in_use(run).name == "checkpoint_e2_s0"  # no best recorded: the latest
-    mark_best(run, "checkpoint_e1_s0", {"val_top1": 0.75})
+    RunFolder(run).mark_best("checkpoint_e1_s0", {"val_top1": 0.75})
     assert checkpoint_in_use(run).name == "checkpoint_e1_s0" and RunFolder.of(run).best() == ("checkpoint_e1_s0", {"val_top1": 0.75})
     assert "the run's best (val_top1 0.75)" in RunFolder(run).describe(run / "checkpoint_e1_s0")
     assert RunFolder.of(run / "checkpoint_e2_s0").path == run  # a checkpoint folder knows its run
@@ -324,3 +323,31 @@ def test_a_run_folder_finds_its_checkpoints_best_and_calibration(tmp_path):
     (run / "best").write_text("checkpoint_e9_s0\n")
     with pytest.raises(CheckpointError, match="names checkpoint_e9_s0, which is not a complete checkpoint"):
         resolve_checkpoint(run, prefer="best", key="model.ckpt")
+
+
+def test_a_run_folder_is_created_afresh_and_keeps_its_newest_checkpoints(tmp_path):
+    from video_llama.common.run_folder import RunFolder
+
+    first, second = (RunFolder.create(tmp_path / "out", "job", "run: {seed: 1}\n") for _ in range(2))
+    assert (first.path.name, second.path.name) == ("job", "job_1")  # never an earlier run's folder
+    assert (second.path / "config.yaml").read_text() == "run: {seed: 1}\n"
+    for name in ("checkpoint_e2_s0", "checkpoint_e10_s0", "checkpoint_e1_s5", "checkpoint_e1_s0"):
+        first.save_checkpoint(name, {"w": torch.zeros(1)}, {}, "model: {}\n")
+    assert [c.name for c in first.checkpoints()] == ["checkpoint_e1_s0", "checkpoint_e1_s5", "checkpoint_e2_s0",
+                                                     "checkpoint_e10_s0"]  # by epoch and step, not by name
+    assert first.prune_checkpoints(2, protect={"checkpoint_e1_s0"}) == ["checkpoint_e1_s5"]
+    assert [c.name for c in first.checkpoints()] == ["checkpoint_e1_s0", "checkpoint_e2_s0", "checkpoint_e10_s0"]
+
+
+def test_a_runs_own_labels_come_before_its_annotations(tmp_path):
+    from video_llama.common.run_folder import RunFolder
+    from video_llama.tasks.action_recognition import trained_labels
+
+    anno = tmp_path / "anno"
+    anno.mkdir()
+    (anno / "labels.json").write_text(json.dumps({"labels": ["from_annotations"]}))
+    run = RunFolder.create(tmp_path, "run", f"datasets: {{d: {{build_info: {{anno_dir: {anno / 'train.json'}}}}}}}\n")
+    run.save_checkpoint("checkpoint_e1_s0", {"w": torch.zeros(1)}, {}, "model: {}\n")
+    assert trained_labels(run.path) == ["from_annotations"]  # a run from before runs kept their labels
+    run.write_labels(["rest", "wave"])
+    assert run.labels() == ["rest", "wave"] and trained_labels(run.path / "checkpoint_e1_s0") == ["rest", "wave"]

@@ -13,7 +13,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from video_llama.common import checkpointing
+from video_llama.common import run_folder
+from video_llama.common.run_folder import RunFolder
 from video_llama.conversation.segment_encoding import TEXT_IDS, TEXT_IDS_KEY
 from video_llama.jobs.experiment import train as train_main
 from video_llama.runners.runner_base import RunnerBase
@@ -170,22 +171,22 @@ def test_stopped_and_resumed_run_matches_uninterrupted(tiny_llm_dir, clips_dir, 
 
 def test_folders_left_by_a_killed_write_are_removed_by_the_next_save(tmp_path):
     (tmp_path / ".tmp-checkpoint_e1_s0-abc").mkdir()
-    checkpointing.save_checkpoint(tmp_path, "checkpoint_e1_s0", {"w": torch.ones(1)}, {"epoch": 1, "step": 0}, "run: {}\n")
+    RunFolder(tmp_path).save_checkpoint("checkpoint_e1_s0", {"w": torch.ones(1)}, {"epoch": 1, "step": 0}, "run: {}\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_e1_s0", "latest"]
 
 
 def test_checkpoint_killed_mid_write_leaves_previous_intact(tmp_path, monkeypatch):
     weights = {"w": torch.ones(3)}
-    first = checkpointing.save_checkpoint(tmp_path, "checkpoint_e1_s0", weights, {"epoch": 1, "step": 0}, "run: {}\n")
+    first = RunFolder(tmp_path).save_checkpoint("checkpoint_e1_s0", weights, {"epoch": 1, "step": 0}, "run: {}\n")
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the process dies while the state file is being written
 
-    monkeypatch.setattr(checkpointing.torch, "save", killed)
+    monkeypatch.setattr(run_folder.torch, "save", killed)
     with pytest.raises(KeyboardInterrupt):
-        checkpointing.save_checkpoint(tmp_path, "checkpoint_e2_s0", {"w": torch.zeros(3)}, {"epoch": 2, "step": 0}, "run: {}\n")
+        RunFolder(tmp_path).save_checkpoint("checkpoint_e2_s0", {"w": torch.zeros(3)}, {"epoch": 2, "step": 0}, "run: {}\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_e1_s0", "latest"]
-    loaded, state, _, folder = checkpointing.load_checkpoint(tmp_path)
+    loaded, state, _, folder = run_folder.load_checkpoint(tmp_path)
     assert folder == first and state["epoch"] == 1 and torch.equal(loaded["w"], weights["w"])
 
 
@@ -272,6 +273,8 @@ def test_action_recognition_train_validate_keep_best_then_evaluate(tiny_llm_dir,
     best = (run_dir / "best").read_text().splitlines()
     assert best[0] == summary["best_checkpoint"] and "val_top1" in best[1]
     assert summary["never_left_chance"]  # 4 validation clips cannot show that anything was learned
+    # the run keeps the answers it chooses among: later commands need only the folder
+    assert json.loads((run_dir / "labels.json").read_text())["labels"] == ["clean_mode", "greet_mode"]
     assert (run_dir / "eval_epoch0" / "webvid_instruct_val" / "confusion_matrix.png").is_file()
 
     by_mode = {}

@@ -9,7 +9,7 @@ and further training use the merged model without peft's adapter layers.
 import argparse
 from pathlib import Path
 
-from video_llama.common.checkpointing import save_checkpoint
+from video_llama.common.run_folder import RunFolder
 from video_llama.common.errors import UserError
 from video_llama.models.video_llama import VideoLLAMA
 
@@ -32,7 +32,7 @@ def merge_lora(run, out):
     config.model.ckpt = None
     config.model.lora.r = 0
     weights = {n: t for n, t in model.trainable_state_dict().items() if not n.startswith("llama_model.")}
-    return save_checkpoint(out, "checkpoint_merged", weights, {"merged_from": str(run)}, OmegaConf.to_yaml(config))
+    return RunFolder(out).save_checkpoint("checkpoint_merged", weights, {"merged_from": str(run)}, OmegaConf.to_yaml(config))
 
 
 def main(argv=None):

@@ -1,24 +1,40 @@
-"""A training run's folder: the one place that knows its layout, so that every command given a run
-needs only the folder::
+"""A training run's folder: the one place that knows its layout, writing and reading it, so that
+every command given a run needs only the folder::
 
     RUN/
         config.yaml                the run's resolved config
-        checkpoint_e{E}_s{S}/      model.safetensors, training_state.pt, config.yaml (see checkpointing)
+        checkpoint_e{E}_s{S}/      a checkpoint (below)
         latest                     the newest checkpoint's name
         best                       the best checkpoint's name, then its validation metrics (JSON)
+        labels.json                the answers the run chooses among (tasks with a closed label set)
         calibration.json           written by `video-llama calibrate`
         metrics.jsonl, summary.json, eval_epoch*/, evaluations/
 
-Checkpoints are written by :mod:`video_llama.common.checkpointing`; this module finds them.
+A checkpoint is a folder::
+
+    checkpoint_e{epoch}_s{step}/
+        model.safetensors      trainable weights only (frozen parts come from their own files)
+        training_state.pt      optimizer, scaler, epoch, next step, RNG states of every rank
+        config.yaml            the resolved config of the run
+
+It is written under a temporary name and renamed into place, and ``latest`` is replaced atomically
+afterwards: a process killed while writing leaves the previous checkpoint, and ``latest``, as they
+were.
 """
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
+
+import torch
 
 from video_llama.common.errors import CheckpointError
 
 WEIGHTS, STATE, CONFIG, LATEST, BEST = "model.safetensors", "training_state.pt", "config.yaml", "latest", "best"
 CALIBRATION = "calibration.json"
+LABELS = "labels.json"  # the answers the run trained to choose among (as `prepare` writes them)
 EVALUATIONS = "evaluations"  # where commands given only the run (--run) write their results
 
 
@@ -32,6 +48,74 @@ class RunFolder:
 
     def __init__(self, path):
         self.path = Path(path)
+
+    # ------------------------------------------------------------------ writing
+    @classmethod
+    def create(cls, output_dir, name, config_yaml):
+        """A new run folder ``output_dir/name`` (``name_1``, ``name_2``, ... when taken: never an
+        earlier run's) holding the run's config."""
+        base = Path(output_dir)
+        path, suffix = base / name, 1
+        while path.exists():
+            path, suffix = base / f"{name}_{suffix}", suffix + 1
+        path.mkdir(parents=True)
+        return cls(path).write_config(config_yaml)
+
+    def write_config(self, config_yaml):
+        """The run's config.yaml (a resumed run writes the config it resumes with). Returns self."""
+        (self.path / CONFIG).write_text(config_yaml)
+        return self
+
+    def save_checkpoint(self, name, weights, state, config_yaml, metadata=None):
+        """Write checkpoint ``name`` atomically and point ``latest`` at it; ``metadata`` ({str: str})
+        goes into the weights file's header. Returns its folder."""
+        from safetensors.torch import save_file
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        final = self.path / name
+        for stale in self.path.glob(".tmp-checkpoint_*"):  # left by a process killed while writing
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=f".tmp-{name}-"))
+        _shareable(tmp, 0o777)
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS), metadata=metadata)
+            torch.save(state, tmp / STATE)
+            (tmp / CONFIG).write_text(config_yaml)
+            for written in (WEIGHTS, STATE, CONFIG):  # safetensors writes 0600
+                _shareable(tmp / written, 0o666)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _write_text_atomic(self.path / LATEST, name + "\n")
+        return final
+
+    def checkpoints(self):
+        """The run's checkpoint_e*_s* folders, oldest first."""
+        def order(folder):
+            epoch, step = folder.name[len("checkpoint_e"):].split("_s")
+            return int(epoch), int(step)
+
+        return sorted((f for f in self.path.glob("checkpoint_e*_s*") if f.is_dir()), key=order)
+
+    def prune_checkpoints(self, keep, protect=()):
+        """Delete all but the newest ``keep`` checkpoint folders; ``protect`` (the best, the latest)
+        stay whatever their age. Returns the names deleted."""
+        doomed = [f for f in self.checkpoints()[:-keep] if f.name not in protect] if keep else []
+        for folder in doomed:
+            shutil.rmtree(folder)
+        return [f.name for f in doomed]
+
+    def write_labels(self, labels):
+        _write_text_atomic(self.path / LABELS, json.dumps({"labels": list(labels)}, indent=1) + "\n")
+
+    def mark_best(self, name, metrics):
+        """Record ``name`` as the run's best checkpoint (``best``: name, then the metrics)."""
+        _write_text_atomic(self.path / BEST, f"{name}\n{json.dumps(metrics)}\n")
+
+    # ------------------------------------------------------------------ reading
 
     @classmethod
     def of(cls, path):
@@ -50,6 +134,11 @@ class RunFolder:
         path = next((f for f in ([Path(checkpoint) / CONFIG] if checkpoint else []) + [self.path / CONFIG]
                      if f.is_file()), None)
         return OmegaConf.load(path) if path else None
+
+    def labels(self):
+        """The labels the run keeps, or None (a run of a task without them, or an older run)."""
+        path = self.path / LABELS
+        return list(json.loads(path.read_text())["labels"]) if path.is_file() else None
 
     @property
     def calibration_path(self):
@@ -115,3 +204,40 @@ def checkpoint_in_use(path):
     if path.is_dir() and not is_checkpoint(path) and (path / LATEST).is_file():
         return RunFolder(path).checkpoint(BEST, key="model.ckpt")
     return path
+
+
+def load_checkpoint(path):
+    """(weights, training state, config yaml text) of a checkpoint folder or run folder."""
+    from safetensors.torch import load_file
+
+    folder = resolve_checkpoint(path)
+    try:
+        state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+        weights = load_file(str(folder / WEIGHTS))
+        config_yaml = (folder / CONFIG).read_text()
+    except Exception as err:  # truncated or foreign files: pickle, safetensors and OS errors
+        raise CheckpointError(f"run.resume_ckpt_path: {folder} cannot be read ({type(err).__name__}: {err}); "
+                              "it was cut short or is not ours: resume from an earlier checkpoint_* folder") from err
+    return weights, state, config_yaml, folder
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _shareable(path, mode):
+    """mkdtemp/mkstemp create 0700/0600; give what the user's umask gives any new file, so that
+    teammates on a shared machine can read the checkpoints."""
+    os.chmod(path, mode & ~_umask())
+
+
+def _write_text_atomic(path, text):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    _shareable(tmp, 0o666)
+    os.replace(tmp, path)

@@ -21,19 +21,11 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
 from video_llama.common import dist_utils
-from video_llama.common.checkpointing import (
-    load_checkpoint,
-    mark_best,
-    prune_checkpoints,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
 from video_llama.common.config import ConfigError
 from video_llama.common.errors import CheckpointError, Interrupted
 from video_llama.common.registry import registry
-from video_llama.common.run_folder import checkpoint_in_use
-from video_llama.common.utils import preserved_rng, seed_everything
+from video_llama.common.run_folder import RunFolder, checkpoint_in_use, load_checkpoint
+from video_llama.common.utils import preserved_rng, rng_state, seed_everything, set_rng_state
 from video_llama.conversation import IGNORE_INDEX, collate_video_samples
 from video_llama.conversation.segment_encoding import TEXT_IDS, TEXT_IDS_KEY
 from video_llama.datasets.sampling import MixedDataset, MixingBatchSampler
@@ -73,6 +65,9 @@ class RunnerBase:
                                   "to train longer (the schedule then stretches to the new length)")
         self.run_dir = self._make_run_dir(resume_from=checkpoint[3] if checkpoint else None)
         sampler, loader = self._train_loader()
+        labels = self.task.trained_labels(run, self._train_datasets()[0]) if self.rank == 0 else None
+        if labels:
+            self.run_folder.write_labels(labels)
         if checkpoint:
             self._resume_weights(checkpoint)  # into the plain model, before any sharding
         ddp_model = self._wrap_model()
@@ -126,7 +121,7 @@ class RunnerBase:
                 improved = self._keep_best(checkpoint, results)
             self._save(epoch + 1, 0, optimizer, scaler)
             if improved and self.rank == 0:
-                mark_best(self.run_dir, checkpoint, {self.best[2]: self.best[1]})
+                self.run_folder.mark_best(checkpoint, {self.best[2]: self.best[1]})
         return self._finish(history)
 
     def train_iteration(self, ddp_model, batch, is_last, num_items, window_size, optimizer, scaler, autocast):
@@ -229,18 +224,17 @@ class RunnerBase:
         """output_dir/<job id>, never an earlier run's folder (rank 0 picks the name); a resumed
         run continues in the folder of the checkpoint it resumes from."""
         run_dir = None
-        if self.rank == 0 and resume_from is not None:
-            run_dir = Path(resume_from).parent
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.config.config))
-        elif self.rank == 0:
-            base = Path(self.run_cfg.output_dir)
-            run_dir = base / self.job_id
-            suffix = 1
-            while run_dir.exists():
-                run_dir, suffix = base / f"{self.job_id}_{suffix}", suffix + 1
-            run_dir.mkdir(parents=True)
-            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.config.config))
+        if self.rank == 0:
+            config_yaml = OmegaConf.to_yaml(self.config.config)
+            if resume_from is not None:
+                run_dir = RunFolder(Path(resume_from).parent).write_config(config_yaml).path
+            else:
+                run_dir = RunFolder.create(self.run_cfg.output_dir, self.job_id, config_yaml).path
         return Path(dist_utils.all_gather_object(str(run_dir))[0])
+
+    @property
+    def run_folder(self):
+        return RunFolder(self.run_dir)
 
     def _train_datasets(self):
         datasets, ratios = [], []
@@ -355,12 +349,12 @@ class RunnerBase:
             state = {"epoch": epoch, "step": step, "optimizer": optimizer_state, "scaler": scaler.state_dict(),
                      "rng": rng_states, "world_size": self.world_size, "best": list(self.best),
                      "best_rank": list(self.best_rank) if self.best_rank else None, "strategy": self.run_cfg.strategy}
-            path = save_checkpoint(self.run_dir, f"checkpoint_e{epoch}_s{step}", weights,
-                                   state, OmegaConf.to_yaml(self.config.config), {TEXT_IDS_KEY: TEXT_IDS})
+            path = self.run_folder.save_checkpoint(f"checkpoint_e{epoch}_s{step}", weights, state,
+                                                   OmegaConf.to_yaml(self.config.config), {TEXT_IDS_KEY: TEXT_IDS})
             logger.info("checkpoint written: %s", path)
             self.last_checkpoint = path
             if self.run_cfg.keep_checkpoints:
-                pruned = prune_checkpoints(self.run_dir, self.run_cfg.keep_checkpoints, protect={self.best[0], path.name})
+                pruned = self.run_folder.prune_checkpoints(self.run_cfg.keep_checkpoints, protect={self.best[0], path.name})
                 if pruned:
                     logger.info("run.keep_checkpoints=%d: deleted %s", self.run_cfg.keep_checkpoints, pruned)
         dist_utils.barrier()
@@ -416,7 +410,7 @@ class RunnerBase:
             sign = -1 if self.best[2].endswith("loss") else 1  # checkpoints of before ties were broken: any tie wins
             self.best_rank = tuple(state.get("best_rank") or (sign * self.best[1], float("-inf")))
             if self.rank == 0:  # the best as of this checkpoint (a later run may have moved the file)
-                mark_best(self.run_dir, self.best[0], {self.best[2]: self.best[1]})
+                self.run_folder.mark_best(self.best[0], {self.best[2]: self.best[1]})
         if self.rank == 0:
             with open(self.run_dir / "metrics.jsonl", "a") as f:  # later lines of the same step supersede
                 f.write(json.dumps({"resumed_from": folder.name, "epoch": self.start_epoch, "step": self.start_step}) + "\n")

@@ -21,6 +21,7 @@ from video_llama.common.registry import registry
 from video_llama.common.run_folder import RunFolder
 from video_llama.conversation.answers import match_answer
 from video_llama.datasets.datasets.base_video_dataset import TooManyBadVideos
+from video_llama.datasets.datasets.shard_dataset import ShardDataset
 from video_llama.processors.pixel_plan import batch_to_device
 from video_llama.tasks.base_task import BaseTask
 from video_llama.tasks.calibration import decision_settings, nll
@@ -36,12 +37,15 @@ def _labels_beside(anno):
 
 
 def trained_labels(ckpt):
-    """The label set of the run that wrote ``ckpt`` (a run or checkpoint folder of ours): its
-    run.labels, else the labels.json of its training annotations. None when it cannot tell."""
+    """The label set of the run that wrote ``ckpt`` (a run or checkpoint folder of ours): the
+    labels.json it keeps, else its run.labels, else the labels.json of its training annotations.
+    None when it cannot tell."""
     from omegaconf import DictConfig, ListConfig
 
     run = RunFolder.of(ckpt)
-    config = run.config(ckpt) if run else None
+    if run is not None and run.labels():
+        return run.labels()
+    config = run.config(ckpt) if run else None  # runs from before the run folder kept its labels
     if config is None:
         return None
     if config.get("run", {}).get("labels"):
@@ -234,6 +238,13 @@ class ActionRecognitionTask(BaseTask):
             else:
                 raise ValueError(f"run.eval_mode must be rank or generate, got {mode!r}")
         return predictions, unreadable
+
+    def trained_labels(self, run_cfg, datasets):
+        """run.labels, else the labels.json beside the training annotations, else their distinct
+        answers (of annotation files: shards are not read through for it)."""
+        files = [f for dataset in datasets for f in dataset.anno_files]
+        records = [r for dataset in datasets if not isinstance(dataset, ShardDataset) for r in dataset.records]
+        return label_set(run_cfg, files, lambda: records) or None
 
     def evaluate_split(self, model, loader, run_cfg, split, out_dir, dataset):
         labels = label_set(run_cfg, dataset.anno_files, lambda: dataset.records, model.cfg.get("ckpt"))

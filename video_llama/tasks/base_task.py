@@ -27,6 +27,11 @@ class BaseTask:
             datasets[name] = registry.get_builder_class(name)(dataset_cfg).build_datasets()
         return datasets
 
+    def trained_labels(self, run_cfg, datasets):
+        """The answers a model trained on ``datasets`` chooses among, for its run folder to keep
+        (``labels.json``); None for a task without a closed label set."""
+        return None
+
     def train_step(self, model, samples, num_items_in_batch=None):
         """The loss of one batch (see ``VideoLLAMA.forward`` for ``num_items_in_batch``)."""
         if num_items_in_batch is None:
