@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from video_llama.common.config import PACKAGE_DIR
+from video_llama.common.config import PROMPTS_DIR
 from video_llama.conversation import GUIDE_QUESTION
 from video_llama.data_tools.action_folders import load_label_map, prepare
 from video_llama.data_tools.synthetic import CONTEXT_LABEL_MAP, write_context_dataset, write_recording
@@ -30,7 +30,7 @@ ROOT = Path("output/quickstart")
 TINY_LLM = Path("output/tiny-llm")
 TRAIN_CONFIG = "train_configs/quickstart_stream_tiny.yaml"
 EVAL_CONFIG = "eval_configs/quickstart_stream_tiny.yaml"
-QUESTIONS = PACKAGE_DIR / "prompts" / "action_question_guide.txt"  # one question: see the file
+QUESTIONS = PROMPTS_DIR / "action_question_guide.txt"  # one question: see the file
 PER_CLASS = 400  # 320 training, 40 validation and 40 test clips per class (the 80/10/10 split)
 RECORDINGS, SEGMENTS = 3, 12  # held-out recordings (seeds the clips never used), actions in each
 TARGET_ERROR = 0.05  # calibrate's abstention threshold: at most this share of errors among decided windows

@@ -23,7 +23,9 @@ from video_llama.common.registry import RegistryError, closest, registry
 from video_llama.common.utils import is_local_spec
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_RUN_CONFIG = PACKAGE_DIR / "configs" / "default.yaml"
+CONFIG_DIR = PACKAGE_DIR / "configs"  # the default YAMLs of the run, of each model and of each builder
+PROMPTS_DIR = PACKAGE_DIR / "prompts"
+DEFAULT_RUN_CONFIG = CONFIG_DIR / "default.yaml"
 TOP_LEVEL_KEYS = ("model", "datasets", "run", "plugins")
 PROCESSOR_SECTIONS = ("vis_processor", "text_processor")
 EVAL_MODES = ("rank", "generate")

@@ -22,17 +22,27 @@ Caption data keeps the original's one-line form (``caption_prompt``).
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from video_llama.common.config import PROMPTS_DIR
 from video_llama.common.registry import registry
 from video_llama.conversation.segment_encoding import SegmentEncoder
 
 IGNORE_INDEX = -100
 IMAGE_PATCH_TOKEN = "<ImageHere>"
 VIDEO_START, VIDEO_END = "<Video>", "</Video>"
-# The guide's question (prompts/action_question_guide.txt, what the quickstart trains with), which
-# select-mode and infer ask when not told otherwise: a model answers best the question it learnt.
-GUIDE_QUESTION = "What is the action shown in the displayed video?"
 IMAGE_START, IMAGE_END = "<Image>", "</Image>"
+
+
+def load_questions(path):
+    """The questions of a question file: one per line, ``#`` lines are comments."""
+    lines = [line.strip() for line in Path(path).read_text().splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+# The guide's question (the quickstart trains with its file), which select-mode and infer ask when
+# not told otherwise: a model answers best the question it learnt.
+GUIDE_QUESTION = load_questions(PROMPTS_DIR / "action_question_guide.txt")[0]
 
 
 @dataclass(frozen=True)

@@ -49,14 +49,6 @@ def load_label_map(path):
     return {str(k): v for k, v in mapping.items()}
 
 
-def load_questions(path):
-    lines = [line.strip() for line in Path(path).read_text().splitlines()]
-    questions = [line for line in lines if line and not line.startswith("#")]
-    if not questions:
-        raise PrepareError(f"--questions: {path} has no questions (one per line)")
-    return questions
-
-
 LOOPED_DIR = "_looped"  # where --loop-short writes longer copies (under root, so paths stay relative)
 
 
@@ -203,7 +195,8 @@ def prepare(root, out, label_map=None, questions_file=None, ratios=(0.8, 0.1, 0.
             keep_short=False, loop_short=False, all_questions=False, split_list=None, images=False):
     """Write ``out/{train,val,test}.json`` and ``out/labels.json``; returns the report. ``images``:
     the folders hold images, written as ``{"image": ...}`` entries (the ``image_instruct`` builder)."""
-    from video_llama.common.config import PACKAGE_DIR
+    from video_llama.common.config import PROMPTS_DIR
+    from video_llama.conversation import load_questions
 
     root, out = Path(root), Path(out)
     videos = find_videos(root, IMAGE_EXTENSIONS if images else VIDEO_EXTENSIONS)
@@ -214,7 +207,9 @@ def prepare(root, out, label_map=None, questions_file=None, ratios=(0.8, 0.1, 0.
     labels = {folder: mapping.get(folder, readable_label(folder)) for folder in videos}
     check_labels(labels, mapped=bool(mapping))
     default_questions = "image_questions.txt" if images else "action_questions.txt"
-    questions = load_questions(questions_file or PACKAGE_DIR / "prompts" / default_questions)
+    questions = load_questions(questions_file or PROMPTS_DIR / default_questions)
+    if not questions:
+        raise PrepareError(f"--questions: {questions_file} has no questions (one per line)")
 
     report = PrepareReport()
     usable = defaultdict(list)  # folder → [relative path written into the annotations]

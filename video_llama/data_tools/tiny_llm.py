@@ -9,7 +9,8 @@ import io
 import tempfile
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent
+from video_llama.common.config import PROMPTS_DIR
+
 
 
 # The prompt files the tokenizer learns from, named once: a prompt file added later must not change
@@ -20,7 +21,7 @@ CORPUS_PROMPTS = ("action_question_guide.txt", "action_questions.txt", "alignmen
 
 
 def corpus_lines():
-    files = [Path(__file__).with_name("tiny_llm_corpus.txt"), *(PACKAGE_DIR / "prompts" / name for name in CORPUS_PROMPTS)]
+    files = [Path(__file__).with_name("tiny_llm_corpus.txt"), *(PROMPTS_DIR / name for name in CORPUS_PROMPTS)]
     lines = []
     for f in files:
         lines += [line.strip() for line in f.read_text().splitlines() if line.strip()]

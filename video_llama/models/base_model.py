@@ -1,11 +1,9 @@
 """What every registered model shares: its default config files, chosen by ``model_type``."""
 
-from pathlib import Path
-
 import torch.nn as nn
 from omegaconf import OmegaConf
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+from video_llama.common.config import CONFIG_DIR
 
 
 class BaseModel(nn.Module):

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from video_llama.common.config import CONFIG_DIR
 from video_llama.common.registry import registry
 from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset
 from video_llama.datasets.datasets.shard_dataset import ShardDataset, shard_counts, shard_splits
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 
 
 class BaseDatasetBuilder:
