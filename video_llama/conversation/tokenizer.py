@@ -1,5 +1,6 @@
 """The LLM's tokenizer as every part of the package uses it, and caption prompt files."""
 
+from video_llama.common.hub import resolve_pretrained
 from video_llama.conversation.templates import IMAGE_PATCH_TOKEN
 
 
@@ -9,8 +10,6 @@ def load_tokenizer(name_or_path, key="datasets.*.tokenizer_name"):
     ``key`` is the config key that named it, so that a missing folder is reported against it.
     """
     from transformers import AutoTokenizer
-
-    from video_llama.common.hub import resolve_pretrained
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_pretrained(name_or_path, key))
     tokenizer.add_tokens([IMAGE_PATCH_TOKEN], special_tokens=True)
