@@ -9,18 +9,24 @@ The defaults files are also the schema: a key the defaults do not have is a typo
 its full path and the closest known key. Processor sections (``vis_processor.train`` ...) are
 checked against the ``Config`` dataclass of the processor they name. All problems are collected
 and raised together as one :class:`ConfigError`.
+
+This module knows no model or dataset key. What a section means beyond its defaults is declared by
+the component that reads it, and the loader asks: the registered model class (``LEGACY_KEYS``,
+``PATH_KEYS``, ``PROCESSOR_KEYS``, ``fill_derived``, ``config_problems``, ``runtime_problems``;
+for video_llama in ``models/video_llama_config.py``) and each builder (``MODEL_KEYS``: what the
+data takes from the model; ``PATH_KEYS``, ``config_problems``, ``resolve_paths``). The ``run``
+section's keys are ``configs/default.yaml``'s, checked here.
 """
 
-import importlib.util
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from video_llama.common.errors import UserError
 from video_llama.common.registry import RegistryError, closest, registry
-from video_llama.common.utils import is_local_spec
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 CONFIG_DIR = PACKAGE_DIR / "configs"  # the default YAMLs of the run, of each model and of each builder
@@ -29,22 +35,20 @@ DEFAULT_RUN_CONFIG = CONFIG_DIR / "default.yaml"
 TOP_LEVEL_KEYS = ("model", "datasets", "run", "plugins")
 PROCESSOR_SECTIONS = ("vis_processor", "text_processor")
 EVAL_MODES = ("rank", "generate")
-ANY = object()
-# Keys of the original Video-LLaMA configs that this version accepts without acting on them. They
-# are not in the schema (base.yaml): each is accepted only with a value that means what this
-# version does anyway, and is dropped from the resolved config. key → (that value, or ANY; why).
-LEGACY_MODEL_KEYS = {
-    "fusion_header_type": (ANY, "the original ignores it too"),
-    "fusion_head_layers": (ANY, "the original ignores it too"),
-    "frozen_audio_Qformer": (ANY, "this version has no audio branch"),
-    "num_audio_query_token": (ANY, "this version has no audio branch"),
-    "equip_audio_branch": (False, "the audio branch (ImageBind) is not in this version; set "
-                                  "model.equip_audio_branch=False, the vision branch trains alone"),
-    "imagebind_ckpt_path": (None, "the audio branch is not in this version; remove the key"),
-    "ckpt_2": (None, "audio-branch checkpoints (AL_*.pth) need the audio branch, which this version "
-                     "lacks; set model.ckpt_2=null"),
-    "low_resource": (False, "it means model.llm_load_in_8bit here"),
-}
+ANY = object()  # a LegacyKey accepted whatever its value
+
+
+@dataclass(frozen=True)
+class LegacyKey:
+    """A key of another code base's configs (the original Video-LLaMA's) that a component accepts
+    for its sake without acting on it: only with a value that means what this version does anyway
+    (``accepted``, or ``ANY``), dropped from the resolved config, and logged with ``why``. With
+    ``means``, a True value sets that key instead (``low_resource`` → ``llm_load_in_8bit``)."""
+
+    accepted: object
+    why: str
+    means: str = None
+
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +180,9 @@ def build_config(user, base_dir=None, source=None):
         raise ConfigError(problems, source)
 
     model = _model_section(user_model, problems)
-    datasets = _datasets_section(user_datasets, problems, model.get("img_size"))
+    model_cls = registry.mapping["model"].get(model.get("arch", "video_llama"))
+    follows = {key: model.get(model_key) for key, model_key in getattr(model_cls, "PROCESSOR_KEYS", {}).items()}
+    datasets = _datasets_section(user_datasets, problems, follows)
     run_defaults = load_yaml(DEFAULT_RUN_CONFIG)
     _check_keys(user_run, run_defaults.run, "run", problems)
     run = OmegaConf.merge(run_defaults.run, user_run)
@@ -187,7 +193,7 @@ def build_config(user, base_dir=None, source=None):
         problems.append(f"plugins: must be a list of module names or .py paths, got {plugins!r}")
 
     config = OmegaConf.create({"model": model, "datasets": datasets, "run": run, "plugins": plugins})
-    _check_registered_names(config, problems)
+    _check_run(config, problems)
     _fill_derived(config)
     problems.extend(consistency_problems(config))
     if problems:
@@ -204,8 +210,8 @@ def adopt_trained_model(user, base_dir=None, source=None):
     folders): a trained model is rebuilt as it was trained, so an evaluation YAML needs no model
     section, and one that restates it differently cannot break the load. The user's values stand
     only for the model class's ``DEPLOYMENT_KEYS`` (files, precision, loading); other differing
-    values are reported once and ignored, and so are datasets' ``num_video_query_token`` and
-    ``model_type`` that the model decides. Any other ``model.ckpt`` leaves ``user`` as it is."""
+    values are reported once and ignored, and so are the datasets' keys that the model decides
+    (their builders' ``MODEL_BOUND_KEYS``). Any other ``model.ckpt`` leaves ``user`` as it is."""
     from video_llama.common.run_folder import CONFIG, checkpoint_in_use
 
     model = user.get("model")
@@ -228,7 +234,9 @@ def adopt_trained_model(user, base_dir=None, source=None):
     kept = OmegaConf.merge(model, saved, {key: model[key] for key in model if key in free})
     adopted = OmegaConf.merge(user, {"model": kept})
     for name, ds in (adopted.get("datasets") or {}).items():
-        for key, model_key in (("num_video_query_token", "num_video_query_token"), ("model_type", "template")):
+        builder_cls = registry.mapping["builder"].get(name)
+        for key in (builder_cls.MODEL_BOUND_KEYS if builder_cls is not None else ()):
+            model_key = builder_cls.MODEL_KEYS[key]
             if isinstance(ds, DictConfig) and ds.get(key) is not None and ds[key] != kept.get(model_key):
                 ignored.append(f"datasets.{name}.{key}: {ds[key]!r} (follows the run's model.{model_key}: {kept.get(model_key)!r})")
                 ds[key] = None
@@ -255,29 +263,29 @@ def _model_section(user_model, problems):
         problems.append(_unknown("model.model_type", model_type, model_cls.PRETRAINED_MODEL_CONFIG_DICT, "value"))
         model_type = model_cls.DEFAULT_MODEL_TYPE
     defaults = model_cls.default_config(model_type)
-    user_model = _without_legacy_keys(user_model, problems)
+    user_model = _without_legacy_keys(user_model, model_cls.LEGACY_KEYS, problems)
     _check_keys(user_model, defaults, "model", problems)
     return OmegaConf.merge(defaults, user_model)
 
 
-def _without_legacy_keys(user_model, problems):
+def _without_legacy_keys(user_model, legacy_keys, problems):
     kept = {}
     for key, value in user_model.items():
-        if key not in LEGACY_MODEL_KEYS:
+        if key not in legacy_keys:
             kept[key] = value
             continue
-        accepted, why = LEGACY_MODEL_KEYS[key]
-        if key == "low_resource" and value is True:  # the original's switch for its 8-bit LLM
-            logger.info("model.low_resource: True loads the LLM in 8 bits (model.llm_load_in_8bit)")
-            kept.setdefault("llm_load_in_8bit", True)
-        elif accepted is ANY or value == accepted:
-            logger.info("model.%s: accepted for the original configs' sake and ignored (%s)", key, why)
+        legacy = legacy_keys[key]
+        if legacy.means and value is True:
+            logger.info("model.%s: True sets model.%s (%s)", key, legacy.means, legacy.why)
+            kept.setdefault(legacy.means, True)
+        elif legacy.accepted is ANY or value == legacy.accepted:
+            logger.info("model.%s: accepted for the original configs' sake and ignored (%s)", key, legacy.why)
         else:
-            problems.append(f"model.{key}: {value!r} is not supported: {why}")
+            problems.append(f"model.{key}: {value!r} is not supported: {legacy.why}")
     return OmegaConf.create(kept)
 
 
-def _datasets_section(user_datasets, problems, img_size=None):
+def _datasets_section(user_datasets, problems, follows=None):
     merged = {}
     for name, user_ds in user_datasets.items():
         path = f"datasets.{name}"
@@ -295,14 +303,15 @@ def _datasets_section(user_datasets, problems, img_size=None):
         ds = OmegaConf.merge(_without(defaults, PROCESSOR_SECTIONS), _without(user_ds, PROCESSOR_SECTIONS))
         for section in PROCESSOR_SECTIONS:
             ds[section] = _processor_section(defaults.get(section), user_ds.get(section), f"{path}.{section}", problems,
-                                             img_size)
+                                             follows)
         merged[name] = ds
     return merged
 
 
-def _processor_section(defaults, user, path, problems, img_size=None):
+def _processor_section(defaults, user, path, problems, follows=None):
     """Each split's processor: class defaults ← dataset defaults (same name only) ← user.
-    An ``image_size`` set nowhere follows ``model.img_size``."""
+    A processor key set nowhere takes the model's value that ``follows`` gives for it (the model
+    class's ``PROCESSOR_KEYS``: the frame size its vision encoder is built for)."""
     defaults = defaults or OmegaConf.create({})
     user = user if user is not None else OmegaConf.create({})
     if not isinstance(user, DictConfig):
@@ -335,8 +344,9 @@ def _processor_section(defaults, user, path, problems, img_size=None):
                 proc_cls.Config(**{k: v for k, v in OmegaConf.to_container(merged).items() if k != "name"})
             except (TypeError, ValueError) as err:
                 problems.append(f"{split_path}: {err}")
-        if "image_size" in merged and img_size is not None and not any("image_size" in layer for layer in layers[1:] + [user_split]):
-            merged.image_size = img_size
+        for key, value in (follows or {}).items():
+            if key in merged and value is not None and not any(key in layer for layer in layers[1:] + [user_split]):
+                merged[key] = value
         section[split] = merged
     return OmegaConf.create(section)
 
@@ -410,7 +420,8 @@ NULLABLE_RUN_KEYS = {
 }
 
 
-def _check_registered_names(config, problems):
+def _check_run(config, problems):
+    """The run section's values (its keys were checked against configs/default.yaml)."""
     run = config.run
     for key, (ok, what) in NULLABLE_RUN_KEYS.items():
         if run.get(key) is not None and not ok(run[key]):
@@ -422,8 +433,7 @@ def _check_registered_names(config, problems):
         problems.append(f"run.lr_scales: must map module names to multipliers, e.g. {{llama_model: 0.1}}, "
                         f"got {run.lr_scales!r}")
     else:
-        model_cls = registry.mapping["model"].get(config.model.get("arch"))
-        modules = getattr(model_cls, "MODULE_NAMES", None)
+        modules = getattr(_model_class(config), "MODULE_NAMES", None)
         for name in run.lr_scales:
             if modules and str(name).split(".")[0] not in modules:
                 problems.append(_unknown(f"run.lr_scales.{name}", str(name).split(".")[0], modules, "module"))
@@ -453,122 +463,31 @@ def _check_registered_names(config, problems):
     for key in ("train_splits", "valid_splits", "test_splits"):
         if not isinstance(run[key], ListConfig) or not all(isinstance(s, str) for s in run[key]):
             problems.append(f"run.{key}: must be a list of split names, e.g. [val], got {run[key]!r}")
-    for name, value in (("model.template", config.model.get("template")),
-                        *((f"datasets.{n}.model_type", ds.get("model_type")) for n, ds in config.datasets.items())):
-        if value is not None:
-            try:
-                registry.get_template(value)
-            except RegistryError as err:
-                problems.append(f"{name}: {err}")
-    if config.model.get("vit_model", "eva_vit_g") != "eva_vit_g":
-        problems.append(f"model.vit_model: {config.model.vit_model!r} is not available; this version builds "
-                        "the EVA ViT-g of BLIP-2 (eva_vit_g) at the sizes the vit_* keys give")
-    for name, ds in config.datasets.items():
-        builder = registry.get_builder_class(name)
-        kinds = getattr(builder, "DATA_TYPES", None)
-        if kinds and ds.get("data_type") not in kinds:
-            problems.append(f"datasets.{name}.data_type: {ds.get('data_type')!r}, but the {name} builder reads "
-                            f"{' or '.join(kinds)}; use a builder for that kind of data or set data_type={kinds[0]}")
 
 
-# dataset key whose null default means "the model's": dataset key → model key
-FROM_MODEL = {"tokenizer_name": "llama_model", "max_txt_len": "max_txt_len", "model_type": "template",
-              "num_video_query_token": "num_video_query_token", "prompt_path": "prompt_path",
-              "prompt_template": "prompt_template"}
+def _model_class(config):
+    """The registered class of ``model.arch`` (None when it is not registered: already reported)."""
+    return registry.mapping["model"].get(config.model.get("arch", "video_llama"))
 
 
 def _fill_derived(config):
-    """Keys whose documented default is another key's value, so that each dataset's section holds
-    all that its builder needs (the builder reads no model key)."""
-    model = config.model
-    if "template" in model:
-        template = registry.mapping["template"].get(model.template)
-        if template is not None and model.get("end_sym") is None:
-            model.end_sym = template.end_sym
-        if template is not None and model.get("prompt_template") is None:
-            model.prompt_template = template.caption_prompt.replace("{q}", "{}") + " "
-    for ds in config.datasets.values():
-        for ds_key, model_key in FROM_MODEL.items():
-            if ds_key in ds and ds[ds_key] is None:
-                ds[ds_key] = model.get(model_key)
+    """Keys whose documented default is another key's value, as the model class and each builder
+    declare them, so that each dataset's section holds all that its builder needs (the builder
+    reads no model key)."""
+    model_cls = _model_class(config)
+    if model_cls is not None:
+        model_cls.fill_derived(config.model)
+    for name, ds in config.datasets.items():
+        registry.get_builder_class(name).take_from_model(ds, config.model)
 
 
 def consistency_problems(config):
-    """Settings that are each valid but contradict each other; every message names both keys."""
-    problems = []
-    model = config.model
-    template = registry.mapping["template"].get(model.get("template"))
-    if template is not None and model.end_sym != template.end_sym:
-        problems.append(
-            f"model.end_sym is {model.end_sym!r} but model.template {template.name!r} ends answers with "
-            f"{template.end_sym!r}; set model.template to the template you mean "
-            f"(llama_v2: '</s>', vicuna: '###') and leave end_sym out"
-        )
-    if template is not None and template.marker not in model.prompt_template:
-        problems.append(
-            f"model.prompt_template {model.prompt_template!r} is not a {template.name} prompt (model.template); "
-            f"expected one containing {template.marker!r}, or leave prompt_template out"
-        )
-    if model.get("freeze_llm") is False and model.get("llama_dtype") != "fp32":
-        problems.append(
-            f"model.freeze_llm is False but model.llama_dtype is {model.llama_dtype}: AdamW would update "
-            f"{model.llama_dtype} weights (small updates vanish; fp16 AMP cannot unscale fp16 gradients); "
-            "set model.llama_dtype=fp32 to train the LLM, or keep model.freeze_llm=True"
-        )
+    """Settings that are each valid but contradict each other, as the model class and each builder
+    find them; every message names both keys."""
+    model_cls = _model_class(config)
+    problems = model_cls.config_problems(config.model, config.datasets) if model_cls is not None else []
     for name, ds in config.datasets.items():
-        path = f"datasets.{name}"
-        if template is not None and ds.get("model_type") is not None and ds.model_type != template.name:
-            problems.append(
-                f"{path}.model_type is {ds.model_type!r} but model.template is {template.name!r}: data and "
-                f"model must use one prompt template; set model.template={ds.model_type} (and leave "
-                f"{path}.model_type out, it follows the model)"
-            )
-        if "num_video_query_token" in ds and ds.num_video_query_token != model.get("num_video_query_token"):
-            problems.append(
-                f"{path}.num_video_query_token ({ds.num_video_query_token}) must equal "
-                f"model.num_video_query_token ({model.get('num_video_query_token')}): the placeholder "
-                "count in the prompt is the number of video tokens the model produces"
-            )
-        if ds.get("tokenizer_name") and model.get("llama_model") and ds.tokenizer_name != model.llama_model:
-            logger.warning(
-                "%s.tokenizer_name (%s) differs from model.llama_model (%s); they must share one vocabulary",
-                path, ds.tokenizer_name, model.llama_model,
-            )
-        for split, proc in (ds.get("vis_processor") or {}).items():
-            size = proc.get("image_size")
-            if size is not None and "img_size" in model and size != model.img_size:
-                problems.append(
-                    f"{path}.vis_processor.{split}.image_size ({size}) must equal model.img_size "
-                    f"({model.img_size}): the vision encoder's position embedding is built for it"
-                )
-            n_frms = proc.get("n_frms")
-            if n_frms is not None and "max_frame_pos" in model and n_frms > model.max_frame_pos:
-                problems.append(
-                    f"{path}.vis_processor.{split}.n_frms ({n_frms}) exceeds model.max_frame_pos "
-                    f"({model.max_frame_pos}); raise model.max_frame_pos or sample fewer frames"
-                )
-    hf_folder = model.get("q_former_model") and Path(str(model.q_former_model)).is_dir()  # brings the ViT
-    if model.get("freeze_vit") and not model.get("vit_ckpt") and not hf_folder:
-        problems.append("model.freeze_vit is True but model.vit_ckpt is null: the frozen ViT would stay random; set "
-                        "model.vit_ckpt to eva_vit_g.pth (or its URL), model.q_former_model to a Hugging Face BLIP-2 "
-                        "folder, or model.vit_ckpt=random to keep it random on purpose")
-    if model.get("freeze_qformer") and not model.get("q_former_model"):
-        problems.append("model.freeze_qformer is True but model.q_former_model is null: the frozen image Q-Former "
-                        "would stay random; set model.q_former_model to blip2_pretrained_flant5xxl.pth (or its URL) "
-                        "or a Hugging Face BLIP-2 folder, or model.q_former_model=random to keep it random on purpose")
-    if model.get("llm_load_in_8bit") and model.get("llm_load_in_4bit"):
-        problems.append("model.llm_load_in_8bit and model.llm_load_in_4bit are both True; choose one")
-    lora = model.get("lora") or {}
-    if lora.get("r") and model.get("freeze_llm") is False:
-        problems.append("model.lora.r is set but model.freeze_llm is False: LoRA trains adapters beside a frozen LLM; "
-                        "keep model.freeze_llm=True, or set model.lora.r=0 to train the whole LLM")
-    if model.get("attn_implementation") not in (None, "sdpa", "eager", "flash_attention_2"):
-        problems.append(f"model.attn_implementation: {model.attn_implementation!r} is not one of sdpa, eager, flash_attention_2")
-    if model.get("vit_precision") == "fp16" and model.get("freeze_vit") is False:
-        problems.append(
-            "model.freeze_vit is False but model.vit_precision is fp16: a ViT trained in fp16 diverges; "
-            "set model.vit_precision=fp32 or keep model.freeze_vit=True"
-        )
+        problems += registry.get_builder_class(name).config_problems(f"datasets.{name}", ds, config.model)
     return problems
 
 
@@ -605,7 +524,8 @@ def path_problems(config):
 
     problems = []
     model, run = config.model, config.run
-    for key in ("ckpt", "vit_ckpt", "q_former_model"):
+    model_cls = _model_class(config)
+    for key in (model_cls.CHECKED_PATH_KEYS if model_cls is not None else ()):
         value = model.get(key)
         if value and str(value).startswith(("http://", "https://")):
             problem = weights_file_problem(value, f"model.{key}")
@@ -648,40 +568,23 @@ def resolve_path(value, base_dir=None, fallbacks=()):
 
 
 def _resolve_paths(config, base_dir):
-    model = config.model
-    for ds in config.datasets.values():
-        if ds.get("prompt_path"):
-            ds.prompt_path = resolve_path(ds.prompt_path, base_dir, fallbacks=[PACKAGE_DIR])
-    if model.get("prompt_path"):  # prompts/... also resolves to the prompts shipped with the package
-        model.prompt_path = resolve_path(model.prompt_path, base_dir, fallbacks=[PACKAGE_DIR])
-    for key in ("ckpt", "vit_ckpt", "q_former_model", "llama_model"):
-        if model.get(key) and model[key] != "random":
-            model[key] = resolve_path(model[key], base_dir)
+    """Every file and folder key the model class and the builders declare, found as
+    :func:`resolve_path` finds them (prompt files also among the package's own)."""
+    def resolve(value, package_fallback=False):
+        return resolve_path(value, base_dir, fallbacks=[PACKAGE_DIR] if package_fallback else ())
+
+    model, model_cls = config.model, _model_class(config)
+    if model_cls is not None:
+        for key in model_cls.PROMPT_PATH_KEYS:
+            if model.get(key):
+                model[key] = resolve(model[key], package_fallback=True)
+        for key in model_cls.PATH_KEYS:
+            if model.get(key) and model[key] != "random":
+                model[key] = resolve(model[key])
     if config.run.get("resume_ckpt_path"):
-        config.run.resume_ckpt_path = resolve_path(config.run.resume_ckpt_path, base_dir)
-    for ds in config.datasets.values():
-        info = ds.get("build_info") or {}
-        for key in ("videos_dir", "storage"):  # storage: cc_sbu_align's folder
-            if info.get(key):
-                info[key] = resolve_path(info[key], base_dir)
-        anno = info.get("anno_dir")
-        if isinstance(anno, str):
-            info.anno_dir = resolve_path(anno, base_dir)
-        elif isinstance(anno, ListConfig):
-            info.anno_dir = [resolve_path(a, base_dir) for a in anno]
-        elif isinstance(anno, DictConfig):
-            for split, files in anno.items():
-                if isinstance(files, str):
-                    anno[split] = resolve_path(files, base_dir)
-                else:
-                    anno[split] = [resolve_path(a, base_dir) for a in files]
-        for key in ("shards", "shard_index"):  # local shard paths; URLs and pipe: specs stay as written
-            specs = info.get(key) if isinstance(info.get(key), DictConfig) else info
-            for name in (list(specs) if specs is not info else [key]):
-                if isinstance(specs.get(name), str) and is_local_spec(specs[name]):
-                    specs[name] = resolve_path(specs[name], base_dir)
-        if ds.get("tokenizer_name"):
-            ds.tokenizer_name = resolve_path(ds.tokenizer_name, base_dir)
+        config.run.resume_ckpt_path = resolve(config.run.resume_ckpt_path)
+    for name, ds in config.datasets.items():
+        registry.get_builder_class(name).resolve_paths(ds, resolve)
 
 
 # --------------------------------------------------------------------------- runtime checks
@@ -699,11 +602,8 @@ def check_runtime(config):
             f"run.device is {device!r} but this machine has no usable CUDA GPU; "
             "set run.device=cpu (e.g. --options run.device=cpu)"
         )
-    low_bit = [key for key in ("llm_load_in_8bit", "llm_load_in_4bit") if config.model.get(key)]
-    if low_bit and not device.startswith("cuda"):
-        problems.append(f"model.{low_bit[0]} needs a CUDA GPU (bitsandbytes) but run.device is {device!r}; "
-                        f"set model.{low_bit[0]}=False (and model.llama_dtype=bf16) to run on the CPU")
-    elif low_bit and importlib.util.find_spec("bitsandbytes") is None:
-        problems.append(f"model.{low_bit[0]} needs bitsandbytes, which is not installed: pip install bitsandbytes")
+    model_cls = _model_class(config)
+    if model_cls is not None:
+        problems += model_cls.runtime_problems(config.model, device)
     if problems:
         raise ConfigError(problems)

@@ -1,4 +1,6 @@
-"""What every registered model shares: its default config files, chosen by ``model_type``."""
+"""What every registered model shares: its default config files, chosen by ``model_type``, and
+what the config loader asks a model class about its ``model:`` section (the loader knows no model
+key itself)."""
 
 import torch.nn as nn
 from omegaconf import OmegaConf
@@ -14,6 +16,30 @@ class BaseModel(nn.Module):
     # ``model:`` keys that using a trained model may set apart from its run (where files are, how it
     # loads and runs); every other key is the trained run's (see common.config.adopt_trained_model)
     DEPLOYMENT_KEYS = ("ckpt",)
+    # keys of other code bases' configs accepted for their sake: key → common.config.LegacyKey
+    LEGACY_KEYS = {}
+    # keys naming files or folders, found from the current folder or the YAML's; the CHECKED ones must
+    # exist at start-up (or be a URL, or ``random``); PROMPT ones are also found among the package's prompts
+    PATH_KEYS = ("ckpt",)
+    CHECKED_PATH_KEYS = ("ckpt",)
+    PROMPT_PATH_KEYS = ()
+    # processor keys that, set nowhere, take a model key's value: processor key → model key
+    PROCESSOR_KEYS = {}
+
+    @classmethod
+    def fill_derived(cls, model_cfg):
+        """Set the keys whose null default means another key's value (in place)."""
+
+    @classmethod
+    def config_problems(cls, model_cfg, datasets_cfg):
+        """Messages for settings that contradict each other, or processors whose frames the model
+        cannot take; each names the keys and the fix."""
+        return []
+
+    @classmethod
+    def runtime_problems(cls, model_cfg, device):
+        """Messages for what this machine lacks to build the model on ``device``."""
+        return []
 
     @classmethod
     def default_config_path(cls, model_type):

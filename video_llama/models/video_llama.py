@@ -31,6 +31,7 @@ from video_llama.conversation import (
     pad_batch,
     video_placeholder,
 )
+from video_llama.models import video_llama_config
 from video_llama.models.base_model import BaseModel
 from video_llama.models.encoders import build_eva_vit, build_qformer
 
@@ -55,6 +56,15 @@ class VideoLLAMA(BaseModel):
         "pretrain_vicuna": "models/video_llama/pretrain_vicuna.yaml",
         "tiny": "models/video_llama/tiny.yaml",
     }
+    # what the model: section means beyond its defaults: video_llama_config.py
+    LEGACY_KEYS = video_llama_config.LEGACY_KEYS
+    PATH_KEYS = video_llama_config.PATH_KEYS
+    CHECKED_PATH_KEYS = video_llama_config.CHECKED_PATH_KEYS
+    PROMPT_PATH_KEYS = video_llama_config.PROMPT_PATH_KEYS
+    PROCESSOR_KEYS = {"image_size": "img_size"}  # frames come at the size the ViT is built for
+    fill_derived = staticmethod(video_llama_config.fill_derived)
+    config_problems = staticmethod(video_llama_config.config_problems)
+    runtime_problems = staticmethod(video_llama_config.runtime_problems)
 
     def __init__(self, cfg, llama_model=None, llama_tokenizer=None):
         """Args:

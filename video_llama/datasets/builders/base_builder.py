@@ -4,15 +4,18 @@ A builder knows its default YAML (``DATASET_CONFIG_DICT``) and how to turn its c
 dataset per split; processors, annotation splits and path checks are shared here.
 """
 
+import logging
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from video_llama.common.config import CONFIG_DIR
-from video_llama.common.registry import registry
+from video_llama.common.registry import RegistryError, registry
+from video_llama.common.utils import is_local_spec
 from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset
 from video_llama.datasets.datasets.shard_dataset import ShardDataset, shard_counts, shard_splits
 
+logger = logging.getLogger(__name__)
 
 
 class BaseDatasetBuilder:
@@ -23,6 +26,15 @@ class BaseDatasetBuilder:
     DATA_TYPES = ()
     # what a folder given as ``build_info.anno_dir`` holds: split → file name
     ANNOTATION_FILES = {"train": "train.json", "val": "val.json", "test": "test.json"}
+    # What the data takes from the model: a dataset key left null (or out) follows the model key, so
+    # a YAML states each text setting once (dataset key → model key). The BOUND ones may not differ
+    # from the model's: the prompt's placeholders and template are what the model was built for.
+    MODEL_KEYS = {"tokenizer_name": "llama_model", "max_txt_len": "max_txt_len", "model_type": "template",
+                  "num_video_query_token": "num_video_query_token", "prompt_path": "prompt_path",
+                  "prompt_template": "prompt_template"}
+    MODEL_BOUND_KEYS = ("model_type", "num_video_query_token")
+    # build_info keys naming files or folders (found from the current folder or the YAML's)
+    PATH_KEYS = ("videos_dir", "storage", "anno_dir", "shards", "shard_index")
 
     def __init__(self, cfg=None):
         self.config = cfg if cfg is not None else self.default_config()
@@ -54,6 +66,71 @@ class BaseDatasetBuilder:
                         del merged[section][split]
             merged = OmegaConf.merge(merged, layer)
         return merged
+
+    # ------------------------------------------------------------------ the config loader's questions
+    @classmethod
+    def take_from_model(cls, ds_cfg, model_cfg):
+        """Fill the keys of ``MODEL_KEYS`` that ``ds_cfg`` leaves null with the model's (in place)."""
+        for ds_key, model_key in cls.MODEL_KEYS.items():
+            if ds_key in ds_cfg and ds_cfg[ds_key] is None:
+                ds_cfg[ds_key] = model_cfg.get(model_key)
+
+    @classmethod
+    def config_problems(cls, path, ds_cfg, model_cfg):
+        """Messages for settings of ``ds_cfg`` (at ``path``, e.g. datasets.webvid_instruct) that the
+        builder cannot read or that contradict the model's; each names the keys and the fix."""
+        problems = []
+        if cls.DATA_TYPES and ds_cfg.get("data_type") not in cls.DATA_TYPES:
+            problems.append(f"{path}.data_type: {ds_cfg.get('data_type')!r}, but the {path.split('.')[-1]} builder "
+                            f"reads {' or '.join(cls.DATA_TYPES)}; use a builder for that kind of data or set "
+                            f"data_type={cls.DATA_TYPES[0]}")
+        if ds_cfg.get("model_type") is not None:
+            try:
+                registry.get_template(ds_cfg.model_type)
+            except RegistryError as err:
+                problems.append(f"{path}.model_type: {err}")
+        template = registry.mapping["template"].get(model_cfg.get("template"))
+        if template is not None and ds_cfg.get("model_type") is not None and ds_cfg.model_type != template.name:
+            problems.append(
+                f"{path}.model_type is {ds_cfg.model_type!r} but model.template is {template.name!r}: data and "
+                f"model must use one prompt template; set model.template={ds_cfg.model_type} (and leave "
+                f"{path}.model_type out, it follows the model)"
+            )
+        if "num_video_query_token" in ds_cfg and ds_cfg.num_video_query_token != model_cfg.get("num_video_query_token"):
+            problems.append(
+                f"{path}.num_video_query_token ({ds_cfg.num_video_query_token}) must equal "
+                f"model.num_video_query_token ({model_cfg.get('num_video_query_token')}): the placeholder "
+                "count in the prompt is the number of video tokens the model produces"
+            )
+        if ds_cfg.get("tokenizer_name") and model_cfg.get("llama_model") and ds_cfg.tokenizer_name != model_cfg.llama_model:
+            logger.warning("%s.tokenizer_name (%s) differs from model.llama_model (%s); they must share one vocabulary",
+                           path, ds_cfg.tokenizer_name, model_cfg.llama_model)
+        return problems
+
+    @classmethod
+    def resolve_paths(cls, ds_cfg, resolve):
+        """The dataset's file and folder keys through ``resolve(value, package_fallback=False)``
+        (in place); local shard paths only: URLs and ``pipe:`` specs stay as written."""
+        info = ds_cfg.get("build_info") or {}
+        for key in cls.PATH_KEYS:
+            def local(value, key=key):
+                return isinstance(value, str) and (key not in ("shards", "shard_index") or is_local_spec(value))
+
+            value = info.get(key)
+            if local(value):
+                info[key] = resolve(value)
+            elif isinstance(value, ListConfig):
+                info[key] = [resolve(v) if local(v) else v for v in value]
+            elif isinstance(value, DictConfig):  # {split: file(s)}
+                for split, files in value.items():
+                    if local(files):
+                        value[split] = resolve(files)
+                    elif isinstance(files, ListConfig):
+                        value[split] = [resolve(f) if local(f) else f for f in files]
+        if ds_cfg.get("tokenizer_name"):
+            ds_cfg.tokenizer_name = resolve(ds_cfg.tokenizer_name)
+        if ds_cfg.get("prompt_path"):
+            ds_cfg.prompt_path = resolve(ds_cfg.prompt_path, package_fallback=True)
 
     # ------------------------------------------------------------------ shared helpers
     @classmethod

@@ -1,0 +1,123 @@
+"""What the ``model:`` section of a ``video_llama`` experiment means beyond its defaults
+(``configs/models/video_llama/base.yaml``, the schema): the original's keys it accepts, the keys
+it derives, the files it names, and the settings that contradict each other. The config loader
+(``common/config.py``) asks the registered model class for these and knows no model key itself.
+"""
+
+import logging
+from pathlib import Path
+
+from video_llama.common.config import ANY, LegacyKey
+from video_llama.common.registry import RegistryError, registry
+
+logger = logging.getLogger(__name__)
+
+# Keys of the original Video-LLaMA configs that this version accepts without acting on them. They
+# are not in the schema: each is accepted only with a value that means what this version does
+# anyway, and is dropped from the resolved config.
+LEGACY_KEYS = {
+    "fusion_header_type": LegacyKey(ANY, "the original ignores it too"),
+    "fusion_head_layers": LegacyKey(ANY, "the original ignores it too"),
+    "frozen_audio_Qformer": LegacyKey(ANY, "this version has no audio branch"),
+    "num_audio_query_token": LegacyKey(ANY, "this version has no audio branch"),
+    "equip_audio_branch": LegacyKey(False, "the audio branch (ImageBind) is not in this version; set "
+                                           "model.equip_audio_branch=False, the vision branch trains alone"),
+    "imagebind_ckpt_path": LegacyKey(None, "the audio branch is not in this version; remove the key"),
+    "ckpt_2": LegacyKey(None, "audio-branch checkpoints (AL_*.pth) need the audio branch, which this version "
+                              "lacks; set model.ckpt_2=null"),
+    "low_resource": LegacyKey(False, "the original's switch for its 8-bit LLM", means="llm_load_in_8bit"),
+}
+# files and folders, found from the current folder or the YAML's; the first three must exist at start-up
+PATH_KEYS = ("ckpt", "vit_ckpt", "q_former_model", "llama_model")
+CHECKED_PATH_KEYS = ("ckpt", "vit_ckpt", "q_former_model")
+PROMPT_PATH_KEYS = ("prompt_path",)  # also found among the package's own prompts
+
+
+def fill_derived(model):
+    """``end_sym`` and ``prompt_template`` left null follow ``template``."""
+    template = registry.mapping["template"].get(model.get("template"))
+    if template is None:
+        return
+    if model.get("end_sym") is None:
+        model.end_sym = template.end_sym
+    if model.get("prompt_template") is None:
+        model.prompt_template = template.caption_prompt.replace("{q}", "{}") + " "
+
+
+def config_problems(model, datasets):
+    """Settings that are each valid but contradict each other (every message names both keys),
+    and processors whose frames the model cannot take."""
+    problems = []
+    if model.get("template") is not None:
+        try:
+            registry.get_template(model.template)
+        except RegistryError as err:
+            problems.append(f"model.template: {err}")
+    template = registry.mapping["template"].get(model.get("template"))
+    if template is not None and model.end_sym != template.end_sym:
+        problems.append(
+            f"model.end_sym is {model.end_sym!r} but model.template {template.name!r} ends answers with "
+            f"{template.end_sym!r}; set model.template to the template you mean "
+            f"(llama_v2: '</s>', vicuna: '###') and leave end_sym out"
+        )
+    if template is not None and template.marker not in model.prompt_template:
+        problems.append(
+            f"model.prompt_template {model.prompt_template!r} is not a {template.name} prompt (model.template); "
+            f"expected one containing {template.marker!r}, or leave prompt_template out"
+        )
+    if model.get("vit_model", "eva_vit_g") != "eva_vit_g":
+        problems.append(f"model.vit_model: {model.vit_model!r} is not available; this version builds "
+                        "the EVA ViT-g of BLIP-2 (eva_vit_g) at the sizes the vit_* keys give")
+    if model.get("freeze_llm") is False and model.get("llama_dtype") != "fp32":
+        problems.append(
+            f"model.freeze_llm is False but model.llama_dtype is {model.llama_dtype}: AdamW would update "
+            f"{model.llama_dtype} weights (small updates vanish; fp16 AMP cannot unscale fp16 gradients); "
+            "set model.llama_dtype=fp32 to train the LLM, or keep model.freeze_llm=True"
+        )
+    hf_folder = model.get("q_former_model") and Path(str(model.q_former_model)).is_dir()  # brings the ViT
+    if model.get("freeze_vit") and not model.get("vit_ckpt") and not hf_folder:
+        problems.append("model.freeze_vit is True but model.vit_ckpt is null: the frozen ViT would stay random; set "
+                        "model.vit_ckpt to eva_vit_g.pth (or its URL), model.q_former_model to a Hugging Face BLIP-2 "
+                        "folder, or model.vit_ckpt=random to keep it random on purpose")
+    if model.get("freeze_qformer") and not model.get("q_former_model"):
+        problems.append("model.freeze_qformer is True but model.q_former_model is null: the frozen image Q-Former "
+                        "would stay random; set model.q_former_model to blip2_pretrained_flant5xxl.pth (or its URL) "
+                        "or a Hugging Face BLIP-2 folder, or model.q_former_model=random to keep it random on purpose")
+    if model.get("llm_load_in_8bit") and model.get("llm_load_in_4bit"):
+        problems.append("model.llm_load_in_8bit and model.llm_load_in_4bit are both True; choose one")
+    lora = model.get("lora") or {}
+    if lora.get("r") and model.get("freeze_llm") is False:
+        problems.append("model.lora.r is set but model.freeze_llm is False: LoRA trains adapters beside a frozen LLM; "
+                        "keep model.freeze_llm=True, or set model.lora.r=0 to train the whole LLM")
+    if model.get("attn_implementation") not in (None, "sdpa", "eager", "flash_attention_2"):
+        problems.append(f"model.attn_implementation: {model.attn_implementation!r} is not one of sdpa, eager, flash_attention_2")
+    if model.get("vit_precision") == "fp16" and model.get("freeze_vit") is False:
+        problems.append(
+            "model.freeze_vit is False but model.vit_precision is fp16: a ViT trained in fp16 diverges; "
+            "set model.vit_precision=fp32 or keep model.freeze_vit=True"
+        )
+    for name, ds in datasets.items():
+        for split, proc in (ds.get("vis_processor") or {}).items():
+            path = f"datasets.{name}.vis_processor.{split}"
+            size = proc.get("image_size")
+            if size is not None and "img_size" in model and size != model.img_size:
+                problems.append(f"{path}.image_size ({size}) must equal model.img_size ({model.img_size}): the "
+                                "vision encoder's position embedding is built for it")
+            n_frms = proc.get("n_frms")
+            if n_frms is not None and "max_frame_pos" in model and n_frms > model.max_frame_pos:
+                problems.append(f"{path}.n_frms ({n_frms}) exceeds model.max_frame_pos ({model.max_frame_pos}); "
+                                "raise model.max_frame_pos or sample fewer frames")
+    return problems
+
+
+def runtime_problems(model, device):
+    """What this machine lacks for the model: low-bit LLM loading needs a CUDA GPU and bitsandbytes."""
+    import importlib.util
+
+    low_bit = [key for key in ("llm_load_in_8bit", "llm_load_in_4bit") if model.get(key)]
+    if low_bit and not device.startswith("cuda"):
+        return [f"model.{low_bit[0]} needs a CUDA GPU (bitsandbytes) but run.device is {device!r}; "
+                f"set model.{low_bit[0]}=False (and model.llama_dtype=bf16) to run on the CPU"]
+    if low_bit and importlib.util.find_spec("bitsandbytes") is None:
+        return [f"model.{low_bit[0]} needs bitsandbytes, which is not installed: pip install bitsandbytes"]
+    return []
