@@ -21,6 +21,8 @@ the recordings (every window, change and minute counted once):
 
 - window top-1: the window's own top mode is the true mode at the window's end;
 - within one mode: window top-1 of the windows whose frames all lie in one segment of one mode;
+- across a change: window top-1 of the others, which hold a change of mode (also printed by the
+  mode at their end: how soon a change to rest, say, is recognised);
 - windows decided: share of windows at or above the threshold; accuracy on decided: their top-1;
 - smoothed accuracy: the mode the robot holds after a window is the true mode at its end;
 - switch delay median / p95: seconds from a true change to the first switch to the new mode
@@ -193,6 +195,9 @@ def main():
             for key, tally in pooled(per_recording).items():
                 rows.append((name, *key, tally.metrics()))
                 spread.append((name, *key, [tallies[key].metrics() for tallies in per_recording]))
+            by_mode = rows[-1][-1]["across_by_mode"]  # the windows' own top modes: the same for every smoothing
+            print(f"model {name}: windows across a change, right by the mode at their end: "
+                  + ", ".join(f"{mode} {right} of {n}" for mode, (right, n) in by_mode.items()))
     print()
     print(stream_report(rows))
     if len(recordings) > 1:

@@ -63,6 +63,8 @@ def test_a_change_followed_one_second_late_has_a_one_second_delay():
     assert m["inside_top1"] == 1.0 and m["window_top1"] == pytest.approx(59 / 60)
     inside = tally_stream(segments, spans, modes, switches)
     assert (inside.inside, inside.inside_hits) == (57, 57)
+    # the two across the change end in b: the one ending at 10 s still says a, the one at 11 s b
+    assert m["across_top1"] == 0.5 and m["across_by_mode"] == {"b": (1, 2)}
     # a gap between two segments (unlabeled time): a window reaching back into it is not inside one
     gapped = [(0.0, 10.0, "a"), (11.0, 60.0, "b")]
     inside = tally_stream(gapped, spans, *replay(spans, hold=1))

@@ -12,15 +12,12 @@ demo reads them. In the terminal, a line is a question; ``/video PATH``, ``/imag
 """
 
 import argparse
-import logging
 import sys
 
 from video_llama.common.errors import UserError
-from video_llama.conversation.chat import ChatError, PROMPT_STYLES, WEB_DEFAULTS
+from video_llama.conversation.chat import PROMPT_STYLES, WEB_DEFAULTS, ChatError
 from video_llama.jobs.chat import load_setup
 from video_llama.jobs.experiment import add_config_arguments, experiment
-
-logger = logging.getLogger(__name__)
 
 COMMANDS = "commands: /video PATH, /image PATH, /reset, /quit; anything else is a question"
 
@@ -100,8 +97,7 @@ def main(argv=None):
     setup = load_setup(*experiment(args), args.device, args.plugins)
     setup.prompt_style = args.prompt_style
     if args.web:
-        from video_llama.jobs.web_demo import serve
-
+        from video_llama.jobs.web_demo import serve  # Gradio loads only for the web UI
 
         given = {"max_new_tokens": args.max_new_tokens, "num_beams": args.num_beams, "temperature": args.temperature,
                  "top_p": args.top_p, "repetition_penalty": args.repetition_penalty}

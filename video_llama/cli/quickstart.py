@@ -25,7 +25,6 @@ from video_llama.processors.frame_stream import stream_frames
 from video_llama.tasks.mode_selection import selector_for_run
 from video_llama.tasks.stream_evaluation import pooled, replay_recordings, stream_report
 
-
 ROOT = Path("output/quickstart")
 TINY_LLM = Path("output/tiny-llm")
 TRAIN_CONFIG = "train_configs/quickstart_stream_tiny.yaml"

@@ -1,5 +1,7 @@
 """What ``train.py`` and ``evaluate.py`` do: parse → config → distributed set-up → task → model and
-data → runner. Every config problem is reported before any data or model work."""
+data → runner. Every config problem is reported before any data or model work. The arguments that
+name an experiment (``--cfg-path``, ``--run``, ``--options``, ``--plugins``) are parsed here for
+every command that builds one."""
 
 import argparse
 import logging
@@ -40,7 +42,6 @@ def experiment(args, run_defaults=()):
     (``model.ckpt``); without ``--cfg-path`` the experiment is the config the run saved (data,
     processors, settings), its outputs go into ``RUN/evaluations``, and ``run_defaults`` (options)
     apply before the user's."""
-
     run, options = getattr(args, "run", None), list(args.options)
     if not run:
         if not args.cfg_path:

@@ -34,7 +34,6 @@ def done_videos(out):
 
 def answer_batch(setup, batch, settings):
     """Output lines for a batch of jobs, in its order: decoded, then answered in one generate call."""
-
     lines, ready = [None] * len(batch), []
     for slot, (video, question, reference) in enumerate(batch):
         try:

@@ -10,10 +10,9 @@ import os
 from pathlib import Path
 
 from video_llama.common.errors import UserError
-from video_llama.conversation.chat import ChatError, WEB_DEFAULTS
+from video_llama.conversation.chat import WEB_DEFAULTS, ChatError
 from video_llama.processors.image_processors import IMAGE_EXTENSIONS
 from video_llama.processors.video_decoding import VIDEO_EXTENSIONS
-
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +28,11 @@ def example_files(folder):
 
 
 def build_app(setup, examples_dir=None, defaults=None):
-    """The Gradio Blocks app over ``setup`` (a demo.ChatSetup); ``defaults``: the generation
+    """The Gradio Blocks app over ``setup`` (a jobs.chat.ChatSetup); ``defaults``: the generation
     controls' starting values (WEB_DEFAULTS, the original demo's)."""
-    defaults = {**WEB_DEFAULTS, **(defaults or {})}
     import gradio as gr
 
+    defaults = {**WEB_DEFAULTS, **(defaults or {})}
 
     def upload(video, image, state):
         """Start a conversation about the uploaded file; a message instead when it cannot be used."""

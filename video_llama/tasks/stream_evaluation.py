@@ -13,6 +13,7 @@ in the selector's modes, which is what the metrics read. Everything but :func:`s
 plain Python and NumPy over lists of window decisions, so it is tested on hand-made lists.
 """
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -92,6 +93,15 @@ def _inside_one_segment(segments, start, end):
     return segments[0][0] <= start and segment_index(segments, start) == segment_index(segments, end)
 
 
+def _across_a_change(segments, start, end):
+    """Whether stream times ``start`` to ``end`` begin in one segment and end in a later one (a
+    window beginning before the timeline or in a gap holds no change it could be scored on)."""
+    if start < segments[0][0]:
+        return False
+    first = segment_index(segments, start)
+    return first is not None and first != segment_index(segments, end)
+
+
 def truth_at(segments, t):
     """The true mode at stream time ``t``, or None in a gap between segments."""
     i = segment_index(segments, t)
@@ -148,6 +158,9 @@ class StreamTally:
     top1_hits: int = 0  # windows whose own top mode is the truth at their end
     inside: int = 0  # windows whose frames all lie in one segment (no change of mode among them)
     inside_hits: int = 0
+    # windows that begin in one segment and end in another: how many end in each mode, how many are right
+    across: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    across_hits: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     decided: int = 0  # windows at or above the threshold
     decided_hits: int = 0
     smoothed_hits: int = 0  # windows after which the smoothed mode is the truth
@@ -171,6 +184,8 @@ class StreamTally:
 
         return {"windows": self.windows, "window_top1": share(self.top1_hits, self.windows),
                 "inside_top1": share(self.inside_hits, self.inside),
+                "across_top1": share(sum(self.across_hits.values()), sum(self.across.values())),
+                "across_by_mode": {mode: (self.across_hits[mode], n) for mode, n in sorted(self.across.items())},
                 "coverage": share(self.decided, self.windows),
                 "accuracy_on_decided": share(self.decided_hits, self.decided),
                 "smoothed_accuracy": share(self.smoothed_hits, self.windows),
@@ -189,6 +204,7 @@ def tally_stream(segments, windows, smoothed_modes, switches, latencies_ms=None,
     scored = [(w, mode, truth) for w, mode, truth in zip(windows, smoothed_modes, truths) if truth is not None]
     top1 = [w["mode"] == truth for w, _, truth in scored]
     inside = [_inside_one_segment(segments, w.get("t_start", w["t_end"]), w["t_end"]) for w, _, _ in scored]
+    across = [_across_a_change(segments, w.get("t_start", w["t_end"]), w["t_end"]) for w, _, _ in scored]
     decided = [threshold is None or w["p"] >= threshold for w, _, _ in scored]
     where = [segment_index(segments, t) for t, _ in switches]
     useful, delays, changes = set(), [], 0  # useful: the first switch to each segment's mode within it
@@ -202,7 +218,10 @@ def tally_stream(segments, windows, smoothed_modes, switches, latencies_ms=None,
                 delays.append(switches[first][0] - start)
     return StreamTally(
         windows=len(scored), top1_hits=sum(top1), inside=sum(inside),
-        inside_hits=sum(hit and whole for hit, whole in zip(top1, inside)), decided=sum(decided),
+        inside_hits=sum(hit and whole for hit, whole in zip(top1, inside)),
+        across=collections.Counter(truth for (_, _, truth), change in zip(scored, across) if change),
+        across_hits=collections.Counter(truth for (_, _, truth), change, hit in zip(scored, across, top1) if hit and change),
+        decided=sum(decided),
         decided_hits=sum(hit and d for hit, d in zip(top1, decided)),
         smoothed_hits=sum(mode == truth for _, mode, truth in scored),
         spurious=sum(at is not None and k not in useful for k, at in enumerate(where)),
@@ -230,6 +249,9 @@ def stream_metrics(segments, windows, smoothed_modes, switches, latencies_ms=Non
             to ``t_end``) all lie in one merged segment, so no change of mode among them; a window
             without ``t_start`` counts by its end: recognition apart from the changes, which a
             window reaching back across one cannot get right at once (see docs/streams.md);
+        across_top1, across_by_mode: the same over the windows that begin in one segment and end
+            in a later one (they hold a change of mode), and ``{mode: (right, windows)}`` of them by
+            the mode at their end: how soon each kind of change (to rest, say) is recognised;
         coverage: share of windows with ``p`` at or above the threshold; accuracy_on_decided: the
             window top-1 of those (None when none);
         smoothed_accuracy: share of windows after which the smoothed mode is the truth at the
@@ -281,7 +303,7 @@ def pooled(per_recording):
 # ---------------------------------------------------------------------------- the report
 
 
-COLUMNS = ["model", "decisions", "smoothing", "window top-1", "within one mode", "windows decided",
+COLUMNS = ["model", "decisions", "smoothing", "window top-1", "within one mode", "across a change", "windows decided",
            "accuracy on decided", "smoothed accuracy", "switch delay median / p95 s", "missed changes",
            "spurious switches / min", "decision latency p50 / p95 ms"]
 
@@ -295,6 +317,7 @@ def stream_report(rows):
     lines = ["| " + " | ".join(COLUMNS) + " |", "| --- | --- | --- |" + " ---: |" * (len(COLUMNS) - 3)]
     for name, decisions, smoothing, m in rows:
         cells = [name, decisions, smoothing, _number(m["window_top1"], 3), _number(m["inside_top1"], 3),
+                 _number(m["across_top1"], 3),
                  _number(m["coverage"], 2),
                  _number(m["accuracy_on_decided"], 3), _number(m["smoothed_accuracy"], 3),
                  f"{_number(m['delay_median_s'], 2)} / {_number(m['delay_p95_s'], 2)}",
