@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from video_llama.common.config import PROMPTS_DIR
-from video_llama.common.registry import registry
+from video_llama.common.registry import RegistryError, registry
 from video_llama.conversation.segment_encoding import SegmentEncoder
 
 IGNORE_INDEX = -100
@@ -113,6 +113,18 @@ def original_demo_template(template):
 def get_template(name):
     """The registered template ``name`` (an error lists the known ones)."""
     return registry.get_template(name)
+
+
+def template_in_config(name, key, problems):
+    """The registered template a config names at ``key`` (None when it names none); a name that is
+    not registered adds a problem for the config loader."""
+    if name is None:
+        return None
+    try:
+        return registry.get_template(name)
+    except RegistryError as err:
+        problems.append(f"{key}: {err}")
+        return None
 
 
 def caption_first_prompt(prompt_template):

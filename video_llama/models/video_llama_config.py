@@ -8,7 +8,8 @@ import logging
 from pathlib import Path
 
 from video_llama.common.config import ANY, LegacyKey
-from video_llama.common.registry import RegistryError, registry
+from video_llama.common.registry import registry
+from video_llama.conversation.templates import template_in_config
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +49,7 @@ def config_problems(model, datasets):
     """Settings that are each valid but contradict each other (every message names both keys),
     and processors whose frames the model cannot take."""
     problems = []
-    if model.get("template") is not None:
-        try:
-            registry.get_template(model.template)
-        except RegistryError as err:
-            problems.append(f"model.template: {err}")
-    template = registry.mapping["template"].get(model.get("template"))
+    template = template_in_config(model.get("template"), "model.template", problems)
     if template is not None and model.end_sym != template.end_sym:
         problems.append(
             f"model.end_sym is {model.end_sym!r} but model.template {template.name!r} ends answers with "

@@ -10,8 +10,9 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from video_llama.common.config import CONFIG_DIR
-from video_llama.common.registry import RegistryError, registry
+from video_llama.common.registry import registry
 from video_llama.common.utils import is_local_spec
+from video_llama.conversation.templates import template_in_config
 from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset
 from video_llama.datasets.datasets.shard_dataset import ShardDataset, shard_counts, shard_splits
 
@@ -84,11 +85,7 @@ class BaseDatasetBuilder:
             problems.append(f"{path}.data_type: {ds_cfg.get('data_type')!r}, but the {path.split('.')[-1]} builder "
                             f"reads {' or '.join(cls.DATA_TYPES)}; use a builder for that kind of data or set "
                             f"data_type={cls.DATA_TYPES[0]}")
-        if ds_cfg.get("model_type") is not None:
-            try:
-                registry.get_template(ds_cfg.model_type)
-            except RegistryError as err:
-                problems.append(f"{path}.model_type: {err}")
+        template_in_config(ds_cfg.get("model_type"), f"{path}.model_type", problems)
         template = registry.mapping["template"].get(model_cfg.get("template"))
         if template is not None and ds_cfg.get("model_type") is not None and ds_cfg.model_type != template.name:
             problems.append(
