@@ -120,7 +120,8 @@ def build_app(setup, examples_dir=None, defaults=None):
 
 
 def serve(setup, host="127.0.0.1", port=7860, max_upload_mb=200, examples_dir=None, defaults=None, block=True):
-    """Serve the app; returns it (``block=False``: at once, for tests)."""
+    """Serve the app; returns it (``block=False``: at once, the server running in the background, as a
+    notebook or a test wants)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("the web demo binds to %s: anyone who can reach this address can use the model and "
