@@ -193,3 +193,40 @@ def test_native_decoder_messages_fold_into_one_error(tmp_path, capfd):
     with pytest.raises(VideoDecodeError, match=r"empty \(0 bytes\)"):
         load_video(tmp_path / "empty.mp4", 4, 32, 32)
     assert "ERROR opening" not in capfd.readouterr().err  # no second, raw line from decord's C++ logger
+
+
+@pytest.fixture(scope="module")
+def audio_only(tmp_path_factory):
+    """An AAC file with no video stream, as a user's soundtrack or voice memo would be."""
+    import av
+
+    path = tmp_path_factory.mktemp("audio") / "voice.m4a"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        for i in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return path
+
+
+def test_a_file_without_a_video_stream_gets_one_message_from_every_reader(audio_only):
+    """decord fails on such a file with an internal check ('st_nb >= 0'); every reader says what it is."""
+    from video_llama.processors.frame_stream import check_source
+    from video_llama.processors.video_decoding import probe_video
+
+    readers = [lambda: load_video(audio_only, 4, 32, 32, backend="decord"), lambda: probe_video(audio_only, "decord"),
+               lambda: load_video(audio_only, 4, 32, 32, backend="pyav"), lambda: probe_video(audio_only, "pyav"),
+               lambda: load_video(audio_only.read_bytes(), 4, 32, 32, backend="decord"), lambda: check_source(audio_only)]
+    for read in readers:
+        with pytest.raises(VideoDecodeError) as caught:
+            read()
+        assert "holds no video stream (an audio-only file?)" in str(caught.value) and "st_nb" not in str(caught.value)
+    from video_llama.data_tools.action_folders import probe
+
+    frames, why = probe(audio_only)  # `prepare` lists it as unreadable, with the same reason
+    assert frames == 0 and "holds no video stream (an audio-only file?)" in why

@@ -109,7 +109,7 @@ def probe(path):
     """(number of frames, None) or (0, error message) for a clip, as decord will read it."""
     import decord
 
-    from video_llama.processors.video_decoding import native_error_reason, native_stderr
+    from video_llama.processors.video_decoding import lacks_video_stream, native_error_reason, native_stderr, no_video_stream
 
     if Path(path).stat().st_size == 0:
         return 0, "empty file (0 bytes)"
@@ -123,6 +123,8 @@ def probe(path):
             reader[count - 1].asnumpy()
             return count, None
     except Exception as err:  # decord raises DECORDError / RuntimeError on broken files
+        if lacks_video_stream(path):
+            return 0, str(no_video_stream(path))
         return 0, native_error_reason(err, captured)[:200]
 
 

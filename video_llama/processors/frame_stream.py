@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from video_llama.processors.video_decoding import VideoDecodeError
+from video_llama.processors.video_decoding import VideoDecodeError, no_video_stream
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _open(source, timeout_s=10.0):
         raise VideoDecodeError(f"cannot open {text} with PyAV: {err}") from err
     if not container.streams.video:
         container.close()
-        raise VideoDecodeError(f"{text} holds no video stream")
+        raise no_video_stream(text)
     return container
 
 

@@ -127,6 +127,24 @@ def _as_source(source):
     return str(source)
 
 
+def no_video_stream(source):
+    """The one message for a file without a video stream (an audio file, say), wherever it is read."""
+    return VideoDecodeError(f"{_name(source)} holds no video stream (an audio-only file?); give a video file "
+                            "(mp4, avi, mkv, webm, ...)")
+
+
+def lacks_video_stream(source):
+    """Whether PyAV opens ``source`` and finds no video stream in it: decord then fails with its own
+    internal check (``st_nb >= 0``), which says nothing to a user."""
+    import av
+
+    try:
+        with av.open(_as_source(source)) as container:
+            return not container.streams.video
+    except Exception:  # not a container PyAV reads either: decord's own message stands
+        return False
+
+
 class _NativeStderr:
     text = ""
 
@@ -181,6 +199,8 @@ class DecordBackend:
                 indices = choose_frames(sampling, num_frames, n_frms, fps, rng)
                 frames = reader.get_batch(indices).asnumpy()
         except Exception as err:  # decord raises its own DECORDError and RuntimeErrors
+            if lacks_video_stream(source):
+                raise no_video_stream(source) from err
             raise VideoDecodeError(f"cannot decode {_name(source)} with decord: {native_error_reason(err, captured)}") from err
         return DecodedClip(torch.from_numpy(frames).permute(3, 0, 1, 2), indices, num_frames, fps)
 
@@ -193,6 +213,8 @@ class DecordBackend:
                 reader = decord.VideoReader(_as_source(source), num_threads=1)
                 return len(reader), float(reader.get_avg_fps() or 0.0)
         except Exception as err:
+            if lacks_video_stream(source):
+                raise no_video_stream(source) from err
             raise VideoDecodeError(f"cannot open {_name(source)} with decord: {native_error_reason(err, captured)}") from err
 
 
@@ -207,6 +229,8 @@ class PyAVBackend:
 
         try:
             with av.open(_as_source(source)) as container:
+                if not container.streams.video:
+                    raise no_video_stream(source)
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 fps = float(stream.average_rate or 0.0)
@@ -223,7 +247,9 @@ class PyAVBackend:
                         num_frames, indices = decoded, choose_frames(sampling, decoded, n_frms, fps, rng)
                         if not set(indices) <= frames.keys():
                             frames, _ = self._decode(stream, packets, indices, height, width)
-        except Exception as err:  # av.error.* and IndexError when there is no video stream
+        except VideoDecodeError:
+            raise
+        except Exception as err:  # av.error.*
             raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: {err}") from err
         if not decoded:
             raise VideoDecodeError(f"cannot decode {_name(source)} with PyAV: no video frames")
@@ -236,9 +262,13 @@ class PyAVBackend:
 
         try:
             with av.open(_as_source(source)) as container:
+                if not container.streams.video:
+                    raise no_video_stream(source)
                 stream = container.streams.video[0]
                 frames = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
                 return frames, float(stream.average_rate or 0.0)
+        except VideoDecodeError:
+            raise
         except Exception as err:
             raise VideoDecodeError(f"cannot open {_name(source)} with PyAV: {err}") from err
 
