@@ -289,3 +289,30 @@ def test_shard_problems_name_the_shard_and_the_fix(tiny_llm_dir, clips_dir, tmp_
         [broken[i] for i in range(2)]
     with pytest.raises(UserError, match="both shards and anno_dir"):
         build_both(tiny_llm_dir, anno, clips_dir, shards, f"datasets.webvid_instruct.build_info.anno_dir={anno}")
+
+
+def test_an_export_into_a_folder_of_other_shards_is_refused_or_replaced_never_mixed(clips_dir, tmp_path):
+    from video_llama.common.errors import UserError
+    from video_llama.data_tools.shards import export_shards
+
+    anno = prepare_folder(clips_dir, tmp_path)
+    out = tmp_path / "shards"
+    export_shards(anno, clips_dir, out, samples_per_shard=2, progress=False)
+    before = {p.name: digest(p) for p in out.glob("*.tar")}
+    with pytest.raises(UserError, match=r"holds 4 shard\(s\) made with other settings \(samples_per_shard: 2 then, "
+                                        r"1 now\).*--overwrite"):
+        export_shards(anno, clips_dir, out, samples_per_shard=1, progress=False)
+    assert {p.name: digest(p) for p in out.glob("*.tar")} == before  # nothing written, nothing lost
+    index = export_shards(anno, clips_dir, out, samples_per_shard=1, progress=False, overwrite=True)
+    listed = {name for entry in index["splits"].values() for name in entry["shards"]}
+    assert {p.name for p in out.glob("*.tar")} == listed and len(listed) == 8  # only the new export's shards
+    assert json.loads((out / "index.json").read_text())["made_with"]["samples_per_shard"] == 1
+    export_shards(anno, clips_dir, out, samples_per_shard=1, progress=False)  # the same settings: it resumes
+    records = json.loads((anno / "train.json").read_text())
+    (anno / "train.json").write_text(json.dumps(records[:3]))  # the same settings, fewer records
+    index = export_shards(anno, clips_dir, out, samples_per_shard=1, progress=False)
+    assert sorted(p.name for p in out.glob("*.tar")) == sorted(n for e in index["splits"].values() for n in e["shards"])
+    assert len(index["splits"]["train"]["shards"]) == 3
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(UserError, match="a_file is a file; give a folder"):
+        export_shards(anno, clips_dir, tmp_path / "a_file", progress=False)

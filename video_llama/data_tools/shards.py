@@ -10,7 +10,8 @@ holds a fixed range of its split's records (``--samples-per-shard``, or grouped 
 files' sizes with ``--shard-size``), minus the unreadable ones (reported by name and left out), so
 the layout does not depend on what failed or on how many ``--workers`` wrote it. A shard is written
 under a temporary name and renamed when complete, with fixed tar metadata: a re-run skips finished
-shards and rewrites unfinished ones byte for byte. Keys are numbers, so no member name can leave
+shards and rewrites unfinished ones byte for byte, and a folder holding shards made with other
+settings is refused (``overwrite``: emptied first), so two exports never mix. Keys are numbers, so no member name can leave
 the output folder. ``OUT/index.json`` lists the shards, their sample counts and how they were made.
 
 With ``--frames N`` a sample holds N frames sampled uniformly ahead of time, as JPEGs
@@ -21,6 +22,7 @@ the N, so keep N above the model's ``n_frms`` for headtail to vary).
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 from fractions import Fraction
@@ -33,6 +35,9 @@ from video_llama.datasets.datasets.shard_dataset import frame_member
 from video_llama.processors.video_decoding import VIDEO_EXTENSIONS
 
 SHARD_MTIME = 0.0  # fixed member times: the same input gives the same bytes
+MADE_WITH = ".export.json"  # how the shards of a folder are being made, written before the first shard
+
+logger = logging.getLogger(__name__)
 
 
 def split_files(anno):
@@ -195,10 +200,41 @@ def _write_shard(final, samples):
         tmp.unlink(missing_ok=True)
 
 
+def claim_folder(out, made_with, overwrite=False):
+    """Make ``out`` this export's, never a mix: shards made with the same settings (``made_with``)
+    stay, so a stopped export resumes; shards made otherwise, or by settings no longer known, are
+    refused with the differences named, or with ``overwrite`` deleted with their index first."""
+    out.mkdir(parents=True, exist_ok=True)
+    earlier = sorted(out.glob("*.tar")) + [p for p in (out / "index.json",) if p.is_file()]
+    if earlier:
+        before = None
+        for record, key in ((out / MADE_WITH, None), (out / "index.json", "made_with")):
+            if before is None and record.is_file():
+                try:
+                    data = json.loads(record.read_text())
+                    before = data.get(key) if key else data
+                except (ValueError, AttributeError):
+                    before = None
+        if before != made_with:
+            shards = sum(p.suffix == ".tar" for p in earlier)
+            if not overwrite:
+                differ = (", ".join(f"{k}: {before.get(k)!r} then, {v!r} now" for k, v in made_with.items()
+                                    if before.get(k) != v) if isinstance(before, dict) else "settings not recorded")
+                raise UserError(f"--out {out} holds {shards} shard(s) made with other settings ({differ}); shards "
+                                "of two exports must not mix in one folder: give a new --out, or add --overwrite to "
+                                "delete them (and their index.json) first")
+            for path in [*earlier, *out.glob(".*.tar.json"), out / "labels.json"]:
+                path.unlink(missing_ok=True)
+            logger.warning("--overwrite: deleted the %d shard(s) of an earlier export in %s", shards, out)
+    (out / MADE_WITH).write_text(json.dumps(made_with, indent=1))
+
+
 def export_shards(anno, videos_dir, out, samples_per_shard=1000, shard_mb=None, reencode=None, workers=1,
-                  progress=True, frames=None):
+                  progress=True, frames=None, overwrite=False):
     """Write the shards and ``index.json``; returns the index (a dict). ``reencode``: SIZE[@FPS];
-    ``frames``: store that many frames per clip instead of a video."""
+    ``frames``: store that many frames per clip instead of a video. A folder holding shards made
+    with other settings is refused, or with ``overwrite`` emptied of them first (see
+    :func:`claim_folder`)."""
     from multiprocessing import get_context
 
     from tqdm import tqdm
@@ -206,19 +242,27 @@ def export_shards(anno, videos_dir, out, samples_per_shard=1000, shard_mb=None, 
     from video_llama.datasets.datasets.video_instruct_dataset import read_instruct_annotations
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder for the shards (it is created if missing)")
+    content = content_from_args(reencode, frames)
+    splits = split_files(anno)
+    made_with = {"samples_per_shard": None if shard_mb else samples_per_shard, "shard_mb": shard_mb,
+                 "videos_dir": str(videos_dir), "content": content.describe(),
+                 "annotations": {split: [str(f) for f in files] for split, files in splits.items()}}
+    claim_folder(out, made_with, overwrite)
     for stale in [*out.glob(".*.tar.tmp-*"), *out.glob(".*.tar.clip-*")]:  # left by a run that was killed
         stale.unlink()
-    content = content_from_args(reencode, frames)
-    made_with = {"samples_per_shard": None if shard_mb else samples_per_shard, "shard_mb": shard_mb,
-                 "videos_dir": str(videos_dir), "content": content.describe()}
     index = {"splits": {}, "left_out": [], "made_with": made_with}
-    tasks, splits = [], split_files(anno)
+    tasks = []
     for split, files in splits.items():
         records = read_instruct_annotations(files)
         index["splits"][split] = {"shards": [], "samples": [], "total": 0}
         for number, (start, end) in enumerate(shard_ranges(records, videos_dir, samples_per_shard, shard_mb)):
             tasks.append((out / f"{split}-{number:06d}.tar", split, start, records[start:end], videos_dir, content))
+    for stale in set(out.glob("*.tar")) - {final for final, *_ in tasks}:  # the same settings, fewer records now
+        logger.warning("%s: not a shard of this export (the annotations have fewer records now); deleted", stale)
+        stale.unlink()
+        stale.with_name(f".{stale.name}.json").unlink(missing_ok=True)
     bar = tqdm(total=len(tasks), desc="shards", disable=not progress)
     with get_context("spawn").Pool(workers) if workers > 1 else contextlib.nullcontext() as pool:
         reports = pool.imap(_export_one, tasks) if pool else map(_export_one, tasks)
