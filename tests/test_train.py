@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from video_llama.common import run_folder
+from video_llama.common.errors import CheckpointError
 from video_llama.common.run_folder import RunFolder
 from video_llama.conversation.segment_encoding import TEXT_IDS, TEXT_IDS_KEY
 from video_llama.jobs.experiment import train as train_main
@@ -188,6 +189,77 @@ def test_checkpoint_killed_mid_write_leaves_previous_intact(tmp_path, monkeypatc
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_e1_s0", "latest"]
     loaded, state, _, folder = run_folder.load_checkpoint(tmp_path)
     assert folder == first and state["epoch"] == 1 and torch.equal(loaded["w"], weights["w"])
+
+
+@pytest.fixture(params=["tmpfs", "injected"])
+def small_disk(request, tmp_path, monkeypatch):
+    """(folder, fill): a folder on a 1 MiB tmpfs (where this process may mount one), or one whose
+    writes fail with ENOSPC once ``fill()`` is called."""
+    import errno
+
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if request.param == "tmpfs":
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()[:80]}); the injected case runs")
+        request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(folder)], capture_output=True))
+        yield folder, lambda: None
+        return
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    yield folder, lambda: monkeypatch.setattr(run_folder.torch, "save", full)
+
+
+def test_a_full_disk_at_save_leaves_the_previous_checkpoint_resumable(small_disk):
+    folder, fill = small_disk
+    run = RunFolder(folder)
+    first = run.save_checkpoint("checkpoint_e1_s0", {"w": torch.ones(8)}, {"epoch": 1, "step": 0}, "run: {}\n")
+    fill()
+    with pytest.raises(CheckpointError) as caught:  # 4 MiB of weights on a 1 MiB disk
+        run.save_checkpoint("checkpoint_e2_s0", {"w": torch.zeros(1024, 1024)}, {"epoch": 2, "step": 0}, "run: {}\n")
+    message = str(caught.value)
+    assert "checkpoint checkpoint_e2_s0 could not be written" in message and "the disk is full" in message
+    assert "checkpoint_e1_s0 is intact" in message and f"run.resume_ckpt_path={folder}" in message
+    assert sorted(p.name for p in folder.iterdir() if p.name != "lost+found") == ["checkpoint_e1_s0", "latest"]
+    loaded, state, _, resumed = run_folder.load_checkpoint(folder)
+    assert resumed == first and state["epoch"] == 1 and torch.equal(loaded["w"], torch.ones(8))
+
+
+@pytest.mark.slow
+def test_a_run_whose_disk_fills_stops_with_the_reason_and_resumes_once_there_is_room(tiny_llm_dir, clips_dir, tmp_path):
+    """A real full disk: a tmpfs with room for one more checkpoint but not two."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip()[:80]}); "
+                    "test_a_full_disk_at_save_leaves_the_previous_checkpoint_resumable[injected] covers the writer")
+
+    def used():
+        return sum(f.stat().st_size for f in disk.rglob("*") if f.is_file())
+
+    try:
+        args = ["--cfg-path", str(TINY_CONFIG), "--options",
+                *options(tiny_llm_dir, clips_dir, disk, "run.iters_per_epoch=2")]
+        summary = train_main([*args, "run.max_epoch=1"])
+        run_dir = Path(summary["run_dir"])
+        checkpoint = sum(f.stat().st_size for f in (run_dir / "checkpoint_e1_s0").iterdir())
+        room = used() + checkpoint // 2 + 64 * 1024  # half a checkpoint more (and the logs)
+        subprocess.run(["mount", "-o", f"remount,size={room}", str(disk)], check=True)
+        resume = [*args, "run.max_epoch=2", f"run.resume_ckpt_path={run_dir}"]
+        with pytest.raises(CheckpointError, match=r"checkpoint checkpoint_e2_s0 could not be written .*the disk is "
+                                                  r"full.*checkpoint_e1_s0 is intact"):
+            train_main(resume)
+        assert (run_dir / "latest").read_text().strip() == "checkpoint_e1_s0"
+        assert not [p for p in run_dir.iterdir() if p.name.startswith(".tmp-")]  # nothing half-written left
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)  # room made
+        summary = train_main(resume)
+        assert summary["steps"] == 2 and (run_dir / "latest").read_text().strip() == "checkpoint_e2_s0"
+    finally:  # lazily: the failed run's log files may still be open in this process
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ afterwards: a process killed while writing leaves the previous checkpoint, and `
 were.
 """
 
+import errno
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from video_llama.common.errors import CheckpointError
 
@@ -86,11 +88,32 @@ class RunFolder:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
+        except (OSError, SafetensorError, RuntimeError) as err:  # torch and safetensors report a full disk their way
+            full = _disk_full(err, self.path)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(err, RuntimeError) and not isinstance(err, SafetensorError) and not full:
+                raise  # not the file system: a bug to see as it is
+            raise self._not_written(name, err, full) from err
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _write_text_atomic(self.path / LATEST, name + "\n")
+        try:
+            _write_text_atomic(self.path / LATEST, name + "\n")
+        except OSError as err:  # a checkpoint that latest does not name would only confuse a resume
+            full = _disk_full(err, self.path)
+            shutil.rmtree(final, ignore_errors=True)
+            raise self._not_written(name, err, full) from err
         return final
+
+    def _not_written(self, name, err, full):
+        """What a user reads when checkpoint ``name`` could not be written (a full disk, a quota)."""
+        latest = (self.path / LATEST).read_text().strip() if (self.path / LATEST).is_file() else None
+        kept = (f"the previous checkpoint {latest} is intact and '{LATEST}' still names it; resume from it with "
+                f"--options run.resume_ckpt_path={self.path}" if latest else "no earlier checkpoint was written")
+        why = "the disk is full" if full else "the file system refused it"
+        return CheckpointError(f"checkpoint {name} could not be written in {self.path}: {why} ({err}). Nothing of it "
+                               f"was left behind; {kept}. Free space there (run.keep_checkpoints keeps only the "
+                               "newest checkpoints) or choose another run.output_dir")
 
     def checkpoints(self):
         """The run's checkpoint_e*_s* folders, oldest first."""
@@ -233,11 +256,26 @@ def _shareable(path, mode):
     os.chmod(path, mode & ~_umask())
 
 
+def _disk_full(err, folder):
+    """Whether a failed write ran out of room: the error says so, or (torch's writer says only
+    "iostream error") the file system has less than 1 MiB left while the partial write is still there."""
+    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "os error 28" in str(err):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False
+
+
 def _write_text_atomic(path, text):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    _shareable(tmp, 0o666)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        _shareable(tmp, 0o666)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -80,8 +80,11 @@ class RunnerBase:
         if checkpoint:
             self._resume(checkpoint, optimizer, scaler)
         self._log_start(sampler, optimizer, scheduler)
-        with stop_signals() as self.stop_signal:
-            return self._train_epochs(run, sampler, loader, optimizer, scheduler, autocast, scaler, ddp_model)
+        try:
+            with stop_signals() as self.stop_signal:
+                return self._train_epochs(run, sampler, loader, optimizer, scheduler, autocast, scaler, ddp_model)
+        finally:  # also when the run fails or stops: what it logged is on disk, and no file stays open
+            self._close_logs()
 
     def _train_epochs(self, run, sampler, loader, optimizer, scheduler, autocast, scaler, ddp_model):
         """The loop: epochs of accumulation windows, checkpoints, validation, a stop on a signal."""
@@ -341,23 +344,33 @@ class RunnerBase:
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, epoch, step, optimizer, scaler):
-        """Checkpoint to resume at (epoch, step); every rank's RNG state goes to rank 0's file."""
+        """Checkpoint to resume at (epoch, step); every rank's RNG state goes to rank 0's file. A
+        save that fails (a full disk) ends the run on every rank, with rank 0's reason, instead of
+        leaving the others waiting for it."""
         rng_states = dist_utils.all_gather_object(rng_state())
         weights = fsdp.gathered_state(self.model.trainable_state_dict())  # whole on every rank under FSDP too
         optimizer_state = fsdp.gathered_optimizer_state(optimizer)
+        failure = None
         if self.rank == 0:
             state = {"epoch": epoch, "step": step, "optimizer": optimizer_state, "scaler": scaler.state_dict(),
                      "rng": rng_states, "world_size": self.world_size, "best": list(self.best),
                      "best_rank": list(self.best_rank) if self.best_rank else None, "strategy": self.run_cfg.strategy}
-            path = self.run_folder.save_checkpoint(f"checkpoint_e{epoch}_s{step}", weights, state,
-                                                   OmegaConf.to_yaml(self.config.config), {TEXT_IDS_KEY: TEXT_IDS})
-            logger.info("checkpoint written: %s", path)
-            self.last_checkpoint = path
-            if self.run_cfg.keep_checkpoints:
-                pruned = self.run_folder.prune_checkpoints(self.run_cfg.keep_checkpoints, protect={self.best[0], path.name})
-                if pruned:
-                    logger.info("run.keep_checkpoints=%d: deleted %s", self.run_cfg.keep_checkpoints, pruned)
-        dist_utils.barrier()
+            try:
+                path = self.run_folder.save_checkpoint(f"checkpoint_e{epoch}_s{step}", weights, state,
+                                                       OmegaConf.to_yaml(self.config.config), {TEXT_IDS_KEY: TEXT_IDS})
+            except CheckpointError as err:
+                failure = str(err)
+            else:
+                logger.info("checkpoint written: %s", path)
+                self.last_checkpoint = path
+                if self.run_cfg.keep_checkpoints:
+                    pruned = self.run_folder.prune_checkpoints(self.run_cfg.keep_checkpoints,
+                                                               protect={self.best[0], path.name})
+                    if pruned:
+                        logger.info("run.keep_checkpoints=%d: deleted %s", self.run_cfg.keep_checkpoints, pruned)
+        failures = [f for f in dist_utils.all_gather_object(failure) if f]  # every rank meets here
+        if failures:
+            raise CheckpointError(failures[0])
         return f"checkpoint_e{epoch}_s{step}"
 
     def _keep_best(self, checkpoint, results):
@@ -418,6 +431,12 @@ class RunnerBase:
                     self.start_step, self.best[0])
 
     # ------------------------------------------------------------------ logging
+    def _close_logs(self):
+        for log in (getattr(self, "metrics_file", None), getattr(self, "tensorboard", None)):
+            if log is not None:
+                log.close()
+        self.metrics_file = self.tensorboard = None
+
     def _log_start(self, sampler, optimizer, scheduler):
         if self.rank != 0:
             return
@@ -474,8 +493,6 @@ class RunnerBase:
         summary["never_left_chance"] = chance is not None and self.best[1] is not None and self.best[1] <= chance
         if self.rank == 0:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-            self.metrics_file.close()
-            self.tensorboard.close()
             logger.info("done: %d iterations, final loss %s, checkpoint %s", len(history),
                         f"{summary['final_loss']:.4f}" if history else "n/a", summary["checkpoint"])
             if summary["never_left_chance"]:
