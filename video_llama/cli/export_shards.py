@@ -22,13 +22,15 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, metavar="N",
                         help="store N uniformly sampled frames per clip as JPEGs instead of a video (at --reencode SIZE, default 224)")
     parser.add_argument("--workers", type=int, default=1, help="shards written in parallel")
+    parser.add_argument("--quarantine", help="`video-llama check-data`'s quarantine.txt (or report): clips left out")
     parser.add_argument("--overwrite", action="store_true",
                         help="--out holds shards of an export with other settings: delete them first (else refused)")
     args = parser.parse_args(argv)
     if args.samples_per_shard < 1 or args.workers < 1 or (args.shard_size is not None and args.shard_size <= 0):
         raise UserError("--samples-per-shard and --workers must be at least 1, --shard-size positive")
     index = export_shards(args.anno, args.videos_dir, args.out, args.samples_per_shard, args.shard_size,
-                          args.reencode, args.workers, frames=args.frames, overwrite=args.overwrite)
+                          args.reencode, args.workers, frames=args.frames, overwrite=args.overwrite,
+                          quarantine=args.quarantine)
     for item in index["left_out"]:
         print(f"left out ({item['split']}): {item['video']}: {item['why']}")
     for split, entry in index["splits"].items():

@@ -6,6 +6,7 @@ import sys
 SUBCOMMANDS = {
     "synth": ("video_llama.cli.synth", "write synthetic action clips (motion or context classes) or a continuous recording with its timeline"),
     "prepare": ("video_llama.cli.prepare", "folder of labelled videos -> instruction annotation JSON"),
+    "check-data": ("video_llama.cli.check_data", "probe every clip with training's decoders -> report.json + quarantine.txt"),
     "export-shards": ("video_llama.cli.export_shards", "annotations + videos -> WebDataset tar shards (train.py reads them: build_info.shards)"),
     "calibrate": ("video_llama.cli.calibrate", "fit a run's temperature (and abstention threshold) on a held-out split -> RUN/calibration.json"),
     "infer": ("video_llama.cli.infer", "answer a question about every video of an annotation file or folder -> JSONL"),

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 from video_llama.common.errors import UserError
-from video_llama.datasets.datasets.base_video_dataset import video_path
+from video_llama.datasets.datasets.base_video_dataset import read_quarantine, video_path
 from video_llama.datasets.datasets.shard_dataset import frame_member
-from video_llama.processors.video_decoding import VIDEO_EXTENSIONS
+from video_llama.processors.video_decoding import VIDEO_EXTENSIONS, file_problem
 
 SHARD_MTIME = 0.0  # fixed member times: the same input gives the same bytes
 MADE_WITH = ".export.json"  # how the shards of a folder are being made, written before the first shard
@@ -131,8 +131,9 @@ def _sample(key, record, videos_dir, content=Content(), scratch=None):
     ext = path.suffix.lower().lstrip(".")
     if f".{ext}" not in VIDEO_EXTENSIONS:
         return None, f"not a video file type ({', '.join(sorted(VIDEO_EXTENSIONS))})"
-    if not path.is_file():
-        return None, f"video file not found: {path}"
+    problem = file_problem(path)
+    if problem:
+        return None, problem
     data = path.read_bytes()  # read once: probed from memory, then stored
     extra = {}
     try:
@@ -230,11 +231,11 @@ def claim_folder(out, made_with, overwrite=False):
 
 
 def export_shards(anno, videos_dir, out, samples_per_shard=1000, shard_mb=None, reencode=None, workers=1,
-                  progress=True, frames=None, overwrite=False):
+                  progress=True, frames=None, overwrite=False, quarantine=None):
     """Write the shards and ``index.json``; returns the index (a dict). ``reencode``: SIZE[@FPS];
     ``frames``: store that many frames per clip instead of a video. A folder holding shards made
     with other settings is refused, or with ``overwrite`` emptied of them first (see
-    :func:`claim_folder`)."""
+    :func:`claim_folder`). ``quarantine``: check-data's list; its clips are left out unopened."""
     from multiprocessing import get_context
 
     from tqdm import tqdm
@@ -248,7 +249,9 @@ def export_shards(anno, videos_dir, out, samples_per_shard=1000, shard_mb=None, 
     splits = split_files(anno)
     made_with = {"samples_per_shard": None if shard_mb else samples_per_shard, "shard_mb": shard_mb,
                  "videos_dir": str(videos_dir), "content": content.describe(),
-                 "annotations": {split: [str(f) for f in files] for split, files in splits.items()}}
+                 "annotations": {split: [str(f) for f in files] for split, files in splits.items()},
+                 "quarantine": str(quarantine) if quarantine else None}
+    quarantined = read_quarantine(quarantine, "--quarantine") if quarantine else set()
     claim_folder(out, made_with, overwrite)
     for stale in [*out.glob(".*.tar.tmp-*"), *out.glob(".*.tar.clip-*")]:  # left by a run that was killed
         stale.unlink()
@@ -256,6 +259,9 @@ def export_shards(anno, videos_dir, out, samples_per_shard=1000, shard_mb=None, 
     tasks = []
     for split, files in splits.items():
         records = read_instruct_annotations(files)
+        index["left_out"] += [{"split": split, "video": r["video"], "why": f"quarantined ({quarantine})"}
+                              for r in records if r["video"] in quarantined]
+        records = [r for r in records if r["video"] not in quarantined]
         index["splits"][split] = {"shards": [], "samples": [], "total": 0}
         for number, (start, end) in enumerate(shard_ranges(records, videos_dir, samples_per_shard, shard_mb)):
             tasks.append((out / f"{split}-{number:06d}.tar", split, start, records[start:end], videos_dir, content))

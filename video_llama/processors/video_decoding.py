@@ -11,6 +11,7 @@ import contextlib
 import io
 import os
 import random
+import stat
 import sys
 import tempfile
 import threading
@@ -392,11 +393,25 @@ def get_backend(name):
     return BACKENDS[name]()
 
 
+def file_problem(path):
+    """Why the file at ``path`` cannot be a clip before any decoder opens it, or None: missing, not a
+    regular file (a FIFO or a device would block a decoder until a writer comes: never opened), empty."""
+    try:
+        info = Path(path).stat()
+    except FileNotFoundError:
+        return f"video file not found: {path}"
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a folder" if stat.S_ISDIR(info.st_mode) else "a device or socket"
+        return f"{path} is {kind}, not a regular file: a decoder would block on it, so it is not opened"
+    if info.st_size == 0:
+        return f"video file is empty (0 bytes): {path}"
+    return None
+
+
 def _check_exists(source):
-    if isinstance(source, (str, Path)) and not Path(source).is_file():
-        raise VideoDecodeError(f"video file not found: {source}")
-    if isinstance(source, (str, Path)) and Path(source).stat().st_size == 0:
-        raise VideoDecodeError(f"video file is empty (0 bytes): {source}")
+    problem = file_problem(source) if isinstance(source, (str, Path)) else None
+    if problem:
+        raise VideoDecodeError(problem)
 
 
 def load_video(source, n_frms=8, height=224, width=224, sampling="uniform", backend="decord", rng=None):

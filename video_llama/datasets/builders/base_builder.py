@@ -13,7 +13,7 @@ from video_llama.common.config import CONFIG_DIR
 from video_llama.common.registry import registry
 from video_llama.common.utils import is_local_spec
 from video_llama.conversation.templates import template_in_config
-from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset
+from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset, read_quarantine
 from video_llama.datasets.datasets.shard_dataset import ShardDataset, shard_counts, shard_splits
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class BaseDatasetBuilder:
                   "prompt_template": "prompt_template"}
     MODEL_BOUND_KEYS = ("model_type", "num_video_query_token")
     # build_info keys naming files or folders (found from the current folder or the YAML's)
-    PATH_KEYS = ("videos_dir", "storage", "anno_dir", "shards", "shard_index")
+    PATH_KEYS = ("videos_dir", "storage", "anno_dir", "shards", "shard_index", "quarantine")
 
     def __init__(self, cfg=None):
         self.config = cfg if cfg is not None else self.default_config()
@@ -148,6 +148,19 @@ class BaseDatasetBuilder:
             return {split: [str(Path(anno) / name)] for split, name in cls.ANNOTATION_FILES.items()
                     if (Path(anno) / name).is_file()}
         return {"train": [anno] if isinstance(anno, str) else list(anno)}
+
+    def without_quarantined(self, records):
+        """``records`` less those whose ``video`` the ``build_info.quarantine`` file lists
+        (``video-llama check-data``'s): clips known to be unusable are never tried."""
+        path = (self.config.get("build_info") or {}).get("quarantine")
+        if not path:
+            return records
+        listed = read_quarantine(path)
+        kept = [record for record in records if record["video"] not in listed]
+        if len(kept) < len(records):
+            logger.info("%s: left out %d quarantined clip(s) listed in %s", getattr(self, "name", type(self).__name__),
+                        len(records) - len(kept), path)
+        return kept
 
     def annotation_splits(self):
         """{split: [annotation files]} of this dataset (see :meth:`split_files`)."""

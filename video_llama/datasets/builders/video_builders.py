@@ -29,7 +29,7 @@ class VideoInstructBuilder(BaseDatasetBuilder):
         cfg = self.config
         processor = self.processor("vis_processor", split)
         return self.dataset_class(
-            self.read_annotations(anno_files),
+            self.without_quarantined(self.read_annotations(anno_files)),
             self.videos_dir(),
             processor,
             load_tokenizer(cfg.tokenizer_name),

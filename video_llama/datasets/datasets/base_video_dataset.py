@@ -14,6 +14,7 @@ that cuts windows (``window_s``) cuts them at random points in training and, in 
 (``fixed_windows``), at points drawn from the sample's index, so every evaluation sees the same.
 """
 
+import json
 import logging
 import math
 import random
@@ -55,6 +56,20 @@ def load_json(path):
         raise AnnotationError(f"{path} is not UTF-8 text ({err}); save it as UTF-8 JSON") from err
     except json.JSONDecodeError as err:
         raise AnnotationError(f"{path} is not valid JSON: {err}") from err
+
+
+QUARANTINE = "quarantine.txt"  # what `video-llama check-data` writes beside its report
+
+
+def read_quarantine(path, key="build_info.quarantine"):
+    """The ``video`` paths a quarantine file (one a line, ``#`` comments) or a check-data report lists."""
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(f"{key}: {path} does not exist; give the {QUARANTINE} (or report) that "
+                              "`video-llama check-data` wrote, or set it to null")
+    if path.suffix == ".json":
+        return set(json.loads(path.read_text())["quarantine"])
+    return {line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")}
 
 
 def video_path(record, videos_dir):

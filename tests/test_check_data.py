@@ -1,0 +1,70 @@
+"""`video-llama check-data`: every clip probed with training's decoders, problems named per file,
+a quarantine list that training and export honour."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def mixed_data(clips_dir, tmp_path_factory):
+    """The test clips plus every kind of problem check-data names, in one annotation file."""
+    root = tmp_path_factory.mktemp("mixed")
+    for name in ("clip0.mp4", "clip1.mp4", "clip2.mp4", "short.avi", "broken.mp4"):
+        shutil.copy(clips_dir / name, root / name)
+    shutil.copy(clips_dir / "clip0.mp4", root / "copy_of_clip0.mp4")  # the same bytes
+    (root / "empty.mp4").write_bytes(b"")
+    os.mkfifo(root / "pipe.mp4")  # opening it would block until a writer comes
+    names = ["clip0.mp4", "clip1.mp4", "clip2.mp4", "copy_of_clip0.mp4", "short.avi", "broken.mp4", "empty.mp4",
+             "pipe.mp4", "nowhere.mp4"]
+    answers = ["greet_mode", "clean_mode", "Greet-Mode"]  # the third reads like the first
+    entries = [{"video": n, "QA": [{"q": "What is the action?", "a": answers[i % 3]}]} for i, n in enumerate(names)]
+    (root / "train.json").write_text(json.dumps(entries))
+    return root
+
+
+def test_check_data_names_each_problem_and_writes_a_quarantine_list(mixed_data, tmp_path, capsys):
+    from video_llama.cli.check_data import main
+
+    assert main(["--anno", str(mixed_data / "train.json"), "--videos-dir", str(mixed_data), "--out",
+                 str(tmp_path / "report.json"), "--n-frms", "8", "--workers", "2"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    found = {p["video"]: p["problem"] for p in report["problems"]}
+    assert found == {"short.avi": "too short", "broken.mp4": "unreadable", "empty.mp4": "empty",
+                     "pipe.mp4": "not a regular file", "nowhere.mp4": "missing"}
+    assert report["checked"] == 9 and report["files_per_s"] > 0
+    assert report["duplicates"] == [["clip0.mp4", "copy_of_clip0.mp4"]]  # reported, not quarantined
+    assert report["colliding_labels"] == [["Greet-Mode", "greet_mode"]]
+    quarantine = (tmp_path / "quarantine.txt").read_text().split()
+    assert sorted(quarantine) == sorted(found)
+    out = capsys.readouterr().out
+    assert "not a regular file: pipe.mp4" in out and "checked 9 clips" in out and "files/s" in out
+
+
+def test_training_and_export_leave_out_the_quarantined_clips(mixed_data, tiny_llm_dir, tmp_path):
+    from video_llama.common.registry import registry
+    from video_llama.data_tools.shards import export_shards
+
+    quarantine = tmp_path / "quarantine.txt"
+    quarantine.write_text("# from check-data\nshort.avi\nbroken.mp4\nempty.mp4\npipe.mp4\nnowhere.mp4\n")
+    cfg = tiny_config(tiny_llm_dir, mixed_data / "train.json", mixed_data,
+                      f"datasets.webvid_instruct.build_info.quarantine={quarantine}")
+    train = registry.get_builder_class("webvid_instruct")(cfg.datasets_cfg.webvid_instruct).build_datasets()["train"]
+    assert sorted(r["video"] for r in train.records) == ["clip0.mp4", "clip1.mp4", "clip2.mp4", "copy_of_clip0.mp4"]
+    index = export_shards(mixed_data / "train.json", mixed_data, tmp_path / "shards", progress=False, quarantine=quarantine)
+    assert index["splits"]["train"]["total"] == 4  # the FIFO was never opened: the export did not block
+    assert {item["video"] for item in index["left_out"]} == {"short.avi", "broken.mp4", "empty.mp4", "pipe.mp4",
+                                                             "nowhere.mp4"}
+    unquarantined = export_shards(mixed_data / "train.json", mixed_data, tmp_path / "all", progress=False)
+    why = {item["video"]: item["why"] for item in unquarantined["left_out"]}
+    assert "is a FIFO, not a regular file" in why["pipe.mp4"]  # named, never opened: no hang
+    missing = tiny_config(tiny_llm_dir, mixed_data / "train.json", mixed_data,
+                          f"datasets.webvid_instruct.build_info.quarantine={tmp_path / 'none.txt'}")
+    from video_llama.common.errors import UserError
+
+    with pytest.raises(UserError, match="none.txt does not exist.*check-data"):
+        registry.get_builder_class("webvid_instruct")(missing.datasets_cfg.webvid_instruct).build_datasets()

@@ -1,0 +1,122 @@
+"""Check a dataset before renting the cluster: every clip probed in parallel with the decoders
+training uses, the problems named per file, a quarantine list that training and export honour.
+
+Per clip: missing, empty, not a regular file (a FIFO or a device would block a decoder forever,
+so it is never opened), no video stream, unreadable, too short for ``n_frms``, no frame rate,
+extreme frame size, and files whose bytes are the same as another's (duplicates: kept, reported).
+Across the data: labels that read the same once normalised (``prepare``'s check). The report is
+JSON; ``quarantine.txt`` beside it lists the ``video`` paths of the clips training cannot use, one
+a line, for ``build_info.quarantine`` and ``export-shards --quarantine``.
+"""
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from video_llama.conversation.answers import normalize_answer
+from video_llama.data_tools.shards import split_files
+from video_llama.datasets.datasets.base_video_dataset import QUARANTINE, video_path
+from video_llama.datasets.datasets.video_instruct_dataset import read_instruct_annotations
+from video_llama.processors.video_decoding import VIDEO_EXTENSIONS, VideoDecodeError, file_problem, load_video, probe_video
+
+MAX_SIDE = 8192  # a frame wider or taller than this is reported (decoding it costs seconds and GiBs)
+
+
+def items_of(anno=None, folder=None):
+    """[(video as annotated, absolute path, split, first answer or None)] of an annotation file or
+    ``prepare`` folder (``anno``), or of every video file under ``folder``."""
+    if folder is not None:
+        root = Path(folder)
+        return [(str(p.relative_to(root)), p, None, None) for p in sorted(root.rglob("*"))
+                if p.suffix.lower() in VIDEO_EXTENSIONS]
+    items = []
+    for split, files in split_files(anno).items():
+        for record in read_instruct_annotations(files):
+            items.append((record["video"], record, split, record["QA"][0]["a"]))
+    return items
+
+
+def check_clip(path, n_frms, backend):
+    """(problem or None, detail, sha1 of the bytes or None) of one clip."""
+    path = Path(path)
+    problem = file_problem(path)  # a FIFO is never opened: a decoder would block on it
+    if problem:
+        kind = "missing" if "not found" in problem else "empty" if "0 bytes" in problem else "not a regular file"
+        return kind, problem, None
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    sha1 = digest.hexdigest()
+    try:
+        frames, fps = probe_video(path, backend)
+        clip = load_video(path, n_frms, 32, 32, "uniform", backend)
+        height, width = _frame_size(path)
+    except VideoDecodeError as err:
+        problem = "no video stream" if "holds no video stream" in str(err) else "unreadable"
+        return problem, str(err), sha1
+    if frames < n_frms:
+        return "too short", f"{frames} frames, fewer than n_frms={n_frms} (frames would repeat)", sha1
+    if not fps:
+        return "no frame rate", "the container gives no frame rate: windows in seconds cannot be cut", sha1
+    if max(height, width) > MAX_SIDE:
+        return "extreme size", f"{width}x{height} frames", sha1
+    del clip
+    return None, f"{frames} frames at {fps:g} fps, {width}x{height}", sha1
+
+
+def _frame_size(path):
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return stream.codec_context.height, stream.codec_context.width
+
+
+def _check_one(task):
+    video, path, n_frms, backend = task
+    return (video, *check_clip(path, n_frms, backend))
+
+
+def check_data(anno=None, videos_dir=None, folder=None, n_frms=8, workers=2, backend="decord", progress=True):
+    """The report (a dict) of every clip of ``anno`` (with ``videos_dir``) or ``folder``."""
+    from tqdm import tqdm
+
+    items = items_of(anno, folder)
+    tasks = [(video, where if folder is not None else video_path(where, videos_dir), n_frms, backend)
+             for video, where, _, _ in items]
+    started = time.monotonic()
+    with ProcessPoolExecutor(workers) as pool:
+        results = list(tqdm(pool.map(_check_one, tasks, chunksize=8), total=len(tasks), desc="clips",
+                            disable=not progress))
+    seconds = time.monotonic() - started
+    problems = [{"video": video, "split": split, "problem": problem, "detail": detail}
+                for (video, problem, detail, _), (_, _, split, _) in zip(results, items) if problem]
+    by_hash = defaultdict(list)
+    for video, _, _, sha1 in results:
+        if sha1:
+            by_hash[sha1].append(video)
+    answers = {answer for *_, answer in items if answer is not None}
+    by_norm = defaultdict(set)
+    for answer in answers:
+        by_norm[normalize_answer(answer)].add(answer)
+    return {"checked": len(results), "seconds": round(seconds, 3), "files_per_s": round(len(results) / max(seconds, 1e-9), 1),
+            "workers": workers, "n_frms": n_frms, "backend": backend,
+            "counts": {kind: sum(p["problem"] == kind for p in problems) for kind in sorted({p["problem"] for p in problems})},
+            "problems": problems,
+            "duplicates": sorted(sorted(videos) for videos in by_hash.values() if len(videos) > 1),
+            "colliding_labels": sorted(sorted(group) for group in by_norm.values() if len(group) > 1),
+            "quarantine": sorted({p["video"] for p in problems})}
+
+
+def write_report(report, out):
+    """``out`` (the JSON report) and ``quarantine.txt`` beside it; returns the quarantine file."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    quarantine = out.with_name(QUARANTINE)
+    quarantine.write_text("".join(f"{video}\n" for video in report["quarantine"]))
+    return quarantine
