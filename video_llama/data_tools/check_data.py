@@ -25,9 +25,10 @@ from video_llama.processors.video_decoding import VIDEO_EXTENSIONS, VideoDecodeE
 MAX_SIDE = 8192  # a frame wider or taller than this is reported (decoding it costs seconds and GiBs)
 
 
-def items_of(anno=None, folder=None):
-    """[(video as annotated, absolute path, split, first answer or None)] of an annotation file or
-    ``prepare`` folder (``anno``), or of every video file under ``folder``."""
+def items_of(anno=None, videos_dir=None, folder=None):
+    """[(video as annotated, its path, split, first answer)] of an annotation file or ``prepare``
+    folder (``anno``, paths under ``videos_dir``), or of every video file under ``folder`` (no split
+    or answer)."""
     if folder is not None:
         root = Path(folder)
         return [(str(p.relative_to(root)), p, None, None) for p in sorted(root.rglob("*"))
@@ -35,7 +36,7 @@ def items_of(anno=None, folder=None):
     items = []
     for split, files in split_files(anno).items():
         for record in read_instruct_annotations(files):
-            items.append((record["video"], record, split, record["QA"][0]["a"]))
+            items.append((record["video"], video_path(record, videos_dir), split, record["QA"][0]["a"]))
     return items
 
 
@@ -53,7 +54,7 @@ def check_clip(path, n_frms, backend):
     sha1 = digest.hexdigest()
     try:
         frames, fps = probe_video(path, backend)
-        clip = load_video(path, n_frms, 32, 32, "uniform", backend)
+        load_video(path, n_frms, 32, 32, "uniform", backend)  # the frames training samples decode
         height, width = _frame_size(path)
     except VideoDecodeError as err:
         problem = "no video stream" if "holds no video stream" in str(err) else "unreadable"
@@ -64,16 +65,19 @@ def check_clip(path, n_frms, backend):
         return "no frame rate", "the container gives no frame rate: windows in seconds cannot be cut", sha1
     if max(height, width) > MAX_SIDE:
         return "extreme size", f"{width}x{height} frames", sha1
-    del clip
     return None, f"{frames} frames at {fps:g} fps, {width}x{height}", sha1
 
 
 def _frame_size(path):
+    """(height, width) as the container gives them; (0, 0) when PyAV cannot tell (decord could read it)."""
     import av
 
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        return stream.codec_context.height, stream.codec_context.width
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            return stream.codec_context.height, stream.codec_context.width
+    except Exception:  # av's errors: the decoders' verdict above stands
+        return 0, 0
 
 
 def _check_one(task):
@@ -85,9 +89,8 @@ def check_data(anno=None, videos_dir=None, folder=None, n_frms=8, workers=2, bac
     """The report (a dict) of every clip of ``anno`` (with ``videos_dir``) or ``folder``."""
     from tqdm import tqdm
 
-    items = items_of(anno, folder)
-    tasks = [(video, where if folder is not None else video_path(where, videos_dir), n_frms, backend)
-             for video, where, _, _ in items]
+    items = items_of(anno, videos_dir, folder)
+    tasks = [(video, path, n_frms, backend) for video, path, _, _ in items]
     started = time.monotonic()
     with ProcessPoolExecutor(workers) as pool:
         results = list(tqdm(pool.map(_check_one, tasks, chunksize=8), total=len(tasks), desc="clips",
