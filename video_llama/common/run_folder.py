@@ -77,9 +77,10 @@ class RunFolder:
         final = self.path / name
         for stale in self.path.glob(".tmp-checkpoint_*"):  # left by a process killed while writing
             shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=f".tmp-{name}-"))
-        _shareable(tmp, 0o777)
+        tmp = None
         try:
+            tmp = Path(tempfile.mkdtemp(dir=self.path, prefix=f".tmp-{name}-"))
+            _shareable(tmp, 0o777)
             save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS), metadata=metadata)
             torch.save(state, tmp / STATE)
             (tmp / CONFIG).write_text(config_yaml)
@@ -90,12 +91,14 @@ class RunFolder:
             os.replace(tmp, final)
         except (OSError, SafetensorError, RuntimeError) as err:  # torch and safetensors report a full disk their way
             full = _disk_full(err, self.path)
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(err, RuntimeError) and not isinstance(err, SafetensorError) and not full:
                 raise  # not the file system: a bug to see as it is
             raise self._not_written(name, err, full) from err
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
             raise
         try:
             _write_text_atomic(self.path / LATEST, name + "\n")
