@@ -108,6 +108,38 @@ def test_torchrun_two_processes_stay_in_sync(tiny_llm_dir, clips_dir, tmp_path):
     assert batches[0][0] != batches[1][0]  # ranks read different samples
 
 
+@pytest.mark.multiprocess
+def test_a_worker_killed_mid_epoch_is_restarted_by_torchrun_and_the_run_resumes_by_itself(tiny_llm_dir, clips_dir,
+                                                                                          tmp_path):
+    """torchrun --max-restarts=1 restarts the group after rank 1 is SIGKILLed in epoch 2; run.resume=auto
+    finds the job's own run folder and continues from its latest checkpoint: the weights of a run
+    never killed."""
+    from safetensors.torch import load_file
+
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+
+    def launch(name, task, **kill):
+        logs = tmp_path / f"{name}_batches"
+        logs.mkdir()
+        cmd = [torchrun, "--standalone", "--nproc_per_node=2", "--max-restarts=1", "train.py", "--cfg-path",
+               str(TINY_CONFIG), "--plugins", str(BATCH_LOG_PLUGIN), "--options",
+               *options(tiny_llm_dir, clips_dir, tmp_path / name, "run.iters_per_epoch=3", "run.max_epoch=2",
+                        "run.batch_size_train=1", "run.resume=auto", f"run.task={task}")]
+        result = subprocess.run(cmd, cwd=REPO_ROOT, env={**env(), "BATCH_LOG_DIR": str(logs), **kill},
+                                capture_output=True, text=True, timeout=400)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        (run_dir,) = (tmp_path / name).iterdir()
+        return run_dir, logs, result.stdout + result.stderr
+
+    whole, _, _ = launch("whole", "batch_logged_video_text_pretrain")
+    killed, logs, output = launch("killed", "killed_once_video_text_pretrain", KILL_RANK="1", KILL_AT_STEP="5")
+    assert (logs / "killed").is_file() and "continuing from it" in output  # it died, and resumed on its own
+    assert killed.name.startswith("job_") and (killed / "latest").read_text().strip() == "checkpoint_e2_s0"
+    ours, theirs = (load_file(str(run / "checkpoint_e2_s0" / "model.safetensors")) for run in (killed, whole))
+    assert ours.keys() == theirs.keys()
+    assert all(torch.allclose(ours[k], theirs[k], atol=1e-6) for k in ours)
+
+
 class StopAfter(Exception):
     pass
 

@@ -4,6 +4,7 @@ run through the public extension point (a registered task) instead of a field th
 
 import json
 import os
+import signal
 from pathlib import Path
 
 from video_llama.common.registry import registry
@@ -19,3 +20,22 @@ class BatchLoggedTask(VideoTextPretrainTask):
                 out.write(json.dumps(samples.get("video")) + "\n")
         return super().train_step(model, samples, num_items_in_batch=num_items_in_batch)
 
+
+
+@registry.register_task("killed_once_video_text_pretrain")
+class KilledOnceTask(BatchLoggedTask):
+    """As batch_logged_video_text_pretrain, and rank $KILL_RANK SIGKILLs itself before its training
+    step number $KILL_AT_STEP (counted from 1 in this process), once per $BATCH_LOG_DIR: a worker
+    lost mid-epoch, for torchrun --max-restarts to restart."""
+
+    steps = 0
+
+    def train_step(self, model, samples, num_items_in_batch=None):
+        if model.training:
+            self.steps += 1
+            marker = Path(os.environ["BATCH_LOG_DIR"]) / "killed"
+            if (os.environ.get("RANK", "0") == os.environ["KILL_RANK"] and self.steps == int(os.environ["KILL_AT_STEP"])
+                    and not marker.exists()):
+                marker.write_text(f"rank {os.environ.get('RANK')} before its step {self.steps}\n")
+                os.kill(os.getpid(), signal.SIGKILL)
+        return super().train_step(model, samples, num_items_in_batch=num_items_in_batch)

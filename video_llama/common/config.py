@@ -446,6 +446,8 @@ def _check_run(config, problems):
             lookup(run[key])
         except RegistryError as err:
             problems.append(f"run.{key}: {err}")
+    if run.resume not in (None, "auto"):
+        problems.append(_unknown("run.resume", run.resume, ["auto"], "value") + "; null starts afresh")
     if run.amp_dtype not in ("bf16", "fp16"):
         problems.append(f"run.amp_dtype: must be bf16 or fp16, got {run.amp_dtype!r}")
     if run.strategy not in ("ddp", "fsdp"):

@@ -90,8 +90,17 @@ def init_distributed_mode(run_cfg):
             os.environ.setdefault("RANK", str(rank))
             os.environ.setdefault("WORLD_SIZE", str(world_size))
             os.environ.setdefault("LOCAL_RANK", str(local_rank))
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method=run_cfg.dist_url,
-                                world_size=world_size, rank=rank, timeout=datetime.timedelta(minutes=30))
+        backend, timeout = "nccl" if use_cuda else "gloo", datetime.timedelta(minutes=30)
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if attempt is not None and run_cfg.dist_url == "env://":
+            # torchrun's agent keeps one store across the restarts of a group (--max-restarts): keys
+            # of this attempt apart, so no rank reads a peer address the killed attempt left there
+            store, rank, world_size = next(dist.rendezvous("env://", rank, world_size, timeout=timeout))
+            dist.init_process_group(backend=backend, store=dist.PrefixStore(f"attempt_{attempt}", store),
+                                    world_size=world_size, rank=rank, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, init_method=run_cfg.dist_url, world_size=world_size,
+                                    rank=rank, timeout=timeout)
         logger.info("process group: rank %d of %d (%s, %s)", rank, world_size, dist.get_backend(), device)
     return DistInfo(rank, local_rank, world_size, device)
 

@@ -24,7 +24,7 @@ from video_llama.common import dist_utils
 from video_llama.common.config import ConfigError
 from video_llama.common.errors import CheckpointError, Interrupted
 from video_llama.common.registry import registry
-from video_llama.common.run_folder import RunFolder, checkpoint_in_use, load_checkpoint
+from video_llama.common.run_folder import LATEST, RunFolder, checkpoint_in_use, load_checkpoint
 from video_llama.common.utils import preserved_rng, rng_state, seed_everything, set_rng_state
 from video_llama.conversation import IGNORE_INDEX, collate_video_samples
 from video_llama.conversation.segment_encoding import TEXT_IDS, TEXT_IDS_KEY
@@ -40,6 +40,25 @@ RESUME_SENSITIVE = ("seed", "batch_size_train", "accum_grad_iters", "iters_per_e
                     "min_lr", "warmup_steps", "lr_sched", "weight_decay", "lr_scales")
 
 
+def launcher_job_id(run_cfg):
+    """``job_<id>`` for ``run.resume: auto``: the id every restart of one job shares (SLURM's job id,
+    with the array task; else torchrun's run id), so that a restart finds its own run folder. None
+    when resuming is not automatic or no launcher gave one (a warning says that auto cannot work)."""
+    if run_cfg.get("resume") != "auto":
+        return None
+    slurm = os.environ.get("SLURM_JOB_ID")
+    if slurm:
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        return f"job_{slurm}" + (f"_{task}" if task else "")
+    elastic = os.environ.get("TORCHELASTIC_RUN_ID")
+    if elastic and elastic != "none":
+        return f"job_{elastic}"
+    logger.warning("run.resume=auto, but neither SLURM nor torchrun gave this job an id (SLURM_JOB_ID, "
+                   "TORCHELASTIC_RUN_ID): a new run folder is made; launch with torchrun or under SLURM, or give "
+                   "run.resume_ckpt_path")
+    return None
+
+
 @registry.register_runner("runner_base")
 class RunnerBase:
     def __init__(self, cfg, task, model, datasets, job_id=None):
@@ -48,7 +67,7 @@ class RunnerBase:
         self.rank, self.world_size = dist_utils.get_rank(), dist_utils.get_world_size()
         self.device = torch.device(dist_utils.device_for(self.run_cfg, int(os.environ.get("LOCAL_RANK", 0))))
         self.model = move_to_device(model, self.device)  # a quantised LLM stays where it was loaded
-        self.job_id = job_id or datetime.datetime.now().strftime("%Y%m%d%H%M%S")
+        self.job_id = job_id or launcher_job_id(self.run_cfg) or datetime.datetime.now().strftime("%Y%m%d%H%M%S")
         self.start_epoch, self.start_step = 0, 0
         self.best = (None, None, None)  # (checkpoint name, validation metric value, metric name)
         self.best_rank = None  # what the best won with (see _keep_best)
@@ -58,7 +77,8 @@ class RunnerBase:
     def train(self):
         """Train, checkpoint each epoch (and every ``save_freq_iters``), evaluate ``valid_splits``."""
         run = self.run_cfg
-        checkpoint = load_checkpoint(run.resume_ckpt_path) if run.resume_ckpt_path else None
+        resume_from = run.resume_ckpt_path or self._own_checkpoint()
+        checkpoint = load_checkpoint(resume_from) if resume_from else None
         if checkpoint and checkpoint[1]["epoch"] >= run.max_epoch:
             raise CheckpointError(f"run.resume_ckpt_path: {checkpoint[3]} ends epoch {checkpoint[1]['epoch']}, "
                                   f"and run.max_epoch is {run.max_epoch}: the run is finished; raise run.max_epoch "
@@ -223,14 +243,29 @@ class RunnerBase:
 
     # ------------------------------------------------------------------ set-up helpers
 
+    def _own_checkpoint(self):
+        """With ``run.resume: auto``, this job's run folder when it holds a checkpoint, else None."""
+        if self.run_cfg.get("resume") != "auto":
+            return None
+        own = Path(self.run_cfg.output_dir) / self.job_id
+        if (own / LATEST).is_file():
+            logger.info("run.resume=auto: %s holds checkpoint %s; continuing from it", own,
+                        (own / LATEST).read_text().strip())
+            return str(own)
+        return None
+
     def _make_run_dir(self, resume_from=None):
         """output_dir/<job id>, never an earlier run's folder (rank 0 picks the name); a resumed
-        run continues in the folder of the checkpoint it resumes from."""
+        run continues in the folder of the checkpoint it resumes from, and with ``run.resume: auto``
+        a restarted job in its own folder even before its first checkpoint."""
         run_dir = None
+        own = Path(self.run_cfg.output_dir) / self.job_id
         if self.rank == 0:
             config_yaml = OmegaConf.to_yaml(self.config.config)
             if resume_from is not None:
                 run_dir = RunFolder(Path(resume_from).parent).write_config(config_yaml).path
+            elif self.run_cfg.get("resume") == "auto" and own.is_dir():
+                run_dir = RunFolder(own).write_config(config_yaml).path
             else:
                 run_dir = RunFolder.create(self.run_cfg.output_dir, self.job_id, config_yaml).path
         return Path(dist_utils.all_gather_object(str(run_dir))[0])
