@@ -157,9 +157,11 @@ def test_labels_come_from_the_trained_run_and_unknown_answers_are_left_out(tiny_
     assert metrics["outside_label_set"] == ["clip0.mp4"]
 
 
-def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tiny_llm_dir, clips_dir, tmp_path):
-    """Preemption with save_freq_iters 0: a checkpoint where the run stood, exit 143, the resume
-    command; resuming from it finishes the run. Checkpoints are readable by others (umask 022)."""
+@pytest.mark.parametrize("stop, code", [(signal.SIGTERM, 143), (signal.SIGUSR1, 138)])
+def test_a_stop_signal_writes_a_checkpoint_and_says_how_to_resume(tiny_llm_dir, clips_dir, tmp_path, stop, code):
+    """Preemption (SIGTERM) or SLURM's warning before the time limit (SIGUSR1) with save_freq_iters 0:
+    a checkpoint where the run stood, exit 128 + the signal, the resume command; resuming from it
+    finishes the run. Checkpoints are readable by others (umask 022)."""
     cmd = [sys.executable, "train.py", "--cfg-path", str(TINY_CONFIG), "--options",
            *base_options(tiny_llm_dir, clips_dir, tmp_path / "out"), "run.iters_per_epoch=400", "run.log_freq=1",
            "run.num_workers=2"]
@@ -169,10 +171,10 @@ def test_sigterm_writes_a_checkpoint_and_says_how_to_resume(tiny_llm_dir, clips_
     for line in proc.stdout:
         if "epoch 0 step 3:" in line or time.monotonic() > deadline:
             break
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143, stderr[-2000:]
-    assert "stopped by SIGTERM" in stderr and "run.resume_ckpt_path=" in stderr and "Traceback" not in stderr
+    assert proc.returncode == code, stderr[-2000:]
+    assert f"stopped by {stop.name}" in stderr and "run.resume_ckpt_path=" in stderr and "Traceback" not in stderr
     (run_dir,) = (tmp_path / "out").iterdir()
     latest = run_dir / (run_dir / "latest").read_text().strip()
     assert latest.name.startswith("checkpoint_e0_s") and not list(run_dir.glob(".tmp-*"))

@@ -185,10 +185,12 @@ class RunnerBase:
         """Checkpoint where the run stands, then end it with the command that resumes it."""
         self._save(epoch, step, optimizer, scaler)
         name = self.stop_signal.received or "a signal on another rank"
+        how = f"Resume with the same command plus --options run.resume_ckpt_path={self.run_dir}"
+        if self.run_cfg.get("resume") == "auto":
+            how += " (a requeued SLURM job or a torchrun restart resumes by itself: run.resume=auto)"
         raise Interrupted(f"stopped by {name} at epoch {epoch}, step {step}; checkpoint written to "
-                          f"{self.run_dir / f'checkpoint_e{epoch}_s{step}'}. Resume with the same command plus "
-                          f"--options run.resume_ckpt_path={self.run_dir}",
-                          exit_code=143 if name == "SIGTERM" else 130)
+                          f"{self.run_dir / f'checkpoint_e{epoch}_s{step}'}. {how}",
+                          exit_code=128 + getattr(signal.Signals, name, signal.SIGTERM).value)
 
     def _window_totals(self, window):
         """(answer tokens of the window's batches summed over ranks, None when a batch has no labels;
@@ -538,9 +540,11 @@ class RunnerBase:
 
 
 class stop_signals:
-    """Within the block, SIGINT and SIGTERM (preemption) only note their name in ``received``: the
-    loop checkpoints at the end of the current accumulation window and stops. A second SIGINT
-    stops at once. Outside the main thread (no handlers can be set) signals keep their defaults."""
+    """Within the block, SIGINT, SIGTERM (preemption) and SIGUSR1 (SLURM's warning before the time
+    limit, ``--signal=USR1@120``) only note their name in ``received``: the loop checkpoints at the
+    end of the current accumulation window and stops, with exit code 128 + the signal's number. A
+    second SIGINT stops at once. Outside the main thread (no handlers can be set) signals keep their
+    defaults."""
 
     def __init__(self):
         self.received, self.previous = None, {}
@@ -556,8 +560,9 @@ class stop_signals:
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self.previous[signum] = signal.signal(signum, self._handle)
+            for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+                if signum is not None:
+                    self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc):
