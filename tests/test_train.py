@@ -140,6 +140,36 @@ def test_a_worker_killed_mid_epoch_is_restarted_by_torchrun_and_the_run_resumes_
     assert all(torch.allclose(ours[k], theirs[k], atol=1e-6) for k in ours)
 
 
+@pytest.mark.parametrize("policy", ["stop", "skip"])
+def test_a_loss_that_turns_nan_stops_naming_the_clips_or_is_skipped(tiny_llm_dir, clips_dir, tmp_path, monkeypatch,
+                                                                   policy):
+    from safetensors.torch import load_file
+
+    from video_llama.common.errors import TrainingError
+    from video_llama.tasks.base_task import BaseTask
+
+    calls, real = [], BaseTask.train_step
+
+    def nan_at_step_three(self, model, samples, num_items_in_batch=None):
+        loss = real(self, model, samples, num_items_in_batch)
+        if model.training:
+            calls.append(samples["video"])
+            if len(calls) == 3:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(BaseTask, "train_step", nan_at_step_three)
+    args = ["--cfg-path", str(TINY_CONFIG), "--options",
+            *options(tiny_llm_dir, clips_dir, tmp_path, "run.iters_per_epoch=4", f"run.nonfinite_loss={policy}")]
+    if policy == "stop":
+        with pytest.raises(TrainingError, match=r"gradients turned non-finite.*clips of this step: \['clip\d\.mp4"):
+            train_main(args)
+        return
+    summary = train_main(args)
+    weights = load_file(str(Path(summary["run_dir"]) / "checkpoint_e1_s0" / "model.safetensors"))
+    assert summary["steps"] == 4 and all(torch.isfinite(w).all() for w in weights.values())  # the NaN step left out
+
+
 class StopAfter(Exception):
     pass
 

@@ -446,6 +446,8 @@ def _check_run(config, problems):
             lookup(run[key])
         except RegistryError as err:
             problems.append(f"run.{key}: {err}")
+    if run.nonfinite_loss not in ("stop", "skip"):
+        problems.append(_unknown("run.nonfinite_loss", run.nonfinite_loss, ["stop", "skip"], "value"))
     if run.resume not in (None, "auto"):
         problems.append(_unknown("run.resume", run.resume, ["auto"], "value") + "; null starts afresh")
     if run.amp_dtype not in ("bf16", "fp16"):

@@ -22,3 +22,7 @@ class Interrupted(UserError):
     def __init__(self, message, exit_code=130):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class TrainingError(UserError):
+    """Training cannot go on from here (non-finite gradients); the message names the step's clips."""

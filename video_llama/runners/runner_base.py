@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from video_llama.common import dist_utils
 from video_llama.common.config import ConfigError
-from video_llama.common.errors import CheckpointError, Interrupted
+from video_llama.common.errors import CheckpointError, Interrupted, TrainingError
 from video_llama.common.registry import registry
 from video_llama.common.run_folder import LATEST, RunFolder, checkpoint_in_use, load_checkpoint
 from video_llama.common.utils import preserved_rng, rng_state, seed_everything, set_rng_state
@@ -72,6 +72,7 @@ class RunnerBase:
         self.best = (None, None, None)  # (checkpoint name, validation metric value, metric name)
         self.best_rank = None  # what the best won with (see _keep_best)
         self.chance = None  # the validation metric a model that learned nothing reaches, when the task says
+        self.window_videos = []  # the clips of the accumulation window in progress, to name a failed step's
 
     # ------------------------------------------------------------------ the loop
     def train(self):
@@ -163,6 +164,7 @@ class RunnerBase:
             ddp_model.require_backward_grad_sync = is_last  # like no_sync(), without a context block
         elif hasattr(ddp_model, "set_requires_gradient_sync"):  # FSDP: reduce-scatter on the last batch only
             ddp_model.set_requires_gradient_sync(is_last)
+        self.window_videos.extend(batch.get("video") or [])
         batch = self._to_device(batch)
         with autocast():
             loss = self.task.train_step(ddp_model, batch, num_items_in_batch=num_items)
@@ -175,11 +177,34 @@ class RunnerBase:
         if is_last:
             if self.run_cfg.max_grad_norm:
                 scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(self._trainable_params(), self.run_cfg.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
+                norm = torch.nn.utils.clip_grad_norm_(self._trainable_params(), self.run_cfg.max_grad_norm)
+            else:
+                norm = None
+            if scaler.is_enabled() or self._finite(norm):  # fp16's scaler skips a non-finite step itself
+                scaler.step(optimizer)
+                scaler.update()
             optimizer.zero_grad(set_to_none=True)
+            self.window_videos = []
         return logged
+
+    def _finite(self, norm=None):
+        """Whether the window's gradients (all-reduced: the same on every rank) are finite; if not,
+        ``run.nonfinite_loss`` says what happens: stop naming the window's clips, or skip the step."""
+        if norm is None:
+            grads = [p.grad for p in self._trainable_params() if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.tensor(0.0)
+        if hasattr(norm, "full_tensor"):  # FSDP: the norm over every rank's shards
+            norm = norm.full_tensor()
+        if torch.isfinite(norm).item():
+            return True
+        where = f"rank {self.rank}'s clips of this step: {self.window_videos[:8]}"
+        if self.run_cfg.nonfinite_loss == "skip":
+            logger.warning("non-finite gradients (norm %s): optimizer step skipped (run.nonfinite_loss=skip); %s",
+                           norm.item(), where)
+            return False
+        raise TrainingError(f"the gradients turned non-finite (norm {norm.item()}); {where}. Lower run.init_lr, set "
+                            "run.max_grad_norm, check those clips, or set run.nonfinite_loss=skip to skip such steps; "
+                            f"the latest checkpoint in {self.run_dir} is from before it")
 
     def _stop(self, epoch, step, optimizer, scaler):
         """Checkpoint where the run stands, then end it with the command that resumes it."""
