@@ -170,6 +170,44 @@ def test_a_loss_that_turns_nan_stops_naming_the_clips_or_is_skipped(tiny_llm_dir
     assert summary["steps"] == 4 and all(torch.isfinite(w).all() for w in weights.values())  # the NaN step left out
 
 
+@pytest.mark.multiprocess
+def test_two_nodes_on_one_machine_train_like_one_node_with_two_processes(tiny_llm_dir, clips_dir, tmp_path):
+    """Two torchrun launchers (--nnodes=2, one process each, c10d rendezvous on the loopback) against
+    one launcher of two processes: the same losses and weights."""
+    import socket
+
+    from safetensors.torch import load_file
+
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    settings = ("run.iters_per_epoch=3", "run.batch_size_train=1", "run.num_workers=0")
+
+    def script(out):
+        return ["train.py", "--cfg-path", str(TINY_CONFIG), "--options", *options(tiny_llm_dir, clips_dir, out, *settings)]
+
+    one = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", *script(tmp_path / "one")], cwd=REPO_ROOT,
+                         env=env(), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    nodes = [subprocess.Popen([torchrun, "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
+                               "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=two_nodes",
+                               *script(tmp_path / "two")], cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), [err[-2000:] for _, err in outputs]
+
+    def losses(run_root):
+        (run_dir,) = run_root.iterdir()
+        lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        return run_dir, [line["loss"] for line in lines if "loss" in line]
+
+    (one_dir, one_losses), (two_dir, two_losses) = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert len(one_losses) == 3 and one_losses == pytest.approx(two_losses, abs=1e-6)
+    ours, theirs = (load_file(str(run / "checkpoint_e1_s0" / "model.safetensors")) for run in (two_dir, one_dir))
+    assert all(torch.allclose(ours[k], theirs[k], atol=1e-6) for k in ours)
+
+
 class StopAfter(Exception):
     pass
 
