@@ -39,6 +39,8 @@ def entry_point(tokens):
     program, args = tokens[0], tokens[1:]
     if program == "srun":
         return entry_point(args)
+    if program == "sbatch" and args[0] == "examples/slurm/train.sbatch":  # the script runs train.py on its argument
+        return experiment.train, ["--cfg-path", args[1], "--options", "run.resume=auto", *args[2:]]
     if program == ".venv/bin/torchrun":
         script = next(i for i, t in enumerate(args) if t.endswith(".py"))
         return entry_point([".venv/bin/python", *args[script:]])
@@ -63,7 +65,7 @@ def entry_point(tokens):
 @pytest.mark.parametrize("command", readme_commands())
 def test_a_readme_command_parses_and_names_files_that_exist(command, monkeypatch):
     tokens = shlex.split(command)
-    assert tokens[0] in (".venv/bin/python", ".venv/bin/video-llama", ".venv/bin/torchrun", ".venv/bin/pip", "srun", "make"), \
+    assert tokens[0] in (".venv/bin/python", ".venv/bin/video-llama", ".venv/bin/torchrun", ".venv/bin/pip", "srun", "sbatch", "make"), \
         f"{command}: call the venv's programs (.venv/bin/...), as the README says"
     for token in tokens:  # shipped files the command names
         for path in re.findall(r"(?:^|=|:)((?:train_configs|eval_configs|examples|benchmarks)/[\w./-]+)", token):
