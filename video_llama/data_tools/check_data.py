@@ -82,7 +82,10 @@ def _frame_size(path):
 
 def _check_one(task):
     video, path, n_frms, backend = task
-    return (video, *check_clip(path, n_frms, backend))
+    try:
+        return (video, *check_clip(path, n_frms, backend))
+    except OSError as err:  # a file that cannot be read at all (permissions, an I/O error): named, the check goes on
+        return video, "unreadable", f"{path}: {err}", None
 
 
 def check_data(anno=None, videos_dir=None, folder=None, n_frms=8, workers=2, backend="decord", progress=True):
@@ -98,10 +101,10 @@ def check_data(anno=None, videos_dir=None, folder=None, n_frms=8, workers=2, bac
     seconds = time.monotonic() - started
     problems = [{"video": video, "split": split, "problem": problem, "detail": detail}
                 for (video, problem, detail, _), (_, _, split, _) in zip(results, items) if problem]
-    by_hash = defaultdict(list)
+    by_hash = defaultdict(set)  # a clip listed in two splits is one file, not a duplicate
     for video, _, _, sha1 in results:
         if sha1:
-            by_hash[sha1].append(video)
+            by_hash[sha1].add(video)
     answers = {answer for *_, answer in items if answer is not None}
     by_norm = defaultdict(set)
     for answer in answers:
