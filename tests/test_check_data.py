@@ -68,3 +68,11 @@ def test_training_and_export_leave_out_the_quarantined_clips(mixed_data, tiny_ll
 
     with pytest.raises(UserError, match="none.txt does not exist.*check-data"):
         registry.get_builder_class("webvid_instruct")(missing.datasets_cfg.webvid_instruct).build_datasets()
+
+
+def test_a_quarantine_beside_shards_is_refused_at_start_up(mixed_data, tiny_llm_dir, tmp_path):
+    from video_llama.common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="quarantine applies to annotation files, not to shards.*export-shards"):
+        tiny_config(tiny_llm_dir, "null", "null", f"datasets.webvid_instruct.build_info.shards={tmp_path}/s-000000.tar",
+                    f"datasets.webvid_instruct.build_info.quarantine={tmp_path / 'quarantine.txt'}")

@@ -190,12 +190,17 @@ def test_two_nodes_on_one_machine_train_like_one_node_with_two_processes(tiny_ll
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
+    logs = [tmp_path / f"node{rank}.log" for rank in (0, 1)]  # files, not pipes: neither launcher waits on a reader
     nodes = [subprocess.Popen([torchrun, "--nnodes=2", "--nproc-per-node=1", f"--node-rank={rank}",
                                "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=two_nodes",
-                               *script(tmp_path / "two")], cwd=REPO_ROOT, env=env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
-    outputs = [node.communicate(timeout=300) for node in nodes]
-    assert all(node.returncode == 0 for node in nodes), [err[-2000:] for _, err in outputs]
+                               *script(tmp_path / "two")], cwd=REPO_ROOT, env=env(), stdout=log.open("w"),
+                              stderr=subprocess.STDOUT) for rank, log in zip((0, 1), logs)]
+    try:
+        codes = [node.wait(timeout=300) for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert codes == [0, 0], [log.read_text()[-2000:] for log in logs]
 
     def losses(run_root):
         (run_dir,) = run_root.iterdir()

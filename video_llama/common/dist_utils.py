@@ -160,7 +160,5 @@ def destroy():
 def set_cpu_threads(run_cfg, threads=None):
     """Torch's CPU threads for a selector: ``threads``, else on the CPU as training sets them
     (``cpu_threads``): torch's default, every core, crawls beside other work."""
-    import torch
-
     if threads or device_for(run_cfg, 0) == "cpu":
         torch.set_num_threads(threads or cpu_threads(run_cfg))

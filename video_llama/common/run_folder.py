@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from video_llama.common.errors import CheckpointError
 
@@ -71,8 +72,6 @@ class RunFolder:
     def save_checkpoint(self, name, weights, state, config_yaml, metadata=None):
         """Write checkpoint ``name`` atomically and point ``latest`` at it; ``metadata`` ({str: str})
         goes into the weights file's header. Returns its folder."""
-        from safetensors.torch import save_file
-
         self.path.mkdir(parents=True, exist_ok=True)
         final = self.path / name
         for stale in self.path.glob(".tmp-checkpoint_*"):  # left by a process killed while writing
@@ -234,8 +233,6 @@ def checkpoint_in_use(path):
 
 def load_checkpoint(path):
     """(weights, training state, config yaml text) of a checkpoint folder or run folder."""
-    from safetensors.torch import load_file
-
     folder = resolve_checkpoint(path)
     try:
         state = torch.load(folder / STATE, map_location="cpu", weights_only=True)

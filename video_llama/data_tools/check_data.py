@@ -20,7 +20,7 @@ from video_llama.conversation.answers import normalize_answer
 from video_llama.data_tools.shards import split_files
 from video_llama.datasets.datasets.base_video_dataset import QUARANTINE, video_path
 from video_llama.datasets.datasets.video_instruct_dataset import read_instruct_annotations
-from video_llama.processors.video_decoding import VIDEO_EXTENSIONS, VideoDecodeError, file_problem, load_video, probe_video
+from video_llama.processors.video_decoding import VIDEO_EXTENSIONS, VideoDecodeError, file_problem, load_video
 
 MAX_SIDE = 8192  # a frame wider or taller than this is reported (decoding it costs seconds and GiBs)
 
@@ -52,19 +52,19 @@ def check_clip(path, n_frms, backend):
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     sha1 = digest.hexdigest()
+    height, width = _frame_size(path)
+    if max(height, width) > MAX_SIDE:  # before decoding: that is what would cost seconds and GiBs
+        return "extreme size", f"{width}x{height} frames", sha1
     try:
-        frames, fps = probe_video(path, backend)
-        load_video(path, n_frms, 32, 32, "uniform", backend)  # the frames training samples decode
-        height, width = _frame_size(path)
+        clip = load_video(path, n_frms, 32, 32, "uniform", backend)  # the frames training samples, decoded
     except VideoDecodeError as err:
         problem = "no video stream" if "holds no video stream" in str(err) else "unreadable"
         return problem, str(err), sha1
+    frames, fps = clip.num_frames, clip.fps
     if frames < n_frms:
         return "too short", f"{frames} frames, fewer than n_frms={n_frms} (frames would repeat)", sha1
     if not fps:
         return "no frame rate", "the container gives no frame rate: windows in seconds cannot be cut", sha1
-    if max(height, width) > MAX_SIDE:
-        return "extreme size", f"{width}x{height} frames", sha1
     return None, f"{frames} frames at {fps:g} fps, {width}x{height}", sha1
 
 

@@ -4,7 +4,6 @@ name an experiment (``--cfg-path``, ``--run``, ``--options``, ``--plugins``) are
 every command that builds one."""
 
 import argparse
-import logging
 import os
 from pathlib import Path
 
@@ -15,8 +14,6 @@ from video_llama.common.logger import setup_logger
 from video_llama.common.registry import registry
 from video_llama.common.run_folder import CONFIG, RunFolder, checkpoint_in_use
 from video_llama.common.utils import seed_everything
-
-logger = logging.getLogger(__name__)
 
 
 def add_config_arguments(parser, what="experiment YAML", trained=False):

@@ -400,6 +400,8 @@ def file_problem(path):
         info = Path(path).stat()
     except FileNotFoundError:
         return f"video file not found: {path}"
+    except OSError as err:  # a path through a file, a symlink loop, a permission: named like a missing file
+        return f"cannot read {path}: {err}"
     if not stat.S_ISREG(info.st_mode):
         kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a folder" if stat.S_ISDIR(info.st_mode) else "a device or socket"
         return f"{path} is {kind}, not a regular file: a decoder would block on it, so it is not opened"

@@ -566,7 +566,8 @@ class RunnerBase:
 
 class stop_signals:
     """Within the block, SIGINT, SIGTERM (preemption) and SIGUSR1 (SLURM's warning before the time
-    limit, ``--signal=USR1@120``) only note their name in ``received``: the loop checkpoints at the
+    limit, ``--signal=B:USR1@120`` forwarded as examples/slurm does, or ``--signal=USR1@120`` with
+    ``srun python train.py``) only note their name in ``received``: the loop checkpoints at the
     end of the current accumulation window and stops, with exit code 128 + the signal's number. A
     second SIGINT stops at once. Outside the main thread (no handlers can be set) signals keep their
     defaults."""
@@ -603,10 +604,11 @@ def answer_tokens(batch):
 
 def seed_worker(worker_id, base_seed, rank):
     """Each data-loader worker of each rank gets its own seeds (augmentation itself is seeded per
-    sample). Workers ignore SIGINT/SIGTERM: the main process decides when to stop (after writing a
-    checkpoint) and then shuts them down."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sample). Workers ignore the stop signals (SIGINT, SIGTERM, SIGUSR1): the main process decides
+    when to stop (after writing a checkpoint) and then shuts them down."""
+    for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+        if signum is not None:
+            signal.signal(signum, signal.SIG_IGN)
     seed_everything(base_seed * 1000 + rank * 100 + worker_id)
 
 

@@ -43,8 +43,9 @@ def trained_labels(ckpt):
     from omegaconf import DictConfig, ListConfig
 
     run = RunFolder.of(ckpt)
-    if run is not None and run.labels():
-        return run.labels()
+    labels = run.labels() if run is not None else None
+    if labels:
+        return labels
     config = run.config(ckpt) if run else None  # runs from before the run folder kept its labels
     if config is None:
         return None
@@ -243,8 +244,8 @@ class ActionRecognitionTask(BaseTask):
         """run.labels, else the labels.json beside the training annotations, else their distinct
         answers (of annotation files: shards are not read through for it)."""
         files = [f for dataset in datasets for f in dataset.anno_files]
-        records = [r for dataset in datasets if not isinstance(dataset, ShardDataset) for r in dataset.records]
-        return label_set(run_cfg, files, lambda: records) or None
+        return label_set(run_cfg, files, lambda: [r for dataset in datasets if not isinstance(dataset, ShardDataset)
+                                                  for r in dataset.records]) or None
 
     def evaluate_split(self, model, loader, run_cfg, split, out_dir, dataset):
         labels = label_set(run_cfg, dataset.anno_files, lambda: dataset.records, model.cfg.get("ckpt"))

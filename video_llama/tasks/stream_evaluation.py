@@ -88,18 +88,13 @@ def segment_index(segments, t):
                 None)
 
 
-def _inside_one_segment(segments, start, end):
-    """Whether stream times ``start`` to ``end`` lie in one segment (``end`` in a segment)."""
-    return segments[0][0] <= start and segment_index(segments, start) == segment_index(segments, end)
-
-
-def _across_a_change(segments, start, end):
-    """Whether stream times ``start`` to ``end`` begin in one segment and end in a later one (a
-    window beginning before the timeline or in a gap holds no change it could be scored on)."""
+def _spans(segments, start, end):
+    """(whether stream times ``start`` to ``end`` lie in one segment, whether they begin in one
+    segment and end in a later one): a window beginning before the timeline or in a gap is neither."""
     if start < segments[0][0]:
-        return False
-    first = segment_index(segments, start)
-    return first is not None and first != segment_index(segments, end)
+        return False, False
+    first, last = segment_index(segments, start), segment_index(segments, end)
+    return first == last, first is not None and first != last
 
 
 def truth_at(segments, t):
@@ -203,8 +198,8 @@ def tally_stream(segments, windows, smoothed_modes, switches, latencies_ms=None,
     truths = [truth_at(segments, w["t_end"]) for w in windows]
     scored = [(w, mode, truth) for w, mode, truth in zip(windows, smoothed_modes, truths) if truth is not None]
     top1 = [w["mode"] == truth for w, _, truth in scored]
-    inside = [_inside_one_segment(segments, w.get("t_start", w["t_end"]), w["t_end"]) for w, _, _ in scored]
-    across = [_across_a_change(segments, w.get("t_start", w["t_end"]), w["t_end"]) for w, _, _ in scored]
+    spans = [_spans(segments, w.get("t_start", w["t_end"]), w["t_end"]) for w, _, _ in scored]
+    inside, across = [whole for whole, _ in spans], [change for _, change in spans]
     decided = [threshold is None or w["p"] >= threshold for w, _, _ in scored]
     where = [segment_index(segments, t) for t, _ in switches]
     useful, delays, changes = set(), [], 0  # useful: the first switch to each segment's mode within it

@@ -85,6 +85,10 @@ class BaseDatasetBuilder:
             problems.append(f"{path}.data_type: {ds_cfg.get('data_type')!r}, but the {path.split('.')[-1]} builder "
                             f"reads {' or '.join(cls.DATA_TYPES)}; use a builder for that kind of data or set "
                             f"data_type={cls.DATA_TYPES[0]}")
+        info = ds_cfg.get("build_info") or {}
+        if info.get("quarantine") and info.get("shards"):
+            problems.append(f"{path}.build_info.quarantine applies to annotation files, not to shards; give it to "
+                            "`video-llama export-shards --quarantine` when the shards are made, and set it to null here")
         template_in_config(ds_cfg.get("model_type"), f"{path}.model_type", problems)
         template = registry.mapping["template"].get(model_cfg.get("template"))
         if template is not None and ds_cfg.get("model_type") is not None and ds_cfg.model_type != template.name:
