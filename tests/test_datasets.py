@@ -67,6 +67,48 @@ def test_too_many_failures_stop_with_the_list(tiny_llm_dir, clips_dir, tmp_path)
         dataset[0]
 
 
+def test_a_decoder_that_blocks_is_abandoned_at_its_deadline_and_the_clip_skipped_by_name(
+        tiny_llm_dir, clips_dir, tmp_path, monkeypatch, caplog):
+    """A real decoder blocked in the kernel: a FIFO let through to decord (a stalled network mount
+    blocks the same way, in a read no Python code can interrupt)."""
+    import os
+
+    from video_llama.processors import video_decoding
+
+    os.mkfifo(tmp_path / "stalled.mp4")
+    monkeypatch.setattr(video_decoding, "file_problem", lambda path: None)  # what would refuse a FIFO up front
+    entries = [entry(str(tmp_path / "stalled.mp4"), ("q?", "a")), entry("clip1.mp4", ("q?", "b"))]
+    dataset = build(tiny_llm_dir, write_anno(tmp_path, entries), clips_dir,
+                    "datasets.webvid_instruct.decode_timeout_s=0.5")["train"]
+    assert dataset.decode_timeout_s == 0.5
+    with caplog.at_level(logging.WARNING):
+        sample = dataset[0]
+    assert sample["video"] == "clip1.mp4"  # the next clip took its place
+    (error,) = dataset.failed.values()
+    assert "stalled.mp4 took longer than 0.5 s (decode_timeout_s)" in error and "stalled.mp4" in caplog.text
+
+
+def test_the_bad_clip_budget_counts_every_worker_of_the_run(tiny_llm_dir, clips_dir, tmp_path):
+    """Two copies of a dataset (as two data-loader workers, or two ranks, hold) sharing the run's
+    bad_clips.jsonl: each alone finds too few bad clips to stop, together they find too many."""
+    from video_llama.common.run_folder import read_bad_clips
+
+    good = entry("clip0.mp4", ("q?", "a"))
+    entries = [e for i in range(6) for e in (entry(f"missing{i}.mp4", ("q?", "a")), good)] + [good] * 28
+    ledger = tmp_path / "bad_clips.jsonl"
+    workers = [build(tiny_llm_dir, write_anno(tmp_path, entries), clips_dir)["train"] for _ in range(2)]
+    for worker in workers:
+        worker.log_failures_to(ledger)
+    assert workers[0].budget.run_limit() == 5  # 10% of 40 clips, but never fewer than min_failures
+    for index in (0, 2, 4):  # three bad clips, each replaced by the good one after it
+        assert workers[0][index]["video"] == "clip0.mp4"
+    workers[1][6], workers[1][8]  # noqa: B018
+    assert len(workers[1].failed) == 2 and len(read_bad_clips(ledger)) == 5
+    with pytest.raises(TooManyBadVideos, match=r"6 distinct clips of its 40 could not be decoded in this run"):
+        workers[1][10]
+    assert {e["clip"].rsplit("/", 1)[-1] for e in read_bad_clips(ledger)} == {f"missing{i}.mp4" for i in range(6)}
+
+
 def test_short_clip_is_repeated_and_counted(tiny_llm_dir, clips_dir, tmp_path):
     dataset = build(tiny_llm_dir, write_anno(tmp_path, [entry("short.avi", ("q?", "a"))]), clips_dir)["train"]
     assert dataset[0]["image"].shape[1] == 4 and dataset.short == {"short.avi"}

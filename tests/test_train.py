@@ -87,6 +87,26 @@ def test_pixels_finished_on_the_device_train_and_evaluate_as_in_the_workers(tiny
     assert len(results[True]) == 4 and results[True] == results[False]
 
 
+def test_a_clip_whose_decoder_blocks_is_skipped_and_the_run_goes_on(tiny_llm_dir, clips_dir, tmp_path, monkeypatch):
+    """A decoder blocked in the kernel inside a data-loader worker (a FIFO let through to decord, as
+    a file on a stalled mount blocks): abandoned after decode_timeout_s, skipped by name, listed in
+    the run's bad_clips.jsonl, and the run finishes."""
+    from video_llama.processors import video_decoding
+
+    os.mkfifo(tmp_path / "stalled.mp4")
+    monkeypatch.setattr(video_decoding, "file_problem", lambda path: None)  # the workers fork with it
+    records = json.loads((clips_dir / "train.json").read_text())
+    anno = tmp_path / "train.json"
+    anno.write_text(json.dumps([{**records[0], "video": str(tmp_path / "stalled.mp4")}, *records]))
+    summary = train_main(["--cfg-path", str(TINY_CONFIG), "--options", *options(
+        tiny_llm_dir, clips_dir, tmp_path / "out", "run.iters_per_epoch=3", "run.num_workers=2",
+        "run.batch_size_train=2", "datasets.webvid_instruct.decode_timeout_s=1"),
+        f"datasets.webvid_instruct.build_info.anno_dir={anno}"])
+    assert summary["steps"] == 3 and summary["bad_clips"] == 1
+    (bad,) = run_folder.read_bad_clips(RunFolder(summary["run_dir"]).bad_clips)
+    assert bad["clip"].endswith("stalled.mp4") and "took longer than 1.0 s (decode_timeout_s)" in bad["error"]
+
+
 @pytest.mark.multiprocess
 def test_torchrun_two_processes_stay_in_sync(tiny_llm_dir, clips_dir, tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")

@@ -22,12 +22,15 @@ def main(argv=None):
     parser.add_argument("--n-frms", type=int, default=8, help="frames the model samples: shorter clips are reported")
     parser.add_argument("--workers", type=int, default=2, help="clips checked in parallel (processes)")
     parser.add_argument("--backend", choices=("decord", "pyav"), default="decord", help="the decoder training uses")
+    parser.add_argument("--decode-timeout-s", type=float, default=10.0,
+                        help="seconds a clip may take (more over 64 MiB), as training's decode_timeout_s; 0: no limit")
     args = parser.parse_args(argv)
     if args.anno and not args.videos_dir:
         parser.error("--anno needs --videos-dir (where the annotations' video paths are)")
     if args.workers < 1 or args.n_frms < 1:
         raise UserError("--workers and --n-frms must be at least 1")
-    report = check_data(args.anno, args.videos_dir, args.folder, args.n_frms, args.workers, args.backend)
+    report = check_data(args.anno, args.videos_dir, args.folder, args.n_frms, args.workers, args.backend,
+                        decode_timeout_s=args.decode_timeout_s)
     for problem in report["problems"]:
         print(f"{problem['problem']}: {problem['video']}: {problem['detail']}")
     for videos in report["duplicates"]:

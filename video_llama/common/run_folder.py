@@ -8,6 +8,7 @@ every command given a run needs only the folder::
         best                       the best checkpoint's name, then its validation metrics (JSON)
         labels.json                the answers the run chooses among (tasks with a closed label set)
         calibration.json           written by `video-llama calibrate`
+        bad_clips.jsonl            every clip skipped as unreadable, by any worker of any rank (one a line)
         metrics.jsonl, summary.json, eval_epoch*/, evaluations/
 
 A checkpoint is a folder::
@@ -39,6 +40,29 @@ WEIGHTS, STATE, CONFIG, LATEST, BEST = "model.safetensors", "training_state.pt",
 CALIBRATION = "calibration.json"
 LABELS = "labels.json"  # the answers the run trained to choose among (as `prepare` writes them)
 EVALUATIONS = "evaluations"  # where commands given only the run (--run) write their results
+BAD_CLIPS = "bad_clips.jsonl"  # the run's unreadable clips, appended by the datasets (FailureBudget)
+
+
+def append_bad_clip(ledger, dataset, clip, error):
+    """List one skipped clip in a run's ``bad_clips.jsonl``: one line per append, which the
+    workers and ranks appending to it do not interleave."""
+    line = json.dumps({"dataset": dataset, "clip": clip, "error": error, "rank": int(os.environ.get("RANK", 0)),
+                       "pid": os.getpid()})
+    with open(ledger, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def read_bad_clips(ledger):
+    """The entries of a run's ``bad_clips.jsonl`` ({"dataset", "clip", "error", "rank", "pid"}); none
+    when there is no such file. A line cut short by a crash is passed over."""
+    entries = []
+    if Path(ledger).is_file():
+        for line in Path(ledger).read_text(encoding="utf-8").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return entries
 
 
 def is_checkpoint(path):
@@ -164,6 +188,11 @@ class RunFolder:
         """The labels the run keeps, or None (a run of a task without them, or an older run)."""
         path = self.path / LABELS
         return list(json.loads(path.read_text())["labels"]) if path.is_file() else None
+
+    @property
+    def bad_clips(self):
+        """The file where every data-loader worker of every rank lists the clips it skipped."""
+        return self.path / BAD_CLIPS
 
     @property
     def calibration_path(self):

@@ -2,7 +2,8 @@
 training uses, the problems named per file, a quarantine list that training and export honour.
 
 Per clip: missing, empty, not a regular file (a FIFO or a device would block a decoder forever,
-so it is never opened), no video stream, unreadable, too short for ``n_frms``, no frame rate,
+so it is never opened), no video stream, unreadable, timed out (reading and decoding took longer
+than ``decode_timeout_s``: a stalled mount, a pathological stream), too short for ``n_frms``, no frame rate,
 extreme frame size, and files whose bytes are the same as another's (duplicates: kept, reported).
 Across the data: labels that read the same once normalised (``prepare``'s check). The report is
 JSON; ``quarantine.txt`` beside it lists the ``video`` paths of the clips training cannot use, one
@@ -20,7 +21,8 @@ from video_llama.conversation.answers import normalize_answer
 from video_llama.data_tools.shards import split_files
 from video_llama.datasets.datasets.base_video_dataset import QUARANTINE, video_path
 from video_llama.datasets.datasets.video_instruct_dataset import read_instruct_annotations
-from video_llama.processors.video_decoding import VIDEO_EXTENSIONS, VideoDecodeError, file_problem, load_video
+from video_llama.processors.video_decoding import (VIDEO_EXTENSIONS, VideoDecodeError, file_problem, load_video,
+                                                   with_deadline)
 
 MAX_SIDE = 8192  # a frame wider or taller than this is reported (decoding it costs seconds and GiBs)
 
@@ -81,19 +83,23 @@ def _frame_size(path):
 
 
 def _check_one(task):
-    video, path, n_frms, backend = task
+    video, path, n_frms, backend, timeout_s = task
     try:
-        return (video, *check_clip(path, n_frms, backend))
+        return (video, *with_deadline(check_clip, path, timeout_s, n_frms, backend))
+    except VideoDecodeError as err:  # only the deadline: check_clip names what it finds itself
+        return video, "timed out", str(err), None
     except OSError as err:  # a file that cannot be read at all (permissions, an I/O error): named, the check goes on
         return video, "unreadable", f"{path}: {err}", None
 
 
-def check_data(anno=None, videos_dir=None, folder=None, n_frms=8, workers=2, backend="decord", progress=True):
-    """The report (a dict) of every clip of ``anno`` (with ``videos_dir``) or ``folder``."""
+def check_data(anno=None, videos_dir=None, folder=None, n_frms=8, workers=2, backend="decord", progress=True,
+               decode_timeout_s=10.0):
+    """The report (a dict) of every clip of ``anno`` (with ``videos_dir``) or ``folder``; a clip
+    whose check takes longer than ``decode_timeout_s`` (see ``with_deadline``) is reported timed out."""
     from tqdm import tqdm
 
     items = items_of(anno, videos_dir, folder)
-    tasks = [(video, path, n_frms, backend) for video, path, _, _ in items]
+    tasks = [(video, path, n_frms, backend, decode_timeout_s) for video, path, _, _ in items]
     started = time.monotonic()
     with ProcessPoolExecutor(workers) as pool:
         results = list(tqdm(pool.map(_check_one, tasks, chunksize=8), total=len(tasks), desc="clips",

@@ -416,6 +416,60 @@ def _check_exists(source):
         raise VideoDecodeError(problem)
 
 
+DEADLINE_BYTES = 64 << 20  # a file up to this size gets timeout_s; a larger one proportionally more
+
+
+def _is_bytes(source):
+    return isinstance(source, (bytes, bytearray, memoryview))
+
+
+def decode_deadline(source, timeout_s):
+    """Seconds that decoding ``source`` (a path, bytes, or a list of paths read together) may take:
+    ``timeout_s`` up to 64 MiB, scaled by size beyond (a stalled mount slows reading, which grows
+    with bytes)."""
+    size = 0
+    for part in source if isinstance(source, (list, tuple)) else [source]:
+        try:
+            size += len(part) if _is_bytes(part) else os.stat(part).st_size
+        except (OSError, TypeError):  # a file object, or one that is not there: the decoder says so
+            pass
+    return timeout_s * max(1.0, size / DEADLINE_BYTES)
+
+
+def with_deadline(decode, source, timeout_s, *args):
+    """``decode(source, *args)``, abandoned after :func:`decode_deadline` seconds with a
+    VideoDecodeError naming ``source``; ``timeout_s`` None or 0: no deadline.
+
+    A decoder blocked in the kernel (a file on a stalled network mount, a pathological stream)
+    cannot be interrupted from Python, so it runs in a daemon thread of its own that the caller
+    stops waiting for. PyAV and decord release the GIL while they read, so the process goes on; the
+    abandoned thread is left to finish or block (one thread and one open file), and its result, if it
+    ever comes, is dropped. The next decode starts a fresh thread.
+    """
+    if not timeout_s:
+        return decode(source, *args)
+    deadline = decode_deadline(source, timeout_s)
+    outcome = {}
+    done = threading.Event()
+
+    def run():
+        try:
+            outcome["value"] = decode(source, *args)
+        except BaseException as err:  # handed to the caller's thread, raised there
+            outcome["error"] = err
+        done.set()
+
+    threading.Thread(target=run, name="decode-with-deadline", daemon=True).start()
+    if not done.wait(deadline):
+        name = (f"<{len(source)} bytes>" if _is_bytes(source) else " and ".join(map(str, source))
+                if isinstance(source, (list, tuple)) else source)
+        raise VideoDecodeError(f"decoding {name} took longer than {deadline:.1f} s (decode_timeout_s); "
+                               "abandoned (a stalled file system or a pathological stream?) and skipped")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 def load_video(source, n_frms=8, height=224, width=224, sampling="uniform", backend="decord", rng=None):
     """Decode ``n_frms`` frames of a clip (path, bytes or file object), resized to height × width.
 

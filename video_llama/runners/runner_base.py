@@ -24,7 +24,7 @@ from video_llama.common import dist_utils
 from video_llama.common.config import ConfigError
 from video_llama.common.errors import CheckpointError, Interrupted, TrainingError
 from video_llama.common.registry import registry
-from video_llama.common.run_folder import LATEST, RunFolder, checkpoint_in_use, load_checkpoint
+from video_llama.common.run_folder import LATEST, RunFolder, checkpoint_in_use, load_checkpoint, read_bad_clips
 from video_llama.common.utils import preserved_rng, rng_state, seed_everything, set_rng_state
 from video_llama.conversation import IGNORE_INDEX, collate_video_samples
 from video_llama.conversation.segment_encoding import TEXT_IDS, TEXT_IDS_KEY
@@ -85,6 +85,7 @@ class RunnerBase:
                                   f"and run.max_epoch is {run.max_epoch}: the run is finished; raise run.max_epoch "
                                   "to train longer (the schedule then stretches to the new length)")
         self.run_dir = self._make_run_dir(resume_from=checkpoint[3] if checkpoint else None)
+        self._count_bad_clips_for_the_run()
         sampler, loader = self._train_loader()
         labels = self.task.trained_labels(run, self._train_datasets()[0]) if self.rank == 0 else None
         if labels:
@@ -300,6 +301,14 @@ class RunnerBase:
     @property
     def run_folder(self):
         return RunFolder(self.run_dir)
+
+    def _count_bad_clips_for_the_run(self):
+        """Every dataset lists its bad clips in the run folder, whichever worker or rank finds them,
+        so that max_failed_ratio holds for the run (a resumed run keeps counting its earlier ones)."""
+        for splits in self.datasets.values():
+            for dataset in splits.values():
+                if hasattr(dataset, "log_failures_to"):
+                    dataset.log_failures_to(self.run_folder.bad_clips)
 
     def _train_datasets(self):
         datasets, ratios = [], []
@@ -551,6 +560,7 @@ class RunnerBase:
         if not summary["replicas_agree"] and self.rank == 0:
             logger.error("the ranks' trained weights differ (fingerprints %s): the replicas went apart during "
                          "training; their checkpoints are rank 0's weights", fingerprints)
+        summary["bad_clips"] = len({(e["dataset"], e["clip"]) for e in read_bad_clips(self.run_folder.bad_clips)})
         chance = self.chance
         summary["never_left_chance"] = chance is not None and self.best[1] is not None and self.best[1] <= chance
         if self.rank == 0:

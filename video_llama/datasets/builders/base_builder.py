@@ -207,6 +207,7 @@ class BaseDatasetBuilder:
                                       "fill the file(s) or remove the split from build_info.anno_dir")
             dataset.substitute_unreadable = split == "train"
             dataset.fixed_windows = split != "train"
+            dataset.decode_timeout_s = self.config.get("decode_timeout_s", dataset.decode_timeout_s)
             datasets[split] = dataset
         return datasets
 
@@ -226,6 +227,7 @@ class BaseDatasetBuilder:
                                            shuffle_buffer=info.get("shuffle_buffer", 16), name=f"{reader.name} (shards)")
             datasets[split].substitute_unreadable = split == "train"
             reader.fixed_windows = split != "train"
+            reader.decode_timeout_s = self.config.get("decode_timeout_s", reader.decode_timeout_s)
         return datasets
 
     def build_split(self, split, anno_files):

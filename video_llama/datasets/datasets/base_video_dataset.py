@@ -3,7 +3,9 @@
 A clip that cannot be decoded is logged with its path and, in training (``substitute_unreadable``,
 set for the train split), replaced by the next record; in evaluation it is returned as
 ``{"unreadable": path, "error": ...}`` so that it is left out and reported, never counted twice. A clip
-shorter than ``n_frms`` is sampled with repetition and counted. The run stops, listing the
+shorter than ``n_frms`` is sampled with repetition and counted. A clip whose decoding takes longer
+than ``decode_timeout_s`` (a stalled network mount, a pathological stream) is abandoned and
+skipped like an unreadable one, so no file can hang a run. The run stops, listing the
 failing files, only when the failures show that much more than ``max_failed_ratio`` of the data
 is unreadable (:class:`FailureBudget`); a few bad clips in a large dataset never stop it.
 
@@ -23,8 +25,9 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from video_llama.common.errors import UserError
+from video_llama.common.run_folder import append_bad_clip, read_bad_clips
 from video_llama.datasets.datasets.shard_dataset import stored_clip
-from video_llama.processors.video_decoding import VideoDecodeError
+from video_llama.processors.video_decoding import VideoDecodeError, with_deadline
 
 logger = logging.getLogger(__name__)
 
@@ -81,19 +84,38 @@ def video_path(record, videos_dir):
 class FailureBudget:
     """Counts decoding failures and says when they are too many to be bad luck.
 
-    Each data-loader worker counts its own share (persistent workers keep counting across
-    epochs). A worker stops the run when, after at least ``min_failures`` failures, the lower end
-    of a Wilson score interval (z = 3.3, one-sided 99.95%) on the failure rate is above
-    ``max_ratio``: with 5% unreadable clips and the default 0.1 that practically never happens,
-    however many workers and ranks test it; with half the clips unreadable it happens within
-    about 20 tries.
+    Two tests, either of which stops the run. Early, in each data-loader worker: after at least
+    ``min_failures`` failures, the lower end of a Wilson score interval (z = 3.3, one-sided 99.95%)
+    on the failure rate is above ``max_ratio``: with 5% unreadable clips and the default 0.1 that
+    practically never happens, with half the clips unreadable it happens within about 20 tries.
+    For the whole run, once a ``ledger`` is shared (the run folder's ``bad_clips.jsonl``, which
+    every worker of every rank appends to): more distinct clips of the dataset failed than
+    ``max_ratio`` of its ``size``, so "at most 10% bad" means 10% of the data for the run, however
+    many workers and ranks found them, and resumed runs count what they found before.
     """
 
     Z = 3.3
 
-    def __init__(self, max_ratio, min_failures=5):
-        self.max_ratio, self.min_failures = max_ratio, min_failures
+    def __init__(self, max_ratio, min_failures=5, size=0, dataset="dataset"):
+        self.max_ratio, self.min_failures, self.size, self.dataset = max_ratio, min_failures, size, dataset
         self.tried, self.failed = 0, {}
+        self.ledger = None  # Path of the run's shared list, or None (counts stay in this process)
+
+    def record(self, where, error):
+        """Count one failure; with a ledger, list it there too."""
+        self.failed[where] = error
+        if self.ledger is not None:
+            append_bad_clip(self.ledger, self.dataset, where, error)
+
+    def run_failures(self):
+        """{clip: error} of this dataset's failures in the whole run (the ledger's), else this process's."""
+        if self.ledger is None:
+            return dict(self.failed)
+        return {entry["clip"]: entry["error"] for entry in read_bad_clips(self.ledger) if entry["dataset"] == self.dataset}
+
+    def run_limit(self):
+        """The most distinct bad clips the run accepts: ``max_ratio`` of the data, at least ``min_failures``."""
+        return max(self.min_failures, int(self.max_ratio * self.size))
 
     def lower_bound(self):
         n, z = self.tried, self.Z
@@ -105,7 +127,17 @@ class FailureBudget:
         return (centre - spread) / (1 + z * z / n)
 
     def exceeded(self):
-        return len(self.failed) >= self.min_failures and self.lower_bound() > self.max_ratio
+        """None, or why the run should stop."""
+        if len(self.failed) >= self.min_failures and self.lower_bound() > self.max_ratio:
+            return (f"{len(self.failed)} of {self.tried} clips tried could not be decoded, clearly more "
+                    f"than max_failed_ratio={self.max_ratio}")
+        if self.ledger is not None and self.size:
+            run_failed = len(self.run_failures())
+            if run_failed > self.run_limit():
+                return (f"{run_failed} distinct clips of its {self.size} could not be decoded in this run (every "
+                        f"worker and rank, listed in {self.ledger}), more than max_failed_ratio={self.max_ratio} "
+                        f"allows ({self.run_limit()})")
+        return None
 
 
 class BaseVideoDataset(Dataset):
@@ -113,6 +145,7 @@ class BaseVideoDataset(Dataset):
     substitute_unreadable = True  # False: an unreadable clip is returned as a marker (evaluation)
     defer_pixels = False  # True: uint8 frames + PixelPlan, finished on the training device (run.pixels_on_device)
     fixed_windows = False  # True: windows (vis_processor window_s) cut where the sample's index says (evaluation)
+    decode_timeout_s = 10.0  # a clip whose decoding takes longer is abandoned and skipped (None: no deadline)
 
     def __init__(self, records, videos_dir, vis_processor, max_failed_ratio=0.1, name="dataset"):
         self.records = records
@@ -120,7 +153,7 @@ class BaseVideoDataset(Dataset):
         self.vis_processor = vis_processor
         self.max_failed_ratio = max_failed_ratio
         self.name = name
-        self.budget = FailureBudget(max_failed_ratio, self.min_failures)
+        self.budget = FailureBudget(max_failed_ratio, self.min_failures, len(records), name)
         self.short = set()  # paths of clips with fewer frames than n_frms
 
     @property
@@ -166,7 +199,7 @@ class BaseVideoDataset(Dataset):
         ``rng``: where a window is cut (None: the processor's own choice)."""
         self.budget.tried += 1
         try:
-            frames, info, plan = self.read_visual(source, rng)
+            frames, info, plan = with_deadline(self.read_visual, source, self.decode_timeout_s, rng)
         except VideoDecodeError as err:
             self._record_failure(record, err, where or str(source))
             return {"unreadable": record["video"], "error": str(err)}
@@ -179,15 +212,22 @@ class BaseVideoDataset(Dataset):
             sample["pixel_plan"] = plan
         return sample
 
+    def log_failures_to(self, ledger):
+        """Count bad clips for the whole run in ``ledger`` (the run folder's ``bad_clips``), shared
+        by every worker and rank (see :class:`FailureBudget`)."""
+        self.budget.ledger = Path(ledger)
+
     def _record_failure(self, record, err, where):
-        self.failed[where] = str(err)
+        self.budget.record(where, str(err))
         logger.warning("%s: skipping %s (%s)", self.name, record["video"], err)
-        if self.budget.exceeded():
-            listing = "\n  ".join(f"{p}: {e}" for p, e in self.failed.items())
+        reason = self.budget.exceeded()
+        if reason:
+            failed = self.budget.run_failures()
+            listing = "\n  ".join(f"{p}: {e}" for p, e in list(failed.items())[:50])
+            more = f"\n  ... and {len(failed) - 50} more" if len(failed) > 50 else ""
             raise TooManyBadVideos(
-                f"{self.name}: {len(self.failed)} of {self.budget.tried} clips tried could not be decoded, "
-                f"clearly more than max_failed_ratio={self.max_failed_ratio}. Fix or remove them "
-                f"(`video-llama prepare` probes and leaves out such files):\n  {listing}"
+                f"{self.name}: {reason}. Fix or remove them (`video-llama check-data` writes a quarantine "
+                f"list for build_info.quarantine):\n  {listing}{more}"
             )
 
     def read_visual(self, source, rng=None):

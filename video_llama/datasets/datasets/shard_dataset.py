@@ -167,6 +167,7 @@ class ShardDataset(Dataset):
         self.shuffle_buffer, self.name = shuffle_buffer, name
         self.starts = np.concatenate([[0], np.cumsum(self.counts)]).tolist()
         self.substitute_unreadable = True
+        reader.budget.size = len(self)  # the reader has no records: the run-wide limit counts the shards'
         self._open = {}  # StreamId (or "ordered") → the _Cursor this process reads it with
 
     def __len__(self):
@@ -179,6 +180,9 @@ class ShardDataset(Dataset):
     @defer_pixels.setter
     def defer_pixels(self, value):
         self.reader.defer_pixels = value
+
+    def log_failures_to(self, ledger):
+        self.reader.log_failures_to(ledger)
 
     @property
     def anno_files(self):

@@ -23,7 +23,7 @@ from video_llama.conversation import (
 )
 from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset, annotation_files, load_json
 from video_llama.datasets.datasets.straddle import Straddle, cut_window, still_indices
-from video_llama.processors.video_decoding import VideoDecodeError, probe_video
+from video_llama.processors.video_decoding import VideoDecodeError, probe_video, with_deadline
 from video_llama.processors.video_processors import ClipInfo
 
 logger = logging.getLogger(__name__)
@@ -153,12 +153,16 @@ class VideoInstructDataset(BaseVideoDataset):
         says which of their frames it shows; ``answers`` are the records whose tokens answer it
         before the cut and after it (whichever holds the window's end as ``straddle`` says)."""
         processor, cfg = self.vis_processor, self.vis_processor.config
-        try:
+
+        def read(paths):
             probed = {p: probe_video(p, cfg.backend) for p in paths}
             (first_frames, first_fps), (second_frames, second_fps) = (probed[p] for p in paths)
             cut = cut_window(cfg.window_s, cfg.n_frms, first_frames, first_fps, second_frames, second_fps, rng)
-            clips = cut and [processor.load(p, lambda *_, chosen=chosen: chosen).frames
-                             for p, chosen in frames(cut, (first_frames, second_frames))]
+            return cut, cut and [processor.load(p, lambda *_, chosen=chosen: chosen).frames
+                                 for p, chosen in frames(cut, (first_frames, second_frames))]
+
+        try:
+            cut, clips = with_deadline(read, paths, self.decode_timeout_s)
         except VideoDecodeError as err:
             self.budget.tried += 1
             failed = next((r for r, p in zip(records, paths) if str(p) in str(err)), records[0])
