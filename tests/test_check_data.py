@@ -45,6 +45,19 @@ def test_check_data_names_each_problem_and_writes_a_quarantine_list(mixed_data, 
     assert "not a regular file: pipe.mp4" in out and "checked 9 clips" in out and "files/s" in out
 
 
+def test_a_clip_whose_check_blocks_is_reported_timed_out(mixed_data, tmp_path, monkeypatch):
+    """A FIFO let through to the reads (as a file on a stalled mount blocks them): the check of that
+    clip is abandoned at its deadline and reported; the others are checked as before."""
+    from video_llama.data_tools import check_data
+
+    monkeypatch.setattr(check_data, "file_problem", lambda path: None)  # the pool's workers fork with it
+    report = check_data.check_data(mixed_data / "train.json", mixed_data, workers=2, progress=False,
+                                   decode_timeout_s=0.5)
+    found = {p["video"]: (p["problem"], p["detail"]) for p in report["problems"]}
+    assert found["pipe.mp4"][0] == "timed out" and "took longer than 0.5 s" in found["pipe.mp4"][1]
+    assert found["broken.mp4"][0] == "unreadable" and "pipe.mp4" in report["quarantine"]
+
+
 def test_training_and_export_leave_out_the_quarantined_clips(mixed_data, tiny_llm_dir, tmp_path):
     from video_llama.common.registry import registry
     from video_llama.data_tools.shards import export_shards
