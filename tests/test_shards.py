@@ -203,6 +203,33 @@ def test_two_ranks_train_from_shards_with_more_readers_than_shards(tiny_llm_dir,
     assert len(evals) == 2 and all(e["val_loss"] > 0 for e in evals)
 
 
+def test_a_shard_that_breaks_mid_epoch_is_skipped_by_name_and_training_goes_on(tiny_llm_dir, clips_dir, tmp_path):
+    """A train shard cut inside its second sample (as a copy interrupted, or a store that drops):
+    its first sample trains, the lost one is listed in the run's bad_clips.jsonl, the run finishes."""
+    import tarfile
+
+    from conftest import TINY_CONFIG
+
+    from video_llama.common.run_folder import RunFolder, read_bad_clips
+    from video_llama.jobs.experiment import train as train_main
+
+    _, shards = round_trip_data(clips_dir, tmp_path)
+    shard = shards / "train-000001.tar"
+    with tarfile.open(shard) as tar:
+        last = tar.getmembers()[-1]  # the second sample's last member
+    shard.write_bytes(shard.read_bytes()[:last.offset_data + 100])
+    summary = train_main(["--cfg-path", str(TINY_CONFIG), "--options", f"model.llama_model={tiny_llm_dir}",
+                          f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
+                          "datasets.webvid_instruct.build_info.anno_dir=null",
+                          f"datasets.webvid_instruct.build_info.shards={shards}",
+                          "datasets.webvid_instruct.vis_processor.train.n_frms=4", f"run.output_dir={tmp_path / 'out'}",
+                          "run.iters_per_epoch=3", "run.max_epoch=2", "run.num_workers=2", "run.batch_size_train=2"])
+    assert summary["steps"] == 6 and summary["bad_clips"] >= 1
+    lost = read_bad_clips(RunFolder(summary["run_dir"]).bad_clips)
+    assert {e["clip"] for e in lost} == {f"{shard}:lost sample 1"}
+    assert all("train-000001.tar" in e["error"] for e in lost)
+
+
 def export_cli(anno, videos, out, *extra):
     return [sys.executable, "-m", "video_llama.cli.main", "export-shards", "--anno", str(anno), "--videos-dir", str(videos),
             "--out", str(out), *extra]
@@ -285,8 +312,11 @@ def test_shard_problems_name_the_shard_and_the_fix(tiny_llm_dir, clips_dir, tmp_
         shard_counts(["https://example.org/train-000000.tar"])
     (alone / "cut.tar").write_bytes((shards / "train-000001.tar").read_bytes()[:3000])
     broken = sharded["train"].__class__([str(alone / "cut.tar")], [2], sharded["train"].reader)
-    with pytest.raises(UserError, match=r"cut\.tar"):
-        [broken[i] for i in range(2)]
+    lost = [broken[i] for i in range(2)]  # a shard that breaks: its samples are unreadable ones, named
+    assert all("cut.tar" in sample["unreadable"] and "cut.tar" in sample["error"] for sample in lost), lost
+    longer = sharded["train"].__class__([str(shards / "train-000001.tar")], [1], sharded["train"].reader)
+    with pytest.raises(UserError, match="holds more samples than the 1 its index says"):
+        longer.records  # noqa: B018  (reads every shard through)
     with pytest.raises(UserError, match="both shards and anno_dir"):
         build_both(tiny_llm_dir, anno, clips_dir, shards, f"datasets.webvid_instruct.build_info.anno_dir={anno}")
 

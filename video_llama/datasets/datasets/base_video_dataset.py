@@ -217,9 +217,17 @@ class BaseVideoDataset(Dataset):
         by every worker and rank (see :class:`FailureBudget`)."""
         self.budget.ledger = Path(ledger)
 
-    def _record_failure(self, record, err, where):
+    def unusable(self, where, why, log=True):
+        """A stored sample that cannot be used (no image, its shard broken before it): counted like
+        an unreadable clip, and returned as the unreadable marker."""
+        self.budget.tried += 1
+        self._record_failure({"video": where}, why, where, log)
+        return {"unreadable": where, "error": why}
+
+    def _record_failure(self, record, err, where, log=True):
         self.budget.record(where, str(err))
-        logger.warning("%s: skipping %s (%s)", self.name, record["video"], err)
+        if log:
+            logger.warning("%s: skipping %s (%s)", self.name, record["video"], err)
         reason = self.budget.exceeded()
         if reason:
             failed = self.budget.run_failures()

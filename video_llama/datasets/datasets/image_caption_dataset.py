@@ -29,12 +29,7 @@ class ImageCaptionDataset(ImageSource, VideoCaptionDataset):
         if caption is None and "json" in stored:
             caption = json.loads(stored["json"]).get("caption")
         if member is None or not caption:
-            return self._unusable(where, f"a sample needs an image ({'/'.join(IMAGE_MEMBERS)}) and a caption "
+            return self.unusable(where, f"a sample needs an image ({'/'.join(IMAGE_MEMBERS)}) and a caption "
                                          f"(.txt or .json's caption); it has {sorted(k for k in stored if not k.startswith('__'))}")
         return self.decode({"video": where, "caption": caption}, stored[member], where=where)
 
-    def _unusable(self, where, why):
-        """A sample with no image or caption: skipped and counted like an unreadable image."""
-        self.budget.tried += 1
-        self._record_failure({"video": where}, why, where)
-        return {"unreadable": where, "error": why}

@@ -15,6 +15,11 @@ Training reads a shard set as endless streams, one per *consumer* (a DataLoader 
   files) and reading from the start of one shard.
 
 Evaluation and tests read the samples in order (``dataset[i]``: shard by shard, tar order).
+
+A shard that breaks while it is read (cut short, corrupt, gone from a network store) is named once
+in the log and its remaining samples are unreadable ones, counted and skipped like a broken clip:
+positions keep their meaning, so the stream stays resumable, and a run stops only when the bad-clip
+budget says the data is mostly gone.
 """
 
 import bisect
@@ -34,6 +39,8 @@ from video_llama.common.utils import is_local_spec
 from video_llama.processors.video_decoding import VIDEO_EXTENSIONS, KeyframeVideo, StoredFrames
 
 logger = logging.getLogger(__name__)
+
+LOST = "__lost__"  # a stored sample that could not be read because its shard broke before it (its reason)
 
 VIDEO_MEMBERS = sorted(ext.lstrip(".") for ext in VIDEO_EXTENSIONS)  # a sample's video: <key>.mp4, ...
 FRAME_MEMBER = re.compile(r"\d{3}\.jpg")  # or frames sampled ahead of time: <key>.000.jpg, <key>.001.jpg, ...
@@ -193,22 +200,39 @@ class ShardDataset(Dataset):
     @property
     def records(self):
         """Every stored record (reads the shards through once)."""
-        return [json.loads(stored["json"]) for shard in range(len(self.urls)) for stored in self._read(shard)]
+        return [json.loads(stored["json"]) for shard in range(len(self.urls)) for stored in self._read(shard)
+                if LOST not in stored]
 
     # ------------------------------------------------------------------ what a sample is
-    def _sample(self, url, stored):
-        """A stored sample → the dataset's sample, or the unreadable marker."""
-        return self.reader.from_stored(stored, f"{url}:{stored.get('__key__')}")
+    def _sample(self, shard, stored):
+        """A stored sample of shard number ``shard`` → the dataset's sample, or the unreadable marker."""
+        where = f"{self.urls[shard]}:{stored.get('__key__')}"
+        if LOST in stored:
+            return self.reader.unusable(where, stored[LOST], log=False)  # the shard's one warning named it
+        return self.reader.from_stored(stored, where)
 
     def _read(self, shard):
-        """The stored samples of one shard, checked against its sample count at the end."""
-        read = 0
-        for stored in read_shard(self.urls[shard]):
-            read += 1
-            yield stored
-        if read != self.counts[shard]:
-            raise ShardError(f"shard {self.urls[shard]} holds {read} samples, its index says {self.counts[shard]}; "
-                             "re-export the shards or fix build_info.shard_index")
+        """The stored samples of one shard, as many as its count says: when the shard breaks (or
+        ends early), the rest are LOST samples, after one warning that names it."""
+        url, count, read = self.urls[shard], self.counts[shard], 0
+        try:
+            for stored in read_shard(url):
+                read += 1
+                if read > count:
+                    raise ShardError(f"shard {url} holds more samples than the {count} its index says; re-export the "
+                                     "shards or fix build_info.shard_index")
+                yield stored
+            if read == count:
+                return
+            why = (f"shard {url} ends after {read} of its {count} samples; re-export it (`video-llama export-shards` "
+                   "rewrites unfinished shards)")
+        except ShardError as err:
+            if read > count:
+                raise
+            why = str(err)
+        logger.warning("%s: %s. Its %d remaining samples are skipped", self.name, why, count - read)
+        for lost in range(read, count):
+            yield {"__key__": f"lost sample {lost}", LOST: why}
 
     # ------------------------------------------------------------------ in order (evaluation)
     def __getitem__(self, index):
@@ -219,7 +243,7 @@ class ShardDataset(Dataset):
         while cursor.position <= index:
             stored = next(cursor.samples)
             cursor.position += 1
-        return self._sample(self.urls[shard], stored)
+        return self._sample(shard, stored)
 
     # ------------------------------------------------------------------ streams (training)
     def visit_shard(self, stream, visit):
