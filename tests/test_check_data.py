@@ -89,3 +89,25 @@ def test_a_quarantine_beside_shards_is_refused_at_start_up(mixed_data, tiny_llm_
     with pytest.raises(ConfigError, match="quarantine applies to annotation files, not to shards.*export-shards"):
         tiny_config(tiny_llm_dir, "null", "null", f"datasets.webvid_instruct.build_info.shards={tmp_path}/s-000000.tar",
                     f"datasets.webvid_instruct.build_info.quarantine={tmp_path / 'quarantine.txt'}")
+
+
+@pytest.mark.slow
+def test_damaged_videos_are_named_by_every_reader_never_a_traceback_or_a_hang(tmp_path):
+    """A small fuzz set (every kind of damage of benchmarks/fuzz_videos.py, once or twice) through
+    training's decoding, check-data and select-mode's reader, each file in a child process that is
+    watched for crashes and hangs; and a decoder blocked forever, abandoned and named."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    result = subprocess.run([sys.executable, "benchmarks/fuzz_videos.py", "--out", str(tmp_path / "fuzz"), "--count", "20",
+                             "--hang-s", "60"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "fuzz" / "fuzz_report.json").read_text())
+    for reader, rows in report["readers"].items():
+        assert len(rows) == len(report["files"]) >= 20, reader
+        assert {row["outcome"] for row in rows} <= {"ok", "named"}, reader
+        assert sum(row["outcome"] == "named" for row in rows) >= 10, reader  # most of the damage is found
+    assert report["check_data_cli"]["exit"] == 0 and "checked" in report["check_data_cli"]["summary"]
+    assert "blocked.mp4 took longer than 2.0 s (decode_timeout_s)" in report["blocked_decoder"]["message"]

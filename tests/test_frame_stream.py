@@ -167,7 +167,7 @@ def test_a_followed_file_is_waited_for_until_its_writer_has_written_enough(tmp_p
         thread.join()
     assert error is None and len(got) == 16
 
-    with pytest.raises(VideoDecodeError, match=r"no such file .*waited 0.3 s for its writer.*--start-timeout-s"):
+    with pytest.raises(VideoDecodeError, match=r"video file not found: .*never.mkv.*waited 0.3 s for its writer.*--start-timeout-s"):
         list(stream_frames(tmp_path / "never.mkv", 32, follow=True, start_timeout_s=0.3, poll_s=0.1))
 
 

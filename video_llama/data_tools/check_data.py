@@ -47,7 +47,8 @@ def check_clip(path, n_frms, backend):
     path = Path(path)
     problem = file_problem(path)  # a FIFO is never opened: a decoder would block on it
     if problem:
-        kind = "missing" if "not found" in problem else "empty" if "0 bytes" in problem else "not a regular file"
+        kind = ("missing" if "not found" in problem else "empty" if "0 bytes" in problem
+                else "unreadable" if problem.startswith("cannot read") else "not a regular file")
         return kind, problem, None
     digest = hashlib.sha1()
     with open(path, "rb") as f:

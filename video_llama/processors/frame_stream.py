@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from video_llama.processors.video_decoding import VideoDecodeError, no_video_stream
+from video_llama.processors.video_decoding import VideoDecodeError, file_problem, no_video_stream
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +51,9 @@ def _open(source, timeout_s=10.0):
     text = str(source)
     fmt = "v4l2" if text.startswith("/dev/video") else None
     options = {"rtsp_transport": "tcp"} if text.startswith("rtsp://") else {}
-    if not is_live(text) and not Path(text).is_file():
-        raise VideoDecodeError(f"{text}: no such file (give a video file, a stream URL or a /dev/video device)")
+    problem = None if is_live(text) else file_problem(text)  # a FIFO is never opened: it would block
+    if problem:
+        raise VideoDecodeError(f"{problem} (give a video file, a stream URL or a /dev/video device)")
     try:
         container = av.open(text, format=fmt, options=options, timeout=timeout_s)
     except Exception as err:  # av's errors: unreadable data, refused connection, no such device, timeout
