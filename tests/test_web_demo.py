@@ -75,6 +75,10 @@ def test_upload_ask_answer_and_a_broken_file_in_the_browser(web_demo, clips_dir)
         page.locator("#video input[type=file]").set_input_files(str(clips_dir / "broken.mp4"))
         page.locator("#upload").click()
         expect(status).to_contain_text("Cannot use broken.mp4", timeout=60_000)
+        notice = page.locator(".toast-wrap > *").first  # the browser's own "Video not playable"
+        notice.wait_for(timeout=10_000)
+        shown, covered = notice.bounding_box(), status.bounding_box()
+        assert shown["y"] >= covered["y"] + covered["height"], (shown, covered)  # below the app's message, not over it
         page.screenshot(path=str(tmp_path / "broken.png"))
         page.locator("#video input[type=file]").set_input_files(str(clips_dir / "clip1.mp4"))  # still running
         page.locator("#upload").click()

@@ -119,6 +119,11 @@ def build_app(setup, examples_dir=None, defaults=None):
     return app
 
 
+# Gradio's own notices (a browser that cannot preview an upload says "Video not playable") go to the
+# bottom right: at the top they covered the status line, where the app says what it made of the file
+NOTICES_AT_THE_BOTTOM = ".toast-wrap { top: auto !important; bottom: var(--size-4) !important; }"
+
+
 def serve(setup, host="127.0.0.1", port=7860, max_upload_mb=200, examples_dir=None, defaults=None, block=True):
     """Serve the app; returns it (``block=False``: at once, the server running in the background, as a
     notebook or a test wants)."""
@@ -129,5 +134,5 @@ def serve(setup, host="127.0.0.1", port=7860, max_upload_mb=200, examples_dir=No
     app = build_app(setup, examples_dir, defaults)
     app.queue()
     app.launch(server_name=host, server_port=port, max_file_size=f"{max_upload_mb}mb", prevent_thread_lock=not block,
-               show_error=True)
+               show_error=True, css=NOTICES_AT_THE_BOTTOM)
     return app
