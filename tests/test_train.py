@@ -87,6 +87,19 @@ def test_pixels_finished_on_the_device_train_and_evaluate_as_in_the_workers(tiny
     assert len(results[True]) == 4 and results[True] == results[False]
 
 
+def test_a_finished_job_started_again_with_resume_auto_ends_at_once_with_success(tiny_llm_dir, clips_dir, tmp_path,
+                                                                                 monkeypatch):
+    """torchrun or SLURM starting a job again after its last checkpoint (a process died while the run
+    wrote its summary): run.resume=auto finds it finished and says so, instead of failing every restart."""
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "finished-job")
+    argv = ["--cfg-path", str(TINY_CONFIG), "--options",
+            *options(tiny_llm_dir, clips_dir, tmp_path / "out", "run.iters_per_epoch=2", "run.resume=auto")]
+    first = train_main(argv)
+    again = train_main(argv)
+    assert again["already_finished"] and again["run_dir"] == first["run_dir"] and again["steps"] == first["steps"] == 2
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["job_finished-job"]
+
+
 def test_a_clip_whose_decoder_blocks_is_skipped_and_the_run_goes_on(tiny_llm_dir, clips_dir, tmp_path, monkeypatch):
     """A decoder blocked in the kernel inside a data-loader worker (a FIFO let through to decord, as
     a file on a stalled mount blocks): abandoned after decode_timeout_s, skipped by name, listed in

@@ -80,6 +80,8 @@ class RunnerBase:
         run = self.run_cfg
         resume_from = run.resume_ckpt_path or self._own_checkpoint()
         checkpoint = load_checkpoint(resume_from) if resume_from else None
+        if checkpoint and checkpoint[1]["epoch"] >= run.max_epoch and not run.resume_ckpt_path:
+            return self._already_finished(checkpoint[3])  # a restart after the last save: nothing is left
         if checkpoint and checkpoint[1]["epoch"] >= run.max_epoch:
             raise CheckpointError(f"run.resume_ckpt_path: {checkpoint[3]} ends epoch {checkpoint[1]['epoch']}, "
                                   f"and run.max_epoch is {run.max_epoch}: the run is finished; raise run.max_epoch "
@@ -270,6 +272,16 @@ class RunnerBase:
         return summary
 
     # ------------------------------------------------------------------ set-up helpers
+
+    def _already_finished(self, checkpoint):
+        """The summary of a job that ``run.resume: auto`` finds finished (a process died after the
+        last checkpoint, and torchrun or SLURM started the job again): success, not a loop of restarts."""
+        self.run_dir = Path(checkpoint).parent
+        logger.info("run.resume=auto: %s already holds the last checkpoint (%s, epoch %d of %d): nothing left to "
+                    "train", self.run_dir, Path(checkpoint).name, self.run_cfg.max_epoch, self.run_cfg.max_epoch)
+        written = self.run_dir / "summary.json"
+        summary = json.loads(written.read_text()) if written.is_file() else {}
+        return {**summary, "run_dir": str(self.run_dir), "checkpoint": str(checkpoint), "already_finished": True}
 
     def _own_checkpoint(self):
         """With ``run.resume: auto``, this job's run folder when it holds a checkpoint, else None."""
