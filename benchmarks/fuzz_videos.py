@@ -190,7 +190,7 @@ def check_data_reader(out):
     from video_llama.data_tools.check_data import _check_one
 
     def read(name):
-        _, problem, detail, _ = _check_one((name, out / "files" / name, 8, "decord", 10.0))
+        _, problem, detail, _, _ = _check_one((name, out / "files" / name, 8, "decord", 10.0))
         # check-data reports a problem beside the clip's name (its report's "video" key)
         return ("named", f"{problem}: {detail}") if problem else ("ok", detail)
     return read

@@ -7,7 +7,25 @@ import shutil
 
 import pytest
 
-from conftest import tiny_config
+from conftest import gradient_clip, tiny_config
+from video_llama.data_tools.video_writer import write_video
+
+
+def write_uneven_clip(path):
+    """16 frames whose times step 40 ms, then 120 ms (a variable frame rate, as phones record)."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, frame in enumerate(gradient_clip(16, seed=7)):
+            image = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            image.pts, image.time_base = (i * 40 if i < 8 else 280 + (i - 8) * 120), Fraction(1, 1000)
+            container.mux(stream.encode(image))
+        container.mux(stream.encode())
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +37,10 @@ def mixed_data(clips_dir, tmp_path_factory):
     shutil.copy(clips_dir / "clip0.mp4", root / "copy_of_clip0.mp4")  # the same bytes
     (root / "empty.mp4").write_bytes(b"")
     os.mkfifo(root / "pipe.mp4")  # opening it would block until a writer comes
+    write_video(root / "long_gop.mp4", gradient_clip(64, seed=5), fps=8, gop=64)  # one keyframe in 8 s
+    write_uneven_clip(root / "uneven.mkv")
     names = ["clip0.mp4", "clip1.mp4", "clip2.mp4", "copy_of_clip0.mp4", "short.avi", "broken.mp4", "empty.mp4",
-             "pipe.mp4", "nowhere.mp4"]
+             "pipe.mp4", "nowhere.mp4", "long_gop.mp4", "uneven.mkv"]
     answers = ["greet_mode", "clean_mode", "Greet-Mode"]  # the third reads like the first
     entries = [{"video": n, "QA": [{"q": "What is the action?", "a": answers[i % 3]}]} for i, n in enumerate(names)]
     (root / "train.json").write_text(json.dumps(entries))
@@ -36,13 +56,16 @@ def test_check_data_names_each_problem_and_writes_a_quarantine_list(mixed_data, 
     found = {p["video"]: p["problem"] for p in report["problems"]}
     assert found == {"short.avi": "too short", "broken.mp4": "unreadable", "empty.mp4": "empty",
                      "pipe.mp4": "not a regular file", "nowhere.mp4": "missing"}
-    assert report["checked"] == 9 and report["files_per_s"] > 0
+    assert report["checked"] == 11 and report["files_per_s"] > 0
+    notes = {n["video"]: n["note"] for n in report["notes"]}  # usable: noted, not quarantined
+    assert notes == {"long_gop.mp4": "slow to seek", "uneven.mkv": "variable frame rate"}, report["notes"]
     assert report["duplicates"] == [["clip0.mp4", "copy_of_clip0.mp4"]]  # reported, not quarantined
     assert report["colliding_labels"] == [["Greet-Mode", "greet_mode"]]
     quarantine = (tmp_path / "quarantine.txt").read_text().split()
     assert sorted(quarantine) == sorted(found)
     out = capsys.readouterr().out
-    assert "not a regular file: pipe.mp4" in out and "checked 9 clips" in out and "files/s" in out
+    assert "not a regular file: pipe.mp4" in out and "checked 11 clips" in out and "files/s" in out
+    assert "note, slow to seek: long_gop.mp4: keyframes up to 7.9 s apart" in out
 
 
 def test_a_clip_whose_check_blocks_is_reported_timed_out(mixed_data, tmp_path, monkeypatch):
@@ -67,9 +90,10 @@ def test_training_and_export_leave_out_the_quarantined_clips(mixed_data, tiny_ll
     cfg = tiny_config(tiny_llm_dir, mixed_data / "train.json", mixed_data,
                       f"datasets.webvid_instruct.build_info.quarantine={quarantine}")
     train = registry.get_builder_class("webvid_instruct")(cfg.datasets_cfg.webvid_instruct).build_datasets()["train"]
-    assert sorted(r["video"] for r in train.records) == ["clip0.mp4", "clip1.mp4", "clip2.mp4", "copy_of_clip0.mp4"]
+    usable = ["clip0.mp4", "clip1.mp4", "clip2.mp4", "copy_of_clip0.mp4", "long_gop.mp4", "uneven.mkv"]
+    assert sorted(r["video"] for r in train.records) == usable
     index = export_shards(mixed_data / "train.json", mixed_data, tmp_path / "shards", progress=False, quarantine=quarantine)
-    assert index["splits"]["train"]["total"] == 4  # the FIFO was never opened: the export did not block
+    assert index["splits"]["train"]["total"] == len(usable)  # the FIFO was never opened: the export did not block
     assert {item["video"] for item in index["left_out"]} == {"short.avi", "broken.mp4", "empty.mp4", "pipe.mp4",
                                                              "nowhere.mp4"}
     unquarantined = export_shards(mixed_data / "train.json", mixed_data, tmp_path / "all", progress=False)

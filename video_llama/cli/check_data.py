@@ -33,6 +33,8 @@ def main(argv=None):
                         decode_timeout_s=args.decode_timeout_s)
     for problem in report["problems"]:
         print(f"{problem['problem']}: {problem['video']}: {problem['detail']}")
+    for note in report["notes"]:
+        print(f"note, {note['note']}: {note['video']}: {note['detail']}")
     for videos in report["duplicates"]:
         print(f"same bytes: {', '.join(videos)}")
     for labels in report["colliding_labels"]:
@@ -40,7 +42,8 @@ def main(argv=None):
     quarantine = write_report(report, args.out)
     counts = ", ".join(f"{n} {kind}" for kind, n in report["counts"].items()) or "no problems"
     print(f"checked {report['checked']} clips in {report['seconds']:.1f} s ({report['files_per_s']:.1f} files/s, "
-          f"{report['workers']} workers): {counts}; {len(report['duplicates'])} group(s) of duplicates")
+          f"{report['workers']} workers): {counts}; {len(report['duplicates'])} group(s) of duplicates"
+          + "".join(f"; {n} {note} (a note)" for note, n in report["note_counts"].items()))
     print(f"wrote {args.out} and {quarantine} ({len(report['quarantine'])} clips; set build_info.quarantine to it)")
     return 0
 
