@@ -241,3 +241,31 @@ def test_chance_is_the_most_frequent_answer_plus_two_standard_errors():
     skewed = [{"label": "a"}] * 90 + [{"label": "b"}] * 10  # naming "a" always scores 0.9
     assert chance_bound(skewed, ["a", "b"]) == pytest.approx(0.9 + 2 * (0.9 * 0.1 / 100) ** 0.5)
     assert chance_bound([{"label": "x"}], ["a"]) is None
+
+
+def test_the_stream_eval_yaml_on_a_prepared_folder_builds_only_the_splits_it_evaluates(tiny_llm_dir, clips_dir, tmp_path):
+    """evaluate.py with anno_dir a folder of train/val/test (as `prepare` writes it): the train split,
+    which the evaluation YAML gives no processor for, and val, whose stop windows need a rest class
+    this data has not, are not built at all."""
+    import shutil
+
+    from video_llama.jobs.experiment import evaluate, train
+
+    from conftest import REPO_ROOT, TINY_CONFIG
+
+    run = train(["--cfg-path", str(TINY_CONFIG), "--options", f"model.llama_model={tiny_llm_dir}",
+                 f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
+                 f"datasets.webvid_instruct.build_info.anno_dir={clips_dir / 'train.json'}",
+                 f"datasets.webvid_instruct.build_info.videos_dir={clips_dir}", "run.max_epoch=1",
+                 "run.iters_per_epoch=1", f"run.output_dir={tmp_path / 'runs'}"])["run_dir"]
+    anno = tmp_path / "anno"
+    anno.mkdir()
+    for split in ("train", "val", "test"):
+        shutil.copy(clips_dir / "train.json", anno / f"{split}.json")
+    summary = evaluate(["--cfg-path", str(REPO_ROOT / "eval_configs/quickstart_stream_tiny.yaml"), "--options",
+                        f"model.ckpt={run}", f"model.llama_model={tiny_llm_dir}",
+                        f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
+                        f"datasets.webvid_instruct.build_info.anno_dir={anno}",
+                        f"datasets.webvid_instruct.build_info.videos_dir={clips_dir}",
+                        "datasets.webvid_instruct.vis_processor.eval.n_frms=4", f"run.output_dir={tmp_path / 'out'}"])
+    assert 0 <= summary["test_top1"] <= 1, summary  # before: the train split failed to build

@@ -84,7 +84,8 @@ def run_job(argv, description, action, evaluating=False):
     seed_everything(cfg.run_cfg.seed + info.rank)  # per rank
     try:
         task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
-        datasets = task.build_datasets(cfg)
+        evaluation_only = evaluating or cfg.run_cfg.evaluate
+        datasets = task.build_datasets(cfg, splits=set(cfg.run_cfg.test_splits) if evaluation_only else None)
         model = task.build_model(cfg)
         runner = registry.get_runner_class(cfg.run_cfg.runner)(cfg=cfg, task=task, model=model, datasets=datasets)
         result = action(runner)

@@ -20,11 +20,15 @@ class BaseTask:
         model_cfg = cfg.model_cfg
         return registry.get_model_class(model_cfg.arch).from_config(model_cfg)
 
-    def build_datasets(self, cfg):
-        """{dataset name: {split: dataset}} for every entry of ``datasets:``."""
+    def build_datasets(self, cfg, splits=None):
+        """{dataset name: {split: dataset}} for every entry of ``datasets:``; with ``splits``, only
+        those (an evaluation builds no train split: not its records, nor settings only training needs)."""
         datasets = {}
         for name, dataset_cfg in cfg.datasets_cfg.items():
-            datasets[name] = registry.get_builder_class(name)(dataset_cfg).build_datasets()
+            builder = registry.get_builder_class(name)(dataset_cfg)
+            builder.wanted_splits = splits
+            built = builder.build_datasets()  # a LAVIS-style plugin builder may build every split anyway
+            datasets[name] = {split: d for split, d in built.items() if splits is None or split in splits}
         return datasets
 
     def trained_labels(self, run_cfg, datasets):

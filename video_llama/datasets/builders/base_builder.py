@@ -39,6 +39,7 @@ class BaseDatasetBuilder:
 
     def __init__(self, cfg=None):
         self.config = cfg if cfg is not None else self.default_config()
+        self.wanted_splits = None  # the splits to build (None: all); the task sets it for an evaluation
 
     @classmethod
     def default_config_path(cls, type="default"):
@@ -201,6 +202,8 @@ class BaseDatasetBuilder:
             return self.build_shard_datasets()
         datasets = {}
         for split, files in self.annotation_splits().items():
+            if self.wanted_splits is not None and split not in self.wanted_splits:
+                continue
             dataset = self.build_split(split, files)
             if len(dataset) == 0:
                 raise AnnotationError(f"split {split!r} has no usable record in {[str(f) for f in files]}; "
@@ -219,6 +222,8 @@ class BaseDatasetBuilder:
             raise AnnotationError("build_info sets both shards and anno_dir; keep one (shards hold the annotations)")
         datasets = {}
         for split, urls in shard_splits(info.shards).items():
+            if self.wanted_splits is not None and split not in self.wanted_splits:
+                continue
             reader = self.build_split(split, [])
             if not isinstance(reader, BaseVideoDataset):
                 raise AnnotationError(f"build_info.shards: {type(self).__name__}'s datasets are not video datasets "
