@@ -85,6 +85,15 @@ def test_calibrate_refuses_a_split_of_one_class():
         fit(one_class, LABELS)
 
 
+def test_calibrating_on_data_of_other_labels_says_which_data_is_wrong():
+    from video_llama.tasks.calibration import fit
+    from video_llama.common.errors import UserError
+
+    other = [{**p, "label": "Orbit"} for p in noisy_predictions(5)]  # the YAML's data, not the run's
+    with pytest.raises(UserError, match=r"none of the 5 scored clips .* \['Orbit'\].*build_info.anno_dir.*--run RUN"):
+        fit(other, LABELS)
+
+
 def test_calibrate_refuses_a_target_error_too_few_clips_can_certify():
     from video_llama.tasks.calibration import check_certifiable, fit
     from video_llama.common.errors import UserError

@@ -227,3 +227,11 @@ def test_timestamp_sentence_between_video_and_question_as_the_original(tiny_llm_
     assert "frames sampled" not in tokenizer.decode(off["input_ids"])
     chinese = build(tiny_llm_dir, anno, clips_dir, "datasets.webvid_instruct.data_type=video_cn")["train"][0]
     assert "frames sampled" not in tokenizer.decode(chinese["input_ids"])
+
+
+def test_a_rest_answer_that_is_no_class_names_the_key_and_the_likely_one(tiny_llm_dir, clips_dir, tmp_path):
+    entries = [entry("clip0.mp4", ("q?", "Still")), entry("clip1.mp4", ("q?", "Swipe horizontal"))]
+    with pytest.raises(AnnotationError, match=r"set datasets.webvid_instruct.rest_answer .* \('Still' reads like one: "
+                                              r"--options datasets.webvid_instruct.rest_answer='Still'\)"):
+        build(tiny_llm_dir, write_anno(tmp_path, entries), clips_dir, "datasets.webvid_instruct.vis_processor.train.window_s=2.0",
+              "datasets.webvid_instruct.stop_ratio=0.1", "datasets.webvid_instruct.rest_answer=Rest")

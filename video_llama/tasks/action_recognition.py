@@ -72,7 +72,8 @@ def label_set(run_cfg, anno_files, records, ckpt=None):
     trained = trained_labels(ckpt)
     if trained and beside and sorted(trained) != sorted(beside):
         logger.warning("the trained run's labels %s differ from the labels.json of the evaluated data %s; "
-                       "scoring with the trained run's (set run.labels to choose)", trained, beside)
+                       "scoring with the trained run's (set run.labels to choose; is build_info.anno_dir the data "
+                       "you meant? `--run RUN` alone uses the run's own)", trained, beside)
     return trained or beside or sorted({record["QA"][0]["a"] for record in records()})
 
 

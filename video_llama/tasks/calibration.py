@@ -155,6 +155,12 @@ def fit(predictions, labels, target_error=None):
     meaningful fit is refused; ``warnings`` say why a fit it did give may not be trusted."""
     index = {label: i for i, label in enumerate(labels)}
     known = [p for p in predictions if p["label"] in index]
+    if len(known) < 2 and predictions and not known:
+        answers = sorted({p["label"] for p in predictions})
+        raise UserError(f"none of the {len(predictions)} scored clips has an answer among the run's labels {labels} "
+                        f"(their answers: {answers[:10]}): the YAML's build_info.anno_dir holds other data than the run "
+                        "was trained on; give `--run RUN` alone (the run's own data), or point "
+                        "datasets.<name>.build_info.anno_dir at your annotations")
     if len(known) < 2:
         raise UserError(f"calibration needs at least 2 scored clips whose answer is one of the labels {labels}; "
                         f"got {len(known)}: choose a larger split (--split)")

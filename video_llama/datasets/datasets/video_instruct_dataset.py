@@ -52,6 +52,9 @@ def read_instruct_annotations(paths, key="video"):
     return records
 
 
+REST_WORDS = ("rest", "still", "idle", "static", "none", "nothing", "pause", "stop")  # a rest class's likely names
+
+
 class VideoInstructDataset(BaseVideoDataset):
     placeholder_tags = (VIDEO_START, VIDEO_END)
 
@@ -121,9 +124,12 @@ class VideoInstructDataset(BaseVideoDataset):
     def check_rest_answer(self):
         rest = self.straddle.rest_answer
         if self.straddle.stop_ratio and rest not in self.by_answer:
-            raise AnnotationError(f"{self.name}: rest_answer={rest!r} is no answer of {self.anno_files}; set it to "
-                                  f"your class of a hand at rest, one of {sorted(self.by_answer)[:20]}, or set "
-                                  "stop_ratio: 0 when your data has none")
+            key = f"datasets.{self.name.split('/')[0]}"
+            restful = [a for a in sorted(self.by_answer) if any(w in a.lower() for w in REST_WORDS)]
+            guess = f" ({restful[0]!r} reads like one: --options {key}.rest_answer={restful[0]!r})" if restful else ""
+            raise AnnotationError(f"{self.name}: rest_answer={rest!r} is no answer of {self.anno_files}; set "
+                                  f"{key}.rest_answer to your class of a hand at rest, one of "
+                                  f"{sorted(self.by_answer)[:20]}{guess}, or {key}.stop_ratio=0 when your data has none")
 
     def decode_straddle(self, first, second, rng):
         """The sample of a window over the cut from ``first``'s clip to ``second``'s, answered as
