@@ -117,6 +117,10 @@ def test_timeline_labels_map_to_modes_and_segments_of_one_mode_merge():
     assert (m["changes"], m["missed"], m["delay_median_s"], m["spurious_per_min"]) == (1, 0, 1.0, 0.0)
     # a model trained to answer modes: the segment's mode is matched when its label is not
     assert timeline_modes(timeline["segments"][2:], ["greet_mode", "clean_mode"]) == [(40.0, 60.0, "greet_mode")]
+    # ... and a timeline written by hand names folders: the user's label map says their modes
+    folders = [{"start": 0.0, "end": 5.0, "label": "swipe_vertical"}, {"start": 5.0, "end": 9.0, "label": "orbit"}]
+    assert timeline_modes(folders, ["clean_mode", "follow_mode"], {"swipe_vertical": "clean_mode", "orbit": "follow_mode"}) == [
+        (0.0, 5.0, "clean_mode"), (5.0, 9.0, "follow_mode")]
 
 
 def test_time_between_segments_is_left_out_of_every_figure():

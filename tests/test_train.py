@@ -578,3 +578,12 @@ def test_guide_yaml_trains_with_tiny_sizes_and_local_paths(tiny_llm_dir, clips_d
     assert math.isfinite(summary["final_loss"])
     assert "bf16 autocast" in caplog.text and "never reach run.init_lr" in caplog.text
     assert "run.world_size is 4" in caplog.text
+
+
+def test_a_run_that_never_left_chance_is_told_whether_it_memorised():
+    from video_llama.runners.runner_base import why_not_learnt
+
+    memorised = [{"loss": 2.0 - 1.9 * i / 99} for i in range(100)]  # 2.0 → 0.1 while validation stayed at chance
+    assert "fell from 1.91 to 0.19" in why_not_learnt(memorised) and "memorised" in why_not_learnt(memorised)
+    assert "How much data" in why_not_learnt([{"loss": 1.5}] * 50)  # it learnt nothing at all
+    assert "How much data" in why_not_learnt([])

@@ -581,8 +581,8 @@ class RunnerBase:
                         f"{summary['final_loss']:.4f}" if history else "n/a", summary["checkpoint"])
             if summary["never_left_chance"]:
                 logger.warning("validation never left chance: the best %s, %.3f, is not above %.3f (the most frequent "
-                               "answer's share plus two standard errors), so the model did not learn the task; with "
-                               "little data see the README's 'How much data'", self.best[2], self.best[1], chance)
+                               "answer's share plus two standard errors), so the model did not learn the task; %s",
+                               self.best[2], self.best[1], chance, why_not_learnt(history))
         return summary
 
 
@@ -617,6 +617,18 @@ class stop_signals:
         for signum, handler in self.previous.items():
             signal.signal(signum, handler)
         return False
+
+
+def why_not_learnt(history):
+    """What a run whose validation stayed at chance most likely suffered from, read off its losses."""
+    losses = [record["loss"] for record in history if "loss" in record]
+    tenth = max(1, len(losses) // 10)
+    first, last = sum(losses[:tenth]) / tenth, sum(losses[-tenth:]) / tenth if losses else 0.0
+    if losses and last < 0.25 * first:
+        return (f"the training loss fell from {first:.2f} to {last:.2f} meanwhile, so it memorised its training clips "
+                "(by their backgrounds, say) instead of learning what tells the classes apart: more varied clips, "
+                "fewer epochs, or the pretrained full-size path help (docs/streams.md)")
+    return "with little data see the README's 'How much data'"
 
 
 def answer_tokens(batch):

@@ -34,8 +34,9 @@ def timeline_modes(timeline, labels, label_map=None):
     own mode).
 
     A segment's ``label`` is matched to the model's labels by normalised text ("wipe_glass" is
-    "Wipe glass") and takes that label's mode; failing that, its ``mode`` is matched to the
-    selector's modes (a model trained to answer modes). Segments are sorted by start and must not
+    "Wipe glass") and takes that label's mode; failing that, its ``mode``, or the mode ``label_map``
+    gives its label (a model trained on `prepare --label-map` answers modes, and a timeline written
+    by hand names folders), is matched to the selector's modes. Segments are sorted by start and must not
     overlap; time between two segments is unlabeled (see :func:`stream_metrics`).
 
     Raises:
@@ -54,7 +55,9 @@ def timeline_modes(timeline, labels, label_map=None):
         if out and start < out[-1][1] - TOLERANCE_S:
             raise ValueError(f"timeline segment {label!r} starts at {start} s, before the one before ends "
                              f"({out[-1][1]} s): segments must not overlap")
-        mode = modes.get(normalize_answer(label)) or known_modes.get(normalize_answer(str(segment.get("mode") or "")))
+        mapped = next((m for name, m in label_map.items() if normalize_answer(name) == normalize_answer(label)), "")
+        mode = (modes.get(normalize_answer(label)) or known_modes.get(normalize_answer(str(segment.get("mode") or "")))
+                or known_modes.get(normalize_answer(str(mapped))))
         if mode is None:
             raise ValueError(f"timeline label {label!r} (mode {segment.get('mode') or label!r}) matches none of the "
                              f"model's labels {list(labels)} nor its modes {sorted(set(modes.values()))}")
