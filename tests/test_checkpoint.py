@@ -226,6 +226,20 @@ def test_from_pretrained_rebuilds_our_checkpoint(tiny_llm_dir, clips_dir, tmp_pa
     assert all(torch.equal(again.state_dict()[n], t) for n, t in model.trainable_state_dict().items())
 
 
+def test_the_start_up_table_says_a_trained_llm_comes_from_the_checkpoint(tiny_llm_dir, clips_dir, tmp_path):
+    from video_llama.common.run_folder import RunFolder
+
+    from conftest import tiny_config
+
+    cfg = tiny_config(tiny_llm_dir, clips_dir / "train.json", clips_dir, "model.freeze_llm=False")
+    model_cls = registry.get_model_class("video_llama")
+    model = model_cls.from_config(cfg.model_cfg)
+    RunFolder(tmp_path).save_checkpoint("checkpoint_e1_s0", model.trainable_state_dict(), {}, OmegaConf.to_yaml(cfg.config))
+    sources = model_cls.from_pretrained(tmp_path).load_pretrained_parts()
+    llm = {origin for name, origin in sources.items() if name.startswith("llama_model.")}
+    assert llm == {"model.ckpt"}  # not model.llama_model, whose weights the checkpoint's replaced
+
+
 def test_lavis_qformer_file_with_heads_we_do_not_use_loads_and_ckpt_need_not_repeat_it(tmp_path, caplog):
     """A LAVIS BLIP-2 (Flan-T5) file holds t5_proj.* and ln_vision.* beside the Q-Former: t5_proj is
     reported unused, not fatal. With freeze_qformer False the Q-Former trains, and a VL ckpt (which

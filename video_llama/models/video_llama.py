@@ -145,8 +145,9 @@ class VideoLLAMA(BaseModel):
             sources.update(dict.fromkeys(report.loaded, "model.ckpt"))
         elif cfg.ckpt == RANDOM:
             logger.warning("model.ckpt is 'random': the trainable part keeps its random initialisation (untrained)")
-        if self.llama_model is not None:
-            sources.update(dict.fromkeys((f"llama_model.{n}" for n in self.llama_model.state_dict()), "model.llama_model"))
+        if self.llama_model is not None:  # loaded when the model was built; what model.ckpt held replaced it
+            for name in self.llama_model.state_dict():
+                sources.setdefault(f"llama_model.{name}", "model.llama_model")
         self.log_sources(sources)
         return sources
 
