@@ -301,7 +301,7 @@ def blocked_decoder(out, timeout_s=2.0):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="a folder for the fuzz set and the report (made afresh)")
     parser.add_argument("--count", type=int, default=200, help="damaged files (about)")
     parser.add_argument("--seed", type=int, default=0)

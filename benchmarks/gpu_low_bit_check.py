@@ -55,7 +55,7 @@ def check(bits, llm_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", default="/tmp/low-bit-check", help="where the tiny LLM is written")
     args = parser.parse_args(argv)
     import torch

@@ -43,7 +43,7 @@ def write_model(folder):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dir", default="/tmp/video_llama_llm_1gb")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     args = parser.parse_args()

@@ -116,7 +116,7 @@ def train_loader(builder_cfg, workers, clips, pixels_on_device=True):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--copies", type=int, default=12, help="records per clip")
     parser.add_argument("--repeats", type=int, default=3, help="measurements per row (the median is shown)")

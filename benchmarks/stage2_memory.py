@@ -29,7 +29,7 @@ def count(module, trainable=None):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--llm", choices=sorted(LLAMA), default="7b")
     parser.add_argument("--llama-dtype", choices=sorted(BYTES), default="bf16")
     args = parser.parse_args()

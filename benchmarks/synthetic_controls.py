@@ -113,7 +113,7 @@ def shuffled_recipe(anno, videos, seed=0):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", default="output/quickstart/videos")
     parser.add_argument("--anno", default="output/quickstart/annotations")
     parser.add_argument("--epochs", type=int, default=15)

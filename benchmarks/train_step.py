@@ -90,7 +90,7 @@ def peak_memory(device):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cfg-path", default=str(REPO / "train_configs" / "tiny_cpu_finetune.yaml"))
     parser.add_argument("--options", nargs="*", default=[])
     parser.add_argument("--steps", type=int, default=40)

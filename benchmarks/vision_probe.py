@@ -39,7 +39,7 @@ def load_split(anno, videos, split, labels, processor):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=TRAIN_CONFIG, help="its model: section is probed")
     parser.add_argument("--videos", default="output/quickstart/videos")
     parser.add_argument("--anno", default="output/quickstart/annotations")

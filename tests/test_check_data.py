@@ -37,7 +37,7 @@ def mixed_data(clips_dir, tmp_path_factory):
     shutil.copy(clips_dir / "clip0.mp4", root / "copy_of_clip0.mp4")  # the same bytes
     (root / "empty.mp4").write_bytes(b"")
     os.mkfifo(root / "pipe.mp4")  # opening it would block until a writer comes
-    write_video(root / "long_gop.mp4", gradient_clip(64, seed=5), fps=8, gop=64)  # one keyframe in 8 s
+    write_video(root / "long_gop.mp4", gradient_clip(96, seed=5), fps=8, gop=96)  # one keyframe in 12 s
     write_uneven_clip(root / "uneven.mkv")
     names = ["clip0.mp4", "clip1.mp4", "clip2.mp4", "copy_of_clip0.mp4", "short.avi", "broken.mp4", "empty.mp4",
              "pipe.mp4", "nowhere.mp4", "long_gop.mp4", "uneven.mkv"]
@@ -65,7 +65,7 @@ def test_check_data_names_each_problem_and_writes_a_quarantine_list(mixed_data, 
     assert sorted(quarantine) == sorted(found)
     out = capsys.readouterr().out
     assert "not a regular file: pipe.mp4" in out and "checked 11 clips" in out and "files/s" in out
-    assert "note, slow to seek: long_gop.mp4: keyframes up to 7.9 s apart" in out
+    assert "note, slow to seek: long_gop.mp4: keyframes up to 11.9 s apart" in out
 
 
 def test_a_clip_whose_check_blocks_is_reported_timed_out(mixed_data, tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ from video_llama.jobs.experiment import add_config_arguments, run_job
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="video-llama calibrate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="video-llama calibrate", description=__doc__.split("\n\n")[0])
     add_config_arguments(parser, "evaluation YAML (model.ckpt: the run to calibrate)", trained=True)
     parser.add_argument("--split", default="val", help="the held-out split to fit on (not the test split)")
     parser.add_argument("--target-error", type=float, default=None,

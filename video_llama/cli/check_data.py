@@ -13,7 +13,7 @@ from video_llama.data_tools.check_data import check_data, write_report
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="video-llama check-data", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="video-llama check-data", description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--anno", help="annotation JSON, or a folder written by `video-llama prepare` (all splits)")
     source.add_argument("--folder", help="a folder of videos (searched recursively), before `prepare`")

@@ -70,7 +70,7 @@ def warn_unreliable(chat, out):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="demo.py", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="demo.py", description=__doc__.split("\n\n")[0])
     add_config_arguments(parser, "evaluation YAML (model.ckpt + a vis_processor)", trained=True)
     visual = parser.add_mutually_exclusive_group()
     visual.add_argument("--video", help="the clip to talk about")

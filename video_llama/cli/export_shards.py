@@ -10,7 +10,7 @@ from video_llama.data_tools.shards import export_shards
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="video-llama export-shards", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="video-llama export-shards", description=__doc__.split("\n\n")[0])
     parser.add_argument("--anno", required=True, help="annotation JSON, or a folder written by `video-llama prepare`")
     parser.add_argument("--videos-dir", required=True, help="folder the annotations' video paths are relative to")
     parser.add_argument("--out", required=True, help="folder for the shards and index.json")

@@ -46,7 +46,7 @@ def jobs_from_args(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="video-llama infer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="video-llama infer", description=__doc__.split("\n\n")[0])
     add_config_arguments(parser, "evaluation YAML (as demo.py takes)", trained=True)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--anno", help="annotation JSON, or a folder written by `video-llama prepare` (all its splits)")

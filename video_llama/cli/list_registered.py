@@ -4,7 +4,7 @@ import argparse
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="video-llama list", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="video-llama list", description=__doc__.split("\n\n")[0])
     parser.add_argument("--plugins", nargs="+", default=[], help="also load these modules or .py files")
     args = parser.parse_args(argv)
     import video_llama  # noqa: F401  (registers the built-ins)

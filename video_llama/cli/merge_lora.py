@@ -36,7 +36,7 @@ def merge_lora(run, out):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="video-llama merge-lora", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="video-llama merge-lora", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="a training run folder (its best checkpoint) or a checkpoint folder")
     parser.add_argument("--out", required=True, help="folder for the merged LLM (llm/) and checkpoint")
     args = parser.parse_args(argv)

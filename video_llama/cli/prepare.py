@@ -19,7 +19,7 @@ def parse_ratios(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="video-llama prepare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="video-llama prepare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", required=True, help="folder with one sub-folder per label")
     parser.add_argument("--out", required=True, help="where the annotation JSON files go")
     parser.add_argument("--label-map", help="YAML/JSON mapping folder name → answer (e.g. wave: greet_mode)")

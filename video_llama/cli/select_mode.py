@@ -139,7 +139,7 @@ def exit_stalled(source, out_name):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="video-llama select-mode", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="video-llama select-mode", description=__doc__.split("\n\n")[0])
     add_config_arguments(parser, "evaluation YAML (model.ckpt: the trained run)", trained=True)
     sources = parser.add_mutually_exclusive_group(required=True)
     sources.add_argument("--video", help="a video file")

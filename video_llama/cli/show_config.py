@@ -7,7 +7,7 @@ from video_llama.common.config import Config, ConfigError
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="video-llama config", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="video-llama config", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cfg-path", required=True)
     parser.add_argument("--options", nargs="+", default=[], help="overrides, key=value")
     parser.add_argument("--plugins", nargs="+", default=[], help="modules or .py files that register builders etc.")

@@ -11,7 +11,7 @@ from video_llama.data_tools import synthetic
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="video-llama synth", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="video-llama synth", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     target = parser.add_mutually_exclusive_group(required=True)

@@ -7,7 +7,7 @@ from video_llama.data_tools.tiny_llm import write_tiny_llm
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="video-llama tiny-llm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="video-llama tiny-llm", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="folder to write (created if missing)")
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)

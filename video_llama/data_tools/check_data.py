@@ -31,7 +31,8 @@ from video_llama.processors.video_decoding import (VIDEO_EXTENSIONS, VideoDecode
 
 MAX_SIDE = 8192  # a frame wider or taller than this is reported (decoding it costs seconds and GiBs)
 UNEVEN_FRAME_TIMES = 1.5  # longest / shortest frame interval above this: a variable frame rate
-SLOW_SEEK_S = 5.0  # keyframes further apart than this (seconds): each sampled frame decodes that much video
+SLOW_SEEK_S = 10.0  # keyframes further apart than this (seconds; x264's default is 250 frames, 10 s at 25 fps):
+                   # each sampled frame decodes that much video
 
 
 def items_of(anno=None, videos_dir=None, folder=None):
@@ -111,7 +112,7 @@ def timing_notes(times, keyframes):
         apart = max(np.diff([*keyframes, times[-1]]), default=0.0)
         if apart > SLOW_SEEK_S:
             notes.append(("slow to seek", f"keyframes up to {apart:.1f} s apart: each sampled frame decodes up to that much "
-                          "video; re-encode with a keyframe every second or so (`export-shards --reencode`)"))
+                          "video; re-encode with a keyframe every second or so (ffmpeg -i IN -g 25 OUT, or shards: `export-shards --reencode`)"))
     return notes
 
 
