@@ -25,6 +25,7 @@ class PixelPlan:
     std: tuple
     per_clip_norm: bool = False  # standardise the clip by its own statistics instead of mean/std
     crop: tuple = None  # (top, left, height, width) of a random resized crop; None: no crop
+    still_suppression: float = 0.0  # share of the clip's mean frame taken from every frame (see below)
 
     def crop_resize(self, frames):
         """uint8 (C, T, H, W) → the crop resized to ``size`` × ``size`` (bicubic, antialiased), uint8."""
@@ -44,12 +45,27 @@ class PixelPlan:
 
     def normalize(self, frames):
         """uint8 frames → float model input."""
+        if self.still_suppression:
+            frames = suppress_stills(frames, self.still_suppression)
         if self.per_clip_norm:
             return standardize_clip(frames)
         return normalize(frames, self.mean, self.std, channel_dim=0)
 
     def apply(self, frames):
         return self.normalize(self.crop_resize(frames))
+
+
+def suppress_stills(frames, share):
+    """(C, T, H, W) frames less ``share`` of their mean over time, per pixel, in [0, 1] units.
+
+    Why: a model trained from scratch on few clips learns each clip's background, which tells the
+    training clips apart perfectly, before it learns the motion that tells the classes apart (on
+    textured scenes it never did: docs/streams.md). A fixed camera's background is what does not
+    change over a window; taking it away leaves what moves. ``share`` 1 removes the scene entirely
+    (classes told apart by where the motion happens, a glass pane say, then look alike); less keeps
+    that much of it for the model to see."""
+    pixels = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
+    return pixels - share * pixels.mean(dim=1, keepdim=True)
 
 
 def finish_pixels(images, plans):

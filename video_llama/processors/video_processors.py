@@ -26,6 +26,9 @@ class VideoProcessorConfig:
     mean: list = dataclasses.field(default_factory=lambda: list(CLIP_MEAN))
     std: list = dataclasses.field(default_factory=lambda: list(CLIP_STD))
     per_clip_norm: bool = False  # standardise each clip instead of mean/std (from-scratch encoders)
+    # 0..1: take this share of the clip's mean frame from every frame, so that a fixed camera's background
+    # fades and what moves stands out (from-scratch encoders that memorise backgrounds; pixel_plan.py)
+    still_suppression: float = 0.0
     backend: str = "decord"  # decord | pyav
     sampling: str = ""  # uniform | headtail; empty = the processor's own (eval: uniform, train: headtail)
     # > 0: n_frms frames of a window of this many seconds, cut as `select-mode` cuts a stream (train: the
@@ -39,6 +42,8 @@ class VideoProcessorConfig:
             raise ValueError(f"n_frms must be a positive number of frames, got {self.n_frms!r}")
         if not isinstance(self.image_size, int) or self.image_size < 1:
             raise ValueError(f"image_size must be a positive number of pixels, got {self.image_size!r}")
+        if not isinstance(self.still_suppression, (int, float)) or not 0 <= self.still_suppression <= 1:
+            raise ValueError(f"still_suppression must be a share in [0, 1], got {self.still_suppression!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {self.backend!r}")
         if self.sampling:
@@ -129,7 +134,8 @@ class BaseVideoProcessor(BaseProcessor):
     def plan(self, crop):
         """The :class:`PixelPlan` of this processor's settings with the given crop box."""
         cfg = self.config
-        return PixelPlan(cfg.image_size, tuple(cfg.mean), tuple(cfg.std), cfg.per_clip_norm, crop)
+        return PixelPlan(cfg.image_size, tuple(cfg.mean), tuple(cfg.std), cfg.per_clip_norm, crop,
+                         float(cfg.still_suppression))
 
     def prepare(self, source):
         """(uint8 frames, PixelPlan) of ``source`` with the plan's random choices drawn now, so the
