@@ -342,3 +342,28 @@ def test_a_trained_run_brings_its_model_section(tmp_path, caplog):
 
     untouched = Config.from_file(path)  # training from a run's weights keeps the YAML's model (a new stage)
     assert untouched.model_cfg.model_type == "pretrain_llama_v2"
+
+
+def test_an_evaluation_sees_frames_as_the_run_was_trained_to_see_them(tiny_llm_dir, clips_dir, tmp_path, caplog):
+    """The eval processor's pixel keys (per-clip normalisation, still suppression) follow the trained
+    run: left out of the evaluation YAML they are the run's, and a differing value is ignored, said once."""
+    import logging
+
+    from video_llama.common.config import Config
+    from video_llama.jobs.experiment import train
+
+    from conftest import TINY_CONFIG
+
+    proc = "datasets.webvid_instruct.vis_processor"
+    run = train(["--cfg-path", str(TINY_CONFIG), "--options", f"model.llama_model={tiny_llm_dir}",
+                 f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
+                 f"datasets.webvid_instruct.build_info.anno_dir={clips_dir / 'train.json'}",
+                 f"datasets.webvid_instruct.build_info.videos_dir={clips_dir}", "run.max_epoch=1", "run.iters_per_epoch=1",
+                 f"run.output_dir={tmp_path / 'runs'}", f"{proc}.train.still_suppression=0.7",
+                 f"{proc}.eval.still_suppression=0.7", f"{proc}.eval.per_clip_norm=True"])["run_dir"]
+    evaluation = REPO_ROOT / "eval_configs" / "quickstart_stream_tiny.yaml"
+    with caplog.at_level(logging.WARNING):
+        cfg = Config.from_file(evaluation, [f"model.ckpt={run}", f"{proc}.eval.still_suppression=0.2"], trained_model=True)
+    eval_proc = cfg.datasets_cfg.webvid_instruct.vis_processor.eval
+    assert eval_proc.still_suppression == 0.7 and eval_proc.per_clip_norm is True
+    assert "vis_processor.eval.still_suppression: 0.2 (the run's: 0.7)" in caplog.text

@@ -240,6 +240,7 @@ def adopt_trained_model(user, base_dir=None, source=None):
             if isinstance(ds, DictConfig) and ds.get(key) is not None and ds[key] != kept.get(model_key):
                 ignored.append(f"datasets.{name}.{key}: {ds[key]!r} (follows the run's model.{model_key}: {kept.get(model_key)!r})")
                 ds[key] = None
+    ignored += _adopt_trained_pixels(adopted, OmegaConf.load(folder / CONFIG).get("datasets") or {})
     if ignored:
         logger.warning("model.ckpt=%s is a run of ours, and the model is rebuilt from its %s; these settings of %s "
                        "differ from the run's and are ignored: %s. An evaluation YAML needs no model section beyond "
@@ -249,6 +250,28 @@ def adopt_trained_model(user, base_dir=None, source=None):
         logger.info("model.ckpt=%s is a run of ours, and the model is rebuilt from its %s: the model section of %s "
                     "is no longer needed beyond model.ckpt and where files are", ckpt, folder / CONFIG, source or "the config")
     return adopted
+
+
+def _adopt_trained_pixels(adopted, saved_datasets):
+    """Set each dataset's evaluation processor keys that the model was trained to see (the processor
+    class's ``MODEL_BOUND_KEYS``: per-clip normalisation, still suppression, ...) to the run's, in
+    place; returns the explicitly differing values it overrode, for the warning."""
+    ignored = []
+    trained_evals = [ds.get("vis_processor", {}).get("eval") for ds in saved_datasets.values() if isinstance(ds, DictConfig)]
+    for name, ds in (adopted.get("datasets") or {}).items():
+        proc = OmegaConf.select(ds, "vis_processor.eval") if isinstance(ds, DictConfig) else None
+        saved = saved_datasets.get(name) if isinstance(saved_datasets.get(name), DictConfig) else None
+        trained = OmegaConf.select(saved, "vis_processor.eval") if saved is not None else None
+        trained = trained or next((t for t in trained_evals if t is not None), None)
+        if proc is None or trained is None:
+            continue
+        proc_cls = registry.mapping["processor"].get(trained.get("name"))
+        for key in getattr(proc_cls, "MODEL_BOUND_KEYS", ()):
+            if key in trained and proc.get(key) != trained[key]:
+                if proc.get(key) is not None:
+                    ignored.append(f"datasets.{name}.vis_processor.eval.{key}: {proc[key]!r} (the run's: {trained[key]!r})")
+                proc[key] = trained[key]
+    return ignored
 
 
 def _model_section(user_model, problems):

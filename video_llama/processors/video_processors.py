@@ -83,6 +83,10 @@ class BaseVideoProcessor(BaseProcessor):
     (``run.pixels_on_device``).
     """
 
+    # what the model was trained to see: an evaluation of a trained run takes them from the run's
+    # evaluation processor (the config loader asks for them), so an evaluation YAML cannot differ
+    MODEL_BOUND_KEYS = ("per_clip_norm", "still_suppression", "mean", "std")
+
     sampling = "uniform"
     window_place = "middle"  # where a window (window_s) is cut from a clip: random | middle
     Config = VideoProcessorConfig
