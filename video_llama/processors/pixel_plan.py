@@ -25,7 +25,7 @@ class PixelPlan:
     std: tuple
     per_clip_norm: bool = False  # standardise the clip by its own statistics instead of mean/std
     crop: tuple = None  # (top, left, height, width) of a random resized crop; None: no crop
-    still_suppression: float = 0.0  # share of the clip's mean frame taken from every frame (see below)
+    still_suppression: float = 0.0  # share of the clip's still image taken from every frame (see below)
 
     def crop_resize(self, frames):
         """uint8 (C, T, H, W) → the crop resized to ``size`` × ``size`` (bicubic, antialiased), uint8."""
@@ -56,16 +56,20 @@ class PixelPlan:
 
 
 def suppress_stills(frames, share):
-    """(C, T, H, W) frames less ``share`` of their mean over time, per pixel, in [0, 1] units.
+    """(C, T, H, W) frames less ``share`` of their still image, in [0, 1] units: per pixel, the
+    median over the frames, which is the background wherever a moving object passes for less than
+    half of them.
 
     Why: a model trained from scratch on few clips learns each clip's background, which tells the
     training clips apart perfectly, before it learns the motion that tells the classes apart (on
     textured scenes it never did: docs/streams.md). A fixed camera's background is what does not
-    change over a window; taking it away leaves what moves. ``share`` 1 removes the scene entirely
-    (classes told apart by where the motion happens, a glass pane say, then look alike); less keeps
-    that much of it for the model to see."""
+    change over a window; taking it away leaves what moves. The median rather than the mean: the
+    mean keeps a faint trail of every place the object visited in every frame, so a window over a
+    change kept showing the old motion (changes were followed later). ``share`` 1 removes the scene
+    entirely (classes told apart by where the motion happens, a glass pane say, then look alike);
+    less keeps that much of it for the model to see."""
     pixels = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
-    return pixels - share * pixels.mean(dim=1, keepdim=True)
+    return pixels - share * pixels.median(dim=1, keepdim=True).values
 
 
 def finish_pixels(images, plans):
