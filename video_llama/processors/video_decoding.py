@@ -436,21 +436,40 @@ def decode_deadline(source, timeout_s):
     return timeout_s * max(1.0, size / DEADLINE_BYTES)
 
 
+class _DecodeThread:
+    """The daemon thread of this process that decodes under a deadline: one for many decodes (a
+    thread per clip was created and torn down thousands of times an epoch), replaced when a decode
+    overruns and is abandoned. A forked data-loader worker starts its own (threads do not fork)."""
+
+    def __init__(self):
+        import queue
+
+        self.jobs, self.pid = queue.SimpleQueue(), os.getpid()
+        threading.Thread(target=self._serve, name="decode-with-deadline", daemon=True).start()
+
+    def _serve(self):
+        while True:
+            self.jobs.get()()
+
+
+_decoder = None
+
+
 def with_deadline(decode, source, timeout_s, *args):
     """``decode(source, *args)``, abandoned after :func:`decode_deadline` seconds with a
     VideoDecodeError naming ``source``; ``timeout_s`` None or 0: no deadline.
 
     A decoder blocked in the kernel (a file on a stalled network mount, a pathological stream)
-    cannot be interrupted from Python, so it runs in a daemon thread of its own that the caller
-    stops waiting for. PyAV and decord release the GIL while they read, so the process goes on; the
-    abandoned thread is left to finish or block (one thread and one open file), and its result, if it
-    ever comes, is dropped. The next decode starts a fresh thread.
+    cannot be interrupted from Python, so decoding runs in a daemon thread that the caller stops
+    waiting for. PyAV and decord release the GIL while they read, so the process goes on; the
+    abandoned thread is left to finish or block (one thread and one open file), its result, if it
+    ever comes, is dropped, and the next decode gets a new thread.
     """
+    global _decoder
     if not timeout_s:
         return decode(source, *args)
     deadline = decode_deadline(source, timeout_s)
-    outcome = {}
-    done = threading.Event()
+    outcome, done = {}, threading.Event()
 
     def run():
         try:
@@ -459,8 +478,11 @@ def with_deadline(decode, source, timeout_s, *args):
             outcome["error"] = err
         done.set()
 
-    threading.Thread(target=run, name="decode-with-deadline", daemon=True).start()
+    if _decoder is None or _decoder.pid != os.getpid():
+        _decoder = _DecodeThread()
+    _decoder.jobs.put(run)
     if not done.wait(deadline):
+        _decoder = None  # left blocked with the abandoned decode; the next one starts afresh
         name = (f"<{len(source)} bytes>" if _is_bytes(source) else " and ".join(map(str, source))
                 if isinstance(source, (list, tuple)) else source)
         raise VideoDecodeError(f"decoding {name} took longer than {deadline:.1f} s (decode_timeout_s); "
