@@ -55,14 +55,25 @@ def append_bad_clip(ledger, dataset, clip, error):
 def read_bad_clips(ledger):
     """The entries of a run's ``bad_clips.jsonl`` ({"dataset", "clip", "error", "rank", "pid"}); none
     when there is no such file. A line cut short by a crash is passed over."""
+    return read_new_bad_clips(ledger)[0]
+
+
+def read_new_bad_clips(ledger, offset=0):
+    """(entries from byte ``offset`` on, the offset after the last whole line): a reader that keeps
+    the offset reads each line once however often it looks (a line still being written waits)."""
     entries = []
-    if Path(ledger).is_file():
-        for line in Path(ledger).read_text(encoding="utf-8").splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return entries
+    if not Path(ledger).is_file():
+        return entries, offset
+    with open(ledger, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    whole = data[: data.rfind(b"\n") + 1]
+    for line in whole.decode("utf-8").splitlines():
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return entries, offset + len(whole)
 
 
 def is_checkpoint(path):

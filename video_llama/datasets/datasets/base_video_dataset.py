@@ -25,7 +25,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from video_llama.common.errors import UserError
-from video_llama.common.run_folder import append_bad_clip, read_bad_clips
+from video_llama.common.run_folder import append_bad_clip, read_new_bad_clips
 from video_llama.datasets.datasets.shard_dataset import stored_clip
 from video_llama.processors.video_decoding import VideoDecodeError, with_deadline
 
@@ -100,6 +100,7 @@ class FailureBudget:
         self.max_ratio, self.min_failures, self.size, self.dataset = max_ratio, min_failures, size, dataset
         self.tried, self.failed = 0, {}
         self.ledger = None  # Path of the run's shared list, or None (counts stay in this process)
+        self._in_ledger, self._ledger_read = {}, 0  # its entries of this dataset read so far, and up to which byte
 
     def record(self, where, error):
         """Count one failure; with a ledger, list it there too."""
@@ -111,7 +112,9 @@ class FailureBudget:
         """{clip: error} of this dataset's failures in the whole run (the ledger's), else this process's."""
         if self.ledger is None:
             return dict(self.failed)
-        return {entry["clip"]: entry["error"] for entry in read_bad_clips(self.ledger) if entry["dataset"] == self.dataset}
+        entries, self._ledger_read = read_new_bad_clips(self.ledger, self._ledger_read)  # each line read once
+        self._in_ledger.update((e["clip"], e["error"]) for e in entries if e["dataset"] == self.dataset)
+        return dict(self._in_ledger)
 
     def run_limit(self):
         """The most distinct bad clips the run accepts: ``max_ratio`` of the data, at least ``min_failures``."""

@@ -214,22 +214,24 @@ class ShardDataset(Dataset):
     def _read(self, shard):
         """The stored samples of one shard, as many as its count says: when the shard breaks (or
         ends early), the rest are LOST samples, after one warning that names it."""
-        url, count, read = self.urls[shard], self.counts[shard], 0
-        try:
-            for stored in read_shard(url):
-                read += 1
-                if read > count:
-                    raise ShardError(f"shard {url} holds more samples than the {count} its index says; re-export the "
-                                     "shards or fix build_info.shard_index")
-                yield stored
-            if read == count:
-                return
-            why = (f"shard {url} ends after {read} of its {count} samples; re-export it (`video-llama export-shards` "
-                   "rewrites unfinished shards)")
-        except ShardError as err:
+        url, count, read, samples = self.urls[shard], self.counts[shard], 0, read_shard(self.urls[shard])
+        while True:
+            try:
+                stored = next(samples, None)
+            except ShardError as err:  # read_shard names the shard and the fix
+                why = str(err)
+                break
+            if stored is None:
+                if read == count:
+                    return
+                why = (f"shard {url} ends after {read} of its {count} samples; re-export it (`video-llama "
+                       "export-shards` rewrites unfinished shards)")
+                break
+            read += 1
             if read > count:
-                raise
-            why = str(err)
+                raise ShardError(f"shard {url} holds more samples than the {count} its index says; re-export the "
+                                 "shards or fix build_info.shard_index")
+            yield stored
         logger.warning("%s: %s. Its %d remaining samples are skipped", self.name, why, count - read)
         for lost in range(read, count):
             yield {"__key__": f"lost sample {lost}", LOST: why}
