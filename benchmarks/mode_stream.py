@@ -22,7 +22,9 @@ the recordings (every window, change and minute counted once):
 - window top-1: the window's own top mode is the true mode at the window's end;
 - within one mode: window top-1 of the windows whose frames all lie in one segment of one mode;
 - across a change: window top-1 of the others, which hold a change of mode (also printed by the
-  mode at their end: how soon a change to rest, say, is recognised);
+  mode at their end: how soon a change to rest, say, is recognised, and by the time since the
+  change: how many windows answer the new mode, the old one, or a third, which is what makes a
+  selector switch twice);
 - windows decided: share of windows at or above the threshold; accuracy on decided: their top-1;
 - smoothed accuracy: the mode the robot holds after a window is the true mode at its end;
 - switch delay median / p95: seconds from a true change to the first switch to the new mode
@@ -144,6 +146,9 @@ def main():
     parser.add_argument("--evidence", type=float, help="also switch when the summed margin reaches this")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (default: as select-mode sets them, from the model's run config)")
+    parser.add_argument("--save-windows", metavar="FILE.jsonl",
+                        help="also write every scored window (one JSON line per model and recording: its "
+                             "segments in modes and its windows), to study smoothings without the model")
     args = parser.parse_args()
     if args.timeline and len(args.video) != len(args.timeline):
         parser.error(f"{len(args.video)} --video but {len(args.timeline)} --timeline: give one timeline per video")
@@ -185,8 +190,14 @@ def main():
             except ValueError as err:
                 raise SystemExit(f"error: model {name}: {err}") from None
             started = time.perf_counter()
+            scored = [] if args.save_windows else None
             per_recording = replay_recordings(make, recordings, lambda video: stream_frames(video, size), args.holds,
-                                              threshold, args.evidence)
+                                              threshold, args.evidence, scored)
+            if scored is not None:
+                with open(args.save_windows, "a") as out:
+                    for (video, _), (segments, windows) in zip(recordings, scored):
+                        out.write(json.dumps({"model": name, "video": str(video), "threshold": threshold,
+                                              "segments": segments, "windows": windows}) + "\n")
             print(f"model {name}: {cfg}{f' with {ckpt}' if ckpt else ''}; modes {selector.modes}; "
                   f"{settings.window_s:g} s windows of {selector.n_frms} frames every {settings.stride_s:g} s; "
                   f"temperature {settings.temperature:.3f}, threshold "
@@ -198,6 +209,10 @@ def main():
             by_mode = rows[-1][-1]["across_by_mode"]  # the windows' own top modes: the same for every smoothing
             print(f"model {name}: windows across a change, right by the mode at their end: "
                   + ", ".join(f"{mode} {right} of {n}" for mode, (right, n) in by_mode.items()))
+            after = rows[-1][-1]["after_change"]
+            print(f"model {name}: windows ending after a change, their top mode the new / the old / another: "
+                  + ", ".join(f"{since:g}-{since + 0.5:g} s {c['new']} / {c['old']} / {c['other']}"
+                              for since, c in after.items()))
     print()
     print(stream_report(rows))
     if len(recordings) > 1:

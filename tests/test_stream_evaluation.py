@@ -178,3 +178,18 @@ def test_scores_of_a_selector_replay_to_the_switches_of_the_timeline():
     report = stream_report([("bright", d, s, t.metrics()) for (d, s), t in tallies.items()]).splitlines()
     assert len(report) == 2 + 4 and report[0].startswith("| model | decisions | smoothing | window top-1")
     assert report[3].startswith("| bright | every window | hold 2 | ") and "| 0 of 2 | 0.00 |" in report[3]
+
+
+def test_windows_after_a_change_are_profiled_by_seconds_since_it_and_what_they_answer():
+    # a -> b at 10 s; windows every 0.25 s: "a" up to 10.25 s, a third mode "c" from 10.5 to 11.25 s, then "b"
+    segments = [(0.0, 10.0, "a"), (10.0, 20.0, "b")]
+    answers = [(q / 4, "a" if q <= 41 else "c" if q <= 45 else "b") for q in range(4, 81)]
+    windows = [{"t_end": t, "mode": m, "p": 0.9, "probs": {"a": 0.05, "b": 0.05, "c": 0.05, m: 0.9}}
+               for t, m in answers]
+    m = stream_metrics(segments, windows, *replay(windows, hold=1))
+    assert m["after_change"] == {0.0: {"new": 0, "old": 2, "other": 0}, 0.5: {"new": 0, "old": 0, "other": 2},
+                                 1.0: {"new": 0, "old": 0, "other": 2}, 1.5: {"new": 2, "old": 0, "other": 0},
+                                 2.0: {"new": 2, "old": 0, "other": 0}}
+    assert m["spurious_per_min"] == 3.0  # the switch to "c": one in 20 s
+    # no change in a single segment: nothing to profile
+    assert stream_metrics([(0.0, 20.0, "a")], windows, *replay(windows, hold=1))["after_change"] == {}

@@ -23,6 +23,7 @@ from video_llama.tasks.calibration import decide
 from video_llama.tasks.mode_selection import Hysteresis
 
 TOLERANCE_S = 1e-3  # segment boundaries written with fewer decimals still meet
+AFTER_CHANGE_BIN_S, AFTER_CHANGE_BINS = 0.5, 5  # the profile of the first 2.5 s after each change
 
 
 # ---------------------------------------------------------------------------- the timeline
@@ -159,6 +160,8 @@ class StreamTally:
     # windows that begin in one segment and end in another: how many end in each mode, how many are right
     across: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     across_hits: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    # windows ending soon after a true change: (seconds since it, binned; "new", "old" or "other" mode)
+    after_change: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     decided: int = 0  # windows at or above the threshold
     decided_hits: int = 0
     smoothed_hits: int = 0  # windows after which the smoothed mode is the truth
@@ -184,6 +187,8 @@ class StreamTally:
                 "inside_top1": share(self.inside_hits, self.inside),
                 "across_top1": share(sum(self.across_hits.values()), sum(self.across.values())),
                 "across_by_mode": {mode: (self.across_hits[mode], n) for mode, n in sorted(self.across.items())},
+                "after_change": {since: {kind: self.after_change[since, kind] for kind in ("new", "old", "other")}
+                                 for since in sorted({since for since, _ in self.after_change})},
                 "coverage": share(self.decided, self.windows),
                 "accuracy_on_decided": share(self.decided_hits, self.decided),
                 "smoothed_accuracy": share(self.smoothed_hits, self.windows),
@@ -215,7 +220,7 @@ def tally_stream(segments, windows, smoothed_modes, switches, latencies_ms=None,
             if first is not None:
                 delays.append(switches[first][0] - start)
     return StreamTally(
-        windows=len(scored), top1_hits=sum(top1), inside=sum(inside),
+        windows=len(scored), top1_hits=sum(top1), inside=sum(inside), after_change=_after_change(segments, windows),
         inside_hits=sum(hit and whole for hit, whole in zip(top1, inside)),
         across=collections.Counter(truth for (_, _, truth), change in zip(scored, across) if change),
         across_hits=collections.Counter(truth for (_, _, truth), change, hit in zip(scored, across, top1) if hit and change),
@@ -225,6 +230,20 @@ def tally_stream(segments, windows, smoothed_modes, switches, latencies_ms=None,
         spurious=sum(at is not None and k not in useful for k, at in enumerate(where)),
         seconds=sum(end - start for start, end, _ in segments), changes=changes, delays=delays,
         latencies=list(latencies_ms or []))
+
+
+def _after_change(segments, windows):
+    """What the windows ending in the first seconds after each true change answer, by time since it."""
+    profile = collections.Counter()
+    for w in windows:
+        i = segment_index(segments, w["t_end"])
+        if not i or segments[i][2] == segments[i - 1][2] or segments[i][0] - segments[i - 1][1] > TOLERANCE_S:
+            continue  # the first segment, or one after a gap, begins no change a window can reach back over
+        since = int((w["t_end"] - segments[i][0]) // AFTER_CHANGE_BIN_S)
+        if since < AFTER_CHANGE_BINS:
+            kind = {segments[i][2]: "new", segments[i - 1][2]: "old"}.get(w["mode"], "other")
+            profile[since * AFTER_CHANGE_BIN_S, kind] += 1
+    return profile
 
 
 def stream_metrics(segments, windows, smoothed_modes, switches, latencies_ms=None, threshold=None):
@@ -250,6 +269,10 @@ def stream_metrics(segments, windows, smoothed_modes, switches, latencies_ms=Non
         across_top1, across_by_mode: the same over the windows that begin in one segment and end
             in a later one (they hold a change of mode), and ``{mode: (right, windows)}`` of them by
             the mode at their end: how soon each kind of change (to rest, say) is recognised;
+        after_change: ``{seconds: {"new": n, "old": n, "other": n}}``: the windows ending 0-0.5 s,
+            0.5-1 s, ... 2-2.5 s after a true change, by whether their own top mode is the new one,
+            the one before, or another (a window over a change taken for a third mode is what makes
+            a selector switch twice);
         coverage: share of windows with ``p`` at or above the threshold; accuracy_on_decided: the
             window top-1 of those (None when none);
         smoothed_accuracy: share of windows after which the smoothed mode is the truth at the
@@ -278,16 +301,20 @@ def tally_replays(segments, windows, holds=(1, 2, 3), threshold=None, evidence=N
             for decisions, level in levels.items() for hold in holds}
 
 
-def replay_recordings(make_selector, recordings, frames_of, holds=(1, 2, 3), threshold=None, evidence=None):
+def replay_recordings(make_selector, recordings, frames_of, holds=(1, 2, 3), threshold=None, evidence=None,
+                      scored=None):
     """``[{(decisions, smoothing): StreamTally}]``, one per recording of ``recordings`` [(video,
     timeline)]: a fresh selector (``make_selector()``; one holds one stream's frames and clock)
     scores every window of ``frames_of(video)`` once, and :func:`tally_replays` replays each hold
-    and the threshold on those scores."""
+    and the threshold on those scores. A list given as ``scored`` receives each recording's
+    (segments in modes, windows)."""
     per_recording = []
     for video, timeline in recordings:
         selector = make_selector()
         segments = timeline_modes(timeline, selector.labels, selector.label_map)
         windows = score_recording(selector, frames_of(video))
+        if scored is not None:
+            scored.append((segments, windows))
         per_recording.append(tally_replays(segments, windows, holds, threshold, evidence, selector.settings.unknown))
     return per_recording
 
