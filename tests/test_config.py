@@ -295,6 +295,8 @@ def test_split_names_come_from_the_annotation_layout(tmp_path):
     assert cfg.run_cfg.valid_splits == ["val"]
     problems = problems_of(write_yaml(tmp_path, data), ["run.valid_splits=[test]"])
     assert "'webvid_instruct': ['train', 'val']" in problems[0]
+    # the fix it suggests keeps the splits the dataset has and adds the missing one
+    assert 'anno_dir="{train: TRAIN.json, val: VAL.json, test: TEST.json}"' in problems[0]
     data["datasets"]["webvid_instruct"]["build_info"]["anno_dir"] = {"train": "a.json", "dev": "b.json"}
     assert Config.from_file(write_yaml(tmp_path, data), ["run.valid_splits=[dev]"]).run_cfg.valid_splits == ["dev"]
 

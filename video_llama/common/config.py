@@ -535,11 +535,11 @@ def split_problems(config):
             if any(split in splits for splits in available.values()):
                 continue
             example = next(iter(available), "webvid_instruct")
+            files = ", ".join(f"{s}: {s.upper()}.json" for s in [*available.get(example, []), split])
             problems.append(
                 f"run.{key} names split {split!r}, which no dataset has (splits: {available}); either give it "
-                f"an annotation file, e.g. datasets.{example}.build_info.anno_dir=\"{{train: TRAIN.json, {split}: "
-                f"{split.upper()}.json}}\" or a folder written by `video-llama prepare` (its {split}.json), "
-                f"or remove it from run.{key}"
+                f"an annotation file, e.g. datasets.{example}.build_info.anno_dir=\"{{{files}}}\" or a folder "
+                f"written by `video-llama prepare` (its {split}.json), or remove it from run.{key}"
             )
     return problems
 
