@@ -193,3 +193,27 @@ def test_windows_after_a_change_are_profiled_by_seconds_since_it_and_what_they_a
     assert m["spurious_per_min"] == 3.0  # the switch to "c": one in 20 s
     # no change in a single segment: nothing to profile
     assert stream_metrics([(0.0, 20.0, "a")], windows, *replay(windows, hold=1))["after_change"] == {}
+
+
+def test_the_smoothing_study_replays_saved_windows_and_its_filters_ignore_one_odd_window(tmp_path, capsys):
+    """benchmarks/smoothing_study.py reads what mode_stream.py --save-windows writes; a sticky forward
+    filter and a moving average both let one confident odd window pass and follow a lasting change."""
+    import importlib.util
+    import json
+
+    from conftest import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("smoothing_study", REPO_ROOT / "benchmarks" / "smoothing_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    windows = every_second(lambda t: "b" if t == 10 or t > 30 else "a", p_at=lambda t: 0.95)
+    for modes, switches in (study.forward_filter(windows, switch=0.01, weight=1.0),
+                            study.moving_average(windows, keep=0.7, hold=1)):
+        assert [to for _, to in switches] == ["a", "b"] and switches[1][0] > 31
+        assert modes[9] == "a" and modes[-1] == "b"
+    saved = tmp_path / "windows.jsonl"
+    saved.write_text(json.dumps({"model": "m", "segments": [[0.0, 30.0, "a"], [30.0, 60.0, "b"]], "windows": windows}))
+    study.sys.argv = ["smoothing_study.py", str(saved)]
+    study.main()
+    out = capsys.readouterr().out
+    assert "model m: 1 recordings" in out and "| hold 2 | " in out and "forward filter, switch 0.01, weight 1 |" in out
