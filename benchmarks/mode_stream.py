@@ -161,7 +161,7 @@ def main():
     models = args.models or [("model", args.cfg_path, None)]
     print("command:", shlex.join([sys.executable, *sys.argv]))
     print(f"machine: {os.cpu_count()} CPU threads")
-    rows, spread = [], []
+    rows, spread, saved = [], [], []
     with tempfile.TemporaryDirectory() as work:
         if args.video:
             timelines = args.timeline or [timeline_path(video) for video in args.video]
@@ -194,10 +194,9 @@ def main():
             per_recording = replay_recordings(make, recordings, lambda video: stream_frames(video, size), args.holds,
                                               threshold, args.evidence, scored)
             if scored is not None:
-                with open(args.save_windows, "a") as out:
-                    for (video, _), (segments, windows) in zip(recordings, scored):
-                        out.write(json.dumps({"model": name, "video": str(video), "threshold": threshold,
-                                              "segments": segments, "windows": windows}) + "\n")
+                saved += [json.dumps({"model": name, "video": str(video), "threshold": threshold,
+                                      "segments": segments, "windows": windows})
+                          for (video, _), (segments, windows) in zip(recordings, scored)]
             print(f"model {name}: {cfg}{f' with {ckpt}' if ckpt else ''}; modes {selector.modes}; "
                   f"{settings.window_s:g} s windows of {selector.n_frms} frames every {settings.stride_s:g} s; "
                   f"temperature {settings.temperature:.3f}, threshold "
@@ -213,6 +212,9 @@ def main():
             print(f"model {name}: windows ending after a change, their top mode the new / the old / another: "
                   + ", ".join(f"{since:g}-{since + 0.5:g} s {c['new']} / {c['old']} / {c['other']}"
                               for since, c in after.items()))
+    if args.save_windows:
+        Path(args.save_windows).write_text("".join(line + "\n" for line in saved))
+        print(f"windows of every model and recording: {args.save_windows}")
     print()
     print(stream_report(rows))
     if len(recordings) > 1:

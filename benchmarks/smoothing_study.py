@@ -29,23 +29,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from video_llama.tasks.mode_selection import Hysteresis  # noqa: E402
 from video_llama.tasks.stream_evaluation import StreamTally, replay, tally_stream  # noqa: E402
 
 
 def top_mode_held(scores, modes, hold):
-    """(modes after each window, switches) when the top of ``scores`` (one array per window) must
-    lead ``hold`` windows in a row to become the current mode."""
-    current, candidate, run, out, switches = None, None, 0, [], []
+    """(modes after each window, switches) when the top of ``scores`` ((t_end, array) per window)
+    goes through the selector's :class:`Hysteresis` of ``hold`` windows."""
+    smoother, out, switches = Hysteresis(hold), [], []
     for t_end, score in scores:
-        top = modes[int(np.argmax(score))]
-        if top == current:
-            candidate, run = None, 0
-        else:
-            candidate, run = top, run + 1 if top == candidate else 1
-            if run >= hold:
-                current, candidate, run = top, None, 0
-                switches.append((t_end, current))
-        out.append(current)
+        if smoother.update(modes[int(np.argmax(score))]) is not None:
+            switches.append((t_end, smoother.current))
+        out.append(smoother.current)
     return out, switches
 
 

@@ -26,8 +26,9 @@ class VideoProcessorConfig:
     mean: list = dataclasses.field(default_factory=lambda: list(CLIP_MEAN))
     std: list = dataclasses.field(default_factory=lambda: list(CLIP_STD))
     per_clip_norm: bool = False  # standardise each clip instead of mean/std (from-scratch encoders)
-    # 0..1: take this share of the clip's still image (per-pixel median) from every frame, so that a fixed camera's background
-    # fades and what moves stands out (from-scratch encoders that memorise backgrounds; pixel_plan.py)
+    # 0..1: take this share of the clip's still image (per-pixel median) from every frame, so that a
+    # fixed camera's background fades and what moves stands out (from-scratch encoders that memorise
+    # backgrounds; pixel_plan.py)
     still_suppression: float = 0.0
     backend: str = "decord"  # decord | pyav
     sampling: str = ""  # uniform | headtail; empty = the processor's own (eval: uniform, train: headtail)

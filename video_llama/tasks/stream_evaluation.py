@@ -203,7 +203,8 @@ def tally_stream(segments, windows, smoothed_modes, switches, latencies_ms=None,
     if len(smoothed_modes) != len(windows):
         raise ValueError(f"{len(smoothed_modes)} smoothed modes for {len(windows)} windows")
     segments = merge_segments(segments)
-    truths = [truth_at(segments, w["t_end"]) for w in windows]
+    at = [segment_index(segments, w["t_end"]) for w in windows]
+    truths = [None if i is None else segments[i][2] for i in at]
     scored = [(w, mode, truth) for w, mode, truth in zip(windows, smoothed_modes, truths) if truth is not None]
     top1 = [w["mode"] == truth for w, _, truth in scored]
     spans = [_spans(segments, w.get("t_start", w["t_end"]), w["t_end"]) for w, _, _ in scored]
@@ -220,7 +221,7 @@ def tally_stream(segments, windows, smoothed_modes, switches, latencies_ms=None,
             if first is not None:
                 delays.append(switches[first][0] - start)
     return StreamTally(
-        windows=len(scored), top1_hits=sum(top1), inside=sum(inside), after_change=_after_change(segments, windows),
+        windows=len(scored), top1_hits=sum(top1), inside=sum(inside), after_change=_after_change(segments, windows, at),
         inside_hits=sum(hit and whole for hit, whole in zip(top1, inside)),
         across=collections.Counter(truth for (_, _, truth), change in zip(scored, across) if change),
         across_hits=collections.Counter(truth for (_, _, truth), change, hit in zip(scored, across, top1) if hit and change),
@@ -232,11 +233,11 @@ def tally_stream(segments, windows, smoothed_modes, switches, latencies_ms=None,
         latencies=list(latencies_ms or []))
 
 
-def _after_change(segments, windows):
-    """What the windows ending in the first seconds after each true change answer, by time since it."""
+def _after_change(segments, windows, at):
+    """What the windows ending in the first seconds after each true change answer, by time since it
+    (``at``: the index of the segment each window ends in, or None)."""
     profile = collections.Counter()
-    for w in windows:
-        i = segment_index(segments, w["t_end"])
+    for w, i in zip(windows, at):
         if not i or segments[i][2] == segments[i - 1][2] or segments[i][0] - segments[i - 1][1] > TOLERANCE_S:
             continue  # the first segment, or one after a gap, begins no change a window can reach back over
         since = int((w["t_end"] - segments[i][0]) // AFTER_CHANGE_BIN_S)
