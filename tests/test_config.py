@@ -163,6 +163,7 @@ def test_options_must_be_key_value(tmp_path):
         (["datasets.webvid_instruct.vis_processor.train.image_size=112"], ("vis_processor.train.image_size", "model.img_size")),
         (["datasets.webvid_instruct.vis_processor.train.n_frms=64"], ("vis_processor.train.n_frms", "model.max_frame_pos")),
         (["model.freeze_vit=False"], ("model.freeze_vit", "model.vit_precision")),
+        (["datasets.webvid_instruct.vis_processor.train.motion_channels=True"], ("vis_processor.train.motion_channels", "model.freeze_vit")),
         (["run.strategy=fsdp", "run.amp_dtype=fp16"], ("run.strategy", "run.amp_dtype")),
         (["run.strategy=fdsp"], ("run.strategy", "did you mean 'fsdp'")),
     ],
@@ -347,8 +348,9 @@ def test_a_trained_run_brings_its_model_section(tmp_path, caplog):
 
 
 def test_an_evaluation_sees_frames_as_the_run_was_trained_to_see_them(tiny_llm_dir, clips_dir, tmp_path, caplog):
-    """The eval processor's pixel keys (per-clip normalisation, still suppression) follow the trained
-    run: left out of the evaluation YAML they are the run's, and a differing value is ignored, said once."""
+    """The eval processor's pixel keys (per-clip normalisation, still suppression, motion channels)
+    follow the trained run: left out of the evaluation YAML they are the run's, and a differing value
+    is ignored, said once; a key the run's config predates takes the processor's default."""
     import logging
 
     from video_llama.common.config import Config
@@ -362,10 +364,19 @@ def test_an_evaluation_sees_frames_as_the_run_was_trained_to_see_them(tiny_llm_d
                  f"datasets.webvid_instruct.build_info.anno_dir={clips_dir / 'train.json'}",
                  f"datasets.webvid_instruct.build_info.videos_dir={clips_dir}", "run.max_epoch=1", "run.iters_per_epoch=1",
                  f"run.output_dir={tmp_path / 'runs'}", f"{proc}.train.still_suppression=0.7",
-                 f"{proc}.eval.still_suppression=0.7", f"{proc}.eval.per_clip_norm=True"])["run_dir"]
+                 f"{proc}.eval.still_suppression=0.7", f"{proc}.eval.per_clip_norm=True",
+                 f"{proc}.train.motion_channels=True", f"{proc}.eval.motion_channels=True", "model.freeze_vit=False",
+                 "model.vit_precision=fp32"])["run_dir"]
     evaluation = REPO_ROOT / "eval_configs" / "quickstart_stream_tiny.yaml"
     with caplog.at_level(logging.WARNING):
-        cfg = Config.from_file(evaluation, [f"model.ckpt={run}", f"{proc}.eval.still_suppression=0.2"], trained_model=True)
+        cfg = Config.from_file(evaluation, [f"model.ckpt={run}", f"{proc}.eval.still_suppression=0.2",
+                                            f"{proc}.eval.motion_channels=False"], trained_model=True)
     eval_proc = cfg.datasets_cfg.webvid_instruct.vis_processor.eval
-    assert eval_proc.still_suppression == 0.7 and eval_proc.per_clip_norm is True
+    assert eval_proc.still_suppression == 0.7 and eval_proc.per_clip_norm is True and eval_proc.motion_channels is True
     assert "vis_processor.eval.still_suppression: 0.2 (the run's: 0.7)" in caplog.text
+    assert "vis_processor.eval.motion_channels: False (the run's: True)" in caplog.text
+
+    for saved in Path(run).rglob("config.yaml"):  # a run written before motion_channels existed saw colour frames
+        saved.write_text("\n".join(line for line in saved.read_text().splitlines() if "motion_channels" not in line))
+    older = Config.from_file(evaluation, [f"model.ckpt={run}", f"{proc}.eval.motion_channels=True"], trained_model=True)
+    assert older.datasets_cfg.webvid_instruct.vis_processor.eval.motion_channels is False

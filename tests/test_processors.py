@@ -248,3 +248,24 @@ def test_still_suppression_takes_the_background_away_and_keeps_what_moves():
     assert differ[1.0] < 0.2 * differ[0.0] and differ[1.0] < differ[0.8] < differ[0.0], differ
     with pytest.raises(ValueError, match=r"still_suppression must be a share in \[0, 1\]"):
         AlproVideoEvalProcessor.from_config({"still_suppression": 1.5})
+
+
+def test_motion_channels_show_where_the_object_left_and_where_it_arrived():
+    """A square stepping right over a flat scene: the second channel of frame t is the grey change
+    since frame t-1 (bright where it arrived, dark where it left), the third the change to t+1, and
+    both are zero at the window's ends."""
+    proc = AlproVideoEvalProcessor.from_config({"n_frms": 4, "image_size": 16, "motion_channels": True})
+    frames = np.full((4, 16, 16, 3), 60, dtype=np.uint8)
+    for t in range(4):
+        frames[t, 6:10, 2 + 3 * t:6 + 3 * t] = 240
+    from video_llama.processors.pixel_plan import motion_image
+
+    out = motion_image(torch.from_numpy(frames).permute(3, 0, 1, 2))
+    assert out.shape == (3, 4, 16, 16)
+    grey, since, to_next = out
+    step = (240 - 60) / 255
+    assert torch.allclose(grey[1, 7, 5], torch.tensor(240 / 255)) and torch.allclose(grey[1, 7, 0], torch.tensor(60 / 255))
+    assert torch.allclose(since[1, 7, 8], torch.tensor(step)) and torch.allclose(since[1, 7, 2], torch.tensor(-step))
+    assert torch.equal(since[0], torch.zeros(16, 16)) and torch.equal(to_next[3], torch.zeros(16, 16))
+    assert torch.equal(to_next[:3], since[1:])
+    assert proc.transform(torch.from_numpy(frames).permute(3, 0, 1, 2)).shape == (3, 4, 16, 16)

@@ -18,6 +18,7 @@ data takes from the model; ``PATH_KEYS``, ``config_problems``, ``resolve_paths``
 section's keys are ``configs/default.yaml``'s, checked here.
 """
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -267,11 +268,27 @@ def _adopt_trained_pixels(adopted, saved_datasets):
             continue
         proc_cls = registry.mapping["processor"].get(trained.get("name"))
         for key in getattr(proc_cls, "MODEL_BOUND_KEYS", ()):
-            if key in trained and proc.get(key) != trained[key]:
+            value = trained[key] if key in trained else _config_default(proc_cls, key)
+            if value is not _UNKNOWN and proc.get(key) != value:
                 if proc.get(key) is not None:
-                    ignored.append(f"datasets.{name}.vis_processor.eval.{key}: {proc[key]!r} (the run's: {trained[key]!r})")
-                proc[key] = trained[key]
+                    ignored.append(f"datasets.{name}.vis_processor.eval.{key}: {proc[key]!r} (the run's: {value!r})")
+                proc[key] = value
     return ignored
+
+
+_UNKNOWN = object()
+
+
+def _config_default(proc_cls, key):
+    """The default of ``key`` in ``proc_cls``'s config dataclass: what a run saved before the key
+    existed was trained with. ``_UNKNOWN`` when the class does not say."""
+    fields = {f.name: f for f in dataclasses.fields(proc_cls.Config)} if dataclasses.is_dataclass(getattr(proc_cls, "Config", None)) else {}
+    field = fields.get(key)
+    if field is None:
+        return _UNKNOWN
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else _UNKNOWN
 
 
 def _model_section(user_model, problems):

@@ -26,6 +26,7 @@ class PixelPlan:
     per_clip_norm: bool = False  # standardise the clip by its own statistics instead of mean/std
     crop: tuple = None  # (top, left, height, width) of a random resized crop; None: no crop
     still_suppression: float = 0.0  # share of the clip's still image taken from every frame (see below)
+    motion_channels: bool = False  # frames become (grey, change since the previous frame, change to the next)
 
     def crop_resize(self, frames):
         """uint8 (C, T, H, W) → the crop resized to ``size`` × ``size`` (bicubic, antialiased), uint8."""
@@ -47,6 +48,8 @@ class PixelPlan:
         """uint8 frames → float model input."""
         if self.still_suppression:
             frames = suppress_stills(frames, self.still_suppression)
+        if self.motion_channels:
+            frames = motion_image(frames)
         if self.per_clip_norm:
             return standardize_clip(frames)
         return normalize(frames, self.mean, self.std, channel_dim=0)
@@ -70,6 +73,23 @@ def suppress_stills(frames, share):
     less keeps that much of it for the model to see."""
     pixels = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
     return pixels - share * pixels.median(dim=1, keepdim=True).values
+
+
+def motion_image(frames):
+    """(C, T, H, W) frames → (3, T, H, W): per frame its grey image, its change since the previous
+    frame and its change to the next (zero at the clip's ends), in [0, 1] units.
+
+    Why: an encoder that looks at one frame at a time (the ViT of every Video-LLaMA) sees where the
+    hand is, never which way it goes; the video Q-Former must then compare positions across frame
+    tokens, which a model trained from scratch learnt late and not at all over a change of action
+    (two motions in one window looked like circling: docs/streams.md). The changes put the direction
+    in each frame: bright where something arrived, dark where it left. The grey image keeps the
+    scene (a glass pane) for classes told apart by where the motion happens; colour is given up."""
+    pixels = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
+    grey = pixels.mean(dim=0)
+    step = grey[1:] - grey[:-1]
+    zero = torch.zeros_like(grey[:1])
+    return torch.stack([grey, torch.cat([zero, step]), torch.cat([step, zero])])
 
 
 def finish_pixels(images, plans):

@@ -30,6 +30,10 @@ class VideoProcessorConfig:
     # fixed camera's background fades and what moves stands out (from-scratch encoders that memorise
     # backgrounds; pixel_plan.py)
     still_suppression: float = 0.0
+    # the three channels become each frame's grey image, its change since the previous sampled frame
+    # and its change to the next, so a per-frame encoder sees which way things move (encoders that
+    # train: a frozen pretrained one never saw such frames; pixel_plan.py)
+    motion_channels: bool = False
     backend: str = "decord"  # decord | pyav
     sampling: str = ""  # uniform | headtail; empty = the processor's own (eval: uniform, train: headtail)
     # > 0: n_frms frames of a window of this many seconds, cut as `select-mode` cuts a stream (train: the
@@ -45,6 +49,8 @@ class VideoProcessorConfig:
             raise ValueError(f"image_size must be a positive number of pixels, got {self.image_size!r}")
         if not isinstance(self.still_suppression, (int, float)) or not 0 <= self.still_suppression <= 1:
             raise ValueError(f"still_suppression must be a share in [0, 1], got {self.still_suppression!r}")
+        if not isinstance(self.motion_channels, bool):
+            raise ValueError(f"motion_channels must be True or False, got {self.motion_channels!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {sorted(BACKENDS)}, got {self.backend!r}")
         if self.sampling:
@@ -86,7 +92,7 @@ class BaseVideoProcessor(BaseProcessor):
 
     # what the model was trained to see: an evaluation of a trained run takes them from the run's
     # evaluation processor (the config loader asks for them), so an evaluation YAML cannot differ
-    MODEL_BOUND_KEYS = ("per_clip_norm", "still_suppression", "mean", "std")
+    MODEL_BOUND_KEYS = ("per_clip_norm", "still_suppression", "motion_channels", "mean", "std")
 
     sampling = "uniform"
     window_place = "middle"  # where a window (window_s) is cut from a clip: random | middle
@@ -140,7 +146,7 @@ class BaseVideoProcessor(BaseProcessor):
         """The :class:`PixelPlan` of this processor's settings with the given crop box."""
         cfg = self.config
         return PixelPlan(cfg.image_size, tuple(cfg.mean), tuple(cfg.std), cfg.per_clip_norm, crop,
-                         float(cfg.still_suppression))
+                         float(cfg.still_suppression), bool(cfg.motion_channels))
 
     def prepare(self, source):
         """(uint8 frames, PixelPlan) of ``source`` with the plan's random choices drawn now, so the
