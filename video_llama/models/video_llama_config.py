@@ -103,7 +103,7 @@ def config_problems(model, datasets):
             if n_frms is not None and "max_frame_pos" in model and n_frms > model.max_frame_pos:
                 problems.append(f"{path}.n_frms ({n_frms}) exceeds model.max_frame_pos ({model.max_frame_pos}); "
                                 "raise model.max_frame_pos or sample fewer frames")
-            if proc.get("motion_channels") and model.get("freeze_vit"):
+            if split == "train" and proc.get("motion_channels") and model.get("freeze_vit"):
                 problems.append(f"{path}.motion_channels is True but model.freeze_vit is True: a frozen encoder "
                                 "never learnt to see frames of grey and frame-to-frame change; set "
                                 "model.freeze_vit=False to train it on them, or motion_channels=False")
