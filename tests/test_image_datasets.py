@@ -147,6 +147,21 @@ def test_images_and_videos_mix_by_sample_ratio_and_train(tiny_llm_dir, clips_dir
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 6
 
 
+def test_images_beside_a_motion_channels_video_model_are_refused_before_training(tiny_llm_dir, clips_dir, image_data, tmp_path):
+    """One encoder cannot learn both colour images and frames of grey and frame-to-frame change."""
+    from video_llama.common.config import Config, ConfigError
+
+    path = recipe(tmp_path, tiny_llm_dir, clips_dir, image_data, {"image_instruct": {}, "webvid_instruct": {}})
+    motion = ["datasets.webvid_instruct.vis_processor.train.motion_channels=True", "model.freeze_vit=False",
+              "model.vit_precision=fp32"]
+    with pytest.raises(ConfigError) as refused:
+        Config.from_file(path, motion)
+    message = str(refused.value)
+    assert "datasets.webvid_instruct.vis_processor.train.motion_channels is True but datasets.image_instruct" in message
+    assert "(blip2_image_" in message and "gives the same encoder colour frames" in message
+    Config.from_file(path, ["model.freeze_vit=False", "model.vit_precision=fp32"])  # colour beside colour: fine
+
+
 @pytest.mark.slow
 def test_prepare_images_writes_the_guide_format_for_image_instruct(tiny_llm_dir, clips_dir, image_data, tmp_path):
     root = tmp_path / "stills"

@@ -6,6 +6,7 @@ import torch
 
 from video_llama.processors import AlproVideoEvalProcessor, AlproVideoTrainProcessor, BlipCaptionProcessor
 from video_llama.processors.normalization import CLIP_MEAN, CLIP_STD
+from video_llama.processors.pixel_plan import motion_image
 from video_llama.processors.video_decoding import VideoDecodeError, get_backend, load_video, sample_indices
 
 from conftest import gradient_clip
@@ -258,8 +259,6 @@ def test_motion_channels_show_where_the_object_left_and_where_it_arrived():
     frames = np.full((4, 16, 16, 3), 60, dtype=np.uint8)
     for t in range(4):
         frames[t, 6:10, 2 + 3 * t:6 + 3 * t] = 240
-    from video_llama.processors.pixel_plan import motion_image
-
     out = motion_image(torch.from_numpy(frames).permute(3, 0, 1, 2))
     assert out.shape == (3, 4, 16, 16)
     grey, since, to_next = out

@@ -18,10 +18,9 @@ data takes from the model; ``PATH_KEYS``, ``config_problems``, ``resolve_paths``
 section's keys are ``configs/default.yaml``'s, checked here.
 """
 
-import dataclasses
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -282,13 +281,13 @@ _UNKNOWN = object()
 def _config_default(proc_cls, key):
     """The default of ``key`` in ``proc_cls``'s config dataclass: what a run saved before the key
     existed was trained with. ``_UNKNOWN`` when the class does not say."""
-    fields = {f.name: f for f in dataclasses.fields(proc_cls.Config)} if dataclasses.is_dataclass(getattr(proc_cls, "Config", None)) else {}
-    field = fields.get(key)
+    schema = getattr(proc_cls, "Config", None)
+    field = next((f for f in fields(schema) if f.name == key), None) if is_dataclass(schema) else None
     if field is None:
         return _UNKNOWN
-    if field.default is not dataclasses.MISSING:
+    if field.default is not MISSING:
         return field.default
-    return field.default_factory() if field.default_factory is not dataclasses.MISSING else _UNKNOWN
+    return field.default_factory() if field.default_factory is not MISSING else _UNKNOWN
 
 
 def _model_section(user_model, problems):

@@ -107,7 +107,21 @@ def config_problems(model, datasets):
                 problems.append(f"{path}.motion_channels is True but model.freeze_vit is True: a frozen encoder "
                                 "never learnt to see frames of grey and frame-to-frame change; set "
                                 "model.freeze_vit=False to train it on them, or motion_channels=False")
+    problems += _motion_channels_mixed(datasets)
     return problems
+
+
+def _motion_channels_mixed(datasets):
+    """One encoder sees either motion channels or colour: a processor that cannot make motion
+    channels (an image processor) beside one that does would feed it both."""
+    processors = [(f"datasets.{name}.vis_processor.{split}", proc) for name, ds in datasets.items()
+                  for split, proc in (ds.get("vis_processor") or {}).items()]
+    motion = [path for path, proc in processors if proc.get("motion_channels")]
+    colour = [f"{path} ({proc.get('name')})" for path, proc in processors if "motion_channels" not in proc]
+    if not motion or not colour:
+        return []
+    return [f"{motion[0]}.motion_channels is True but {colour[0]} gives the same encoder colour frames; train "
+            "that dataset with another model, or set motion_channels=False"]
 
 
 def runtime_problems(model, device):
