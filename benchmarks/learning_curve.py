@@ -8,7 +8,8 @@ set of ``--test-per-class`` clips per class (seed 2, the same for every N), trai
 rank mode. The stream recipe is evaluated on 2 s windows of the test clips (its eval config), the
 clip recipe on whole clips.
 
-    .venv/bin/python benchmarks/learning_curve.py --per-class 10 20 50 100 300 [--epochs 20] [--work output/curve]
+    .venv/bin/python benchmarks/learning_curve.py --per-class 10 20 50 100 300 [--epochs 20] [--work output/curve] \
+        [--options run.iters_per_epoch=200 ...]
 
 Prints a markdown table (recipe, N, training iterations, minutes, held-out top-1, chance) and writes
 it to WORK/learning_curve.md. It trains 2 x len(--per-class) models: about an hour on 2 CPU cores
@@ -56,6 +57,7 @@ def main():
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--work", default="output/curve")
     parser.add_argument("--llm", default="output/tiny-llm")
+    parser.add_argument("--options", nargs="+", default=[], help="more training overrides, e.g. run.iters_per_epoch=200")
     args = parser.parse_args()
 
     from video_llama.jobs.experiment import evaluate, train
@@ -78,7 +80,8 @@ def main():
             started = time.monotonic()
             summary = train(["--cfg-path", str(REPO / train_cfg), "--options", *paths, f"run.max_epoch={args.epochs}",
                              f"run.output_dir={work / 'runs' / f'{recipe}_{n}'}",
-                             f"datasets.webvid_instruct.build_info.anno_dir={{train: {train_anno}, val: {val}}}"])
+                             f"datasets.webvid_instruct.build_info.anno_dir={{train: {train_anno}, val: {val}}}",
+                             *args.options])
             result = evaluate(["--cfg-path", str(REPO / eval_cfg), "--options", *paths, f"model.ckpt={summary['run_dir']}",
                                f"run.output_dir={work / 'eval' / f'{recipe}_{n}'}", "run.eval_mode=rank",
                                f"datasets.webvid_instruct.build_info.anno_dir={{test: {test}}}"])
