@@ -20,7 +20,7 @@ section's keys are ``configs/default.yaml``'s, checked here.
 
 import logging
 import os
-from dataclasses import MISSING, dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -266,8 +266,10 @@ def _adopt_trained_pixels(adopted, saved_datasets):
         if proc is None or trained is None:
             continue
         proc_cls = registry.mapping["processor"].get(trained.get("name"))
+        # a key the run's config predates: the run was trained with the processor's default
+        known = {**proc_cls.default_config(), **trained} if proc_cls is not None else {}
         for key in getattr(proc_cls, "MODEL_BOUND_KEYS", ()):
-            value = trained[key] if key in trained else _config_default(proc_cls, key)
+            value = known.get(key, _UNKNOWN)
             if value is not _UNKNOWN and proc.get(key) != value:
                 if proc.get(key) is not None:
                     ignored.append(f"datasets.{name}.vis_processor.eval.{key}: {proc[key]!r} (the run's: {value!r})")
@@ -275,19 +277,7 @@ def _adopt_trained_pixels(adopted, saved_datasets):
     return ignored
 
 
-_UNKNOWN = object()
-
-
-def _config_default(proc_cls, key):
-    """The default of ``key`` in ``proc_cls``'s config dataclass: what a run saved before the key
-    existed was trained with. ``_UNKNOWN`` when the class does not say."""
-    schema = getattr(proc_cls, "Config", None)
-    field = next((f for f in fields(schema) if f.name == key), None) if is_dataclass(schema) else None
-    if field is None:
-        return _UNKNOWN
-    if field.default is not MISSING:
-        return field.default
-    return field.default_factory() if field.default_factory is not MISSING else _UNKNOWN
+_UNKNOWN = object()  # a model-bound key neither the run nor the processor's defaults know
 
 
 def _model_section(user_model, problems):
