@@ -158,10 +158,10 @@ EDGE, INSET, GAP = 0.04, 0.03, 0.03  # frame widths: path from the frame's edge,
 
 # Context motions: offsets (frame widths) about 0 at times ``t`` in seconds. Rates are per second, so
 # that any stretch of a clip or recording looks like any other of the same action, and stay at most
-# 1.8 Hz: 8 frames sampled over 2 s (4 a second) see every to-and-fro below their 2 Hz limit. To and
-# fro is quick (a third to a half of a cycle between sampled frames) and circling slow (a tenth of a turn):
-# at 0.6-1 Hz against 0.35-0.6 turns a second the two looked alike in 8 frames and the stream recipe
-# confused them (docs/streams.md).
+# 1.8 Hz: 8 frames sampled over 2 s (4 a second) see every to-and-fro below their 2 Hz limit, if only
+# just (a third to a half of a cycle between sampled frames; the stream recipe samples 16, a sixth to a
+# quarter), and circling is slow (a tenth of a turn): at 0.6-1 Hz against 0.35-0.6 turns a second the
+# two looked alike in 8 frames and the stream recipe confused them (docs/streams.md).
 
 
 def _wave(t, rng):  # to and fro: 1.2-1.8 Hz, horizontal
@@ -373,7 +373,7 @@ class TimelineError(UserError, ValueError):
     """A timeline file that cannot be scored against; the message names the file, segment and fix."""
 
 
-def _recording_pane(rng):
+def recording_pane(rng):
     """A pane along the top or the bottom of the frame, 0.4-0.46 frame widths high: room over it for
     the widest circling, and below (or above) it for any action in open space. (Along a side there
     is no room for the widest to-and-fro both over the pane and beside it.)"""
@@ -413,7 +413,7 @@ def write_recording(out_path, segments, seed=0, fps=8, size=FRAME_SIZE):
     if segments < 1:
         raise UserError(f"--segments must be at least 1, not {segments}")
     rng = np.random.default_rng(seed)
-    scene = with_pane(random_scene(rng, size), _recording_pane(rng), rng)
+    scene = with_pane(random_scene(rng, size), recording_pane(rng), rng)
     names = list(CONTEXT_ACTIONS)
     steps = np.r_[rng.integers(len(names)), rng.integers(1, len(names), segments - 1)]  # never 0: a new class
     labels = [names[i] for i in np.cumsum(steps) % len(names)]
