@@ -46,7 +46,7 @@ def main(argv=None):
         write_context_dataset(videos, per_class=PER_CLASS, seed=0)
     print(f"[2/7] synthetic clips of 5 context classes, label map {videos / CONTEXT_LABEL_MAP}: "
           + ", ".join(f"{k} -> {v}" for k, v in load_label_map(videos / CONTEXT_LABEL_MAP).items()))
-    report, labels = prepare(videos, ROOT / "annotations", seed=0, n_frms=8, questions_file=QUESTIONS)
+    report, labels = prepare(videos, ROOT / "annotations", seed=0, n_frms=16, questions_file=QUESTIONS)  # the recipe's frames
     print(report.table(labels))
     print(f"[3/7] annotations: {ROOT / 'annotations'}")
     summary = train(["--cfg-path", TRAIN_CONFIG])
