@@ -32,19 +32,24 @@ EVAL_CONFIG = "eval_configs/quickstart_stream_tiny.yaml"
 QUESTIONS = PROMPTS_DIR / "action_question_guide.txt"  # the quickstart's question: the tiny LLM knows no other
 
 
+def band_clip(label, rng, seconds=5.0, fps=8):
+    """(uint8 frames, scene, (xs, ys) path) of one clip of ``label`` in a scene with a band-shaped pane."""
+    motion, where, _ = CONTEXT_ACTIONS[label]
+    dx, dy = motion(np.arange(round(seconds * fps)) / fps, rng)
+    while True:  # no room for this path over (or beside) this band: another scene
+        scene = with_pane(random_scene(rng), recording_pane(rng), rng)
+        placed = place_path(dx, dy, where if where != EITHER else (PANE if rng.random() < 0.5 else OPEN), scene, rng)
+        if placed is not None:
+            return render_hand(scene, *placed, rng), scene, placed
+
+
 def write_band_clips(videos, per_class, seed, seconds=5.0, fps=8):
-    """``per_class`` clips of each context class in a scene with a band-shaped pane."""
+    """``per_class`` clips of each context class, ``videos/<class>/<class>_<n>.mp4``."""
     rng = np.random.default_rng(seed)
-    for label, (motion, where, _) in CONTEXT_ACTIONS.items():
+    for label in CONTEXT_ACTIONS:
         (videos / label).mkdir(parents=True, exist_ok=True)
         for n in range(per_class):
-            dx, dy = motion(np.arange(round(seconds * fps)) / fps, rng)
-            placed = None
-            while placed is None:  # no room for this path over (or beside) this band: another scene
-                scene = with_pane(random_scene(rng), recording_pane(rng), rng)
-                here = where if where != EITHER else (PANE if rng.random() < 0.5 else OPEN)
-                placed = place_path(dx, dy, here, scene, rng)
-            write_video(videos / label / f"{label}_{n}.mp4", render_hand(scene, *placed, rng), fps=fps)
+            write_video(videos / label / f"{label}_{n}.mp4", band_clip(label, rng, seconds, fps)[0], fps=fps)
 
 
 def main(argv=None):

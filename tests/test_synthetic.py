@@ -161,3 +161,29 @@ def test_synth_cli(tmp_path, capsys):
                   ["--stream", "x.mp4", "--classes", "3"]):
         with pytest.raises(SystemExit):
             main(wrong)
+
+
+def test_band_pane_clips_of_benchmarks_pane_geometry(tmp_path):
+    """The benchmark's clips show the recordings' band-shaped pane (along the top or bottom, 0.4-0.46
+    high), the hand over it in the glass classes only, as real files of every class."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pane_geometry.py"
+    spec = importlib.util.spec_from_file_location("pane_geometry", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rng = np.random.default_rng(0)
+    for label, (_, where, _) in synthetic.CONTEXT_ACTIONS.items():
+        frames, scene, (xs, ys) = bench.band_clip(label, rng, seconds=2.0)
+        x0, y0, x1, y1 = scene.pane
+        assert 0.4 <= y1 - y0 <= 0.46 and (y0 <= 0.04 or y1 >= 0.96), scene.pane
+        inside = (x0 < xs) & (xs < x1) & (y0 < ys) & (ys < y1)
+        if where == synthetic.PANE:
+            assert inside.all(), label
+        elif where == synthetic.OPEN:
+            assert not inside.any(), label
+        assert frames.shape == (16, synthetic.FRAME_SIZE, synthetic.FRAME_SIZE, 3)
+    bench.write_band_clips(tmp_path, per_class=1, seed=0, seconds=1.0)
+    assert sorted(p.parent.name for p in tmp_path.glob("*/*.mp4")) == sorted(synthetic.CONTEXT_ACTIONS)
+    assert len(decode(next(tmp_path.glob("rest/*.mp4")))) == 8
