@@ -164,6 +164,8 @@ def test_options_must_be_key_value(tmp_path):
         (["datasets.webvid_instruct.vis_processor.train.n_frms=64"], ("vis_processor.train.n_frms", "model.max_frame_pos")),
         (["model.freeze_vit=False"], ("model.freeze_vit", "model.vit_precision")),
         (["datasets.webvid_instruct.vis_processor.train.motion_channels=True"], ("vis_processor.train.motion_channels", "model.freeze_vit")),
+        (["datasets.webvid_instruct.vis_processor.train.still_suppression=0.5"],
+         ("vis_processor.train.still_suppression", "vis_processor.eval.still_suppression")),
         (["run.strategy=fsdp", "run.amp_dtype=fp16"], ("run.strategy", "run.amp_dtype")),
         (["run.strategy=fdsp"], ("run.strategy", "did you mean 'fsdp'")),
     ],
@@ -171,6 +173,16 @@ def test_options_must_be_key_value(tmp_path):
 def test_consistency_checks_name_both_keys(tmp_path, options, both_keys):
     problems = problems_of(write_yaml(tmp_path, guide_dict()), options)
     assert any(all(k in p for k in both_keys) for p in problems), problems
+
+
+def test_train_and_eval_processors_may_differ_when_nothing_trains(tmp_path):
+    """Validation must see the frames training makes; a config that only uses a trained model (its
+    evaluation takes the run's values) is not held to the train processor it does not use."""
+    options = ["datasets.webvid_instruct.vis_processor.train.still_suppression=0.5"]
+    cfg = Config.from_file(write_yaml(tmp_path, guide_dict()), options, trained_model=True)
+    assert cfg.datasets_cfg.webvid_instruct.vis_processor.train.still_suppression == 0.5
+    agreeing = options + ["datasets.webvid_instruct.vis_processor.eval.still_suppression=0.5"]
+    assert Config.from_file(write_yaml(tmp_path, guide_dict()), agreeing).datasets_cfg.webvid_instruct.vis_processor.eval.still_suppression == 0.5
 
 
 def test_vicuna_pair_is_consistent(tmp_path):
@@ -364,7 +376,7 @@ def test_an_evaluation_sees_frames_as_the_run_was_trained_to_see_them(tiny_llm_d
                  f"datasets.webvid_instruct.build_info.anno_dir={clips_dir / 'train.json'}",
                  f"datasets.webvid_instruct.build_info.videos_dir={clips_dir}", "run.max_epoch=1", "run.iters_per_epoch=1",
                  f"run.output_dir={tmp_path / 'runs'}", f"{proc}.train.still_suppression=0.7",
-                 f"{proc}.eval.still_suppression=0.7", f"{proc}.eval.per_clip_norm=True",
+                 f"{proc}.eval.still_suppression=0.7", f"{proc}.train.per_clip_norm=True", f"{proc}.eval.per_clip_norm=True",
                  f"{proc}.train.motion_channels=True", f"{proc}.eval.motion_channels=True", "model.freeze_vit=False",
                  "model.vit_precision=fp32"])["run_dir"]
     evaluation = REPO_ROOT / "eval_configs" / "quickstart_stream_tiny.yaml"

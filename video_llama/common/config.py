@@ -131,9 +131,10 @@ class Config:
         yaml_plugins = user.get("plugins") or []
         if isinstance(yaml_plugins, (ListConfig, list)):
             load_plugins([str(p) for p in yaml_plugins], f"plugins: in {self.cfg_path}", base_dir=self.cfg_path.parent)
-        if trained_model or OmegaConf.select(user, "run.evaluate") is True:
+        uses_trained = trained_model or OmegaConf.select(user, "run.evaluate") is True
+        if uses_trained:
             user = adopt_trained_model(user, self.cfg_path.parent, str(self.cfg_path))
-        self.config = build_config(user, base_dir=self.cfg_path.parent, source=str(self.cfg_path))
+        self.config = build_config(user, base_dir=self.cfg_path.parent, source=str(self.cfg_path), trains=not uses_trained)
 
     @classmethod
     def from_file(cls, cfg_path, options=None, plugins=None, trained_model=False):
@@ -163,8 +164,10 @@ class Config:
 # --------------------------------------------------------------------------- building
 
 
-def build_config(user, base_dir=None, source=None):
-    """Merge defaults under ``user`` (a DictConfig), validate, and return the resolved config."""
+def build_config(user, base_dir=None, source=None, trains=True):
+    """Merge defaults under ``user`` (a DictConfig), validate, and return the resolved config.
+    ``trains``: the config trains a model (not only evaluates one), so its train and eval processors
+    must agree."""
     problems = []
     for key in user:
         if key not in TOP_LEVEL_KEYS:
@@ -183,6 +186,8 @@ def build_config(user, base_dir=None, source=None):
     model_cls = registry.mapping["model"].get(model.get("arch", "video_llama"))
     follows = {key: model.get(model_key) for key, model_key in getattr(model_cls, "PROCESSOR_KEYS", {}).items()}
     datasets = _datasets_section(user_datasets, problems, follows)
+    if trains:
+        problems.extend(_validation_sees_other_pixels(user_datasets, datasets))
     run_defaults = load_yaml(DEFAULT_RUN_CONFIG)
     _check_keys(user_run, run_defaults.run, "run", problems)
     run = OmegaConf.merge(run_defaults.run, user_run)
@@ -278,6 +283,28 @@ def _adopt_trained_pixels(adopted, saved_datasets):
 
 
 _UNKNOWN = object()  # a model-bound key neither the run nor the processor's defaults know
+
+
+def _validation_sees_other_pixels(user_datasets, datasets):
+    """A dataset whose YAML sets its train processor must validate on frames made the same way (the
+    keys both processor classes list in ``MODEL_BOUND_KEYS``): validation on other frames picks the
+    best checkpoint by input the model never trained on."""
+    problems = []
+    for name, ds in datasets.items():
+        user_train = OmegaConf.select(user_datasets, f"{name}.vis_processor.train")
+        train, evaluation = (OmegaConf.select(ds, f"vis_processor.{split}") for split in ("train", "eval"))
+        if user_train is None or train is None or evaluation is None:
+            continue
+        classes = [registry.mapping["processor"].get(proc.get("name")) for proc in (train, evaluation)]
+        if None in classes:  # an unknown name is reported where the processor is read
+            continue
+        bound = set.intersection(*(set(getattr(cls, "MODEL_BOUND_KEYS", ())) for cls in classes))
+        for key in sorted(k for k in bound if k in train and k in evaluation and train[k] != evaluation[k]):
+            path = f"datasets.{name}.vis_processor"
+            problems.append(f"{path}.train.{key} is {train[key]!r} but {path}.eval.{key} is {evaluation[key]!r}: "
+                            f"validation would see frames the model does not learn from; set {path}.eval.{key} "
+                            f"to {train[key]!r} (an evaluation of the run takes the trained value anyway)")
+    return problems
 
 
 def _model_section(user_model, problems):
