@@ -21,15 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from video_llama.common.config import PROMPTS_DIR
+from video_llama.cli.quickstart import EVAL_CONFIG, QUESTIONS  # the quickstart's question: the tiny LLM knows no other
 from video_llama.data_tools.action_folders import prepare
 from video_llama.data_tools.synthetic import (CONTEXT_ACTIONS, EITHER, OPEN, PANE, place_path, random_scene,
                                               recording_pane, render_hand, with_pane)
 from video_llama.data_tools.video_writer import write_video
 from video_llama.jobs.experiment import evaluate
-
-EVAL_CONFIG = "eval_configs/quickstart_stream_tiny.yaml"
-QUESTIONS = PROMPTS_DIR / "action_question_guide.txt"  # the quickstart's question: the tiny LLM knows no other
 
 
 def band_clip(label, rng, seconds=5.0, fps=8):
