@@ -152,6 +152,26 @@ def test_straddling_samples_carry_the_answer_of_the_recent_clip(tiny_llm_dir, tw
     assert sample["input_ids"].tolist() == plain["input_ids"]
 
 
+def test_same_answer_straddles_join_two_clips_of_one_answer(tiny_llm_dir, two_classes):
+    from video_llama.common.utils import seeded
+
+    datasets = build_stream_datasets(tiny_llm_dir, two_classes, "datasets.webvid_instruct.straddle_ratio=1.0",
+                                     "datasets.webvid_instruct.straddle_same_answer=0.5")
+    pairs = []
+    for seed in range(40):
+        with seeded(seed):
+            sample = datasets["train"][seed % 4]
+        first, second = [part.strip().split()[0] for part in sample["video"].split("(")[0].split("->")]
+        assert first != second  # never a clip joined to itself
+        same = (first in ("c0.mp4", "c2.mp4")) == (second in ("c0.mp4", "c2.mp4"))
+        if same:  # one answer on both sides of the cut: that answer, wherever the cut is
+            assert sample["answer"] == ("greet_mode" if first in ("c0.mp4", "c2.mp4") else "clean_mode")
+        pairs.append(same)
+    assert 8 <= sum(pairs) <= 32  # about half of 40
+    with pytest.raises(ValueError, match="straddle_same_answer"):
+        Straddle(ratio=0.5, same_answer=2)
+
+
 def test_evaluation_windows_are_the_same_every_time_and_training_ones_vary(tiny_llm_dir, two_classes):
     from video_llama.common.utils import seeded
 

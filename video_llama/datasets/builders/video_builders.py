@@ -56,7 +56,8 @@ class VideoInstructBuilder(BaseDatasetBuilder):
             raise AnnotationError(f"{self.name}: {key} needs clips it can draw at random (build_info.anno_dir); "
                                   f"shards are read in order: set {key}: 0 for them")
         try:
-            return Straddle(cfg.straddle_ratio, cfg.straddle_label_span, cfg.stop_ratio, cfg.rest_answer)
+            return Straddle(cfg.straddle_ratio, cfg.straddle_label_span, cfg.stop_ratio, cfg.rest_answer,
+                            cfg.straddle_same_answer)
         except ValueError as err:
             raise AnnotationError(f"{self.name}: {err}") from None
 

@@ -18,6 +18,11 @@ which the hand holds still from the cut on (or up to it): the frame at the cut r
 as the data's own class of a hand at rest (``rest_answer``) by the same rule. A model trained on
 clips alone learns whether a window holds motion, not whether its last second still does
 (docs/streams.md), and a robot should go idle when the hand stops, not two seconds later.
+
+A camera's stream never cuts, yet every straddling window has a cut and a change of answer: a
+model can learn to count frames after the jump of scene instead of telling the new motion from the
+old. With ``same_answer`` a share of the straddling windows join two clips of one answer (two
+scenes, one action), so that a cut by itself says nothing.
 """
 
 from dataclasses import dataclass
@@ -35,6 +40,7 @@ class Straddle:
     label_span: float = 0.5  # the answer is the clip holding most of this last share of the window
     stop_ratio: float = 0.0  # share of samples in which the motion stops or starts
     rest_answer: str = None  # the answer of a hand at rest, for those
+    same_answer: float = 0.0  # share of straddling windows whose two clips have one answer
 
     def __post_init__(self):
         if not 0 <= self.ratio <= 1:
@@ -44,6 +50,8 @@ class Straddle:
         if self.stop_ratio and not self.rest_answer:
             raise ValueError("stop_ratio answers a window whose motion stops with rest_answer: set it to the "
                              "answer of your class of a hand at rest (e.g. rest)")
+        if not 0 <= self.same_answer <= 1:
+            raise ValueError(f"straddle_same_answer must be a share in [0, 1], got {self.same_answer!r}")
         if not 0 < self.label_span <= 1:
             raise ValueError(f"straddle_label_span must be a share in (0, 1], got {self.label_span!r}")
 

@@ -107,15 +107,17 @@ class VideoInstructDataset(BaseVideoDataset):
 
     def decode_record(self, record, rng=None):
         """A window of ``record``'s clip or, for ``straddle.ratio`` of the samples, a window over
-        the cut between it and a clip of another answer, in a random order; for ``straddle.stop_ratio``
-        of them (records of a motion), a window of its clip in which the motion stops or starts."""
+        the cut between it and a clip of another answer (of its own for ``straddle.same_answer`` of
+        those), in a random order; for ``straddle.stop_ratio`` of them (records of a motion), a
+        window of its clip in which the motion stops or starts."""
         if rng is None or not self.straddle.active:
             return super().decode_record(record, rng)
         draw, answer = rng.random(), record["QA"][0]["a"]
         if draw < self.straddle.ratio:
-            others = sorted(a for a in self.by_answer if a != answer)
+            same = self.straddle.same_answer and rng.random() < self.straddle.same_answer and len(self.by_answer[answer]) > 1
+            others = [answer] if same else sorted(a for a in self.by_answer if a != answer)
             if others:
-                partner = rng.choice(self.by_answer[rng.choice(others)])
+                partner = rng.choice([r for r in self.by_answer[rng.choice(others)] if r is not record])
                 return self.decode_straddle(*((record, partner) if rng.random() < 0.5 else (partner, record)), rng)
         elif draw < self.straddle.ratio + self.straddle.stop_ratio and answer != self.straddle.rest_answer:
             return self.decode_stop(record, rng)
