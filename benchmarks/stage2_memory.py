@@ -12,14 +12,11 @@ moments. Activations are not counted: they depend on the GPU kernels and are mea
 import argparse
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from video_llama.common.registry import registry
+from video_llama.models.llm_shapes import PUBLISHED_LLAMA, published_llama_config
 
-LLAMA = {  # the published Llama-2 configurations (config.json of meta-llama/Llama-2-*-chat-hf)
-    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32),
-    "13b": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=40, num_attention_heads=40),
-}
 BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 GIB = 1024 ** 3
 
@@ -30,17 +27,17 @@ def count(module, trainable=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--llm", choices=sorted(LLAMA), default="7b")
+    parser.add_argument("--llm", choices=sorted(PUBLISHED_LLAMA), default="7b")
     parser.add_argument("--llama-dtype", choices=sorted(BYTES), default="bf16")
     args = parser.parse_args()
 
     model_cls = registry.get_model_class("video_llama")
     cfg = model_cls.default_config("pretrain_llama_v2")
-    cfg.llama_hidden_size = LLAMA[args.llm]["hidden_size"]
+    cfg.llama_hidden_size = PUBLISHED_LLAMA[args.llm]["hidden_size"]
     cfg.vit_ckpt = cfg.q_former_model = "random"  # shapes only: no file is read
     with torch.device("meta"):
         model = model_cls.from_config(cfg, load_llm=False)
-        llm = LlamaForCausalLM(LlamaConfig(vocab_size=32000, **LLAMA[args.llm]))
+        llm = LlamaForCausalLM(published_llama_config(args.llm))
 
     vit = count(model.visual_encoder)
     qformer = count(model, trainable=False) - vit  # the image Q-Former, its query tokens, ln_vision

@@ -69,8 +69,10 @@ def framework_step(runner, warmup):
 
 def bare_step(runner, warmup):
     """Median step time of a plain loop over the runner's model, data loader and optimizer."""
+    from video_llama.runners.runner_base import build_optimizer
+
     _, loader = runner._train_loader()
-    optimizer = runner._optimizer()
+    optimizer = build_optimizer(runner.model, runner.run_cfg)
     model, device = runner.model, runner.device
     model.train()
     stamps = []

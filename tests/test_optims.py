@@ -39,14 +39,11 @@ def test_lr_scales_multiply_whole_modules_and_reject_unknown_names():
     from omegaconf import OmegaConf
 
     from video_llama.common.config import ConfigError
-    from video_llama.runners.runner_base import RunnerBase, lr_scales_by_parameter
+    from video_llama.runners.runner_base import build_optimizer, lr_scales_by_parameter
 
     model = torch.nn.ModuleDict({"llama_model": torch.nn.Linear(2, 2), "llama_proj": torch.nn.Linear(2, 2)})
-    runner = RunnerBase.__new__(RunnerBase)  # only the optimizer is under test
-    runner.model = model
-    runner.run_cfg = OmegaConf.create({"lr_scales": {"llama_model": 0.1}, "weight_decay": 0.05, "init_lr": 1.0,
-                                       "beta2": 0.999})
-    opt = runner._optimizer()
+    run_cfg = OmegaConf.create({"lr_scales": {"llama_model": 0.1}, "weight_decay": 0.05, "init_lr": 1.0, "beta2": 0.999})
+    opt = build_optimizer(model, run_cfg)
     LinearWarmupCosineLRScheduler(opt, max_epoch=1, iters_per_epoch=10, init_lr=1.0).step(0, 0)
     lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
     decay_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}

@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "merge-lora": ("video_llama.cli.merge_lora", "fold a LoRA run's adapters into its LLM (a plain model, no peft)"),
     "select-mode": ("video_llama.cli.select_mode", "watch a video or stream and decide the robot mode, window by window -> JSONL"),
     "tiny-llm": ("video_llama.cli.tiny_llm", "write a tiny random-weight LLaMA + tokenizer for CPU runs"),
+    "plan": ("video_llama.cli.plan", "the GPU memory and FLOPs of one training step of a YAML, simulated (no GPU, no weights)"),
     "config": ("video_llama.cli.show_config", "validate an experiment YAML and print the resolved config"),
     "list": ("video_llama.cli.list_registered", "list every registered name per kind"),
 }

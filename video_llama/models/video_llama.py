@@ -66,18 +66,19 @@ class VideoLLAMA(BaseModel):
     config_problems = staticmethod(video_llama_config.config_problems)
     runtime_problems = staticmethod(video_llama_config.runtime_problems)
 
-    def __init__(self, cfg, llama_model=None, llama_tokenizer=None):
+    def __init__(self, cfg, llama_model=None, llama_tokenizer=None, on_cuda=None):
         """Args:
         cfg: the resolved ``model:`` section (every key of base.yaml).
         llama_model, llama_tokenizer: the causal LM and its tokenizer; both None builds the
             vision-language part only (``cfg.llama_hidden_size`` must then be set), e.g. on meta.
+        on_cuda: whether the model will run on a GPU (``vit_precision`` fp16 applies only there);
+            None: whether this machine has one.
         """
         super().__init__()
         self.cfg = cfg
         self.num_video_query_token = cfg.num_video_query_token
 
-        vit_dtype = DTYPES["fp16"] if cfg.vit_precision == "fp16" and torch.cuda.is_available() else torch.float32
-        self.visual_encoder = build_eva_vit(cfg).to(vit_dtype)
+        self.visual_encoder = build_eva_vit(cfg).to(vit_dtype(cfg, on_cuda))
         if cfg.use_grad_checkpoint:  # recompute each block in backward: memory for compute
             self.visual_encoder.set_grad_checkpointing(True)
         self.ln_vision = nn.LayerNorm(cfg.vit_embed_dim)
@@ -120,6 +121,19 @@ class VideoLLAMA(BaseModel):
                                                                   cfg.attn_implementation, low_bit_config(cfg))
         model = cls(cfg, llama_model, llama_tokenizer)
         model.load_pretrained_parts()
+        return model
+
+    @classmethod
+    def from_llm_config(cls, cfg, llm_config, on_cuda=None):
+        """The model with its LLM built from ``llm_config`` (a transformers config) instead of
+        loaded, in ``llama_dtype``, and no tokenizer: every weight random, or none at all when
+        built under ``torch.device("meta")``. For the memory planner and shape checks."""
+        from transformers import AutoModelForCausalLM
+
+        llm = AutoModelForCausalLM.from_config(llm_config, dtype=DTYPES[cfg.llama_dtype],
+                                               attn_implementation=cfg.attn_implementation)
+        model = cls(cfg, llm, None, on_cuda=on_cuda)
+        model.im_patch_token_id = llm_config.vocab_size  # the placeholder's id lies past the LLM's vocabulary
         return model
 
     def load_pretrained_parts(self):
@@ -282,7 +296,7 @@ class VideoLLAMA(BaseModel):
         """Token embeddings with the <ImageHere> positions filled by the video tokens, in order."""
         is_patch = input_ids == self.im_patch_token_id
         counts = is_patch.sum(dim=1)
-        if not torch.all(counts == video_embeds.shape[1]):
+        if has_values(counts) and not torch.all(counts == video_embeds.shape[1]):
             raise ValueError(
                 f"each sample needs exactly {video_embeds.shape[1]} {IMAGE_PATCH_TOKEN} placeholders "
                 f"(model.num_video_query_token), found {counts.tolist()}; check datasets.*.num_video_query_token"
@@ -397,6 +411,21 @@ class VideoLLAMA(BaseModel):
         if not template.end_is_eos:
             texts = [t.split(template.end_sym)[0] for t in texts]
         return [t.strip() for t in texts]
+
+
+def vit_dtype(cfg, on_cuda=None):
+    """The ViT's dtype: fp16 for ``vit_precision: fp16`` on a GPU (``on_cuda``; None: this
+    machine has one), else fp32 (CPU kernels are slow or missing in fp16)."""
+    on_cuda = torch.cuda.is_available() if on_cuda is None else on_cuda
+    return DTYPES["fp16"] if cfg.vit_precision == "fp16" and on_cuda else torch.float32
+
+
+def has_values(tensor):
+    """Whether ``tensor`` holds data that can be read: not on the meta device, not a fake tensor
+    (the memory planner runs the model on those, which have shapes only)."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    return not (tensor.is_meta or is_fake(tensor))
 
 
 def load_llm_and_tokenizer(name_or_path, dtype, attn_implementation="sdpa", quantization_config=None):

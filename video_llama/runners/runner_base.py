@@ -95,7 +95,7 @@ class RunnerBase:
         if checkpoint:
             self._resume_weights(checkpoint)  # into the plain model, before any sharding
         ddp_model = self._wrap_model()
-        optimizer = self._optimizer()  # after wrapping: FSDP replaces the parameters by sharded ones
+        optimizer = build_optimizer(self.model, self.run_cfg)  # after wrapping: FSDP replaces the parameters by sharded ones
         scheduler = registry.get_lr_scheduler_class(run.lr_sched)(
             optimizer, max_epoch=run.max_epoch, iters_per_epoch=sampler.iters_per_epoch, init_lr=run.init_lr,
             min_lr=run.min_lr, warmup_steps=run.warmup_steps, warmup_start_lr=run.warmup_lr,
@@ -370,24 +370,6 @@ class RunnerBase:
     def _trainable_params(self):
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def _optimizer(self):
-        """AdamW; no weight decay on norms, biases and other 1-D parameters. ``run.lr_scales``
-        multiplies the learning rate of whole modules (the schedule reads each group's ``lr_scale``)."""
-        scales = lr_scales_by_parameter(self.model, self.run_cfg.lr_scales)
-        groups = {}
-        for name, param in self.model.named_parameters():
-            if param.requires_grad:
-                decay = not (param.ndim < 2 or "bias" in name or "norm" in name.lower())
-                key = (decay, scales.get(name, 1.0))
-                groups.setdefault(key, {"params": [], "weight_decay": self.run_cfg.weight_decay if decay else 0.0,
-                                        "lr_scale": key[1]})["params"].append(param)
-        # on the CPU the fused kernel steps a tiny model's many small tensors faster (a quickstart
-        # training step, one thread: 55 -> 50 ms); elsewhere torch's default
-        on_cpu = all(p.device.type == "cpu" for group in groups.values() for p in group["params"])
-        fused = True if groups and on_cpu else None
-        return torch.optim.AdamW(list(groups.values()), lr=self.run_cfg.init_lr, betas=(0.9, self.run_cfg.beta2),
-                                 fused=fused)
-
     def _precision(self):
         """(autocast context factory, grad scaler) for run.amp / run.amp_dtype on this device."""
         run, device = self.run_cfg, self.device.type
@@ -644,6 +626,25 @@ def seed_worker(worker_id, base_seed, rank):
         if signum is not None:
             signal.signal(signum, signal.SIG_IGN)
     seed_everything(base_seed * 1000 + rank * 100 + worker_id)
+
+
+def build_optimizer(model, run_cfg, device_type=None):
+    """AdamW; no weight decay on norms, biases and other 1-D parameters. ``run.lr_scales``
+    multiplies the learning rate of whole modules (the schedule reads each group's ``lr_scale``).
+    ``device_type``: where the step will run (None: where the parameters are)."""
+    scales = lr_scales_by_parameter(model, run_cfg.lr_scales)
+    groups = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            decay = not (param.ndim < 2 or "bias" in name or "norm" in name.lower())
+            key = (decay, scales.get(name, 1.0))
+            groups.setdefault(key, {"params": [], "weight_decay": run_cfg.weight_decay if decay else 0.0,
+                                    "lr_scale": key[1]})["params"].append(param)
+    # on the CPU the fused kernel steps a tiny model's many small tensors faster (a quickstart
+    # training step, one thread: 55 -> 50 ms); elsewhere torch's default
+    on_cpu = all((device_type or p.device.type) == "cpu" for group in groups.values() for p in group["params"])
+    fused = True if groups and on_cpu else None
+    return torch.optim.AdamW(list(groups.values()), lr=run_cfg.init_lr, betas=(0.9, run_cfg.beta2), fused=fused)
 
 
 def lr_scales_by_parameter(model, lr_scales):

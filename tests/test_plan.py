@@ -1,0 +1,137 @@
+"""The memory planner: one training step on fake tensors, against a real step on the CPU."""
+
+import importlib.util
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT, tiny_config
+
+
+def plan_accuracy():
+    """benchmarks/plan_accuracy.py, whose real-step measurement (the allocator's events) the tests share."""
+    spec = importlib.util.spec_from_file_location("plan_accuracy", REPO_ROOT / "benchmarks" / "plan_accuracy.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
+@pytest.fixture(scope="module")
+def tiny_experiment(tiny_llm_dir, clips_dir):
+    return tiny_config(tiny_llm_dir, clips_dir / "train.json", clips_dir, "datasets.webvid_instruct.max_seq_len=128")
+
+
+@pytest.mark.parametrize("options", [
+    (),  # the guide's split: frozen encoders and LLM
+    ("model.freeze_llm=False", "model.freeze_vit=False", "model.vit_precision=fp32"),  # everything trains
+    ("model.llm_grad_checkpoint=True",),  # the LLM's layers recomputed in backward
+])
+def test_the_planned_peak_is_what_the_allocator_records_for_a_real_step(tiny_llm_dir, clips_dir, options):
+    from omegaconf import OmegaConf
+
+    from video_llama.jobs.plan import plan_step, setting_of
+
+    cfg = tiny_config(tiny_llm_dir, clips_dir / "train.json", clips_dir, "datasets.webvid_instruct.max_seq_len=128",
+                      *options)
+    setting = setting_of(cfg)
+    planned = plan_step(cfg, setting, gpu=False)
+    measured, _ = plan_accuracy().measured_step(cfg, setting)
+    assert planned.peak == pytest.approx(measured, rel=0.10)
+    # the parts the plan names are the model's own
+    model_cfg = OmegaConf.to_container(cfg.model_cfg)
+    assert planned.gradients == pytest.approx(4 * planned.trainable, rel=0.01)  # fp32 gradients of what trains
+    assert 2 * 4 * planned.trainable <= planned.optimizer_state <= 2 * 4 * planned.trainable + 4096  # AdamW's moments, steps
+    assert planned.activations_at_peak > 0 and planned.peak > planned.parameters + planned.batch
+    assert (planned.trainable > planned.parameters / 4 / 2) == (model_cfg["freeze_llm"] is False)  # most of it trains
+
+
+def test_more_frames_or_samples_need_more_memory_and_checkpointing_less(tiny_llm_dir, clips_dir):
+    import dataclasses
+
+    from video_llama.jobs.plan import plan_step, setting_of
+
+    # long sequences, few frames: the LLM's activations are most of the peak
+    tiny_experiment = tiny_config(tiny_llm_dir, clips_dir / "train.json", clips_dir,
+                                  "datasets.webvid_instruct.vis_processor.train.n_frms=2")
+    base = setting_of(tiny_experiment)
+    plans = {name: plan_step(tiny_experiment, dataclasses.replace(base, **change), gpu=False) for name, change in {
+        "base": {}, "batch": {"batch": 2 * base.batch}, "frames": {"frames": 2 * base.frames},
+        "checkpointed": {"llm_grad_checkpoint": True}, "eager": {"attn_implementation": "eager"}}.items()}
+    assert plans["batch"].peak > plans["base"].peak and plans["frames"].peak > plans["base"].peak
+    assert plans["batch"].flops == pytest.approx(2 * plans["base"].flops, rel=0.01)  # FLOPs per sample are fixed
+    assert plans["checkpointed"].activations_at_peak < plans["base"].activations_at_peak
+    assert plans["checkpointed"].flops > plans["base"].flops  # the forward again, in backward
+    assert plans["eager"].activations_at_peak > plans["base"].activations_at_peak  # attention matrices kept
+
+
+def test_the_planned_flops_of_the_llm_layers_are_their_matmuls(tiny_llm_dir, tmp_path):
+    bench = plan_accuracy()
+    from video_llama.jobs.plan import first_dataset, plan_step, setting_of
+    from video_llama.models.llm_shapes import llm_config
+
+    config, _ = llm_config(tiny_llm_dir)
+    cfg = bench.experiment(tiny_llm_dir, [], 2)
+    layerless = bench.write_llm_config(tmp_path / "layerless", {**bench.shape_of(config), "num_hidden_layers": 0})
+    setting = setting_of(cfg)
+    layers = plan_step(cfg, setting, gpu=False).flops - plan_step(bench.experiment(layerless, [], 2), setting, gpu=False).flops
+    analytic = bench.decoder_layers_flops(config, setting.batch, first_dataset(cfg).seq_len, trains_weights=False,
+                                          recomputes=False)
+    assert layers == pytest.approx(analytic, rel=0.02)
+
+
+def test_a_gpu_plan_keeps_the_vit_in_fp16_and_rounds_to_the_allocators_blocks(tiny_experiment):
+    from video_llama.jobs.plan import plan_step, setting_of
+
+    cpu = plan_step(tiny_experiment, setting_of(tiny_experiment), gpu=False)
+    gpu = plan_step(tiny_experiment, setting_of(tiny_experiment), gpu=True)  # tiny.yaml: vit_precision fp32
+    assert gpu.parameters >= cpu.parameters and gpu.parameters % 512 == 0
+    from video_llama.common.config import Config
+
+    half = Config.from_file(str(REPO_ROOT / "train_configs" / "tiny_cpu_finetune.yaml"),
+                            [f"model.llama_model={tiny_experiment.model_cfg.llama_model}", "model.vit_precision=fp16",
+                             f"datasets.webvid_instruct.tokenizer_name={tiny_experiment.model_cfg.llama_model}",
+                             "datasets.webvid_instruct.max_seq_len=128"])
+    assert plan_step(half, setting_of(half), gpu=True).parameters < gpu.parameters  # the ViT in half the bytes
+
+
+def test_plan_command_says_whether_it_fits(tiny_llm_dir, capsys):
+    from video_llama.cli.plan import main
+
+    options = ["--cfg-path", str(REPO_ROOT / "train_configs" / "tiny_cpu_finetune.yaml"), "--options",
+               f"model.llama_model={tiny_llm_dir}", f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}"]
+    assert main([*options, "--gpu-memory", "1MiB"]) == 0
+    out = capsys.readouterr().out
+    assert "| **peak** |" in out and "does NOT fit in 0.0 GiB" in out and "TFLOP" in out
+    main([*options, "--gpu-memory", "80GB"])
+    assert "fits in 80.0 GiB" in capsys.readouterr().out
+
+
+def test_sizes_and_llm_shapes_without_files():
+    from video_llama.common.errors import UserError
+    from video_llama.jobs.plan import GIB, parse_bytes
+    from video_llama.models.llm_shapes import llm_config
+
+    assert parse_bytes("24GiB") == 24 * GIB == parse_bytes("24 GB") == parse_bytes("24")
+    assert parse_bytes("512MiB") == GIB // 2
+    with pytest.raises(UserError, match="--gpu-memory"):
+        parse_bytes("lots")
+    config, source = llm_config("meta-llama/Llama-2-13b-chat-hf")
+    assert (config.hidden_size, config.num_hidden_layers, config.vocab_size) == (5120, 40, 32000)
+    assert "13B" in source
+    assert llm_config("/nowhere/vicuna-7b-v0")[0].hidden_size == 4096
+    with pytest.raises(UserError, match="config.json"):
+        llm_config("/nowhere/my-model")
+
+
+def test_the_7b_stage_2_recipe_plans_without_weights():
+    """The guide's full-size recipe on a machine without its files: the published shapes."""
+    from video_llama.common.config import Config
+    from video_llama.jobs.plan import GIB, plan_step, setting_of
+
+    cfg = Config.from_file(str(REPO_ROOT / "train_configs" / "visionbranch_stage2_finetune.yaml"),
+                           ["run.batch_size_train=1", "datasets.webvid_instruct.max_seq_len=64"])
+    plan = plan_step(cfg, setting_of(cfg), gpu=True)
+    assert plan.trainable == 22_104_064  # the published VL checkpoint's trainable part
+    assert 14.5 * GIB < plan.parameters < 15.2 * GIB  # ViT-g fp16 + Q-Former fp32 + LLaMA-2-7B bf16
+    assert plan.peak > plan.parameters + plan.gradients + plan.optimizer_state
+    assert torch.get_default_dtype() == torch.float32

@@ -1,0 +1,29 @@
+"""``video-llama plan``: the GPU memory and FLOPs of one training step of an experiment, before
+renting the GPU. The experiment's own model runs one step on fake tensors (no weights, no GPU, no
+memory: seconds on a laptop, a 7B LLM included) and every byte it holds is counted.
+
+    video-llama plan --cfg-path train_configs/visionbranch_stage2_finetune.yaml [--gpu-memory 24GiB]
+    video-llama plan --cfg-path MY.yaml --options run.batch_size_train=2 model.llm_grad_checkpoint=True
+
+The LLM's shape comes from ``model.llama_model``'s config.json (a folder, or the Hugging Face
+cache), or from the published LLaMA shape its name says (7b, 13b): nothing is downloaded.
+"""
+
+import argparse
+
+from video_llama.jobs.plan import parse_bytes, plan
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="video-llama plan", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cfg-path", required=True, help="the training YAML")
+    parser.add_argument("--options", nargs="+", default=[], help="overrides, key=value")
+    parser.add_argument("--plugins", nargs="+", default=[], help="modules or .py files that register builders etc.")
+    parser.add_argument("--gpu-memory", help="the GPU's memory (e.g. 24GiB, 80GB): say whether the step fits")
+    parser.add_argument("--cpu", action="store_true", help="plan a run on the CPU instead of a GPU")
+    args = parser.parse_args(argv)
+    import video_llama  # noqa: F401  (registers the built-ins)
+
+    gpu_memory = parse_bytes(args.gpu_memory) if args.gpu_memory else None
+    print(plan(args.cfg_path, args.options, args.plugins, gpu=not args.cpu, gpu_memory=gpu_memory)[2])
+    return 0

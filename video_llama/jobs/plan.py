@@ -1,0 +1,184 @@
+"""What ``video-llama plan`` does: the memory and FLOPs of one training step of an experiment, for
+the YAML as written and for what a user may change, before any GPU is rented.
+
+The experiment's own model is built on fake tensors (shapes and dtypes, no data, no weights: the
+LLM from its config.json, or the published shape its name says), and one step of the task's real
+loss, backward and the runner's optimizer runs on a batch of the recipe's shape (the longest
+sequence the data may make): :mod:`video_llama.runners.step_plan` counts what it holds.
+"""
+
+import dataclasses
+import logging
+
+import torch
+from omegaconf import OmegaConf
+
+from video_llama.common.errors import UserError
+from video_llama.common.registry import registry
+from video_llama.conversation import IGNORE_INDEX
+from video_llama.models.llm_shapes import llm_config
+from video_llama.runners.runner_base import build_optimizer
+from video_llama.runners.step_plan import CUDA_BLOCK, simulate_step
+
+logger = logging.getLogger(__name__)
+GIB = 1024 ** 3
+ANSWER_TOKENS = 32  # answer tokens of a planned sample (the loss's share of the work; the logits are there for every token)
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """What a user may change for memory; one point of the planner's grid."""
+
+    frames: int  # per clip
+    batch: int  # per GPU (run.batch_size_train)
+    lora_r: int = 0  # model.lora.r (0: no adapters)
+    llm_grad_checkpoint: bool = False
+    attn_implementation: str = "sdpa"
+
+    def describe(self):
+        memory = [f"LoRA r={self.lora_r}" if self.lora_r else "no LoRA",
+                  "LLM checkpointing" if self.llm_grad_checkpoint else "no checkpointing", self.attn_implementation]
+        return f"{self.frames} frames × batch {self.batch}, " + ", ".join(memory)
+
+
+def setting_of(cfg):
+    """The :class:`Setting` the experiment ``cfg`` (a :class:`~video_llama.common.config.Config`) is written with."""
+    model, run = cfg.model_cfg, cfg.run_cfg
+    return Setting(frames=first_dataset(cfg).frames, batch=run.batch_size_train, lora_r=int((model.get("lora") or {}).get("r") or 0),
+                   llm_grad_checkpoint=bool(model.llm_grad_checkpoint), attn_implementation=model.attn_implementation)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataShape:
+    frames: int  # per clip (1: images)
+    image_size: int
+    seq_len: int  # tokens of the longest sample the data may make
+
+
+def first_dataset(cfg):
+    """The shape of the samples of the experiment's first dataset's training split."""
+    name, dataset = next(iter(cfg.datasets_cfg.items()))
+    processor = ((dataset.get("vis_processor") or {}).get("train") or {})
+    frames = int(processor.get("n_frms") or 1)
+    size = int(processor.get("image_size") or cfg.model_cfg.img_size)
+    seq_len = int(dataset.get("max_seq_len") or cfg.model_cfg.max_txt_len + cfg.model_cfg.num_video_query_token)
+    return DataShape(frames, size, seq_len)
+
+
+def model_config(cfg, setting):
+    """The ``model:`` section with ``setting``'s memory keys."""
+    model = OmegaConf.create(OmegaConf.to_container(cfg.model_cfg, resolve=True))
+    model.lora = {**(model.get("lora") or {}), "r": setting.lora_r}
+    model.llm_grad_checkpoint = setting.llm_grad_checkpoint
+    model.attn_implementation = setting.attn_implementation
+    model.vit_ckpt = model.q_former_model = model.ckpt = None  # shapes only: no file is read
+    return model
+
+
+def fake_model(model_cfg, gpu, fake_mode):
+    """The experiment's model with fake parameters (on the CPU, in the dtypes of a GPU run when
+    ``gpu``), in training mode."""
+    config, source = llm_config(model_cfg.llama_model)
+    logger.info("planning with the LLM shape of %s", source)
+    model_cls = registry.get_model_class(model_cfg.arch)
+    with torch.device("meta"):  # shapes first: nothing is initialised, nothing allocated
+        model = model_cls.from_llm_config(model_cfg, config, on_cuda=gpu)
+    with fake_mode:
+        model = model.to_empty(device="cpu")
+    return model.train()
+
+
+def planned_batch(model, data, setting):
+    """A batch as the data loader delivers it, of the longest samples: ``setting.batch`` clips of
+    ``setting.frames`` frames, each sample ``data.seq_len`` tokens with the video placeholders and
+    an answer at the end. Fake tensors under a FakeTensorMode, else real ones (for measuring).
+    Every sample is as long as the longest, so there is no padding mask: given one of all ones,
+    the LLM reads it and drops it, which it cannot do with a fake one (it would keep a mask)."""
+    batch, length, placeholders = setting.batch, data.seq_len, model.num_video_query_token
+    ids = torch.zeros(batch, length, dtype=torch.long)
+    ids[:, 1:1 + placeholders] = model.im_patch_token_id
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[:, -ANSWER_TOKENS:] = 1
+    frames = torch.zeros(batch, 3, setting.frames, data.image_size, data.image_size)
+    return {"image": frames, "input_ids": ids, "labels": labels, "attention_mask": None}
+
+
+def plan_step(cfg, setting, gpu=True):
+    """The :class:`~video_llama.runners.step_plan.StepPlan` of one training step of ``cfg`` with
+    ``setting``, on a GPU (``gpu``) or on the CPU.
+
+    A GPU is simulated on fake CPU tensors with CUDA's rules (the ViT in ``vit_precision``, the
+    allocator's 512-byte blocks, the optimizer's foreach kernels): PyTorch's backward engine wants
+    a real GPU for CUDA tensors, fake or not. ``run.amp`` is simulated on the CPU only: CPU
+    autocast refuses the fp16 ViT's tensors, and CUDA's cannot run here. Without it the trainable
+    fp32 modules keep fp32 activations where a GPU would keep half of that (they are small beside
+    the LLM's, which are in ``llama_dtype`` either way), so a GPU plan errs on the high side."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    run = cfg.run_cfg
+    task = registry.get_task_class(run.task).setup_task(cfg)
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)  # to_empty reads the meta parameters
+    model = fake_model(model_config(cfg, setting), gpu, fake_mode)
+    amp = bool(run.amp) and not gpu and run.amp_dtype == "bf16"  # as the runner does on the CPU
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[run.amp_dtype]
+    with fake_mode:
+        optimizer = build_optimizer(model, run, device_type="cuda" if gpu else "cpu")
+        batch = planned_batch(model, first_dataset(cfg), setting)
+
+        def loss_fn(model, batch):
+            with torch.autocast("cpu", dtype=dtype, enabled=amp):
+                return task.train_step(model, batch)
+
+        return simulate_step(model, optimizer, batch, loss_fn, block=CUDA_BLOCK if gpu else 1)
+
+
+def parse_bytes(text):
+    """"24GiB", "24 GB", "80G", "512MiB" → bytes (GB and G are taken as GiB, as GPU specs mean)."""
+    units = {"": GIB, "g": GIB, "gb": GIB, "gib": GIB, "m": 2 ** 20, "mb": 2 ** 20, "mib": 2 ** 20, "t": 2 ** 40, "tb": 2 ** 40, "tib": 2 ** 40}
+    value = str(text).strip().lower().replace(" ", "")
+    number = value.rstrip("abcdefghijklmnopqrstuvwxyz")
+    try:
+        return int(float(number) * units[value[len(number):]])
+    except (ValueError, KeyError):
+        raise UserError(f"--gpu-memory {text!r}: give a size such as 24GiB, 80GB or 40960MiB") from None
+
+
+MARGIN = 0.10  # of a GPU's memory left free: the allocator's fragmentation, CUDA's context, kernels' workspaces
+GPU_TFLOPS = {"A100": 312, "H100": 989}  # dense bf16 peak per GPU (the vendors' specifications), for samples/s at an MFU
+
+
+def fits(plan, gpu_memory):
+    """Whether ``plan``'s peak leaves ``MARGIN`` of ``gpu_memory`` bytes free."""
+    return plan.peak <= (1 - MARGIN) * gpu_memory
+
+
+def report(cfg_path, setting, plan, gpu=True, gpu_memory=None, mfu=0.4):
+    """The plan as a user reads it: where the memory goes, whether it fits, what a step computes."""
+    data_where = "one GPU (simulated)" if gpu else "the CPU"
+    rows = [("parameters and buffers (frozen and trainable)", plan.parameters), ("the batch", plan.batch),
+            ("gradients", plan.gradients), ("optimizer state", plan.optimizer_state),
+            ("activations and temporaries at the peak", plan.activations_at_peak), ("**peak**", plan.peak)]
+    lines = [f"one training step of {cfg_path} on {data_where}: {setting.describe()}", "",
+             "| memory | GiB |", "| --- | ---: |", *(f"| {name} | {size / GIB:.2f} |" for name, size in rows), ""]
+    if gpu_memory:
+        room = (1 - MARGIN) * gpu_memory
+        verdict = "fits" if fits(plan, gpu_memory) else "does NOT fit"
+        lines.append(f"{verdict} in {gpu_memory / GIB:.1f} GiB ({room / GIB:.1f} GiB usable, {MARGIN:.0%} kept free): "
+                     f"{(room - plan.peak) / GIB:+.2f} GiB to spare")
+    per_sample = plan.flops / setting.batch
+    lines.append(f"trainable parameters: {plan.trainable / 1e6:,.1f} M; one step: {plan.flops / 1e12:,.2f} TFLOP "
+                 f"(forward and backward, {per_sample / 1e12:,.2f} a sample)")
+    if gpu:
+        lines.append("samples/s at {:.0%} MFU: ".format(mfu) + ", ".join(
+            f"{name} {mfu * tflops * 1e12 / per_sample:,.1f}" for name, tflops in GPU_TFLOPS.items()))
+    return "\n".join(lines)
+
+
+def plan(cfg_path, options=(), plugins=(), gpu=True, gpu_memory=None):
+    """Plan the experiment at ``cfg_path`` as written; returns (setting, plan, the report)."""
+    from video_llama.common.config import Config
+
+    cfg = Config.from_file(cfg_path, list(options), list(plugins))
+    setting = setting_of(cfg)
+    step = plan_step(cfg, setting, gpu=gpu)
+    return setting, step, report(cfg_path, setting, step, gpu=gpu, gpu_memory=gpu_memory)
