@@ -135,3 +135,34 @@ def test_the_7b_stage_2_recipe_plans_without_weights():
     assert 14.5 * GIB < plan.parameters < 15.2 * GIB  # ViT-g fp16 + Q-Former fp32 + LLaMA-2-7B bf16
     assert plan.peak > plan.parameters + plan.gradients + plan.optimizer_state
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_training_warns_at_start_up_when_the_step_will_not_fit(tiny_experiment, caplog):
+    from video_llama.common.dist_utils import DistInfo
+    from video_llama.jobs.experiment import check_memory
+    from video_llama.jobs.plan import GIB, startup_memory_check
+
+    with caplog.at_level("WARNING"):
+        warning = startup_memory_check(tiny_experiment, 8 * 2 ** 20)  # 8 MiB: the tiny step needs more
+    assert "will probably run out of GPU memory" in warning and "does NOT fit in 0.0 GiB" in warning
+    assert "fits with --options" in warning or "nothing the planner tries fits" in warning
+    assert warning in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert startup_memory_check(tiny_experiment, 80 * GIB) is None
+    assert not caplog.records
+    assert check_memory(tiny_experiment, DistInfo(device="cpu")) is None  # nothing to plan for on the CPU
+
+
+def test_the_settings_that_would_fit_keep_the_effective_batch(tiny_experiment):
+    import dataclasses
+
+    from video_llama.jobs.plan import cheaper_settings, setting_of
+
+    base = dataclasses.replace(setting_of(tiny_experiment), batch=8, frames=16)
+    tried = cheaper_settings(base)
+    assert tried[0] == dataclasses.replace(base, llm_grad_checkpoint=True)  # first what keeps the results
+    assert [s.batch for s in tried[1:4]] == [4, 2, 1] and tried[-1].frames == 4
+    written = setting_of(tiny_experiment)  # batch 2, accum 1
+    options = dataclasses.replace(written, batch=1, llm_grad_checkpoint=True).options(tiny_experiment)
+    assert options == ["run.batch_size_train=1", "run.accum_grad_iters=2", "model.llm_grad_checkpoint=True"]

@@ -4,6 +4,7 @@ name an experiment (``--cfg-path``, ``--run``, ``--options``, ``--plugins``) are
 every command that builds one."""
 
 import argparse
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from video_llama.common.logger import setup_logger
 from video_llama.common.registry import registry
 from video_llama.common.run_folder import CONFIG, RunFolder, checkpoint_in_use
 from video_llama.common.utils import seed_everything
+
+logger = logging.getLogger(__name__)
 
 
 def add_config_arguments(parser, what="experiment YAML", trained=False):
@@ -66,6 +69,28 @@ def check_evaluable(model_cfg):
                            "'random' to score the random initialisation on purpose"])
 
 
+def check_memory(cfg, info):
+    """``run.memory_check``: before a GPU run builds anything, plan one step on fake tensors
+    (jobs/plan.py) and warn when it will not fit the GPU. Returns the warning, or None (also on
+    the CPU, under FSDP over several GPUs, whose shards the plan does not model yet, and when the
+    model cannot be planned: a problem of the planner never stops a run)."""
+    run = cfg.run_cfg
+    if not run.memory_check or not info.device.startswith("cuda"):
+        return None
+    if run.strategy == "fsdp" and info.world_size > 1:
+        logger.info("run.memory_check: skipped under FSDP (the plan is of one unsharded GPU)")
+        return None
+    import torch
+
+    from video_llama.jobs.plan import startup_memory_check
+
+    try:
+        return startup_memory_check(cfg, torch.cuda.get_device_properties(info.device).total_memory)
+    except Exception as err:  # noqa: BLE001 - the run itself may still be fine
+        logger.warning("run.memory_check: the step could not be planned (%s: %s); training goes on", type(err).__name__, err)
+        return None
+
+
 def run_job(argv, description, action, evaluating=False):
     """Parse ``argv`` (``evaluating``: a command that uses a trained model), build the experiment's
     task, data, model and runner, and return ``action(runner)``."""
@@ -83,8 +108,10 @@ def run_job(argv, description, action, evaluating=False):
     info = dist_utils.init_distributed_mode(cfg.run_cfg)
     seed_everything(cfg.run_cfg.seed + info.rank)  # per rank
     try:
-        task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
         evaluation_only = evaluating or cfg.run_cfg.evaluate
+        if not evaluation_only and info.rank == 0:
+            check_memory(cfg, info)
+        task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
         datasets = task.build_datasets(cfg, splits=set(cfg.run_cfg.test_splits) if evaluation_only else None)
         model = task.build_model(cfg)
         runner = registry.get_runner_class(cfg.run_cfg.runner)(cfg=cfg, task=task, model=model, datasets=datasets)

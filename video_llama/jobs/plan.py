@@ -35,6 +35,22 @@ class Setting:
     llm_grad_checkpoint: bool = False
     attn_implementation: str = "sdpa"
 
+    def options(self, cfg):
+        """The ``--options`` that turn the experiment ``cfg`` into this setting (only what
+        differs), keeping its effective batch (``batch_size_train`` × ``accum_grad_iters``)."""
+        run, written, dataset = cfg.run_cfg, setting_of(cfg), next(iter(cfg.datasets_cfg))
+        options = []
+        if self.batch != written.batch:
+            effective = run.batch_size_train * run.accum_grad_iters
+            options += [f"run.batch_size_train={self.batch}", f"run.accum_grad_iters={max(1, effective // self.batch)}"]
+        if self.frames != written.frames:
+            options.append(f"datasets.{dataset}.vis_processor.train.n_frms={self.frames}")
+        for key, value in (("llm_grad_checkpoint", self.llm_grad_checkpoint), ("lora.r", self.lora_r),
+                           ("attn_implementation", self.attn_implementation)):
+            if value != getattr(written, key.replace("lora.r", "lora_r")):
+                options.append(f"model.{key}={value}")
+        return options
+
     def describe(self):
         memory = [f"LoRA r={self.lora_r}" if self.lora_r else "no LoRA",
                   "LLM checkpointing" if self.llm_grad_checkpoint else "no checkpointing", self.attn_implementation]
@@ -152,19 +168,14 @@ def fits(plan, gpu_memory):
     return plan.peak <= (1 - MARGIN) * gpu_memory
 
 
-def report(cfg_path, setting, plan, gpu=True, gpu_memory=None, mfu=0.4):
-    """The plan as a user reads it: where the memory goes, whether it fits, what a step computes."""
+def report(cfg_path, setting, plan, gpu=True, mfu=0.4):
+    """The plan as a user reads it: where the memory goes and what a step computes."""
     data_where = "one GPU (simulated)" if gpu else "the CPU"
     rows = [("parameters and buffers (frozen and trainable)", plan.parameters), ("the batch", plan.batch),
             ("gradients", plan.gradients), ("optimizer state", plan.optimizer_state),
             ("activations and temporaries at the peak", plan.activations_at_peak), ("**peak**", plan.peak)]
     lines = [f"one training step of {cfg_path} on {data_where}: {setting.describe()}", "",
              "| memory | GiB |", "| --- | ---: |", *(f"| {name} | {size / GIB:.2f} |" for name, size in rows), ""]
-    if gpu_memory:
-        room = (1 - MARGIN) * gpu_memory
-        verdict = "fits" if fits(plan, gpu_memory) else "does NOT fit"
-        lines.append(f"{verdict} in {gpu_memory / GIB:.1f} GiB ({room / GIB:.1f} GiB usable, {MARGIN:.0%} kept free): "
-                     f"{(room - plan.peak) / GIB:+.2f} GiB to spare")
     per_sample = plan.flops / setting.batch
     lines.append(f"trainable parameters: {plan.trainable / 1e6:,.1f} M; one step: {plan.flops / 1e12:,.2f} TFLOP "
                  f"(forward and backward, {per_sample / 1e12:,.2f} a sample)")
@@ -174,6 +185,85 @@ def report(cfg_path, setting, plan, gpu=True, gpu_memory=None, mfu=0.4):
     return "\n".join(lines)
 
 
+def cheaper_settings(setting):
+    """What to try, in order, when ``setting`` does not fit: recompute the LLM's layers in backward,
+    then halve the batch (accumulating to the same effective batch) down to one, then halve the
+    frames: the first keep the recipe's results, the last changes what the model sees."""
+    candidates = []
+    if not setting.llm_grad_checkpoint:
+        candidates.append(dataclasses.replace(setting, llm_grad_checkpoint=True))
+    batch = setting.batch
+    while batch > 1:
+        batch //= 2
+        candidates.append(dataclasses.replace(setting, batch=batch, llm_grad_checkpoint=True))
+    frames = setting.frames
+    while frames > 4:
+        frames //= 2
+        candidates.append(dataclasses.replace(setting, batch=1, frames=frames, llm_grad_checkpoint=True))
+    return candidates
+
+
+def first_that_fits(cfg, setting, gpu_memory, gpu=True):
+    """(setting, plan) of the first of :func:`cheaper_settings` whose step fits ``gpu_memory``, or None."""
+    for candidate in cheaper_settings(setting):
+        step = plan_step(cfg, candidate, gpu=gpu)
+        if fits(step, gpu_memory):
+            return candidate, step
+    return None
+
+
+def largest_batch(cfg, setting, step, gpu_memory, gpu=True):
+    """(batch, plan): the most samples a step of ``setting`` (whose plan is ``step``) fits in
+    ``gpu_memory``. Memory grows linearly with the batch: two plans give the line, a third checks
+    the batch it predicts (and the batch below it, while that one does not fit)."""
+    other = dataclasses.replace(setting, batch=setting.batch * 2)
+    slope = (plan_step(cfg, other, gpu=gpu).peak - step.peak) / setting.batch
+    batch = max(1, setting.batch + int(((1 - MARGIN) * gpu_memory - step.peak) // max(slope, 1)))
+    while True:
+        candidate = dataclasses.replace(setting, batch=batch)
+        planned = step if batch == setting.batch else plan_step(cfg, candidate, gpu=gpu)
+        if fits(planned, gpu_memory) or batch == 1:
+            return batch, planned
+        batch -= 1
+
+
+def memory_advice(cfg, setting, step, gpu_memory, gpu=True):
+    """Lines on whether ``step`` (the plan of ``setting``) fits ``gpu_memory`` and what to change."""
+    room = (1 - MARGIN) * gpu_memory
+    if fits(step, gpu_memory):
+        batch, planned = largest_batch(cfg, setting, step, gpu_memory, gpu=gpu)
+        return [f"fits in {gpu_memory / GIB:.1f} GiB ({room / GIB:.1f} GiB usable, {MARGIN:.0%} kept free): "
+                f"{(room - step.peak) / GIB:.2f} GiB to spare; the most samples a step fits at these settings: "
+                f"run.batch_size_train={batch} (peak {planned.peak / GIB:.2f} GiB)"]
+    lines = [f"does NOT fit in {gpu_memory / GIB:.1f} GiB ({room / GIB:.1f} GiB usable, {MARGIN:.0%} kept free): "
+             f"the peak is {(step.peak - room) / GIB:.2f} GiB over"]
+    found = first_that_fits(cfg, setting, gpu_memory, gpu=gpu)
+    if found is None:
+        lines.append("nothing the planner tries fits (LLM checkpointing, batch 1, 4 frames): load the LLM in 8 or 4 "
+                     "bits (model.llm_load_in_8bit / llm_load_in_4bit), shard it over GPUs (run.strategy: fsdp), "
+                     "or take a GPU with more memory")
+    else:
+        cheaper, planned = found
+        lines.append(f"fits with --options {' '.join(cheaper.options(cfg))} ({cheaper.describe()}; "
+                     f"peak {planned.peak / GIB:.2f} GiB)")
+    return lines
+
+
+def startup_memory_check(cfg, gpu_memory):
+    """At the start of training on a GPU of ``gpu_memory`` bytes: plan one step and, when it will
+    not fit, log a warning with the settings that would. Returns the warning, or None."""
+    setting = setting_of(cfg)
+    step = plan_step(cfg, setting, gpu=True)
+    if fits(step, gpu_memory):
+        logger.info("memory plan: a step of %s peaks at %.2f GiB of the GPU's %.1f GiB", setting.describe(),
+                    step.peak / GIB, gpu_memory / GIB)
+        return None
+    warning = "\n  ".join(["memory plan (run.memory_check): this run will probably run out of GPU memory",
+                           *memory_advice(cfg, setting, step, gpu_memory)])
+    logger.warning(warning)
+    return warning
+
+
 def plan(cfg_path, options=(), plugins=(), gpu=True, gpu_memory=None):
     """Plan the experiment at ``cfg_path`` as written; returns (setting, plan, the report)."""
     from video_llama.common.config import Config
@@ -181,4 +271,7 @@ def plan(cfg_path, options=(), plugins=(), gpu=True, gpu_memory=None):
     cfg = Config.from_file(cfg_path, list(options), list(plugins))
     setting = setting_of(cfg)
     step = plan_step(cfg, setting, gpu=gpu)
-    return setting, step, report(cfg_path, setting, step, gpu=gpu, gpu_memory=gpu_memory)
+    text = report(cfg_path, setting, step, gpu=gpu)
+    if gpu_memory:
+        text += "\n" + "\n".join(memory_advice(cfg, setting, step, gpu_memory, gpu=gpu))
+    return setting, step, text
