@@ -8,6 +8,7 @@ SUBCOMMANDS = {
     "prepare": ("video_llama.cli.prepare", "folder of labelled videos -> instruction annotation JSON"),
     "check-data": ("video_llama.cli.check_data", "probe every clip with training's decoders -> report.json + quarantine.txt"),
     "export-shards": ("video_llama.cli.export_shards", "annotations + videos -> WebDataset tar shards (train.py reads them: build_info.shards)"),
+    "cache-features": ("video_llama.cli.cache_features", "run the frozen ViT and image Q-Former once over the training clips -> a feature cache training reads"),
     "calibrate": ("video_llama.cli.calibrate", "fit a run's temperature (and abstention threshold) on a held-out split -> RUN/calibration.json"),
     "infer": ("video_llama.cli.infer", "answer a question about every video of an annotation file or folder -> JSONL"),
     "merge-lora": ("video_llama.cli.merge_lora", "fold a LoRA run's adapters into its LLM (a plain model, no peft)"),

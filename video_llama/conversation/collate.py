@@ -36,14 +36,16 @@ def stack_in_memory_order(tensors):
 
 
 def collate_video_samples(samples, pad_token_id=None):
-    """Stack ``image``; pad token ids when present; keep other fields as lists. Evaluation samples
+    """Stack ``image`` (or a feature cache's ``frame_features``); pad token ids when present; keep
+    other fields as lists. Evaluation samples
     that could not be decoded (``{"unreadable": path, "error": ...}``) are left out of the tensors
     and listed as ``batch["unreadable"]``; a batch of only those has no ``image``."""
     unreadable = [(s["unreadable"], s["error"]) for s in samples if "unreadable" in s]
     samples = [s for s in samples if "unreadable" not in s]
     if not samples:
         return {"unreadable": unreadable}
-    batch = {"image": stack_in_memory_order([s["image"] for s in samples])}
+    pixels = "image" if "image" in samples[0] else "frame_features"  # frame_features: a feature cache's
+    batch = {pixels: stack_in_memory_order([s[pixels] for s in samples])}
     if unreadable:
         batch["unreadable"] = unreadable
     if "input_ids" in samples[0]:

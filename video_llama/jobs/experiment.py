@@ -15,6 +15,7 @@ from video_llama.common.logger import setup_logger
 from video_llama.common.registry import registry
 from video_llama.common.run_folder import CONFIG, RunFolder, checkpoint_in_use
 from video_llama.common.utils import seed_everything
+from video_llama.jobs.feature_cache import check_trains_from_cache
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,7 @@ def run_job(argv, description, action, evaluating=False):
         task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
         datasets = task.build_datasets(cfg, splits=set(cfg.run_cfg.test_splits) if evaluation_only else None)
         model = task.build_model(cfg)
+        check_trains_from_cache(model, datasets)
         runner = registry.get_runner_class(cfg.run_cfg.runner)(cfg=cfg, task=task, model=model, datasets=datasets)
         result = action(runner)
         # every rank done before any tears its process group down: a gloo thread still holding work at

@@ -259,6 +259,19 @@ class VideoLLAMA(BaseModel):
         """(module, method) pairs that run a unit's parameters outside ``forward``."""
         return [(self, "score"), (self, "generate"), (self.visual_encoder, "forward_features")]
 
+    def frozen_encoders_fingerprint(self):
+        """A short digest of the ViT's, ``ln_vision``'s and the image Q-Former's weights (their
+        shapes, sums and sums of squares, to 6 digits): what a feature cache was made with."""
+        import hashlib
+
+        digest = hashlib.sha1()
+        parts = {"visual_encoder": self.visual_encoder, "ln_vision": self.ln_vision, "Qformer": self.Qformer}
+        tensors = [(f"{part}.{name}", t) for part, module in parts.items() for name, t in module.state_dict().items()]
+        for name, tensor in [*tensors, ("query_tokens", self.query_tokens)]:
+            values = tensor.detach().double()
+            digest.update(f"{name}{tuple(tensor.shape)}{values.sum().item():.6g}{values.square().sum().item():.6g}".encode())
+        return digest.hexdigest()[:16]
+
     def trainable_state_dict(self):
         """Only what training changes (the frozen ViT, Q-Former and LLM come from their files)."""
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
@@ -278,15 +291,24 @@ class VideoLLAMA(BaseModel):
                                      encoder_attention_mask=image_atts).last_hidden_state
         return frame_queries.reshape(batch, num_frames, -1, frame_queries.shape[-1])
 
-    def encode_video(self, frames):
-        """(B, C, T, H, W) frames → (B, num_video_query_token, D_llm) soft tokens."""
-        batch, num_frames = frames.shape[0], frames.shape[2]
+    def encode_video(self, frames=None, frame_features=None):
+        """(B, C, T, H, W) frames → (B, num_video_query_token, D_llm) soft tokens. Instead of
+        frames, ``frame_features``: what :meth:`encode_frames` gives for them, (B, T, Q, D), read
+        from a feature cache (the ViT and the image Q-Former must be frozen)."""
+        if frame_features is None:
+            frame_features = self.encode_frames(frames)
+        elif not (self.cfg.freeze_vit and self.cfg.freeze_qformer):
+            raise ValueError("frame_features come from a feature cache of the frozen ViT and image Q-Former, but "
+                             "model.freeze_vit or model.freeze_qformer is False: train from pixels (remove the "
+                             "dataset's feature_cache), or freeze both")
+        batch, num_frames = frame_features.shape[0], frame_features.shape[1]
         if num_frames > self.cfg.max_frame_pos:
             raise ValueError(f"{num_frames} frames exceed model.max_frame_pos ({self.cfg.max_frame_pos})")
-        positions = torch.arange(num_frames, device=frames.device)
-        frame_queries = self.encode_frames(frames) + self.video_frame_position_embedding(positions)[None, :, None, :]
+        device = frame_features.device
+        positions = torch.arange(num_frames, device=device)
+        frame_queries = frame_features.float() + self.video_frame_position_embedding(positions)[None, :, None, :]
         frame_hidden = frame_queries.reshape(batch, -1, frame_queries.shape[-1])
-        frame_atts = torch.ones(frame_hidden.shape[:-1], dtype=torch.long, device=frames.device)
+        frame_atts = torch.ones(frame_hidden.shape[:-1], dtype=torch.long, device=device)
         video_queries = self.video_query_tokens.expand(batch, -1, -1)
         video_hidden = self.video_Qformer(query_embeds=video_queries, encoder_hidden_states=frame_hidden,
                                           encoder_attention_mask=frame_atts).last_hidden_state
@@ -310,8 +332,9 @@ class VideoLLAMA(BaseModel):
         """Next-token loss on the answer tokens.
 
         Args:
-            samples: ``image`` (B, C, T, H, W), or (B, C, H, W) for images (one-frame videos), and
-                ``input_ids``, ``labels`` (-100 outside answers), ``attention_mask``.
+            samples: ``image`` (B, C, T, H, W), or (B, C, H, W) for images (one-frame videos), or
+                ``frame_features`` (B, T, Q, D) of a feature cache; and ``input_ids``, ``labels``
+                (-100 outside answers), ``attention_mask``.
             num_items_in_batch: the answer tokens of the whole effective batch (all accumulated
                 micro-batches, all ranks). Given, the loss is this batch's token sum divided by
                 it, so that summing over the window weighs every answer token alike; None, the
@@ -319,10 +342,14 @@ class VideoLLAMA(BaseModel):
         Returns:
             {"loss": scalar, "logits": (B, L, vocab)}
         """
-        frames = samples["image"]
-        if frames.dim() == 4:  # images are one-frame videos
-            frames = frames.unsqueeze(2)
-        inputs_embeds = self.embed_with_video(samples["input_ids"], self.encode_video(frames))
+        if "frame_features" in samples:  # a feature cache's: the frozen encoders' work done once
+            video = self.encode_video(frame_features=samples["frame_features"])
+        else:
+            frames = samples["image"]
+            if frames.dim() == 4:  # images are one-frame videos
+                frames = frames.unsqueeze(2)
+            video = self.encode_video(frames)
+        inputs_embeds = self.embed_with_video(samples["input_ids"], video)
         outputs = self.llama_model(inputs_embeds=inputs_embeds, attention_mask=samples["attention_mask"],
                                    labels=samples["labels"], num_items_in_batch=num_items_in_batch, return_dict=True)
         return {"loss": outputs.loss, "logits": outputs.logits}

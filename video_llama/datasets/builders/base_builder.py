@@ -211,8 +211,26 @@ class BaseDatasetBuilder:
             dataset.substitute_unreadable = split == "train"
             dataset.fixed_windows = split != "train"
             dataset.decode_timeout_s = self.config.get("decode_timeout_s", dataset.decode_timeout_s)
+            if split == "train" and self.config.get("feature_cache"):
+                dataset.feature_cache = self.open_feature_cache(dataset)
             datasets[split] = dataset
         return datasets
+
+    def open_feature_cache(self, dataset):
+        """The ``feature_cache`` the training split reads instead of pixels; refused where the
+        frames are not those of one sampling made ahead of time."""
+        from video_llama.datasets.datasets.feature_cache import FeatureCache, FeatureCacheError
+
+        folder = self.config.feature_cache
+        straddle = getattr(dataset, "straddle", None)
+        if dataset.cuts_windows or (straddle is not None and straddle.active):
+            raise FeatureCacheError(f"datasets.{getattr(self, 'name', '<dataset>')}.feature_cache ({folder}) holds the features of frames sampled "
+                                    "ahead of time; windows cut at random points (vis_processor window_s, straddle_ratio, "
+                                    "stop_ratio) need the pixels: remove the cache or those keys")
+        cache = FeatureCache(folder)
+        logger.info("%s: training reads the frozen encoders' features from %s (%d view(s) a clip; made with %s)",
+                    dataset.name, folder, cache.views, cache.info.get("processor", {}).get("name"))
+        return cache
 
     def build_shard_datasets(self):
         """{split: ShardDataset}: the samples of ``build_info.shards``, each turned into a sample by

@@ -149,6 +149,7 @@ class BaseVideoDataset(Dataset):
     defer_pixels = False  # True: uint8 frames + PixelPlan, finished on the training device (run.pixels_on_device)
     fixed_windows = False  # True: windows (vis_processor window_s) cut where the sample's index says (evaluation)
     decode_timeout_s = 10.0  # a clip whose decoding takes longer is abandoned and skipped (None: no deadline)
+    feature_cache = None  # a FeatureCache: samples carry the frozen encoders' frame_features instead of pixels
 
     def __init__(self, records, videos_dir, vis_processor, max_failed_ratio=0.1, name="dataset"):
         self.records = records
@@ -200,6 +201,11 @@ class BaseVideoDataset(Dataset):
         """The sample of ``record`` with its clip decoded from ``source`` (a path, or the video's
         bytes with ``where`` naming them), or ``{"unreadable": ..., "error": ...}``, counted.
         ``rng``: where a window is cut (None: the processor's own choice)."""
+        if self.feature_cache is not None:
+            features, info = self.feature_cache.read(record)
+            sample = self.make_sample(record, features, info)
+            sample["frame_features"] = sample.pop("image")
+            return sample
         self.budget.tried += 1
         try:
             frames, info, plan = with_deadline(self.read_visual, source, self.decode_timeout_s, rng)
