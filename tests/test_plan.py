@@ -166,3 +166,18 @@ def test_the_settings_that_would_fit_keep_the_effective_batch(tiny_experiment):
     written = setting_of(tiny_experiment)  # batch 2, accum 1
     options = dataclasses.replace(written, batch=1, llm_grad_checkpoint=True).options(tiny_experiment)
     assert options == ["run.batch_size_train=1", "run.accum_grad_iters=2", "model.llm_grad_checkpoint=True"]
+
+
+def test_a_step_from_the_feature_cache_skips_the_frozen_encoders(tiny_llm_dir, clips_dir):
+    from video_llama.jobs.plan import plan_step, setting_of
+
+    options = (tiny_llm_dir, clips_dir / "train.json", clips_dir, "datasets.webvid_instruct.max_seq_len=128")
+    pixels = setting_of(tiny_config(*options))
+    cached_cfg = tiny_config(*options, "datasets.webvid_instruct.feature_cache=anywhere")  # the folder is not read
+    cached_setting = setting_of(cached_cfg)
+    assert not pixels.features and cached_setting.features
+    from_pixels = plan_step(tiny_config(*options), pixels, gpu=True)
+    cached = plan_step(cached_cfg, cached_setting, gpu=True)
+    assert cached.flops < from_pixels.flops and cached.batch < from_pixels.batch  # no ViT, fp16 features, no frames
+    assert from_pixels.idle == 0 < cached.idle < cached.parameters  # the encoders: resident, unused
+    assert cached.parameters == from_pixels.parameters and cached.trainable == from_pixels.trainable

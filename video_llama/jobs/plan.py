@@ -34,6 +34,7 @@ class Setting:
     lora_r: int = 0  # model.lora.r (0: no adapters)
     llm_grad_checkpoint: bool = False
     attn_implementation: str = "sdpa"
+    features: bool = False  # from a feature cache: the frozen ViT and image Q-Former neither run nor stay resident
 
     def options(self, cfg):
         """The ``--options`` that turn the experiment ``cfg`` into this setting (only what
@@ -53,15 +54,18 @@ class Setting:
 
     def describe(self):
         memory = [f"LoRA r={self.lora_r}" if self.lora_r else "no LoRA",
-                  "LLM checkpointing" if self.llm_grad_checkpoint else "no checkpointing", self.attn_implementation]
+                  "LLM checkpointing" if self.llm_grad_checkpoint else "no checkpointing", self.attn_implementation,
+                  *(["cached features (no ViT, no image Q-Former)"] if self.features else [])]
         return f"{self.frames} frames × batch {self.batch}, " + ", ".join(memory)
 
 
 def setting_of(cfg):
     """The :class:`Setting` the experiment ``cfg`` (a :class:`~video_llama.common.config.Config`) is written with."""
     model, run = cfg.model_cfg, cfg.run_cfg
+    dataset = next(iter(cfg.datasets_cfg.values()))
     return Setting(frames=first_dataset(cfg).frames, batch=run.batch_size_train, lora_r=int((model.get("lora") or {}).get("r") or 0),
-                   llm_grad_checkpoint=bool(model.llm_grad_checkpoint), attn_implementation=model.attn_implementation)
+                   llm_grad_checkpoint=bool(model.llm_grad_checkpoint), attn_implementation=model.attn_implementation,
+                   features=bool(dataset.get("feature_cache")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +95,9 @@ def model_config(cfg, setting):
     return model
 
 
+FROZEN_ENCODERS = ("visual_encoder", "ln_vision", "Qformer", "query_tokens")  # what a feature cache stands for
+
+
 def fake_model(model_cfg, gpu, fake_mode):
     """The experiment's model with fake parameters (on the CPU, in the dtypes of a GPU run when
     ``gpu``), in training mode."""
@@ -115,8 +122,13 @@ def planned_batch(model, data, setting):
     ids[:, 1:1 + placeholders] = model.im_patch_token_id
     labels = torch.full_like(ids, IGNORE_INDEX)
     labels[:, -ANSWER_TOKENS:] = 1
-    frames = torch.zeros(batch, 3, setting.frames, data.image_size, data.image_size)
-    return {"image": frames, "input_ids": ids, "labels": labels, "attention_mask": None}
+    if setting.features:  # what a feature cache holds: the image Q-Former's output per frame, fp16
+        cfg = model.cfg
+        visual = {"frame_features": torch.zeros(batch, setting.frames, cfg.num_query_token, cfg.qformer_hidden_size,
+                                                dtype=torch.float16)}
+    else:
+        visual = {"image": torch.zeros(batch, 3, setting.frames, data.image_size, data.image_size)}
+    return {**visual, "input_ids": ids, "labels": labels, "attention_mask": None}
 
 
 def plan_step(cfg, setting, gpu=True):
@@ -145,7 +157,15 @@ def plan_step(cfg, setting, gpu=True):
             with torch.autocast("cpu", dtype=dtype, enabled=amp):
                 return task.train_step(model, batch)
 
-        return simulate_step(model, optimizer, batch, loss_fn, block=CUDA_BLOCK if gpu else 1)
+        step = simulate_step(model, optimizer, batch, loss_fn, block=CUDA_BLOCK if gpu else 1)
+    if setting.features:  # resident, as the runner keeps them (to evaluate from pixels), but idle
+        encoders = [t for name in FROZEN_ENCODERS for t in _tensors_of(getattr(model, name))]
+        step = dataclasses.replace(step, idle=sum(t.numel() * t.element_size() for t in encoders))
+    return step
+
+
+def _tensors_of(part):
+    return [part] if isinstance(part, torch.Tensor) else [*part.parameters(), *part.buffers()]
 
 
 def parse_bytes(text):
@@ -176,6 +196,10 @@ def report(cfg_path, setting, plan, gpu=True, mfu=0.4):
             ("activations and temporaries at the peak", plan.activations_at_peak), ("**peak**", plan.peak)]
     lines = [f"one training step of {cfg_path} on {data_where}: {setting.describe()}", "",
              "| memory | GiB |", "| --- | ---: |", *(f"| {name} | {size / GIB:.2f} |" for name, size in rows), ""]
+    if plan.idle:
+        lines += [f"of the parameters, {plan.idle / GIB:.2f} GiB are the frozen ViT and image Q-Former, idle while training "
+                  "reads their outputs from the feature cache (the runner keeps them on the GPU to evaluate from "
+                  f"pixels): without them resident the peak would be {(plan.peak - plan.idle) / GIB:.2f} GiB", ""]
     per_sample = plan.flops / setting.batch
     lines.append(f"trainable parameters: {plan.trainable / 1e6:,.1f} M; one step: {plan.flops / 1e12:,.2f} TFLOP "
                  f"(forward and backward, {per_sample / 1e12:,.2f} a sample)")

@@ -116,6 +116,7 @@ class StepPlan:
     peak: int  # the most held at once
     flops: int  # of the forward and backward (the optimizer's elementwise work is not counted)
     trainable: int  # trainable parameters (count)
+    idle: int = 0  # bytes of the parameters that are resident but that the step does not use (the caller says which)
 
 
 def storage_ids(tensors):
