@@ -181,3 +181,14 @@ def test_a_step_from_the_feature_cache_skips_the_frozen_encoders(tiny_llm_dir, c
     assert cached.flops < from_pixels.flops and cached.batch < from_pixels.batch  # no ViT, fp16 features, no frames
     assert from_pixels.idle == 0 < cached.idle < cached.parameters  # the encoders: resident, unused
     assert cached.parameters == from_pixels.parameters and cached.trainable == from_pixels.trainable
+
+
+def test_the_grid_gives_the_most_samples_that_fit_for_each_setting(tiny_experiment):
+    from video_llama.jobs.plan import grid
+
+    lines = grid(tiny_experiment, 64 * 2 ** 20, gpu=False, frames=(2,))
+    rows = [line.split("|")[1:-1] for line in lines[2:]]
+    assert [r[1].strip() for r in rows] == ["as written", "LLM checkpointing", "LoRA r=8", "LoRA r=8, checkpointing"]
+    most = {r[1].strip(): int(r[4]) for r in rows}
+    assert all(n >= 1 for n in most.values())
+    assert most["LLM checkpointing"] >= most["as written"]  # recomputing frees room for samples

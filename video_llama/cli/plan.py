@@ -4,6 +4,7 @@ memory: seconds on a laptop, a 7B LLM included) and every byte it holds is count
 
     video-llama plan --cfg-path train_configs/visionbranch_stage2_finetune.yaml [--gpu-memory 24GiB]
     video-llama plan --cfg-path MY.yaml --options run.batch_size_train=2 model.llm_grad_checkpoint=True
+    video-llama plan --cfg-path MY.yaml --gpu-memory 24GiB --grid   # frames × settings → the most samples that fit
 
 The LLM's shape comes from ``model.llama_model``'s config.json (a folder, or the Hugging Face
 cache), or from the published LLaMA shape its name says (7b, 13b): nothing is downloaded.
@@ -11,7 +12,7 @@ cache), or from the published LLaMA shape its name says (7b, 13b): nothing is do
 
 import argparse
 
-from video_llama.jobs.plan import parse_bytes, plan
+from video_llama.jobs.plan import grid, parse_bytes, plan
 
 
 def main(argv=None):
@@ -21,9 +22,17 @@ def main(argv=None):
     parser.add_argument("--plugins", nargs="+", default=[], help="modules or .py files that register builders etc.")
     parser.add_argument("--gpu-memory", help="the GPU's memory (e.g. 24GiB, 80GB): say whether the step fits")
     parser.add_argument("--cpu", action="store_true", help="plan a run on the CPU instead of a GPU")
+    parser.add_argument("--grid", action="store_true", help="also the most samples that fit --gpu-memory for 8/16/32 "
+                        "frames × (as written, LLM checkpointing, LoRA r=8, both): about 40 plans, minutes at 7B")
     args = parser.parse_args(argv)
+    if args.grid and not args.gpu_memory:
+        parser.error("--grid needs --gpu-memory")
     import video_llama  # noqa: F401  (registers the built-ins)
+    from video_llama.common.config import Config
 
     gpu_memory = parse_bytes(args.gpu_memory) if args.gpu_memory else None
     print(plan(args.cfg_path, args.options, args.plugins, gpu=not args.cpu, gpu_memory=gpu_memory)[2])
+    if args.grid:
+        cfg = Config.from_file(args.cfg_path, args.options, args.plugins)
+        print("\n" + "\n".join(grid(cfg, gpu_memory, gpu=not args.cpu)))
     return 0

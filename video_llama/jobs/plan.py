@@ -288,6 +288,31 @@ def startup_memory_check(cfg, gpu_memory):
     return warning
 
 
+GRID_FRAMES = (8, 16, 32)
+
+
+def grid(cfg, gpu_memory, gpu=True, frames=GRID_FRAMES, lora_r=8):
+    """Markdown lines: for each frame count and each memory setting (the YAML's, with LLM
+    checkpointing, with LoRA of rank ``lora_r``, both), the peak of one sample, what each more
+    sample adds, and the most samples a step fits in ``gpu_memory``."""
+    base = setting_of(cfg)
+    memory = {"as written": {}, "LLM checkpointing": {"llm_grad_checkpoint": True},
+              f"LoRA r={lora_r}": {"lora_r": lora_r}, f"LoRA r={lora_r}, checkpointing": {"lora_r": lora_r, "llm_grad_checkpoint": True}}
+    lines = [f"| frames | settings | peak at batch 1 GiB | each more sample GiB | most samples in {gpu_memory / GIB:.1f} GiB |",
+             "| ---: | --- | ---: | ---: | ---: |"]
+    for count in frames:
+        for name, change in memory.items():
+            one = dataclasses.replace(base, frames=count, batch=1, **change)
+            step = plan_step(cfg, one, gpu=gpu)
+            two = plan_step(cfg, dataclasses.replace(one, batch=2), gpu=gpu)
+            if fits(step, gpu_memory):
+                most = str(largest_batch(cfg, one, step, gpu_memory, gpu=gpu)[0])
+            else:
+                most = "none"
+            lines.append(f"| {count} | {name} | {step.peak / GIB:.3f} | {(two.peak - step.peak) / GIB:.3f} | {most} |")
+    return lines
+
+
 def plan(cfg_path, options=(), plugins=(), gpu=True, gpu_memory=None):
     """Plan the experiment at ``cfg_path`` as written; returns (setting, plan, the report)."""
     from video_llama.common.config import Config
