@@ -188,7 +188,25 @@ def test_the_grid_gives_the_most_samples_that_fit_for_each_setting(tiny_experime
 
     lines = grid(tiny_experiment, 64 * 2 ** 20, gpu=False, frames=(2,))
     rows = [line.split("|")[1:-1] for line in lines[2:]]
-    assert [r[1].strip() for r in rows] == ["as written", "LLM checkpointing", "LoRA r=8", "LoRA r=8, checkpointing"]
+    assert [r[1].strip() for r in rows][:4] == ["as written", "LLM checkpointing", "LoRA r=8", "LoRA r=8, checkpointing"]
+    assert "4-bit LLM" in rows[-1][1] and "estimated" in rows[-1][1]
     most = {r[1].strip(): int(r[4]) for r in rows}
     assert all(n >= 1 for n in most.values())
     assert most["LLM checkpointing"] >= most["as written"]  # recomputing frees room for samples
+
+
+def test_low_bit_llms_and_fsdp_are_estimated_from_the_simulated_step(tiny_experiment):
+    import dataclasses
+
+    from video_llama.jobs.plan import LOW_BIT_BYTES, model_shapes, plan_step, setting_of
+
+    base = setting_of(tiny_experiment)
+    step = plan_step(tiny_experiment, base, gpu=True)
+    shapes = model_shapes(tiny_experiment, base)
+    assert step.estimated == "" and shapes.llm_linear_weights > 0 and len(shapes.units) > 3
+    four = plan_step(tiny_experiment, dataclasses.replace(base, low_bit=4), gpu=True)
+    saved = shapes.llm_linear_bytes - int(shapes.llm_linear_weights * LOW_BIT_BYTES[4])
+    assert four.parameters == step.parameters - saved and "4 bits" in four.estimated
+    assert four.peak == step.peak - saved + shapes.largest_linear_bytes  # one weight dequantised at a time
+    per_gpu = [plan_step(tiny_experiment, dataclasses.replace(base, fsdp_gpus=n), gpu=True).peak for n in (2, 8)]
+    assert step.peak > per_gpu[0] > per_gpu[1]

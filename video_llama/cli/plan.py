@@ -22,6 +22,8 @@ def main(argv=None):
     parser.add_argument("--plugins", nargs="+", default=[], help="modules or .py files that register builders etc.")
     parser.add_argument("--gpu-memory", help="the GPU's memory (e.g. 24GiB, 80GB): say whether the step fits")
     parser.add_argument("--cpu", action="store_true", help="plan a run on the CPU instead of a GPU")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs of the run: with run.strategy=fsdp the plan is per "
+                        "GPU of the sharded model (estimated from the one-GPU plan)")
     parser.add_argument("--grid", action="store_true", help="also the most samples that fit --gpu-memory for 8/16/32 "
                         "frames × (as written, LLM checkpointing, LoRA r=8, both): about 40 plans, minutes at 7B")
     args = parser.parse_args(argv)
@@ -31,7 +33,7 @@ def main(argv=None):
     from video_llama.common.config import Config
 
     gpu_memory = parse_bytes(args.gpu_memory) if args.gpu_memory else None
-    print(plan(args.cfg_path, args.options, args.plugins, gpu=not args.cpu, gpu_memory=gpu_memory)[2])
+    print(plan(args.cfg_path, args.options, args.plugins, gpu=not args.cpu, gpu_memory=gpu_memory, gpus=args.gpus)[2])
     if args.grid:
         cfg = Config.from_file(args.cfg_path, args.options, args.plugins)
         print("\n" + "\n".join(grid(cfg, gpu_memory, gpu=not args.cpu)))

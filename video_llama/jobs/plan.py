@@ -34,7 +34,9 @@ class Setting:
     lora_r: int = 0  # model.lora.r (0: no adapters)
     llm_grad_checkpoint: bool = False
     attn_implementation: str = "sdpa"
-    features: bool = False  # from a feature cache: the frozen ViT and image Q-Former neither run nor stay resident
+    features: bool = False  # from a feature cache: the frozen ViT and image Q-Former do not run
+    low_bit: int = 0  # the frozen LLM loaded in 8 or 4 bits (model.llm_load_in_8bit / 4bit); 0: in llama_dtype
+    fsdp_gpus: int = 1  # sharded over this many GPUs (run.strategy: fsdp)
 
     def options(self, cfg):
         """The ``--options`` that turn the experiment ``cfg`` into this setting (only what
@@ -50,12 +52,16 @@ class Setting:
                            ("attn_implementation", self.attn_implementation)):
             if value != getattr(written, key.replace("lora.r", "lora_r")):
                 options.append(f"model.{key}={value}")
+        if self.low_bit != written.low_bit:
+            options += [f"model.llm_load_in_8bit={self.low_bit == 8}", f"model.llm_load_in_4bit={self.low_bit == 4}"]
         return options
 
     def describe(self):
         memory = [f"LoRA r={self.lora_r}" if self.lora_r else "no LoRA",
                   "LLM checkpointing" if self.llm_grad_checkpoint else "no checkpointing", self.attn_implementation,
-                  *(["cached features (no ViT, no image Q-Former)"] if self.features else [])]
+                  *(["cached features (no ViT, no image Q-Former)"] if self.features else []),
+                  *([f"{self.low_bit}-bit LLM"] if self.low_bit else []),
+                  *([f"FSDP over {self.fsdp_gpus} GPUs"] if self.fsdp_gpus > 1 else [])]
         return f"{self.frames} frames × batch {self.batch}, " + ", ".join(memory)
 
 
@@ -65,7 +71,8 @@ def setting_of(cfg):
     dataset = next(iter(cfg.datasets_cfg.values()))
     return Setting(frames=first_dataset(cfg).frames, batch=run.batch_size_train, lora_r=int((model.get("lora") or {}).get("r") or 0),
                    llm_grad_checkpoint=bool(model.llm_grad_checkpoint), attn_implementation=model.attn_implementation,
-                   features=bool(dataset.get("feature_cache")))
+                   features=bool(dataset.get("feature_cache")),
+                   low_bit=8 if model.get("llm_load_in_8bit") else 4 if model.get("llm_load_in_4bit") else 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,11 +168,74 @@ def plan_step(cfg, setting, gpu=True):
     if setting.features:  # resident, as the runner keeps them (to evaluate from pixels), but idle
         encoders = [t for name in FROZEN_ENCODERS for t in _tensors_of(getattr(model, name))]
         step = dataclasses.replace(step, idle=sum(t.numel() * t.element_size() for t in encoders))
+    if setting.low_bit or setting.fsdp_gpus > 1:
+        shapes = model_shapes(cfg, setting, gpu=gpu)
+        if setting.low_bit:
+            saved = shapes.llm_linear_bytes - int(shapes.llm_linear_weights * LOW_BIT_BYTES[setting.low_bit])
+            step = dataclasses.replace(step, peak=low_bit_estimate(step, shapes, setting.low_bit),
+                                       parameters=step.parameters - saved,
+                                       estimated=f"the LLM's linear weights in {setting.low_bit} bits (bitsandbytes' sizes)")
+        if setting.fsdp_gpus > 1:
+            note = f"sharded over {setting.fsdp_gpus} GPUs (FSDP)"
+            step = dataclasses.replace(step, peak=fsdp_estimate(step, shapes, setting.fsdp_gpus),
+                                       estimated="; ".join(filter(None, [step.estimated, note])))
     return step
 
 
 def _tensors_of(part):
     return [part] if isinstance(part, torch.Tensor) else [*part.parameters(), *part.buffers()]
+
+
+# bytes a weight of a quantised linear layer takes (bitsandbytes): LLM.int8 keeps one fp32 scale per
+# row beside the int8 weights; NF4 with double quantisation one 8-bit absmax per 64 weights and one
+# fp32 constant per 256 of those
+LOW_BIT_BYTES = {8: 1.0, 4: 0.5 + 1 / 64 + 4 / (64 * 256)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+    """What the estimates below need of the model's parameters (bytes in their dtypes)."""
+
+    llm_linear_weights: int  # weights of the LLM decoder layers' linear layers (what bitsandbytes quantises)
+    llm_linear_bytes: int
+    largest_linear_bytes: int  # one such weight, dequantised for its matmul
+    units: list  # the FSDP units' own parameter bytes, the model's rest last
+
+
+def model_shapes(cfg, setting, gpu=True):
+    """:class:`Shapes` of the experiment's model, built on the meta device (seconds at 7B)."""
+    model_cfg = model_config(cfg, setting)
+    config, _ = llm_config(model_cfg.llama_model)
+    with torch.device("meta"):
+        model = registry.get_model_class(model_cfg.arch).from_llm_config(model_cfg, config, on_cuda=gpu)
+    layers = model.llama_model.get_decoder().layers
+    linear = [m.weight for name, m in layers.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in name]
+    nbytes = [w.numel() * w.element_size() for w in linear]
+    seen, units = set(), []
+    for unit in [*model.fsdp_units(), model]:
+        own = [p for p in unit.parameters() if id(p) not in seen]
+        seen.update(id(p) for p in own)
+        units.append(sum(p.numel() * p.element_size() for p in own))
+    return Shapes(sum(w.numel() for w in linear), sum(nbytes), max(nbytes, default=0), units)
+
+
+def low_bit_estimate(step, shapes, bits):
+    """The peak of ``step`` (planned with the LLM in ``llama_dtype``) with its decoder layers' linear
+    weights quantised to ``bits`` (8 or 4), estimated: those weights at bitsandbytes' size, plus one
+    of them dequantised at a time for its matmul. (bitsandbytes needs a GPU: not simulated.)"""
+    quantised = shapes.llm_linear_weights * LOW_BIT_BYTES[bits]
+    return step.peak - shapes.llm_linear_bytes + int(quantised) + shapes.largest_linear_bytes
+
+
+def fsdp_estimate(step, shapes, gpus):
+    """The per-GPU peak of ``step`` sharded with FSDP over ``gpus`` GPUs (``run.strategy: fsdp``),
+    estimated: parameters, gradients and optimizer state split ``gpus`` ways, plus the two largest
+    units gathered whole at once (the one running and the one fetched ahead) and the model's rest,
+    gathered for the whole step. (The plan is of one unsharded GPU: not simulated.)"""
+    sharded = step.parameters + step.gradients + step.optimizer_state
+    *inner, rest = shapes.units
+    gathered = sum(sorted(inner, reverse=True)[:2]) + rest
+    return int(step.peak - sharded + sharded / gpus + gathered * (1 - 1 / gpus))
 
 
 def parse_bytes(text):
@@ -194,7 +264,8 @@ def report(cfg_path, setting, plan, gpu=True, mfu=0.4):
     rows = [("parameters and buffers (frozen and trainable)", plan.parameters), ("the batch", plan.batch),
             ("gradients", plan.gradients), ("optimizer state", plan.optimizer_state),
             ("activations and temporaries at the peak", plan.activations_at_peak), ("**peak**", plan.peak)]
-    lines = [f"one training step of {cfg_path} on {data_where}: {setting.describe()}", "",
+    estimated = [f"estimated, not simulated: {plan.estimated}", ""] if plan.estimated else []
+    lines = [f"one training step of {cfg_path} on {data_where}: {setting.describe()}", "", *estimated,
              "| memory | GiB |", "| --- | ---: |", *(f"| {name} | {size / GIB:.2f} |" for name, size in rows), ""]
     if plan.idle:
         lines += [f"of the parameters, {plan.idle / GIB:.2f} GiB are the frozen ViT and image Q-Former, idle while training "
@@ -297,7 +368,9 @@ def grid(cfg, gpu_memory, gpu=True, frames=GRID_FRAMES, lora_r=8):
     sample adds, and the most samples a step fits in ``gpu_memory``."""
     base = setting_of(cfg)
     memory = {"as written": {}, "LLM checkpointing": {"llm_grad_checkpoint": True},
-              f"LoRA r={lora_r}": {"lora_r": lora_r}, f"LoRA r={lora_r}, checkpointing": {"lora_r": lora_r, "llm_grad_checkpoint": True}}
+              f"LoRA r={lora_r}": {"lora_r": lora_r}, f"LoRA r={lora_r}, checkpointing": {"lora_r": lora_r, "llm_grad_checkpoint": True},
+              f"8-bit LLM, LoRA r={lora_r}, checkpointing (estimated)": {"lora_r": lora_r, "llm_grad_checkpoint": True, "low_bit": 8},
+              f"4-bit LLM, LoRA r={lora_r}, checkpointing (estimated)": {"lora_r": lora_r, "llm_grad_checkpoint": True, "low_bit": 4}}
     lines = [f"| frames | settings | peak at batch 1 GiB | each more sample GiB | most samples in {gpu_memory / GIB:.1f} GiB |",
              "| ---: | --- | ---: | ---: | ---: |"]
     for count in frames:
@@ -313,14 +386,21 @@ def grid(cfg, gpu_memory, gpu=True, frames=GRID_FRAMES, lora_r=8):
     return lines
 
 
-def plan(cfg_path, options=(), plugins=(), gpu=True, gpu_memory=None):
-    """Plan the experiment at ``cfg_path`` as written; returns (setting, plan, the report)."""
+def plan(cfg_path, options=(), plugins=(), gpu=True, gpu_memory=None, gpus=1):
+    """Plan the experiment at ``cfg_path`` as written, per GPU of ``gpus``; returns (setting,
+    plan, the report)."""
     from video_llama.common.config import Config
 
     cfg = Config.from_file(cfg_path, list(options), list(plugins))
     setting = setting_of(cfg)
+    sharded = gpus > 1 and cfg.run_cfg.strategy == "fsdp"
+    if sharded:
+        setting = dataclasses.replace(setting, fsdp_gpus=gpus)
     step = plan_step(cfg, setting, gpu=gpu)
     text = report(cfg_path, setting, step, gpu=gpu)
+    if gpus > 1 and not sharded:
+        text += (f"\nwith run.strategy={cfg.run_cfg.strategy} each of the {gpus} GPUs holds all of this "
+                 "(--options run.strategy=fsdp shards it)")
     if gpu_memory:
         text += "\n" + "\n".join(memory_advice(cfg, setting, step, gpu_memory, gpu=gpu))
     return setting, step, text
