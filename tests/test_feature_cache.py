@@ -24,7 +24,6 @@ def cached(tiny_llm_dir, clips_dir, tmp_path_factory):
                f"datasets.webvid_instruct.build_info.anno_dir={anno}",
                f"datasets.webvid_instruct.build_info.videos_dir={clips_dir}", *EVAL_FOR_TRAIN]
     out = tmp_path_factory.mktemp("features")
-    torch.manual_seed(0)  # the random tiny encoders: the run below builds the same ones
     made = write_feature_cache("train_configs/tiny_cpu_finetune.yaml", out, 1, options)
     return options, out, made
 
@@ -32,9 +31,10 @@ def cached(tiny_llm_dir, clips_dir, tmp_path_factory):
 def build_run(options, *more):
     from video_llama.common.config import Config
     from video_llama.common.registry import registry
+    from video_llama.common.utils import seed_everything
 
     cfg = Config.from_file("train_configs/tiny_cpu_finetune.yaml", [*options, *more])
-    torch.manual_seed(0)
+    seed_everything(cfg.run_cfg.seed)  # as train.py and cache-features do: the same random tiny encoders
     task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
     model = task.build_model(cfg)
     builder = registry.get_builder_class("webvid_instruct")(cfg.datasets_cfg.webvid_instruct)
@@ -71,7 +71,6 @@ def test_a_cache_is_refused_where_it_cannot_stand_for_the_pixels(cached):
     _, model, data = build_run(options, cache, "model.freeze_vit=False", "model.vit_precision=fp32")
     with pytest.raises(FeatureCacheError, match="freeze_vit"):
         check_trains_from_cache(model, data)
-    torch.manual_seed(1)
     _, other, data = build_run(options, cache)
     torch.manual_seed(5)
     from video_llama.common.registry import registry
@@ -83,3 +82,15 @@ def test_a_cache_is_refused_where_it_cannot_stand_for_the_pixels(cached):
         build_run(options, cache, "datasets.webvid_instruct.vis_processor.train.window_s=1.0")
     with pytest.raises(FeatureCacheError, match="cache.json"):
         build_run(options, f"datasets.webvid_instruct.feature_cache={out / 'nowhere'}")
+
+
+def test_a_run_trains_from_the_cache_without_the_frozen_encoders(cached, tmp_path, caplog):
+    from video_llama.jobs.experiment import train
+
+    options, out, _ = cached
+    with caplog.at_level("INFO"):
+        train(["--cfg-path", "train_configs/tiny_cpu_finetune.yaml", "--options", *options,
+               f"datasets.webvid_instruct.feature_cache={out}", "run.max_epoch=1", "run.iters_per_epoch=3",
+               "run.num_workers=0", f"run.output_dir={tmp_path}", "run.device=cpu", "run.amp=False"])
+    assert "the ViT and image Q-Former" in caplog.text and "stay off cpu" in caplog.text
+    assert list(tmp_path.glob("*/checkpoint_e1_s0"))  # trained and saved, the encoders never loaded on the device

@@ -177,10 +177,15 @@ def test_a_step_from_the_feature_cache_skips_the_frozen_encoders(tiny_llm_dir, c
     cached_setting = setting_of(cached_cfg)
     assert not pixels.features and cached_setting.features
     from_pixels = plan_step(tiny_config(*options), pixels, gpu=True)
-    cached = plan_step(cached_cfg, cached_setting, gpu=True)
+    cached = plan_step(cached_cfg, cached_setting, gpu=True)  # no validation: the runner releases the encoders
+    anno = f"{{train: {clips_dir / 'train.json'}, val: {clips_dir / 'train.json'}}}"
+    validated = tiny_config(tiny_llm_dir, anno, *options[2:], "datasets.webvid_instruct.feature_cache=anywhere",
+                            "run.valid_splits=[val]")
+    kept = plan_step(validated, cached_setting, gpu=True)  # validation from pixels: they stay, idle
     assert cached.flops < from_pixels.flops and cached.batch < from_pixels.batch  # no ViT, fp16 features, no frames
-    assert from_pixels.idle == 0 < cached.idle < cached.parameters  # the encoders: resident, unused
-    assert cached.parameters == from_pixels.parameters and cached.trainable == from_pixels.trainable
+    assert from_pixels.idle == 0 == cached.idle < kept.idle < kept.parameters
+    assert kept.parameters == from_pixels.parameters == cached.parameters + kept.idle
+    assert cached.peak == kept.peak - kept.idle and cached.trainable == from_pixels.trainable
 
 
 def test_the_grid_gives_the_most_samples_that_fit_for_each_setting(tiny_experiment):

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from video_llama.common.errors import UserError
 from video_llama.common.registry import registry
-from video_llama.common.utils import seeded
+from video_llama.common.utils import seed_everything, seeded
 from video_llama.datasets.datasets.feature_cache import CACHE_INFO, TENSOR, FeatureCacheError
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ def write_feature_cache(cfg_path, out, views=1, options=(), plugins=(), batch_fr
         raise FeatureCacheError(f"datasets.{name}.vis_processor cuts windows (window_s): a cache holds the frames of "
                                 "one sampling made ahead of time; cache clips taken whole")
     task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
+    seed_everything(cfg.run_cfg.seed)  # as train.py seeds rank 0 before building: random encoders come out alike
     model = task.build_model(cfg).eval()
     if not (model.cfg.freeze_vit and model.cfg.freeze_qformer):
         raise FeatureCacheError("model.freeze_vit and model.freeze_qformer must both be True: the cache holds the "

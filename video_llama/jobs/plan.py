@@ -165,9 +165,13 @@ def plan_step(cfg, setting, gpu=True):
                 return task.train_step(model, batch)
 
         step = simulate_step(model, optimizer, batch, loss_fn, block=CUDA_BLOCK if gpu else 1)
-    if setting.features:  # resident, as the runner keeps them (to evaluate from pixels), but idle
+    if setting.features:  # the encoders do not run; the runner keeps them only to evaluate from pixels
         encoders = [t for name in FROZEN_ENCODERS for t in _tensors_of(getattr(model, name))]
-        step = dataclasses.replace(step, idle=sum(t.numel() * t.element_size() for t in encoders))
+        idle = sum(t.numel() * t.element_size() for t in encoders)
+        if run.valid_splits:
+            step = dataclasses.replace(step, idle=idle)
+        else:  # released before training (RunnerBase): untouched by the step, so exactly their bytes less
+            step = dataclasses.replace(step, parameters=step.parameters - idle, peak=step.peak - idle)
     if setting.low_bit or setting.fsdp_gpus > 1:
         shapes = model_shapes(cfg, setting, gpu=gpu)
         if setting.low_bit:
@@ -269,8 +273,11 @@ def report(cfg_path, setting, plan, gpu=True, mfu=0.4):
              "| memory | GiB |", "| --- | ---: |", *(f"| {name} | {size / GIB:.2f} |" for name, size in rows), ""]
     if plan.idle:
         lines += [f"of the parameters, {plan.idle / GIB:.2f} GiB are the frozen ViT and image Q-Former, idle while training "
-                  "reads their outputs from the feature cache (the runner keeps them on the GPU to evaluate from "
-                  f"pixels): without them resident the peak would be {(plan.peak - plan.idle) / GIB:.2f} GiB", ""]
+                  "reads their outputs from the feature cache, kept on the GPU to evaluate run.valid_splits from "
+                  f"pixels: without validation (run.valid_splits=[]) the peak is {(plan.peak - plan.idle) / GIB:.2f} GiB", ""]
+    elif setting.features:
+        lines += ["the frozen ViT and image Q-Former are not on the GPU: training reads their outputs from the feature "
+                  "cache and evaluates nothing from pixels (run.valid_splits is empty)", ""]
     per_sample = plan.flops / setting.batch
     lines.append(f"trainable parameters: {plan.trainable / 1e6:,.1f} M; one step: {plan.flops / 1e12:,.2f} TFLOP "
                  f"(forward and backward, {per_sample / 1e12:,.2f} a sample)")

@@ -244,6 +244,17 @@ class VideoLLAMA(BaseModel):
             self.cfg.lora.r = 0
         return self
 
+    def release_frozen_encoders(self):
+        """Drop the frozen ViT and image Q-Former (their memory with them): for a run that reads
+        their outputs from a feature cache and never needs pixels. Returns the bytes released."""
+        if self.cfg.freeze_vit is not True or self.cfg.freeze_qformer is not True:
+            raise ValueError("only frozen encoders can be released: model.freeze_vit and freeze_qformer must be True")
+        parts = [self.visual_encoder, self.ln_vision, self.Qformer]
+        released = sum(t.numel() * t.element_size() for part in parts for t in [*part.parameters(), *part.buffers()])
+        released += self.query_tokens.numel() * self.query_tokens.element_size()
+        self.visual_encoder = self.ln_vision = self.Qformer = self.query_tokens = None
+        return released
+
     def fsdp_units(self):
         """The submodules to shard one by one (``run.strategy: fsdp``), innermost first, before the
         model itself: each LLM decoder layer, the input embeddings (called apart from the LLM's
@@ -253,7 +264,7 @@ class VideoLLAMA(BaseModel):
         if self.llama_model is not None:
             llm = self.llama_model.get_base_model() if hasattr(self.llama_model, "get_base_model") else self.llama_model
             units += [*llm.get_decoder().layers, llm.get_input_embeddings(), self.llama_model]
-        return units + [self.visual_encoder]
+        return units + ([self.visual_encoder] if self.visual_encoder is not None else [])
 
     def fsdp_forward_methods(self):
         """(module, method) pairs that run a unit's parameters outside ``forward``."""

@@ -202,6 +202,11 @@ class BaseVideoDataset(Dataset):
         bytes with ``where`` naming them), or ``{"unreadable": ..., "error": ...}``, counted.
         ``rng``: where a window is cut (None: the processor's own choice)."""
         if self.feature_cache is not None:
+            self.budget.tried += 1
+            skipped = self.feature_cache.skipped(record)
+            if skipped:  # unreadable when the cache was written: counted and skipped like a clip now
+                self._record_failure(record, f"not in the feature cache: {skipped}", record["video"])
+                return {"unreadable": record["video"], "error": skipped}
             features, info = self.feature_cache.read(record)
             sample = self.make_sample(record, features, info)
             sample["frame_features"] = sample.pop("image")

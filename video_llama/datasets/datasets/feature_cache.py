@@ -43,6 +43,10 @@ class FeatureCache:
     def views(self):
         return int(self.info["views"])
 
+    def skipped(self, record):
+        """Why ``record``'s clip is not in the cache (unreadable when it was written), or None."""
+        return self.info.get("skipped", {}).get(record["video"])
+
     def file_of(self, record):
         name = self.clips.get(record["video"])
         if name is None:
