@@ -105,14 +105,23 @@ def model_config(cfg, setting):
 FROZEN_ENCODERS = ("visual_encoder", "ln_vision", "Qformer", "query_tokens")  # what a feature cache stands for
 
 
-def fake_model(model_cfg, gpu, fake_mode):
-    """The experiment's model with fake parameters (on the CPU, in the dtypes of a GPU run when
-    ``gpu``), in training mode."""
+def meta_model(model_cfg, gpu):
+    """The experiment's model on the meta device: shapes and dtypes (those of a GPU run when
+    ``gpu``), nothing initialised, nothing allocated."""
     config, source = llm_config(model_cfg.llama_model)
     logger.info("planning with the LLM shape of %s", source)
     model_cls = registry.get_model_class(model_cfg.arch)
-    with torch.device("meta"):  # shapes first: nothing is initialised, nothing allocated
-        model = model_cls.from_llm_config(model_cfg, config, on_cuda=gpu)
+    if not hasattr(model_cls, "from_llm_config"):
+        raise UserError(f"model.arch {model_cfg.arch!r} ({model_cls.__name__}) cannot be planned: the planner builds a model "
+                        "with from_llm_config(cfg, llm_config, on_cuda), as VideoLLAMA does; give the class one")
+    with torch.device("meta"):
+        return model_cls.from_llm_config(model_cfg, config, on_cuda=gpu)
+
+
+def fake_model(model_cfg, gpu, fake_mode):
+    """The experiment's model with fake parameters (on the CPU, in the dtypes of a GPU run when
+    ``gpu``), in training mode."""
+    model = meta_model(model_cfg, gpu)
     with fake_mode:
         model = model.to_empty(device="cpu")
     return model.train()
@@ -208,10 +217,7 @@ class Shapes:
 
 def model_shapes(cfg, setting, gpu=True):
     """:class:`Shapes` of the experiment's model, built on the meta device (seconds at 7B)."""
-    model_cfg = model_config(cfg, setting)
-    config, _ = llm_config(model_cfg.llama_model)
-    with torch.device("meta"):
-        model = registry.get_model_class(model_cfg.arch).from_llm_config(model_cfg, config, on_cuda=gpu)
+    model = meta_model(model_config(cfg, setting), gpu)
     layers = model.llama_model.get_decoder().layers
     linear = [m.weight for name, m in layers.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in name]
     nbytes = [w.numel() * w.element_size() for w in linear]
