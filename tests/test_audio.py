@@ -1,0 +1,88 @@
+"""The audio input of ImageBind's audio tower, computed with torch ops: checked against values
+derived by hand (a pure tone's mel bin, silence, the frame count, the normalisation)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from video_llama.processors import audio
+
+
+def tone(hz, seconds=2.0, rate=audio.SAMPLE_RATE, amplitude=0.5):
+    t = torch.arange(int(seconds * rate)) / rate
+    return amplitude * torch.sin(2 * math.pi * hz * t)
+
+
+def centre_hz(bin_index, bins=audio.MEL_BINS, rate=audio.SAMPLE_RATE):
+    """The frequency at the centre of mel filter ``bin_index``, from the mel scale by hand."""
+    low, high = 1127 * math.log(1 + 20 / 700), 1127 * math.log(1 + rate / 2 / 700)
+    centre = low + (bin_index + 1) * (high - low) / (bins + 1)
+    return 700 * (math.exp(centre / 1127) - 1)
+
+
+@pytest.mark.parametrize("hz", [300.0, 1000.0, 4000.0])
+def test_a_pure_tone_lights_the_mel_bin_around_its_frequency(hz):
+    bank = audio.fbank(tone(hz))
+    assert bank.shape == (1 + (32000 - 400) // 160, 128)  # 25 ms frames every 10 ms that fit whole: 198
+    loudest = int(bank.mean(dim=0).argmax())
+    nearest = min(range(128), key=lambda i: abs(centre_hz(i) - hz))  # the filter centred nearest the tone
+    assert abs(loudest - nearest) <= 1  # or its neighbour: the spectrum has a bin every 31.25 Hz
+
+
+def test_filters_are_triangles_on_the_mel_scale():
+    filters = audio.mel_filters(128, 512, audio.SAMPLE_RATE)
+    assert filters.shape == (128, 257) and float(filters[:, -1].abs().sum()) == 0  # no weight on the Nyquist bin
+    assert float(filters.max()) <= 1.0 and bool((filters >= 0).all())
+    reached = filters.sum(dim=1) > 0  # the lowest filters are narrower than the spectrum's 31.25 Hz bins
+    peaks = filters[reached].argmax(dim=1)
+    assert int(reached.sum()) > 100 and bool((peaks[1:] >= peaks[:-1]).all())  # centres rise with the bin
+
+
+def test_silence_and_the_normalisation():
+    spec = audio.melspec_clips(torch.zeros(3 * audio.SAMPLE_RATE), clips=2)
+    assert spec.shape == (2, 1, 128, 204)
+    floor = (math.log(torch.finfo(torch.float32).eps) + 4.268) / 9.138  # log(eps) through ImageBind's constants
+    frames = 1 + (32000 - 400) // 160
+    assert torch.allclose(spec[..., :frames], torch.full_like(spec[..., :frames], floor))
+    assert torch.allclose(spec[..., frames:], torch.full_like(spec[..., frames:], 4.268 / 9.138))  # zero-padded frames
+
+
+def test_clips_spread_over_the_sound():
+    assert audio.clip_starts(10.0, 5) == [0.0, 2.0, 4.0, 6.0, 8.0]
+    assert audio.clip_starts(1.0, 3) == [0.0, 0.0, 0.0]  # shorter than a clip: each from the start
+    short = audio.melspec_clips(tone(440.0, seconds=0.5), clips=1)  # 48 frames of sound, the rest padding
+    padding = short[0, 0, :, 48:]
+    assert short.shape == (1, 1, 128, 204) and torch.allclose(padding, torch.full_like(padding, 4.268 / 9.138))
+
+
+def test_the_soundtrack_of_a_video_and_of_a_video_without_one(tmp_path):
+    import av
+
+    path = tmp_path / "with_sound.mp4"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=8)
+        video.width = video.height = 32
+        sound = container.add_stream("aac", rate=44100)
+        sound.layout = "mono"
+        for i in range(16):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), i * 10, np.uint8), format="rgb24")
+            container.mux(video.encode(frame))
+        samples = (0.5 * np.sin(2 * np.pi * 1000 * np.arange(2 * 44100) / 44100)).astype(np.float32)
+        for start in range(0, samples.size, 1024):
+            chunk = av.AudioFrame.from_ndarray(samples[None, start:start + 1024], format="flt", layout="mono")
+            chunk.sample_rate, chunk.pts = 44100, start
+            container.mux(sound.encode(chunk))
+        container.mux(video.encode(None))
+        container.mux(sound.encode(None))
+    waveform = audio.load_soundtrack(str(path))
+    assert abs(waveform.numel() / audio.SAMPLE_RATE - 2.0) < 0.1  # resampled to 16 kHz
+    spectrum = torch.fft.rfft(waveform[4000:20000]).abs()
+    assert abs(float(spectrum.argmax()) * audio.SAMPLE_RATE / 16000 - 1000) < 5  # the tone survived
+    silent = tmp_path / "silent.mp4"
+    from video_llama.data_tools.video_writer import write_video
+
+    write_video(silent, np.zeros((8, 32, 32, 3), np.uint8))
+    with pytest.raises(audio.NoSoundtrack, match="no audio stream"):
+        audio.load_soundtrack(str(silent))

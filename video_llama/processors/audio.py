@@ -1,0 +1,104 @@
+"""A video's sound as ImageBind's audio tower reads it: 2-second clips at 16 kHz, each a Kaldi-style
+log mel filterbank of 128 bins × 204 frames, normalised with ImageBind's constants.
+
+Why here, in torch ops: torchaudio (whose ``compliance.kaldi.fbank`` ImageBind calls) has no
+release for the torch this project pins, and the filterbank is a few lines of well-defined
+arithmetic: 25 ms frames every 10 ms, each without its mean, pre-emphasised (0.97), through a
+Hann window ("hanning", symmetric), zero-padded to 512 samples, |FFT|², triangular filters equally
+spaced on the mel scale (1127 ln(1 + f / 700)) from 20 Hz to the Nyquist frequency, then the log
+(floored at float32's epsilon). The soundtrack is decoded with PyAV.
+"""
+
+import math
+
+import torch
+
+from video_llama.common.errors import UserError
+
+SAMPLE_RATE = 16000
+CLIP_SECONDS = 2.0
+MEL_BINS = 128
+TARGET_FRAMES = 204  # frames a clip's filterbank is padded (or cut) to
+FBANK_MEAN, FBANK_STD = -4.268, 9.138  # ImageBind's normalisation of its audio input
+FRAME_MS, SHIFT_MS = 25.0, 10.0
+PREEMPHASIS = 0.97
+LOW_HZ = 20.0
+EPSILON = torch.finfo(torch.float32).eps
+
+
+class NoSoundtrack(UserError, ValueError):
+    """A video without an audio stream (the caller falls back to vision only, and says so)."""
+
+
+def mel(hz):
+    return 1127.0 * torch.log1p(torch.as_tensor(hz, dtype=torch.float64) / 700.0)
+
+
+def mel_filters(num_bins, fft_size, sample_rate, low_hz=LOW_HZ):
+    """(num_bins, fft_size // 2 + 1) triangular filters, equally spaced on the mel scale from
+    ``low_hz`` to the Nyquist frequency; the Nyquist bin itself gets no weight (as Kaldi's)."""
+    high = mel(sample_rate / 2)
+    low = mel(low_hz)
+    step = (high - low) / (num_bins + 1)
+    left = low + step * torch.arange(num_bins, dtype=torch.float64)[:, None]
+    centre, right = left + step, left + 2 * step
+    bins = mel(torch.arange(fft_size // 2, dtype=torch.float64) * sample_rate / fft_size)[None, :]
+    weights = torch.clamp(torch.minimum((bins - left) / (centre - left), (right - bins) / (right - centre)), min=0)
+    return torch.cat([weights, torch.zeros(num_bins, 1, dtype=torch.float64)], dim=1).float()
+
+
+def fbank(waveform, sample_rate=SAMPLE_RATE, num_bins=MEL_BINS):
+    """(samples,) float waveform → (frames, ``num_bins``) log mel filterbank (Kaldi's defaults, as
+    ImageBind calls them: no dither, no energy, power spectrum, frames that fit whole)."""
+    frame, shift = int(sample_rate * FRAME_MS / 1000), int(sample_rate * SHIFT_MS / 1000)
+    waveform = waveform.float()
+    if waveform.numel() < frame:
+        return torch.empty(0, num_bins)
+    frames = waveform.unfold(0, frame, shift)  # (frames, frame)
+    frames = frames - frames.mean(dim=1, keepdim=True)
+    previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+    frames = (frames - PREEMPHASIS * previous) * torch.hann_window(frame, periodic=False)
+    fft_size = 1 << math.ceil(math.log2(frame))
+    power = torch.fft.rfft(frames, n=fft_size).abs().pow(2)
+    energies = power @ mel_filters(num_bins, fft_size, sample_rate).T
+    return energies.clamp(min=EPSILON).log()
+
+
+def clip_starts(duration, clips, clip_seconds=CLIP_SECONDS):
+    """Start times of ``clips`` clips of ``clip_seconds`` spread evenly over ``duration`` seconds
+    (the first at 0, the last ending at the end; all at 0 for a shorter sound)."""
+    latest = max(duration - clip_seconds, 0.0)
+    return [latest * i / max(clips - 1, 1) for i in range(clips)]
+
+
+def melspec_clips(waveform, sample_rate=SAMPLE_RATE, clips=8):
+    """(samples,) mono waveform → (clips, 1, MEL_BINS, TARGET_FRAMES): each clip's filterbank,
+    bins × frames, zero-padded (or cut) to ``TARGET_FRAMES`` and normalised, as ImageBind's audio
+    tower takes it."""
+    waveform = waveform.float()
+    length = int(CLIP_SECONDS * sample_rate)
+    out = []
+    for start in clip_starts(waveform.numel() / sample_rate, clips):
+        begin = int(start * sample_rate)
+        clip = waveform[begin:begin + length]
+        spec = fbank(clip - clip.mean(), sample_rate).T  # (bins, frames), each clip without its own mean
+        spec = torch.nn.functional.pad(spec, (0, max(TARGET_FRAMES - spec.shape[1], 0)))[:, :TARGET_FRAMES]
+        out.append((spec - FBANK_MEAN) / FBANK_STD)
+    return torch.stack(out)[:, None]
+
+
+def load_soundtrack(source, sample_rate=SAMPLE_RATE):
+    """The first audio stream of ``source`` (a path or file-like), mono at ``sample_rate``, as a
+    float tensor in [-1, 1]. Raises NoSoundtrack when there is none."""
+    import av
+    import numpy as np
+
+    with av.open(source) as container:
+        if not container.streams.audio:
+            raise NoSoundtrack(f"{getattr(source, 'name', source)} has no audio stream")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        chunks = []
+        for frame in container.decode(container.streams.audio[0]):
+            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]  # what the resampler still holds
+    return torch.from_numpy(np.concatenate(chunks) if chunks else np.zeros(0, np.float32))
