@@ -37,7 +37,7 @@ SETTINGS = {  # name: options over the YAML (batch 4, 8 frames, no LoRA)
 def measure(name, options, steps, peak_tflops):
     from video_llama.common.config import Config
     from video_llama.common.registry import registry
-    from video_llama.jobs.plan import first_dataset, model_config, plan_step, planned_batch, setting_of
+    from video_llama.jobs.plan import data_shape, model_config, plan_step, planned_batch, setting_of
     from video_llama.models.llm_shapes import llm_config
     from video_llama.runners.runner_base import build_optimizer
 
@@ -50,7 +50,7 @@ def measure(name, options, steps, peak_tflops):
     with torch.device("cuda"):
         model = registry.get_model_class(model_cfg.arch).from_llm_config(model_cfg, llm_config(model_cfg.llama_model)[0],
                                                                           on_cuda=True).train()
-        batch = planned_batch(model, first_dataset(cfg), setting)
+        batch = planned_batch(model, data_shape(cfg), setting)
     task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
     optimizer = build_optimizer(model, cfg.run_cfg)
     autocast = torch.autocast("cuda", dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.run_cfg.amp_dtype],

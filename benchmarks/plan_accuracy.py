@@ -67,7 +67,7 @@ def measured_step(cfg, setting):
     from torch.profiler import ProfilerActivity, profile
 
     from video_llama.common.registry import registry
-    from video_llama.jobs.plan import first_dataset, model_config, planned_batch
+    from video_llama.jobs.plan import data_shape, model_config, planned_batch
     from video_llama.models.llm_shapes import llm_config
     from video_llama.runners.runner_base import build_optimizer
 
@@ -77,7 +77,7 @@ def measured_step(cfg, setting):
     model = registry.get_model_class(model_cfg.arch).from_llm_config(model_cfg, config, on_cuda=False).train()
     task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
     optimizer = build_optimizer(model, cfg.run_cfg)
-    batch = planned_batch(model, first_dataset(cfg), setting)
+    batch = planned_batch(model, data_shape(cfg), setting)
     inputs = [t for t in batch.values() if t is not None]
     resident = sum(t.untyped_storage().nbytes() for t in [*model.parameters(), *model.buffers(), *inputs])
     start = time.perf_counter()
@@ -121,7 +121,7 @@ def main():
     parser.add_argument("--batch", type=int, default=2)
     args = parser.parse_args()
     import video_llama  # noqa: F401  (registers the built-ins)
-    from video_llama.jobs.plan import first_dataset, plan_step, setting_of
+    from video_llama.jobs.plan import data_shape, plan_step, setting_of
     from video_llama.models.llm_shapes import llm_config
 
     print(f"command: {' '.join(sys.argv)}\nmachine: CPU, {torch.get_num_threads()} threads\n")
@@ -139,7 +139,7 @@ def main():
             plan_seconds = time.perf_counter() - start
             measured, step_seconds = measured_step(cfg, setting)
             config, _ = llm_config(folder)
-            analytic = decoder_layers_flops(config, setting.batch, first_dataset(cfg).seq_len,
+            analytic = decoder_layers_flops(config, setting.batch, data_shape(cfg).seq_len,
                                             trains_weights=not cfg.model_cfg.freeze_llm,
                                             recomputes=cfg.model_cfg.llm_grad_checkpoint)
             # the layers' share: the same experiment planned with an LLM of no decoder layers, taken away

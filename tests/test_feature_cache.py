@@ -82,6 +82,20 @@ def test_a_cache_is_refused_where_it_cannot_stand_for_the_pixels(cached):
         build_run(options, cache, "datasets.webvid_instruct.vis_processor.train.window_s=1.0")
     with pytest.raises(FeatureCacheError, match="cache.json"):
         build_run(options, f"datasets.webvid_instruct.feature_cache={out / 'nowhere'}")
+    with pytest.raises(FeatureCacheError, match="holds 4 frames a clip, the training processor takes 6"):
+        build_run(options, cache, "datasets.webvid_instruct.vis_processor.train.n_frms=6")
+
+
+def test_a_cache_of_other_clips_is_refused_at_start_up(cached, clips_dir, tmp_path):
+    from video_llama.datasets.datasets.feature_cache import FeatureCacheError
+
+    options, out, _ = cached
+    records = json.loads((clips_dir / "train.json").read_text())
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([{**records[0], "video": "short.avi"}, *records]))  # a clip the cache never saw
+    with pytest.raises(FeatureCacheError, match=r"no features of 1 clips .*short.avi"):
+        build_run([*options, f"datasets.webvid_instruct.build_info.anno_dir={other}"],
+                  f"datasets.webvid_instruct.feature_cache={out}")
 
 
 def test_a_run_trains_from_the_cache_without_the_frozen_encoders(cached, tmp_path, caplog):

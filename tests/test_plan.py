@@ -66,7 +66,7 @@ def test_more_frames_or_samples_need_more_memory_and_checkpointing_less(tiny_llm
 
 def test_the_planned_flops_of_the_llm_layers_are_their_matmuls(tiny_llm_dir, tmp_path):
     bench = plan_accuracy()
-    from video_llama.jobs.plan import first_dataset, plan_step, setting_of
+    from video_llama.jobs.plan import data_shape, plan_step, setting_of
     from video_llama.models.llm_shapes import llm_config
 
     config, _ = llm_config(tiny_llm_dir)
@@ -74,7 +74,7 @@ def test_the_planned_flops_of_the_llm_layers_are_their_matmuls(tiny_llm_dir, tmp
     layerless = bench.write_llm_config(tmp_path / "layerless", {**bench.shape_of(config), "num_hidden_layers": 0})
     setting = setting_of(cfg)
     layers = plan_step(cfg, setting, gpu=False).flops - plan_step(bench.experiment(layerless, [], 2), setting, gpu=False).flops
-    analytic = bench.decoder_layers_flops(config, setting.batch, first_dataset(cfg).seq_len, trains_weights=False,
+    analytic = bench.decoder_layers_flops(config, setting.batch, data_shape(cfg).seq_len, trains_weights=False,
                                           recomputes=False)
     assert layers == pytest.approx(analytic, rel=0.02)
 
@@ -119,6 +119,8 @@ def test_sizes_and_llm_shapes_without_files():
     assert (config.hidden_size, config.num_hidden_layers, config.vocab_size) == (5120, 40, 32000)
     assert "13B" in source
     assert llm_config("/nowhere/vicuna-7b-v0")[0].hidden_size == 4096
+    with pytest.raises(UserError, match="config.json"):
+        llm_config("/nowhere/Qwen2-7B")  # 7B, but not LLaMA's shape
     with pytest.raises(UserError, match="config.json"):
         llm_config("/nowhere/my-model")
 
@@ -165,7 +167,8 @@ def test_the_settings_that_would_fit_keep_the_effective_batch(tiny_experiment):
     assert [s.batch for s in tried[1:4]] == [4, 2, 1] and tried[-1].frames == 4
     written = setting_of(tiny_experiment)  # batch 2, accum 1
     options = dataclasses.replace(written, batch=1, llm_grad_checkpoint=True).options(tiny_experiment)
-    assert options == ["run.batch_size_train=1", "run.accum_grad_iters=2", "model.llm_grad_checkpoint=True"]
+    assert options == ["run.batch_size_train=1", "run.accum_grad_iters=2", "run.warmup_steps=4", "run.iters_per_epoch=20",
+                       "model.llm_grad_checkpoint=True"]  # the same samples per optimizer step, epoch and warmup
 
 
 def test_a_step_from_the_feature_cache_skips_the_frozen_encoders(tiny_llm_dir, clips_dir):
@@ -215,3 +218,16 @@ def test_low_bit_llms_and_fsdp_are_estimated_from_the_simulated_step(tiny_experi
     assert four.peak == step.peak - saved + shapes.largest_linear_bytes  # one weight dequantised at a time
     per_gpu = [plan_step(tiny_experiment, dataclasses.replace(base, fsdp_gpus=n), gpu=True).peak for n in (2, 8)]
     assert step.peak > per_gpu[0] > per_gpu[1]
+
+
+def test_the_plan_takes_the_largest_sample_of_every_dataset(tiny_llm_dir, clips_dir):
+    import dataclasses
+
+    from video_llama.jobs.plan import data_shape, setting_of
+
+    cfg = tiny_config(tiny_llm_dir, clips_dir / "train.json", clips_dir,
+                      "datasets.webvid_instruct.vis_processor.train.n_frms=6", "datasets.webvid_instruct.max_seq_len=200")
+    assert (data_shape(cfg).frames, data_shape(cfg).seq_len) == (6, 200)
+    fewer = dataclasses.replace(setting_of(cfg), frames=3).options(cfg)
+    assert fewer == ["datasets.webvid_instruct.vis_processor.train.n_frms=3",
+                     "datasets.webvid_instruct.vis_processor.eval.n_frms=3"]  # what trains and what validates, alike

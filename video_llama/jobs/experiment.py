@@ -115,7 +115,8 @@ def run_job(argv, description, action, evaluating=False):
         task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
         datasets = task.build_datasets(cfg, splits=set(cfg.run_cfg.test_splits) if evaluation_only else None)
         model = task.build_model(cfg)
-        check_trains_from_cache(model, datasets)
+        if info.rank == 0:  # other ranks' random encoders become rank 0's when the model is wrapped
+            check_trains_from_cache(model, datasets)
         runner = registry.get_runner_class(cfg.run_cfg.runner)(cfg=cfg, task=task, model=model, datasets=datasets)
         result = action(runner)
         # every rank done before any tears its process group down: a gloo thread still holding work at

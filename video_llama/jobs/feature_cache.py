@@ -63,8 +63,15 @@ def write_feature_cache(cfg_path, out, views=1, options=(), plugins=(), batch_fr
     dataset_cfg = OmegaConf.merge(dataset_cfg, {"vis_processor": {"train": processor_cfg}, "feature_cache": None})
     builder = registry.get_builder_class(name)(dataset_cfg)
     builder.wanted_splits = {"train"}
-    dataset = builder.build_datasets()["train"]
+    built = builder.build_datasets()
+    if "train" not in built:
+        raise FeatureCacheError(f"datasets.{name} has no train split to cache (build_info.anno_dir); cache-features "
+                                "writes the training clips' features")
+    dataset = built["train"]
     dataset.substitute_unreadable = False
+    if not hasattr(dataset.vis_processor, "clip_info"):
+        raise FeatureCacheError(f"datasets.{name}: cache-features caches video clips; its processor "
+                                f"({type(dataset.vis_processor).__name__}) is not a video processor")
     if dataset.cuts_windows:
         raise FeatureCacheError(f"datasets.{name}.vis_processor cuts windows (window_s): a cache holds the frames of "
                                 "one sampling made ahead of time; cache clips taken whole")
@@ -75,7 +82,9 @@ def write_feature_cache(cfg_path, out, views=1, options=(), plugins=(), batch_fr
         raise FeatureCacheError("model.freeze_vit and model.freeze_qformer must both be True: the cache holds the "
                                 "outputs of encoders that do not train")
     device = torch.device("cuda" if torch.cuda.is_available() and str(cfg.run_cfg.device).startswith("cuda") else "cpu")
-    model.to(device)
+    for part in (model.visual_encoder, model.ln_vision, model.Qformer):  # only what encode_frames runs: not the LLM
+        part.to(device)
+    model.query_tokens.data = model.query_tokens.data.to(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / CACHE_INFO).unlink(missing_ok=True)  # the folder is a cache again only when complete

@@ -41,13 +41,18 @@ class Setting:
     def options(self, cfg):
         """The ``--options`` that turn the experiment ``cfg`` into this setting (only what
         differs), keeping its effective batch (``batch_size_train`` × ``accum_grad_iters``)."""
-        run, written, dataset = cfg.run_cfg, setting_of(cfg), next(iter(cfg.datasets_cfg))
+        run, written = cfg.run_cfg, setting_of(cfg)
         options = []
-        if self.batch != written.batch:
-            effective = run.batch_size_train * run.accum_grad_iters
-            options += [f"run.batch_size_train={self.batch}", f"run.accum_grad_iters={max(1, effective // self.batch)}"]
+        if self.batch != written.batch:  # a divisor of the batch: the same samples per step, epoch and warmup
+            more = written.batch // self.batch
+            options += [f"run.batch_size_train={self.batch}", f"run.accum_grad_iters={run.accum_grad_iters * more}",
+                        f"run.warmup_steps={run.warmup_steps * more}"]
+            if run.iters_per_epoch:
+                options.append(f"run.iters_per_epoch={run.iters_per_epoch * more}")
         if self.frames != written.frames:
-            options.append(f"datasets.{dataset}.vis_processor.train.n_frms={self.frames}")
+            options += [f"datasets.{name}.vis_processor.{split}.n_frms={self.frames}"
+                        for name, dataset in cfg.datasets_cfg.items() for split in ("train", "eval")
+                        if (dataset.get("vis_processor") or {}).get(split) is not None]
         for key, value in (("llm_grad_checkpoint", self.llm_grad_checkpoint), ("lora.r", self.lora_r),
                            ("attn_implementation", self.attn_implementation)):
             if value != getattr(written, key.replace("lora.r", "lora_r")):
@@ -68,10 +73,10 @@ class Setting:
 def setting_of(cfg):
     """The :class:`Setting` the experiment ``cfg`` (a :class:`~video_llama.common.config.Config`) is written with."""
     model, run = cfg.model_cfg, cfg.run_cfg
-    dataset = next(iter(cfg.datasets_cfg.values()))
-    return Setting(frames=first_dataset(cfg).frames, batch=run.batch_size_train, lora_r=int((model.get("lora") or {}).get("r") or 0),
+    cached = all(dataset.get("feature_cache") for dataset in cfg.datasets_cfg.values())  # as the runner releases
+    return Setting(frames=data_shape(cfg).frames, batch=run.batch_size_train, lora_r=int((model.get("lora") or {}).get("r") or 0),
                    llm_grad_checkpoint=bool(model.llm_grad_checkpoint), attn_implementation=model.attn_implementation,
-                   features=bool(dataset.get("feature_cache")),
+                   features=bool(cfg.datasets_cfg) and cached,
                    low_bit=8 if model.get("llm_load_in_8bit") else 4 if model.get("llm_load_in_4bit") else 0)
 
 
@@ -82,14 +87,22 @@ class DataShape:
     seq_len: int  # tokens of the longest sample the data may make
 
 
-def first_dataset(cfg):
-    """The shape of the samples of the experiment's first dataset's training split."""
-    name, dataset = next(iter(cfg.datasets_cfg.items()))
-    processor = ((dataset.get("vis_processor") or {}).get("train") or {})
-    frames = int(processor.get("n_frms") or 1)
-    size = int(processor.get("image_size") or cfg.model_cfg.img_size)
-    seq_len = int(dataset.get("max_seq_len") or cfg.model_cfg.max_txt_len + cfg.model_cfg.num_video_query_token)
-    return DataShape(frames, size, seq_len)
+CAPTION_PROMPT_TOKENS = 64  # room for the prompt around a caption (template and instruction), generously
+
+
+def data_shape(cfg):
+    """The largest sample any of the experiment's datasets may make: the most frames, the largest
+    image side and the longest token sequence among them (a batch comes from one dataset; the plan
+    takes the worst)."""
+    frames, size, seq_len = 1, 0, 0
+    model = cfg.model_cfg
+    for dataset in cfg.datasets_cfg.values():
+        processor = ((dataset.get("vis_processor") or {}).get("train") or {})
+        frames = max(frames, int(processor.get("n_frms") or 1))
+        size = max(size, int(processor.get("image_size") or model.img_size))
+        caption = int(dataset.get("max_txt_len") or model.max_txt_len) + model.num_video_query_token + CAPTION_PROMPT_TOKENS
+        seq_len = max(seq_len, int(dataset.get("max_seq_len") or caption))
+    return DataShape(frames, size or model.img_size, seq_len)
 
 
 def model_config(cfg, setting):
@@ -97,7 +110,8 @@ def model_config(cfg, setting):
     model = OmegaConf.create(OmegaConf.to_container(cfg.model_cfg, resolve=True))
     model.lora = {**(model.get("lora") or {}), "r": setting.lora_r}
     model.llm_grad_checkpoint = setting.llm_grad_checkpoint
-    model.attn_implementation = setting.attn_implementation
+    # FlashAttention-2 (a CUDA package) holds what sdpa's fused kernels hold: planned as sdpa
+    model.attn_implementation = "sdpa" if setting.attn_implementation == "flash_attention_2" else setting.attn_implementation
     model.vit_ckpt = model.q_former_model = model.ckpt = None  # shapes only: no file is read
     return model
 
@@ -167,22 +181,23 @@ def plan_step(cfg, setting, gpu=True):
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[run.amp_dtype]
     with fake_mode:
         optimizer = build_optimizer(model, run, device_type="cuda" if gpu else "cpu")
-        batch = planned_batch(model, first_dataset(cfg), setting)
+        batch = planned_batch(model, data_shape(cfg), setting)
 
         def loss_fn(model, batch):
             with torch.autocast("cpu", dtype=dtype, enabled=amp):
                 return task.train_step(model, batch)
 
         step = simulate_step(model, optimizer, batch, loss_fn, block=CUDA_BLOCK if gpu else 1)
+    released = setting.features and not run.valid_splits
     if setting.features:  # the encoders do not run; the runner keeps them only to evaluate from pixels
         encoders = [t for name in FROZEN_ENCODERS for t in _tensors_of(getattr(model, name))]
         idle = sum(t.numel() * t.element_size() for t in encoders)
-        if run.valid_splits:
+        if not released:
             step = dataclasses.replace(step, idle=idle)
         else:  # released before training (RunnerBase): untouched by the step, so exactly their bytes less
             step = dataclasses.replace(step, parameters=step.parameters - idle, peak=step.peak - idle)
     if setting.low_bit or setting.fsdp_gpus > 1:
-        shapes = model_shapes(cfg, setting, gpu=gpu)
+        shapes = model_shapes(cfg, setting, gpu=gpu, released=released)
         if setting.low_bit:
             saved = shapes.llm_linear_bytes - int(shapes.llm_linear_weights * LOW_BIT_BYTES[setting.low_bit])
             step = dataclasses.replace(step, peak=low_bit_estimate(step, shapes, setting.low_bit),
@@ -215,9 +230,12 @@ class Shapes:
     units: list  # the FSDP units' own parameter bytes, the model's rest last
 
 
-def model_shapes(cfg, setting, gpu=True):
-    """:class:`Shapes` of the experiment's model, built on the meta device (seconds at 7B)."""
+def model_shapes(cfg, setting, gpu=True, released=False):
+    """:class:`Shapes` of the experiment's model, built on the meta device (seconds at 7B);
+    ``released``: without the frozen encoders (a run that trains from feature caches only)."""
     model = meta_model(model_config(cfg, setting), gpu)
+    if released:
+        model.release_frozen_encoders()
     layers = model.llama_model.get_decoder().layers
     linear = [m.weight for name, m in layers.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in name]
     nbytes = [w.numel() * w.element_size() for w in linear]
@@ -268,9 +286,11 @@ def fits(plan, gpu_memory):
     return plan.peak <= (1 - MARGIN) * gpu_memory
 
 
-def report(cfg_path, setting, plan, gpu=True, mfu=0.4):
+def report(cfg_path, setting, plan, gpu=True, mfu=0.4, llm_source=None):
     """The plan as a user reads it: where the memory goes and what a step computes."""
     data_where = "one GPU (simulated)" if gpu else "the CPU"
+    if llm_source:
+        data_where += f"; the LLM shaped as {llm_source}"
     rows = [("parameters and buffers (frozen and trainable)", plan.parameters), ("the batch", plan.batch),
             ("gradients", plan.gradients), ("optimizer state", plan.optimizer_state),
             ("activations and temporaries at the peak", plan.activations_at_peak), ("**peak**", plan.peak)]
@@ -295,14 +315,13 @@ def report(cfg_path, setting, plan, gpu=True, mfu=0.4):
 
 def cheaper_settings(setting):
     """What to try, in order, when ``setting`` does not fit: recompute the LLM's layers in backward,
-    then halve the batch (accumulating to the same effective batch) down to one, then halve the
-    frames: the first keep the recipe's results, the last changes what the model sees."""
+    then smaller batches (divisors of it, accumulated to the same samples per optimizer step, epoch
+    and warmup: :meth:`Setting.options`) down to one, then halve the frames: the first keep the
+    recipe's results, the last changes what the model sees."""
     candidates = []
     if not setting.llm_grad_checkpoint:
         candidates.append(dataclasses.replace(setting, llm_grad_checkpoint=True))
-    batch = setting.batch
-    while batch > 1:
-        batch //= 2
+    for batch in sorted((b for b in range(1, setting.batch) if setting.batch % b == 0), reverse=True):
         candidates.append(dataclasses.replace(setting, batch=batch, llm_grad_checkpoint=True))
     frames = setting.frames
     while frames > 4:
@@ -410,7 +429,7 @@ def plan(cfg_path, options=(), plugins=(), gpu=True, gpu_memory=None, gpus=1):
     if sharded:
         setting = dataclasses.replace(setting, fsdp_gpus=gpus)
     step = plan_step(cfg, setting, gpu=gpu)
-    text = report(cfg_path, setting, step, gpu=gpu)
+    text = report(cfg_path, setting, step, gpu=gpu, llm_source=llm_config(cfg.model_cfg.llama_model)[1])
     if gpus > 1 and not sharded:
         text += (f"\nwith run.strategy={cfg.run_cfg.strategy} each of the {gpus} GPUs holds all of this "
                  "(--options run.strategy=fsdp shards it)")

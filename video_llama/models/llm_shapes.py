@@ -25,8 +25,8 @@ def published_llama_config(size):
 
 def llm_config(name_or_path, key="model.llama_model"):
     """The configuration of ``name_or_path``: a folder's config.json, a hub id's in the local
-    Hugging Face cache, or else the published LLaMA shape whose size the name says (…-7b-…,
-    …13B…). Never downloads.
+    Hugging Face cache, or else the published LLaMA shape whose size a LLaMA or Vicuna name says
+    (…llama-2-7b…, …vicuna-13b…). Never downloads.
 
     Returns:
         (config, where it came from: a path, or "published <size> shape")
@@ -40,9 +40,10 @@ def llm_config(name_or_path, key="model.llama_model"):
         return AutoConfig.from_pretrained(str(name_or_path), local_files_only=True), f"{name_or_path} (HF cache)"
     except (OSError, ValueError):
         pass
-    size = re.search(r"(?<![0-9.])(7|13)b(?![a-z])", path.name.lower())
-    if size:
+    name = path.name.lower()
+    size = re.search(r"(?<![0-9.])(7|13)b(?![a-z])", name)
+    if size and ("llama" in name or "vicuna" in name):  # another family of that size has other shapes
         return published_llama_config(f"{size.group(1)}b"), f"the published LLaMA {size.group(1)}B shape"
     raise UserError(f"{key}: {name_or_path!r} has no config.json here and is not in the Hugging Face cache, and its "
-                    f"name says no size ({' or '.join(PUBLISHED_LLAMA)}) of a published LLaMA; copy the model's "
+                    f"name is not that of a published LLaMA or Vicuna of {' or '.join(PUBLISHED_LLAMA)}; copy the model's "
                     f"config.json (a few KB) into a folder and set {key} to it")

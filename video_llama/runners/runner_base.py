@@ -656,7 +656,9 @@ def build_optimizer(model, run_cfg, device_type=None):
     # training step, one thread: 55 -> 50 ms); elsewhere torch's default
     on_cpu = all((device_type or p.device.type) == "cpu" for group in groups.values() for p in group["params"])
     fused = True if groups and on_cpu else None
-    return torch.optim.AdamW(list(groups.values()), lr=run_cfg.init_lr, betas=(0.9, run_cfg.beta2), fused=fused)
+    foreach = True if groups and not on_cpu else None  # what torch picks on a GPU; said, so a planned step does it too
+    return torch.optim.AdamW(list(groups.values()), lr=run_cfg.init_lr, betas=(0.9, run_cfg.beta2), fused=fused,
+                             foreach=foreach)
 
 
 def lr_scales_by_parameter(model, lr_scales):

@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 
 from video_llama.common import dist_utils
+from video_llama.common.errors import UserError
 from video_llama.common.registry import registry
 from video_llama.common.run_folder import RunFolder
 from video_llama.conversation.answers import match_answer
@@ -223,6 +224,9 @@ class ActionRecognitionTask(BaseTask):
         predictions, unreadable = [], []
         for batch in loader:
             unreadable += batch.get("unreadable", [])
+            if "frame_features" in batch:
+                raise UserError("action recognition scores clips from their pixels, and this split reads a feature "
+                                "cache: evaluate a split without feature_cache (the cache is the training split's)")
             if "image" not in batch:  # every clip of the batch was unreadable
                 continue
             frames = batch_to_device(batch, model.device)["image"]

@@ -46,8 +46,8 @@ class BaseTask:
     def evaluate_split(self, model, loader, run_cfg, split, out_dir, dataset):
         """Mean loss over this rank's share of a split, averaged over ranks."""
         device = next(model.parameters()).device
-        losses = [self.train_step(model, batch_to_device(batch, device)).item()
-                  for batch in loader if "image" in batch]  # unreadable clips are left out, never replaced
+        losses = [self.train_step(model, batch_to_device(batch, device)).item()  # unreadable clips are left out
+                  for batch in loader if "image" in batch or "frame_features" in batch]
         return {f"{split}_loss": dist_utils.all_reduce_mean(sum(losses) / max(1, len(losses)))}
 
 

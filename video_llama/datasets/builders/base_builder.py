@@ -228,6 +228,16 @@ class BaseDatasetBuilder:
                                     "ahead of time; windows cut at random points (vis_processor window_s, straddle_ratio, "
                                     "stop_ratio) need the pixels: remove the cache or those keys")
         cache = FeatureCache(folder)
+        missing = [r["video"] for r in dataset.records if r["video"] not in cache.clips and not cache.skipped(r)]
+        if missing:
+            raise FeatureCacheError(f"feature_cache {folder} holds no features of {len(missing)} clips of the training "
+                                    f"split, e.g. {missing[:3]}: it was made from other annotations "
+                                    f"({cache.info.get('annotations')}); write it again with `video-llama cache-features`")
+        cached_frames = cache.info.get("processor", {}).get("n_frms")
+        wanted = getattr(getattr(dataset.vis_processor, "config", None), "n_frms", cached_frames)
+        if cached_frames != wanted:
+            raise FeatureCacheError(f"feature_cache {folder} holds {cached_frames} frames a clip, the training processor "
+                                    f"takes {wanted}: write the cache again with these settings or set n_frms to {cached_frames}")
         logger.info("%s: training reads the frozen encoders' features from %s (%d view(s) a clip; made with %s)",
                     dataset.name, folder, cache.views, cache.info.get("processor", {}).get("name"))
         return cache
@@ -238,6 +248,9 @@ class BaseDatasetBuilder:
         info = self.config.build_info
         if info.get("anno_dir"):
             raise AnnotationError("build_info sets both shards and anno_dir; keep one (shards hold the annotations)")
+        if self.config.get("feature_cache"):
+            raise AnnotationError("feature_cache is read beside annotation files (build_info.anno_dir), not shards: "
+                                  "remove one of build_info.shards and feature_cache")
         datasets = {}
         for split, urls in shard_splits(info.shards).items():
             if self.wanted_splits is not None and split not in self.wanted_splits:
