@@ -1,6 +1,7 @@
 """The feature cache: the frozen encoders' outputs computed once and read instead of pixels."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -103,8 +104,10 @@ def test_a_run_trains_from_the_cache_without_the_frozen_encoders(cached, tmp_pat
 
     options, out, _ = cached
     with caplog.at_level("INFO"):
-        train(["--cfg-path", "train_configs/tiny_cpu_finetune.yaml", "--options", *options,
-               f"datasets.webvid_instruct.feature_cache={out}", "run.max_epoch=1", "run.iters_per_epoch=3",
-               "run.num_workers=0", f"run.output_dir={tmp_path}", "run.device=cpu", "run.amp=False"])
+        summary = train(["--cfg-path", "train_configs/tiny_cpu_finetune.yaml", "--options", *options,
+                         f"datasets.webvid_instruct.feature_cache={out}", "run.max_epoch=1", "run.iters_per_epoch=3",
+                         "run.num_workers=0", f"run.output_dir={tmp_path}", "run.device=cpu", "run.amp=False"])
     assert "the ViT and image Q-Former" in caplog.text and "stay off cpu" in caplog.text
+    assert summary["steps"] == 3 and math.isfinite(summary["final_loss"])
+    assert summary["bad_clips"] == 1  # broken.mp4, left out of the cache, counted as the pixel path counts it
     assert list(tmp_path.glob("*/checkpoint_e1_s0"))  # trained and saved, the encoders never loaded on the device
