@@ -37,19 +37,16 @@ SETTINGS = {  # name: options over the YAML (batch 4, 8 frames, no LoRA)
 def measure(name, options, steps, peak_tflops):
     from video_llama.common.config import Config
     from video_llama.common.registry import registry
-    from video_llama.jobs.plan import data_shape, model_config, plan_step, planned_batch, setting_of
-    from video_llama.models.llm_shapes import llm_config
+    from video_llama.jobs.plan import data_shape, meta_model, model_config, plan_step, planned_batch, setting_of
     from video_llama.runners.runner_base import build_optimizer
 
     cfg = Config.from_file(str(REPO / "train_configs" / "visionbranch_stage2_finetune.yaml"), options)
     setting = setting_of(cfg)
     planned = plan_step(cfg, setting, gpu=True)
-    model_cfg = model_config(cfg, setting)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
+    model = meta_model(model_config(cfg, setting), gpu=True, device="cuda").train()  # the planner's model, real
     with torch.device("cuda"):
-        model = registry.get_model_class(model_cfg.arch).from_llm_config(model_cfg, llm_config(model_cfg.llama_model)[0],
-                                                                          on_cuda=True).train()
         batch = planned_batch(model, data_shape(cfg), setting)
     task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
     optimizer = build_optimizer(model, cfg.run_cfg)

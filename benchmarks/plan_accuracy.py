@@ -67,14 +67,11 @@ def measured_step(cfg, setting):
     from torch.profiler import ProfilerActivity, profile
 
     from video_llama.common.registry import registry
-    from video_llama.jobs.plan import data_shape, model_config, planned_batch
-    from video_llama.models.llm_shapes import llm_config
+    from video_llama.jobs.plan import data_shape, meta_model, model_config, planned_batch
     from video_llama.runners.runner_base import build_optimizer
 
-    model_cfg = model_config(cfg, setting)
-    config, _ = llm_config(model_cfg.llama_model)
     torch.manual_seed(0)
-    model = registry.get_model_class(model_cfg.arch).from_llm_config(model_cfg, config, on_cuda=False).train()
+    model = meta_model(model_config(cfg, setting), gpu=False, device="cpu").train()  # the planner's model, real
     task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
     optimizer = build_optimizer(model, cfg.run_cfg)
     batch = planned_batch(model, data_shape(cfg), setting)

@@ -51,6 +51,17 @@ def clips_dir(tmp_path_factory):
     return root
 
 
+def benchmark(name):
+    """The module ``benchmarks/<name>.py`` (the benchmarks are scripts, not a package), for tests
+    that check what a benchmark measures with or against."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_config(llm_dir, anno, videos_dir, *options):
     """The shipped tiny CPU recipe pointed at test files."""
     from video_llama.common.config import Config

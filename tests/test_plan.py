@@ -1,19 +1,13 @@
 """The memory planner: one training step on fake tensors, against a real step on the CPU."""
 
-import importlib.util
-
 import pytest
-import torch
 
-from conftest import REPO_ROOT, tiny_config
+from conftest import REPO_ROOT, benchmark, tiny_config
 
 
 def plan_accuracy():
     """benchmarks/plan_accuracy.py, whose real-step measurement (the allocator's events) the tests share."""
-    spec = importlib.util.spec_from_file_location("plan_accuracy", REPO_ROOT / "benchmarks" / "plan_accuracy.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return benchmark("plan_accuracy")
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +130,6 @@ def test_the_7b_stage_2_recipe_plans_without_weights():
     assert plan.trainable == 22_104_064  # the published VL checkpoint's trainable part
     assert 14.5 * GIB < plan.parameters < 15.2 * GIB  # ViT-g fp16 + Q-Former fp32 + LLaMA-2-7B bf16
     assert plan.peak > plan.parameters + plan.gradients + plan.optimizer_state
-    assert torch.get_default_dtype() == torch.float32
 
 
 def test_training_warns_at_start_up_when_the_step_will_not_fit(tiny_experiment, caplog):

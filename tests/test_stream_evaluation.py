@@ -198,14 +198,11 @@ def test_windows_after_a_change_are_profiled_by_seconds_since_it_and_what_they_a
 def test_the_smoothing_study_replays_saved_windows_and_its_filters_ignore_one_odd_window(tmp_path, capsys):
     """benchmarks/smoothing_study.py reads what mode_stream.py --save-windows writes; a sticky forward
     filter and a moving average both let one confident odd window pass and follow a lasting change."""
-    import importlib.util
     import json
 
-    from conftest import REPO_ROOT
+    from conftest import benchmark
 
-    spec = importlib.util.spec_from_file_location("smoothing_study", REPO_ROOT / "benchmarks" / "smoothing_study.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = benchmark("smoothing_study")
     windows = every_second(lambda t: "b" if t == 10 or t > 30 else "a", p_at=lambda t: 0.95)
     for modes, switches in (study.forward_filter(windows, switch=0.01, weight=1.0),
                             study.moving_average(windows, keep=0.7, hold=1)):

@@ -166,13 +166,9 @@ def test_synth_cli(tmp_path, capsys):
 def test_band_pane_clips_of_benchmarks_pane_geometry(tmp_path):
     """The benchmark's clips show the recordings' band-shaped pane (along the top or bottom, 0.4-0.46
     high), the hand over it in the glass classes only, as real files of every class."""
-    import importlib.util
-    from pathlib import Path
+    from conftest import benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pane_geometry.py"
-    spec = importlib.util.spec_from_file_location("pane_geometry", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark("pane_geometry")
     rng = np.random.default_rng(0)
     for label, (_, where, _) in synthetic.CONTEXT_ACTIONS.items():
         frames, scene, (xs, ys) = bench.band_clip(label, rng, seconds=2.0)

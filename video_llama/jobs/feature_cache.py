@@ -82,9 +82,8 @@ def write_feature_cache(cfg_path, out, views=1, options=(), plugins=(), batch_fr
         raise FeatureCacheError("model.freeze_vit and model.freeze_qformer must both be True: the cache holds the "
                                 "outputs of encoders that do not train")
     device = torch.device("cuda" if torch.cuda.is_available() and str(cfg.run_cfg.device).startswith("cuda") else "cpu")
-    for part in (model.visual_encoder, model.ln_vision, model.Qformer):  # only what encode_frames runs: not the LLM
-        part.to(device)
-    model.query_tokens.data = model.query_tokens.data.to(device)
+    for _, tensor in model.frozen_encoder_tensors():  # only what encode_frames runs: not the LLM
+        tensor.data = tensor.data.to(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / CACHE_INFO).unlink(missing_ok=True)  # the folder is a cache again only when complete

@@ -53,10 +53,10 @@ class Setting:
             options += [f"datasets.{name}.vis_processor.{split}.n_frms={self.frames}"
                         for name, dataset in cfg.datasets_cfg.items() for split in ("train", "eval")
                         if (dataset.get("vis_processor") or {}).get(split) is not None]
-        for key, value in (("llm_grad_checkpoint", self.llm_grad_checkpoint), ("lora.r", self.lora_r),
-                           ("attn_implementation", self.attn_implementation)):
-            if value != getattr(written, key.replace("lora.r", "lora_r")):
-                options.append(f"model.{key}={value}")
+        for key, field in (("llm_grad_checkpoint", "llm_grad_checkpoint"), ("lora.r", "lora_r"),
+                           ("attn_implementation", "attn_implementation")):
+            if getattr(self, field) != getattr(written, field):
+                options.append(f"model.{key}={getattr(self, field)}")
         if self.low_bit != written.low_bit:
             options += [f"model.llm_load_in_8bit={self.low_bit == 8}", f"model.llm_load_in_4bit={self.low_bit == 4}"]
         return options
@@ -116,19 +116,17 @@ def model_config(cfg, setting):
     return model
 
 
-FROZEN_ENCODERS = ("visual_encoder", "ln_vision", "Qformer", "query_tokens")  # what a feature cache stands for
-
-
-def meta_model(model_cfg, gpu):
-    """The experiment's model on the meta device: shapes and dtypes (those of a GPU run when
-    ``gpu``), nothing initialised, nothing allocated."""
+def meta_model(model_cfg, gpu, device="meta"):
+    """The experiment's model with an LLM made from its configuration, on the meta device:
+    shapes and dtypes (those of a GPU run when ``gpu``), nothing initialised, nothing allocated.
+    On another ``device``, with random weights (what the benchmarks measure)."""
     config, source = llm_config(model_cfg.llama_model)
     logger.info("planning with the LLM shape of %s", source)
     model_cls = registry.get_model_class(model_cfg.arch)
     if not hasattr(model_cls, "from_llm_config"):
         raise UserError(f"model.arch {model_cfg.arch!r} ({model_cls.__name__}) cannot be planned: the planner builds a model "
                         "with from_llm_config(cfg, llm_config, on_cuda), as VideoLLAMA does; give the class one")
-    with torch.device("meta"):
+    with torch.device(device):
         return model_cls.from_llm_config(model_cfg, config, on_cuda=gpu)
 
 
@@ -190,14 +188,15 @@ def plan_step(cfg, setting, gpu=True):
         step = simulate_step(model, optimizer, batch, loss_fn, block=CUDA_BLOCK if gpu else 1)
     released = setting.features and not run.valid_splits
     if setting.features:  # the encoders do not run; the runner keeps them only to evaluate from pixels
-        encoders = [t for name in FROZEN_ENCODERS for t in _tensors_of(getattr(model, name))]
-        idle = sum(t.numel() * t.element_size() for t in encoders)
+        idle = sum(t.numel() * t.element_size() for _, t in model.frozen_encoder_tensors())
         if not released:
             step = dataclasses.replace(step, idle=idle)
         else:  # released before training (RunnerBase): untouched by the step, so exactly their bytes less
             step = dataclasses.replace(step, parameters=step.parameters - idle, peak=step.peak - idle)
     if setting.low_bit or setting.fsdp_gpus > 1:
-        shapes = model_shapes(cfg, setting, gpu=gpu, released=released)
+        if released:  # as the runner does before training: the estimates then leave them out
+            model.release_frozen_encoders()
+        shapes = shapes_of(model)  # the simulated model itself: no second build
         if setting.low_bit:
             saved = shapes.llm_linear_bytes - int(shapes.llm_linear_weights * LOW_BIT_BYTES[setting.low_bit])
             step = dataclasses.replace(step, peak=low_bit_estimate(step, shapes, setting.low_bit),
@@ -208,10 +207,6 @@ def plan_step(cfg, setting, gpu=True):
             step = dataclasses.replace(step, peak=fsdp_estimate(step, shapes, setting.fsdp_gpus),
                                        estimated="; ".join(filter(None, [step.estimated, note])))
     return step
-
-
-def _tensors_of(part):
-    return [part] if isinstance(part, torch.Tensor) else [*part.parameters(), *part.buffers()]
 
 
 # bytes a weight of a quantised linear layer takes (bitsandbytes): LLM.int8 keeps one fp32 scale per
@@ -230,12 +225,13 @@ class Shapes:
     units: list  # the FSDP units' own parameter bytes, the model's rest last
 
 
-def model_shapes(cfg, setting, gpu=True, released=False):
-    """:class:`Shapes` of the experiment's model, built on the meta device (seconds at 7B);
-    ``released``: without the frozen encoders (a run that trains from feature caches only)."""
-    model = meta_model(model_config(cfg, setting), gpu)
-    if released:
-        model.release_frozen_encoders()
+def model_shapes(cfg, setting, gpu=True):
+    """:class:`Shapes` of the experiment's model, built on the meta device (seconds at 7B)."""
+    return shapes_of(meta_model(model_config(cfg, setting), gpu))
+
+
+def shapes_of(model):
+    """:class:`Shapes` of a built model (meta or fake tensors: only shapes and dtypes are read)."""
     layers = model.llama_model.get_decoder().layers
     linear = [m.weight for name, m in layers.named_modules() if isinstance(m, torch.nn.Linear) and "lora_" not in name]
     nbytes = [w.numel() * w.element_size() for w in linear]

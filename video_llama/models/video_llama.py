@@ -16,6 +16,7 @@ import logging
 
 import torch
 import torch.nn as nn
+from torch._subclasses.fake_tensor import is_fake
 
 from video_llama.common.registry import registry
 from video_llama.conversation import (
@@ -244,15 +245,28 @@ class VideoLLAMA(BaseModel):
             self.cfg.lora.r = 0
         return self
 
+    FROZEN_ENCODERS = ("visual_encoder", "ln_vision", "Qformer", "query_tokens")  # what a feature cache stands for
+
+    def frozen_encoder_tensors(self):
+        """(name, tensor) of every parameter and buffer of the ViT, ``ln_vision``, the image
+        Q-Former and its query tokens: what a feature cache replaces."""
+        tensors = []
+        for part in self.FROZEN_ENCODERS:
+            module = getattr(self, part)
+            if isinstance(module, nn.Module):
+                tensors += [(f"{part}.{name}", t) for name, t in module.state_dict(keep_vars=True).items()]
+            else:
+                tensors.append((part, module))
+        return tensors
+
     def release_frozen_encoders(self):
         """Drop the frozen ViT and image Q-Former (their memory with them): for a run that reads
         their outputs from a feature cache and never needs pixels. Returns the bytes released."""
         if self.cfg.freeze_vit is not True or self.cfg.freeze_qformer is not True:
             raise ValueError("only frozen encoders can be released: model.freeze_vit and freeze_qformer must be True")
-        parts = [self.visual_encoder, self.ln_vision, self.Qformer]
-        released = sum(t.numel() * t.element_size() for part in parts for t in [*part.parameters(), *part.buffers()])
-        released += self.query_tokens.numel() * self.query_tokens.element_size()
-        self.visual_encoder = self.ln_vision = self.Qformer = self.query_tokens = None
+        released = sum(t.numel() * t.element_size() for _, t in self.frozen_encoder_tensors())
+        for part in self.FROZEN_ENCODERS:
+            setattr(self, part, None)
         return released
 
     def fsdp_units(self):
@@ -276,9 +290,7 @@ class VideoLLAMA(BaseModel):
         import hashlib
 
         digest = hashlib.sha1()
-        parts = {"visual_encoder": self.visual_encoder, "ln_vision": self.ln_vision, "Qformer": self.Qformer}
-        tensors = [(f"{part}.{name}", t) for part, module in parts.items() for name, t in module.state_dict().items()]
-        for name, tensor in [*tensors, ("query_tokens", self.query_tokens)]:
+        for name, tensor in self.frozen_encoder_tensors():
             values = tensor.detach().double()
             digest.update(f"{name}{tuple(tensor.shape)}{values.sum().item():.6g}{values.square().sum().item():.6g}".encode())
         return digest.hexdigest()[:16]
@@ -461,8 +473,6 @@ def vit_dtype(cfg, on_cuda=None):
 def has_values(tensor):
     """Whether ``tensor`` holds data that can be read: not on the meta device, not a fake tensor
     (the memory planner runs the model on those, which have shapes only)."""
-    from torch._subclasses.fake_tensor import is_fake
-
     return not (tensor.is_meta or is_fake(tensor))
 
 

@@ -139,22 +139,15 @@ def simulate_step(model, optimizer, batch, loss_fn, block=1):
             del loss
         optimizer.step()
     state = [t for values in optimizer.state.values() for t in values.values() if isinstance(t, torch.Tensor)]
-    categories = {
-        **dict.fromkeys(storage_ids(held), "parameters"),
-        **dict.fromkeys(storage_ids(inputs), "batch"),
-        **dict.fromkeys(storage_ids(p.grad for p in trainable if p.grad is not None), "gradients"),
-        **dict.fromkeys(storage_ids(state), "optimizer state"),
-    }
-    breakdown = memory.peak_breakdown(categories)
+    parts = {"parameters": storage_ids(held), "batch": storage_ids(inputs),
+             "gradients": storage_ids(p.grad for p in trainable if p.grad is not None),
+             "optimizer state": storage_ids(state)}
+    size = {name: sum(memory.sizes.get(key, 0) for key in keys) for name, keys in parts.items()}
+    breakdown = memory.peak_breakdown({key: name for name, keys in parts.items() for key in keys})
     plan = StepPlan(
-        parameters=sum(memory.sizes.get(k, 0) for k in storage_ids(held)),
-        batch=sum(memory.sizes.get(k, 0) for k in storage_ids(inputs)),
-        gradients=sum(memory.sizes.get(k, 0) for k in storage_ids(p.grad for p in trainable if p.grad is not None)),
-        optimizer_state=sum(memory.sizes.get(k, 0) for k in storage_ids(state)),
-        activations_at_peak=breakdown["activations"],
-        peak=memory.peak,
-        flops=flops.total,
-        trainable=sum(p.numel() for p in trainable),
+        parameters=size["parameters"], batch=size["batch"], gradients=size["gradients"],
+        optimizer_state=size["optimizer state"], activations_at_peak=breakdown["activations"],
+        peak=memory.peak, flops=flops.total, trainable=sum(p.numel() for p in trainable),
     )
     optimizer.zero_grad(set_to_none=True)
     return plan
