@@ -1,42 +1,154 @@
-"""The audio-language branch's own part: the published AL checkpoints' names and shapes, at full
-size on the meta device, and a forward pass at tiny size."""
+"""The audio-language branch: the published AL checkpoints' names and shapes at full size on the
+meta device, ImageBind's file loaded into its towers, the branch trained on frames alone (no audio
+data, as the original), and VL + AL checkpoints loaded together and written back."""
 
 import json
+import logging
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
 import video_llama  # noqa: F401
 from video_llama.common.registry import registry
+from video_llama.models.audio_branch import AUDIO_PARTS
 
-from conftest import DATA_DIR
+from conftest import DATA_DIR, TINY_CONFIG, build
+
+AL_ONLY = ["model.equip_audio_branch=True", "model.imagebind_ckpt_path=random", "model.frozen_video_Qformer=True",
+           "model.frozen_llama_proj=True", "model.frozen_audio_Qformer=False"]
 
 
 @pytest.mark.parametrize("reference, llm_width", [("AL_7B", 4096), ("AL_13B", 5120)])
-def test_full_size_matches_the_published_audio_checkpoints(reference, llm_width):
-    from video_llama.models.audio_branch import AudioBranch
+def test_full_size_model_has_the_published_audio_branch(reference, llm_width):
     from video_llama.models.checkpoint import original_to_ours, ours_to_original
 
-    cfg = registry.get_model_class("video_llama").default_config("pretrain_llama_v2")
+    VideoLLAMA = registry.get_model_class("video_llama")
+    cfg = OmegaConf.merge(VideoLLAMA.default_config("pretrain_llama_v2"),
+                          {"equip_audio_branch": True, "llama_hidden_size": llm_width})
     with torch.device("meta"):
-        branch = AudioBranch(cfg, llm_width)
-    ours = {name: tuple(p.shape) for name, p in branch.named_parameters()}
+        model = VideoLLAMA(cfg, on_cuda=False)
+    params = dict(model.named_parameters())
+    ours = {name: tuple(p.shape) for name, p in params.items() if name.split(".")[0] in AUDIO_PARTS}
     published = json.loads((DATA_DIR / "original_checkpoint_keys.json").read_text())[reference]
     mapped = {original_to_ours(n): tuple(s) for n, s in published.items() if original_to_ours(n)}
     assert ours == mapped  # every AL name, with its shape, and nothing else
     assert all(ours_to_original(name) in published for name in ours)  # and back to the original's names
-    assert ours["audio_Qformer.encoder.layer.0.crossattention.attention.key.weight"] == (768, 1024)
+    # ImageBind-huge's towers as imagebind_huge.pth names them: 224/14 = 16² patches, 12 × 19 filterbank patches
+    assert params["audio_encoder.modality_preprocessors.vision.pos_embedding_helper.pos_embed"].shape == (1, 257, 1280)
+    assert params["audio_encoder.modality_preprocessors.vision.rgbt_stem.proj.1.weight"].shape == (1280, 3, 2, 14, 14)
+    assert params["audio_encoder.modality_preprocessors.audio.pos_embedding_helper.pos_embed"].shape == (1, 229, 768)
+    assert params["audio_encoder.modality_trunks.audio.blocks.11.attn.bias_k"].shape == (1, 1, 768)
+    assert "audio_encoder.modality_trunks.vision.blocks.31.mlp.fc2.weight" in params
+    assert params["audio_encoder.modality_heads.audio.2.weight"].shape == (1024, 768)
+    assert not any(p.requires_grad for n, p in params.items() if n.startswith("audio_encoder."))
 
 
-def test_imagebind_embeddings_become_llm_tokens(tiny):
-    from video_llama.models.audio_branch import AudioBranch
+def test_the_audio_tower_reads_what_the_soundtrack_processor_makes():
+    from video_llama.models.imagebind import MEL_BINS, MEL_FRAMES
+    from video_llama.processors.audio import MEL_BINS as PROCESSOR_BINS, TARGET_FRAMES, melspec_clips
 
-    cfg, _ = tiny
-    torch.manual_seed(0)
-    branch = AudioBranch(cfg.model_cfg, llm_width=64, embed_width=32)
-    tokens = branch(torch.randn(2, 3, 32))  # three 2-second clips per video
-    assert tokens.shape == (2, 8, 64)
-    tokens.sum().backward()
-    assert all(p.grad is not None for p in branch.parameters() if p.requires_grad)
-    with pytest.raises(ValueError, match="9 audio clips exceed the 8"):
-        branch(torch.randn(1, 9, 32))
+    clips = melspec_clips(torch.zeros(16000 * 3), clips=3)
+    assert clips.shape == (3, 1, MEL_BINS, MEL_FRAMES) and (PROCESSOR_BINS, TARGET_FRAMES) == (MEL_BINS, MEL_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def al_config(tiny_llm_dir, clips_dir):
+    from video_llama.common.config import Config
+
+    return Config.from_file(TINY_CONFIG, [
+        f"model.llama_model={tiny_llm_dir}", f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
+        f"datasets.webvid_instruct.build_info.anno_dir={clips_dir / 'train.json'}",
+        f"datasets.webvid_instruct.build_info.videos_dir={clips_dir}",
+        "datasets.webvid_instruct.vis_processor.train.n_frms=4", "datasets.webvid_instruct.num_video_query_token=null",
+        *AL_ONLY])
+
+
+def test_imagebind_file_fills_the_towers_and_its_other_towers_are_left_unused(al_config, tmp_path, caplog):
+    source = build(al_config)
+    towers = {n: t + 1.0 if t.is_floating_point() else t for n, t in source.audio_encoder.state_dict().items()}
+    towers["modality_trunks.text.blocks.0.attn.in_proj_weight"] = torch.zeros(3, 3)  # a tower we do not build
+    torch.save(towers, tmp_path / "imagebind_huge.pth")
+    with caplog.at_level(logging.INFO):
+        model = build(al_config, f"imagebind_ckpt_path={tmp_path}")
+    loaded = model.audio_encoder.state_dict()
+    assert all(torch.equal(loaded[n], t) for n, t in towers.items() if n in loaded)
+    assert "1 file entries unused (audio_encoder: 1)" in caplog.text
+
+
+def original_layout_file(model, parts, path):
+    from video_llama.models.checkpoint import to_original
+
+    torch.save({"model": to_original({n: t for n, t in model.state_dict().items() if n.split(".")[0] in parts})}, path)
+    return path
+
+
+VL_PARTS = ("video_Qformer", "video_query_tokens", "video_frame_position_embedding", "llama_proj")
+
+
+@pytest.fixture(scope="module")
+def published(al_config, tmp_path_factory):
+    """A VL and an AL checkpoint in the published layout, from two differently seeded models."""
+    folder = tmp_path_factory.mktemp("published")
+    torch.manual_seed(1)
+    vl = registry.get_model_class("video_llama").from_config(al_config.model_cfg)
+    torch.manual_seed(2)
+    al = registry.get_model_class("video_llama").from_config(al_config.model_cfg)
+    return (vl, original_layout_file(vl, VL_PARTS, folder / "VL_tiny.pth"),
+            al, original_layout_file(al, AUDIO_PARTS, folder / "AL_tiny.pth"))
+
+
+def test_vl_and_al_checkpoints_load_together_and_write_back_under_the_original_names(al_config, published, tmp_path):
+    from video_llama.models.checkpoint import save_original_layout
+
+    vl, vl_path, al, al_path = published
+    model = build(al_config, f"ckpt={vl_path}", f"ckpt_2={al_path}", "frozen_audio_Qformer=True")
+    state = model.state_dict()
+    for source, parts in ((vl, VL_PARTS), (al, AUDIO_PARTS)):
+        assert all(torch.equal(state[n], t) for n, t in source.state_dict().items() if n.split(".")[0] in parts)
+    save_original_layout(model, tmp_path / "both.pth")
+    written = torch.load(tmp_path / "both.pth")["model"]
+    reference = json.loads((DATA_DIR / "original_checkpoint_keys.json").read_text())
+    expected = {**torch.load(vl_path)["model"], **torch.load(al_path)["model"]}
+    assert set(written) == set(expected) and all(torch.equal(written[n], t) for n, t in expected.items())
+    assert {n.split(".")[0] for n in written} == {n.split(".")[0] for r in ("VL_7B", "AL_7B") for n in reference[r]}
+
+
+def test_a_frozen_audio_branch_that_no_file_fills_is_refused(al_config, published):
+    from video_llama.common.errors import CheckpointError
+
+    _, vl_path, _, _ = published
+    with pytest.raises(CheckpointError, match="no file filled the audio branch .* set model.ckpt_2"):
+        build(al_config, f"ckpt={vl_path}", "frozen_audio_Qformer=True")
+
+
+def test_the_audio_branch_trains_on_frames_alone_and_its_run_keeps_the_vision_branch(al_config, published, tiny_llm_dir,
+                                                                                     clips_dir, tmp_path):
+    """The original's audiobranch stage 2: the VL checkpoint frozen, the AL one trained on video
+    data without sound; only the audio Q-Former, its query tokens, position embedding and
+    projection change; the run folder alone rebuilds the whole model."""
+    from video_llama.jobs.experiment import train
+    from video_llama.models.video_llama import VideoLLAMA
+
+    vl, vl_path, al, al_path = published
+    summary = train(["--cfg-path", str(TINY_CONFIG), "--options",
+                     f"model.llama_model={tiny_llm_dir}", f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
+                     f"datasets.webvid_instruct.build_info.anno_dir={clips_dir / 'train.json'}",
+                     f"datasets.webvid_instruct.build_info.videos_dir={clips_dir}",
+                     "datasets.webvid_instruct.vis_processor.train.n_frms=4",
+                     "datasets.webvid_instruct.num_video_query_token=8", *AL_ONLY, f"model.ckpt={vl_path}",
+                     f"model.ckpt_2={al_path}", "run.max_epoch=1", "run.iters_per_epoch=12", "run.init_lr=3e-3",
+                     "run.warmup_steps=1", "run.num_workers=0", f"run.output_dir={tmp_path}", "run.device=cpu"])
+    run_dir = Path(summary["run_dir"])
+    losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4, losses
+    saved = load_file(str(run_dir / "checkpoint_e1_s0" / "model.safetensors"))
+    assert {n.split(".")[0] for n in saved} == {*AUDIO_PARTS, *VL_PARTS}
+    before = {**{n: t for n, t in vl.state_dict().items() if n.split(".")[0] in VL_PARTS},
+              **{n: t for n, t in al.state_dict().items() if n.split(".")[0] in AUDIO_PARTS}}
+    changed = {n.split(".")[0] for n, t in saved.items() if not torch.equal(t, before[n])}
+    assert changed == set(AUDIO_PARTS)  # the vision branch stayed as model.ckpt gave it
+    again = VideoLLAMA.from_pretrained(run_dir)  # ckpt_2 is not needed: the run holds the audio branch
+    assert all(torch.equal(again.state_dict()[n], t) for n, t in saved.items())

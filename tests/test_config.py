@@ -274,8 +274,12 @@ def test_processor_image_size_follows_model_unless_set(tmp_path):
         (["model.llm_load_in_8bit=True", "model.llm_load_in_4bit=True"], "are both True; choose one"),
         (["model.lora.r=8", "model.freeze_llm=False", "model.llama_dtype=fp32"], "LoRA trains adapters beside a frozen LLM"),
         (["model.lora.rank=8"], "model.lora.rank: unknown key"),
-        (["model.equip_audio_branch=True"], "model.equip_audio_branch: True is not supported"),
-        (["model.ckpt_2=al.pth"], "model.ckpt_2: 'al.pth' is not supported"),
+        (["model.equip_audio_branch=True"], "model.imagebind_ckpt_path is null: the frozen ImageBind towers would stay random"),
+        (["model.ckpt_2=al.pth"], "model.ckpt_2 (al.pth) is an audio-branch checkpoint but model.equip_audio_branch is False"),
+        (["model.equip_audio_branch=True", "model.imagebind_ckpt_path=random", "model.frozen_video_Qformer=True",
+          "model.frozen_audio_Qformer=False", "datasets.webvid_instruct.vis_processor.train.n_frms=16"],
+         "n_frms (16) exceeds the audio branch's 8 positions"),
+        (["model.num_visual_tokens=5"], "model.num_visual_tokens (5) is derived"),
         (["model.vit_model=eva_vit_l"], "model.vit_model: 'eva_vit_l' is not available"),
         (["datasets.webvid_instruct.data_type=images"], "datasets.webvid_instruct.data_type: 'images', but the webvid_instruct builder reads video"),
         (["run.eval_mode=rnk"], "run.eval_mode: unknown value 'rnk'; did you mean 'rank'?"),
@@ -291,9 +295,8 @@ def test_settings_that_cannot_work_fail_at_start_up(tmp_path, options, expected)
 
 
 def test_original_keys_with_the_values_we_honour_are_accepted(tmp_path):
-    cfg = Config.from_file(write_yaml(tmp_path, guide_dict()),
-                           ["model.low_resource=False", "model.ckpt_2=null", "model.num_audio_query_token=8"])
-    assert "low_resource" not in cfg.model_cfg and "ckpt_2" not in cfg.model_cfg
+    cfg = Config.from_file(write_yaml(tmp_path, guide_dict()), ["model.low_resource=False", "model.fusion_head_layers=2"])
+    assert "low_resource" not in cfg.model_cfg and "fusion_head_layers" not in cfg.model_cfg
 
 
 def test_split_names_come_from_the_annotation_layout(tmp_path):

@@ -15,6 +15,7 @@ from video_llama.conversation.templates import (
     conversation_ids,
     get_template,
     load_questions,
+    sound_and_video_placeholder,
     timestamp_sentence,
     truncate,
     video_placeholder,
@@ -23,5 +24,5 @@ from video_llama.conversation.tokenizer import load_prompts, load_tokenizer
 
 __all__ = [
     "GUIDE_QUESTION", "IGNORE_INDEX", "IMAGE_END", "IMAGE_PATCH_TOKEN", "IMAGE_START", "VIDEO_END", "VIDEO_START", "Template", "caption_ids", "collate_video_samples", "conversation_ids",
-    "get_template", "load_prompts", "load_questions", "load_tokenizer", "pad_batch", "timestamp_sentence", "truncate", "video_placeholder",
+    "get_template", "load_prompts", "load_questions", "load_tokenizer", "pad_batch", "sound_and_video_placeholder", "timestamp_sentence", "truncate", "video_placeholder",
 ]

@@ -137,6 +137,18 @@ def video_placeholder(num_tokens, start=VIDEO_START, end=VIDEO_END):
     return start + IMAGE_PATCH_TOKEN * num_tokens + end
 
 
+# The original demo's first message about a clip with sound, character for character (its string
+# continues over three source lines, so each break keeps the next line's 16 spaces of indentation).
+SOUND_PROMPT = ("Close your eyes, open your ears and you imagine only based on the sound that: {audio}. "
+                + " " * 16 + "Close your ears, open your eyes and you see that {video}.  "
+                + " " * 16 + "Now answer my question based on what you have just seen and heard.")
+
+
+def sound_and_video_placeholder(audio_tokens, video_tokens):
+    """The opening of a question about a clip and its sound: the audio placeholders, then the video's."""
+    return SOUND_PROMPT.format(audio=IMAGE_PATCH_TOKEN * audio_tokens, video=video_placeholder(video_tokens))
+
+
 def _ids(tokenizer, text):
     return SegmentEncoder.of(tokenizer).encode(text)[0]
 

@@ -100,7 +100,7 @@ def data_shape(cfg):
         processor = ((dataset.get("vis_processor") or {}).get("train") or {})
         frames = max(frames, int(processor.get("n_frms") or 1))
         size = max(size, int(processor.get("image_size") or model.img_size))
-        caption = int(dataset.get("max_txt_len") or model.max_txt_len) + model.num_video_query_token + CAPTION_PROMPT_TOKENS
+        caption = int(dataset.get("max_txt_len") or model.max_txt_len) + model.num_visual_tokens + CAPTION_PROMPT_TOKENS
         seq_len = max(seq_len, int(dataset.get("max_seq_len") or caption))
     return DataShape(frames, size or model.img_size, seq_len)
 
@@ -145,7 +145,7 @@ def planned_batch(model, data, setting):
     an answer at the end. Fake tensors under a FakeTensorMode, else real ones (for measuring).
     Every sample is as long as the longest, so there is no padding mask: given one of all ones,
     the LLM reads it and drops it, which it cannot do with a fake one (it would keep a mask)."""
-    batch, length, placeholders = setting.batch, data.seq_len, model.num_video_query_token
+    batch, length, placeholders = setting.batch, data.seq_len, model.num_visual_tokens
     ids = torch.zeros(batch, length, dtype=torch.long)
     ids[:, 1:1 + placeholders] = model.im_patch_token_id
     labels = torch.full_like(ids, IGNORE_INDEX)

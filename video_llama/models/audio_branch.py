@@ -1,52 +1,81 @@
-"""The audio-language branch's own part, under the original's names, so that its published
+"""The audio-language branch of Video-LLaMA, under the original's names, so that its published
 checkpoints (``AL_LLaMA_2_7B_*.pth``) load by the same rename as the vision branch's:
 
-    ImageBind embeddings (B, clips ≤ 8, 1024): one per 2-second clip of sound, or per frame
-    through ImageBind's vision tower when the branch trains on video without sound
+    sound: 2-second clips' filterbanks (B, clips ≤ 8, 1, 128, 204) → ImageBind's audio tower
+    or frames (B, C, T ≤ 8, H, W), each through ImageBind's vision tower (training without sound)
+      → ImageBind embeddings                            (B, clips, 1024)
       → + audio_position_embedding                      (8, 1024)
       → audio Q-Former over audio_query_tokens          2 layers, width 768, 8 queries, cross-attending to 1024
       → audio_llama_proj                                (B, 8, D_llm): tokens for the LLM, before the video's
 
-Not yet part of ``VideoLLAMA`` (``model.equip_audio_branch`` is still refused): the ImageBind towers
-that make the embeddings are not in this version yet.
+Which branch the frames feed follows the two freeze flags, as in the original: the audio branch when
+it trains and the video Q-Former is frozen (the original's ``audiobranch_*`` configs), both (audio
+tokens first) when both train, else the video branch. With sound (chat, inference, mode selection)
+the soundtrack feeds the audio branch and the frames the video branch.
 """
 
 import torch
 import torch.nn as nn
 
 from video_llama.models.encoders import build_qformer
+from video_llama.models.imagebind import AUDIO, VISION, ImageBindTowers
 
-IMAGEBIND_WIDTH = 1024  # ImageBind-huge's joint embedding
-AUDIO_QUERY_TOKENS = 8
+MAX_AUDIO_CLIPS = 8  # audio_position_embedding's rows: 2-second clips, or frames in training
 AUDIO_QFORMER_LAYERS = 2
-MAX_AUDIO_CLIPS = 8
+AUDIO_PARTS = ("audio_Qformer", "audio_query_tokens", "audio_position_embedding", "audio_llama_proj")
 
 
-class AudioBranch(nn.Module):
-    """The trainable part of the audio-language branch; its parameters' names are the original's
-    top-level ones (``audio_Qformer``, ``audio_query_tokens``, ``audio_position_embedding``,
-    ``audio_llama_proj``), so a model holding its children directly has the checkpoint's layout."""
+def frame_branches(cfg):
+    """The branches whose tokens the frames give the LLM, in prompt order (see the module doc)."""
+    if not cfg.get("equip_audio_branch"):
+        return ("video",)
+    audio_trains, video_trains = not cfg.frozen_audio_Qformer, not cfg.frozen_video_Qformer
+    if audio_trains:
+        return ("audio", "video") if video_trains else ("audio",)
+    return ("video",)
 
-    def __init__(self, cfg, llm_width, num_query_token=AUDIO_QUERY_TOKENS, max_clips=MAX_AUDIO_CLIPS,
-                 embed_width=IMAGEBIND_WIDTH):
-        super().__init__()
-        self.audio_Qformer = build_qformer(cfg, num_layers=AUDIO_QFORMER_LAYERS, encoder_width=embed_width,
+
+def visual_token_count(cfg):
+    """The placeholders a prompt about frames holds: the tokens of :func:`frame_branches`."""
+    counts = {"audio": cfg.get("num_audio_query_token"), "video": cfg.num_video_query_token}
+    return sum(counts[branch] for branch in frame_branches(cfg))
+
+
+class AudioLanguageBranch:
+    """What ``VideoLLAMA`` adds with ``model.equip_audio_branch``: the frozen ImageBind towers
+    (``audio_encoder``, the original's name) and the trainable parts, held by the model itself so
+    that its parameter names are the published checkpoints'."""
+
+    def build_audio_branch(self, cfg, llm_width, dtype):
+        """``dtype``: the towers' (the ViT's: fp16 for ``vit_precision: fp16`` on a GPU)."""
+        self.audio_encoder = ImageBindTowers(cfg.imagebind, cfg.img_size, cfg.vit_patch_size).to(dtype)
+        embed_dim = cfg.imagebind.embed_dim
+        self.audio_Qformer = build_qformer(cfg, num_layers=AUDIO_QFORMER_LAYERS, encoder_width=embed_dim,
                                            cross_attention_freq=1)
-        width = cfg.qformer_hidden_size
-        std = self.audio_Qformer.config.initializer_range
-        self.audio_query_tokens = nn.Parameter(torch.zeros(1, num_query_token, width).normal_(std=std))
-        self.audio_position_embedding = nn.Embedding(max_clips, embed_width)
+        width, std = cfg.qformer_hidden_size, self.audio_Qformer.config.initializer_range
+        self.audio_query_tokens = nn.Parameter(torch.zeros(1, cfg.num_audio_query_token, width).normal_(std=std))
+        self.audio_position_embedding = nn.Embedding(MAX_AUDIO_CLIPS, embed_dim)
         self.audio_llama_proj = nn.Linear(width, llm_width)
 
-    def forward(self, embeddings):
-        """(B, clips, embed_width) ImageBind embeddings → (B, num_query_token, llm_width) LLM tokens."""
+    def imagebind_embeddings(self, sound=None, frames=None):
+        """(B, clips, embed_dim) from the soundtrack's filterbanks (B, clips, 1, mel, time), or from
+        frames (B, C, T, H, W), each frame an image through the vision tower."""
+        dtype = next(self.audio_encoder.parameters()).dtype
+        if sound is not None:
+            return self.audio_encoder(sound.to(dtype), AUDIO).float()
+        return self.audio_encoder(frames.transpose(1, 2).to(dtype), VISION).float()
+
+    def encode_audio(self, sound=None, frames=None):
+        """The audio branch's LLM tokens (B, num_audio_query_token, D_llm) of a soundtrack, or of
+        frames (training without sound)."""
+        embeddings = self.imagebind_embeddings(sound, frames)
         batch, clips = embeddings.shape[:2]
-        if clips > self.audio_position_embedding.num_embeddings:
-            raise ValueError(f"{clips} audio clips exceed the {self.audio_position_embedding.num_embeddings} "
-                             "audio positions")
+        if clips > MAX_AUDIO_CLIPS:
+            what = "audio clips" if sound is not None else "frames (datasets.*.vis_processor.*.n_frms)"
+            raise ValueError(f"{clips} {what} exceed the audio branch's {MAX_AUDIO_CLIPS} positions")
         positions = torch.arange(clips, device=embeddings.device)
         hidden = embeddings + self.audio_position_embedding(positions)[None]
-        attention = torch.ones(hidden.shape[:-1], dtype=torch.long, device=embeddings.device)
+        attention = torch.ones(hidden.shape[:-1], dtype=torch.long, device=hidden.device)
         queries = self.audio_query_tokens.expand(batch, -1, -1)
         out = self.audio_Qformer(query_embeds=queries, encoder_hidden_states=hidden,
                                  encoder_attention_mask=attention).last_hidden_state

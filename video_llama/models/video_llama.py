@@ -8,6 +8,9 @@
       → llama_proj                                        (B, num_video_query_token, D_llm)
       → replaces the <ImageHere> placeholders of the prompt → causal LM → loss on answer tokens
 
+With ``equip_audio_branch`` the audio-language branch joins (``audio_branch.py``): its tokens come
+before the video's, from the soundtrack in chat, from the frames when it trains.
+
 The LLM is frozen (``freeze_llm``, as in the original); the other freezing flags decide the rest. Frozen modules stay in eval mode
 even after ``model.train()`` (their dropout and norms must behave as at pretraining).
 """
@@ -30,26 +33,31 @@ from video_llama.conversation import (
     get_template,
     load_tokenizer,
     pad_batch,
+    sound_and_video_placeholder,
     video_placeholder,
 )
 from video_llama.models import video_llama_config
+from video_llama.models.audio_branch import AUDIO_PARTS, AudioLanguageBranch, frame_branches, visual_token_count
 from video_llama.models.base_model import BaseModel
 from video_llama.models.encoders import build_eva_vit, build_qformer
 
 logger = logging.getLogger(__name__)
 
+IMAGEBIND_FILE = "imagebind_huge.pth"  # what the original's imagebind_ckpt_path folder holds
 RANDOM = "random"  # model.ckpt value that asks for the untrained initialisation on purpose
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 @registry.register_model("video_llama")
-class VideoLLAMA(BaseModel):
+class VideoLLAMA(BaseModel, AudioLanguageBranch):
     BASE_CONFIG_PATH = "models/video_llama/base.yaml"
     DEFAULT_MODEL_TYPE = "pretrain_llama_v2"
     # top-level modules and parameters, for start-up checks of names such as run.lr_scales
     MODULE_NAMES = ("visual_encoder", "ln_vision", "Qformer", "query_tokens", "video_frame_position_embedding",
-                    "video_Qformer", "video_query_tokens", "llama_model", "llama_proj")
-    DEPLOYMENT_KEYS = ("ckpt", "llama_model", "vit_ckpt", "q_former_model", "llama_dtype", "vit_precision",
+                    "video_Qformer", "video_query_tokens", "llama_model", "llama_proj", "audio_encoder",
+                    *AUDIO_PARTS)
+    DEPLOYMENT_KEYS = ("ckpt", "ckpt_2", "llama_model", "vit_ckpt", "q_former_model", "imagebind_ckpt_path",
+                       "llama_dtype", "vit_precision",
                        "attn_implementation", "llm_load_in_8bit", "llm_load_in_4bit", "llm_grad_checkpoint",
                        "use_grad_checkpoint", "low_resource")
     PRETRAINED_MODEL_CONFIG_DICT = {
@@ -78,6 +86,8 @@ class VideoLLAMA(BaseModel):
         super().__init__()
         self.cfg = cfg
         self.num_video_query_token = cfg.num_video_query_token
+        self.frame_branches = frame_branches(cfg)
+        self.num_visual_tokens = visual_token_count(cfg)  # the placeholders of a prompt about frames
 
         self.visual_encoder = build_eva_vit(cfg).to(vit_dtype(cfg, on_cuda))
         if cfg.use_grad_checkpoint:  # recompute each block in backward: memory for compute
@@ -100,6 +110,9 @@ class VideoLLAMA(BaseModel):
         self.llama_model, self.llama_tokenizer = llama_model, llama_tokenizer
         llm_width = cfg.llama_hidden_size or llama_model.config.hidden_size
         self.llama_proj = nn.Linear(width, llm_width)
+        self.has_audio_branch = bool(cfg.get("equip_audio_branch"))
+        if self.has_audio_branch:
+            self.build_audio_branch(cfg, llm_width, vit_dtype(cfg, on_cuda))
         self.template = get_template(cfg.template)
         if llama_tokenizer is not None:
             self.im_patch_token_id = llama_tokenizer.convert_tokens_to_ids(IMAGE_PATCH_TOKEN)
@@ -139,8 +152,10 @@ class VideoLLAMA(BaseModel):
 
     def load_pretrained_parts(self):
         """The files the config names, in order: the EVA ViT, the BLIP-2 image Q-Former (LAVIS
-        ``.pth`` or a Hugging Face BLIP-2 folder, which may bring the ViT too), then ``ckpt``
-        (the trainable part: a published VL checkpoint or one of ours)."""
+        ``.pth`` or a Hugging Face BLIP-2 folder, which may bring the ViT too), ImageBind, then
+        ``ckpt`` (the trainable part: a published VL checkpoint or one of ours) and ``ckpt_2``
+        (the audio branch's: a published AL checkpoint), as the original's eval config loads them."""
+        from video_llama.common.errors import CheckpointError
         from video_llama.common.hub import resolve_weights_file
         from video_llama.models.checkpoint import load_weights
 
@@ -155,11 +170,27 @@ class VideoLLAMA(BaseModel):
                                   "model.q_former_model", required_prefixes=("Qformer.", "query_tokens"),
                                   wanted_prefixes=("vision_model.", "qformer.", "query_tokens"), component=True)
             sources.update(dict.fromkeys(report.loaded, "model.q_former_model"))
-        if cfg.ckpt and cfg.ckpt != RANDOM:
-            report = load_weights(self, cfg.ckpt, "model.ckpt", required_prefixes=None, provided=set(sources))
+        if self.has_audio_branch and cfg.imagebind_ckpt_path != RANDOM:
+            report = load_weights(self, imagebind_file(cfg.imagebind_ckpt_path), "model.imagebind_ckpt_path",
+                                  required_prefixes=("audio_encoder.",), add_prefix="audio_encoder.", component=True)
+            sources.update(dict.fromkeys(report.loaded, "model.imagebind_ckpt_path"))
+        audio_names = {n for n, _ in self.named_parameters() if n.split(".")[0] in AUDIO_PARTS}
+        if cfg.ckpt and cfg.ckpt != RANDOM:  # the audio branch may come from ckpt_2
+            provided = set(sources) | (audio_names if cfg.get("ckpt_2") else set())
+            report = load_weights(self, cfg.ckpt, "model.ckpt", required_prefixes=None, provided=provided)
             sources.update(dict.fromkeys(report.loaded, "model.ckpt"))
         elif cfg.ckpt == RANDOM:
             logger.warning("model.ckpt is 'random': the trainable part keeps its random initialisation (untrained)")
+        if cfg.get("ckpt_2") and audio_names and audio_names <= set(sources):  # a run of ours: it holds what ckpt_2 gave it
+            logger.info("model.ckpt holds the audio branch; model.ckpt_2 (%s) is not needed and not loaded", cfg.ckpt_2)
+        elif cfg.get("ckpt_2"):
+            report = load_weights(self, cfg.ckpt_2, "model.ckpt_2", required_prefixes=AUDIO_PARTS)
+            sources.update(dict.fromkeys(report.loaded, "model.ckpt_2"))
+        unfilled = sorted(n for n in audio_names if n not in sources)
+        if unfilled and cfg.frozen_audio_Qformer and cfg.ckpt != RANDOM:
+            raise CheckpointError(f"model.frozen_audio_Qformer is True but no file filled the audio branch ({unfilled[0]}, "
+                                  f"...): set model.ckpt_2 to its checkpoint (e.g. AL_LLaMA_2_7B_Finetuned.pth), train it "
+                                  "(model.frozen_audio_Qformer=False), or model.ckpt=random to keep it random on purpose")
         if self.llama_model is not None:  # loaded when the model was built; what model.ckpt held replaced it
             for name in self.llama_model.state_dict():
                 sources.setdefault(f"llama_model.{name}", "model.llama_model")
@@ -211,6 +242,8 @@ class VideoLLAMA(BaseModel):
             frozen += ["video_Qformer", "video_query_tokens", "video_frame_position_embedding"]
         if cfg.frozen_llama_proj:
             frozen += ["llama_proj"]
+        if self.has_audio_branch:  # ImageBind is always frozen
+            frozen += ["audio_encoder", *(AUDIO_PARTS if cfg.frozen_audio_Qformer else ())]
         return frozen
 
     def _freeze(self):
@@ -278,6 +311,8 @@ class VideoLLAMA(BaseModel):
         if self.llama_model is not None:
             llm = self.llama_model.get_base_model() if hasattr(self.llama_model, "get_base_model") else self.llama_model
             units += [*llm.get_decoder().layers, llm.get_input_embeddings(), self.llama_model]
+        if self.has_audio_branch:  # its own dtype (the ViT's) beside the fp32 audio Q-Former
+            units.append(self.audio_encoder)
         return units + ([self.visual_encoder] if self.visual_encoder is not None else [])
 
     def fsdp_forward_methods(self):
@@ -295,10 +330,16 @@ class VideoLLAMA(BaseModel):
             digest.update(f"{name}{tuple(tensor.shape)}{values.sum().item():.6g}{values.square().sum().item():.6g}".encode())
         return digest.hexdigest()[:16]
 
+    PRETRAINED_PARTS = ("visual_encoder", "ln_vision", "Qformer", "query_tokens", "audio_encoder", "llama_model")
+
     def trainable_state_dict(self):
-        """Only what training changes (the frozen ViT, Q-Former and LLM come from their files)."""
-        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        return {n: t for n, t in self.state_dict().items() if n in trainable}
+        """What a checkpoint holds: the trainable part (the video and audio Q-Formers, their query
+        tokens, position embeddings and projections), frozen for this run or not, and whatever
+        else trains (LoRA adapters, an unfrozen encoder); the pretrained encoders and the LLM come
+        from their own files. So a run that trains one branch keeps the other (from ``ckpt`` or
+        ``ckpt_2``) and its folder alone rebuilds the model."""
+        saved = {n for n, p in self.named_parameters() if p.requires_grad or n.split(".")[0] not in self.PRETRAINED_PARTS}
+        return {n: t for n, t in self.state_dict().items() if n in saved}
 
     # ------------------------------------------------------------------ forward
     def encode_frames(self, frames):
@@ -337,14 +378,29 @@ class VideoLLAMA(BaseModel):
                                           encoder_attention_mask=frame_atts).last_hidden_state
         return self.llama_proj(video_hidden)
 
+    def encode_visual(self, frames=None, frame_features=None, sound=None):
+        """The LLM tokens of a clip, in prompt order: with ``sound`` (B, clips, 1, mel, time) the
+        audio branch's of it, then the video branch's of the frames; without, those of the
+        branches the frames feed (``frame_branches``). Frames (B, C, T, H, W), or
+        ``frame_features`` of a feature cache (video branch only)."""
+        if sound is not None:
+            return torch.cat([self.encode_audio(sound=sound), self.encode_video(frames)], dim=1)
+        if "audio" in self.frame_branches and frame_features is not None:
+            raise ValueError("the audio branch trains on frames through ImageBind, which a feature cache of the image "
+                             "Q-Former does not hold; remove the datasets' feature_cache")
+        tokens = [self.encode_audio(frames=frames) if branch == "audio" else self.encode_video(frames, frame_features)
+                  for branch in self.frame_branches]
+        return tokens[0] if len(tokens) == 1 else torch.cat(tokens, dim=1)
+
     def embed_with_video(self, input_ids, video_embeds):
-        """Token embeddings with the <ImageHere> positions filled by the video tokens, in order."""
+        """Token embeddings with the <ImageHere> positions filled by the visual tokens, in order."""
         is_patch = input_ids == self.im_patch_token_id
         counts = is_patch.sum(dim=1)
         if has_values(counts) and not torch.all(counts == video_embeds.shape[1]):
             raise ValueError(
-                f"each sample needs exactly {video_embeds.shape[1]} {IMAGE_PATCH_TOKEN} placeholders "
-                f"(model.num_video_query_token), found {counts.tolist()}; check datasets.*.num_video_query_token"
+                f"each sample needs exactly {video_embeds.shape[1]} {IMAGE_PATCH_TOKEN} placeholders (the tokens the "
+                f"model gives the frames, model.num_visual_tokens), found {counts.tolist()}; check "
+                "datasets.*.num_video_query_token"
             )
         # The placeholder id may lie outside the LLM's vocabulary: swap it out before embedding.
         safe_ids = input_ids.masked_fill(is_patch, 0)
@@ -366,34 +422,40 @@ class VideoLLAMA(BaseModel):
             {"loss": scalar, "logits": (B, L, vocab)}
         """
         if "frame_features" in samples:  # a feature cache's: the frozen encoders' work done once
-            video = self.encode_video(frame_features=samples["frame_features"])
+            video = self.encode_visual(frame_features=samples["frame_features"])
         else:
             frames = samples["image"]
             if frames.dim() == 4:  # images are one-frame videos
                 frames = frames.unsqueeze(2)
-            video = self.encode_video(frames)
+            video = self.encode_visual(frames)
         inputs_embeds = self.embed_with_video(samples["input_ids"], video)
         outputs = self.llama_model(inputs_embeds=inputs_embeds, attention_mask=samples["attention_mask"],
                                    labels=samples["labels"], num_items_in_batch=num_items_in_batch, return_dict=True)
         return {"loss": outputs.loss, "logits": outputs.logits}
 
     # ------------------------------------------------------------------ asking the model
-    def conversation(self, question, answer=None, history=(), image=False, template=None):
+    def conversation(self, question, answer=None, history=(), image=False, template=None, sound=False):
         """(input_ids, labels) of ``question`` (and ``answer``, if given) about the video after the
         ``history`` turns, exactly as training built them (``template``: another prompt format
         than the model's, e.g. the original demo's): the video placeholder (``<Image>`` tags for
-        an image) opens the first question. Without an answer the ids end where the answer starts."""
-        tags = (IMAGE_START, IMAGE_END) if image else (VIDEO_START, VIDEO_END)
+        an image) opens the first question. With ``sound``, the original demo's sentence with the
+        audio placeholders, then the video's, opens it instead. Without an answer the ids end
+        where the answer starts."""
+        if sound:
+            visual = sound_and_video_placeholder(self.cfg.num_audio_query_token, self.num_video_query_token)
+        else:
+            tags = (IMAGE_START, IMAGE_END) if image else (VIDEO_START, VIDEO_END)
+            visual = video_placeholder(self.num_visual_tokens, *tags)
         turns = [*history, (question, answer)]
-        turns[0] = (f"{video_placeholder(self.num_video_query_token, *tags)} {turns[0][0]}", turns[0][1])
+        turns[0] = (f"{visual} {turns[0][0]}", turns[0][1])
         return conversation_ids(self.llama_tokenizer, template or self.template, turns)
 
-    def prompt_ids(self, question, history=(), image=False, template=None):
+    def prompt_ids(self, question, history=(), image=False, template=None, sound=False):
         """Token ids of the prompt for ``question``, ending where the model's answer starts."""
-        return self.conversation(question, None, history, image, template)[0]
+        return self.conversation(question, None, history, image, template, sound)[0]
 
     @torch.no_grad()
-    def score(self, frames, questions, answers, length_normalize=False, chunk_size=16):
+    def score(self, frames, questions, answers, length_normalize=False, chunk_size=16, sound=None):
         """Log-likelihood of each of ``answers`` (the answer tokens and the end symbol) as the
         reply to each question about its clip.
 
@@ -404,17 +466,20 @@ class VideoLLAMA(BaseModel):
         Args:
             frames: (B, C, T, H, W), or (B, C, H, W) images; questions: B strings; answers: A strings.
             length_normalize: the mean log-probability per answer token instead of the sum.
+            sound: (B, clips, 1, mel, time) filterbanks of the clips' soundtracks, for a model with
+                the audio branch (see :meth:`encode_visual`).
         Returns:
             float tensor (B, A) on the CPU.
         """
         tokenizer = self.llama_tokenizer
         image = frames.dim() == 4
-        video = self.encode_video(frames.unsqueeze(2) if image else frames)
+        video = self.encode_visual(frames.unsqueeze(2) if image else frames, sound=sound)
         decoder, head = self.llama_model.get_decoder(), self.llama_model.get_output_embeddings()
         scores = torch.empty(len(questions), len(answers))
         for row, question in enumerate(questions):
             for start in range(0, len(answers), chunk_size):
-                chunk = [self.conversation(question, answer, image=image) for answer in answers[start:start + chunk_size]]
+                chunk = [self.conversation(question, answer, image=image, sound=sound is not None)
+                         for answer in answers[start:start + chunk_size]]
                 items = [{"input_ids": ids, "labels": labels} for ids, labels in chunk]
                 batch = {k: v.to(frames.device) for k, v in pad_batch(items, tokenizer.pad_token_id).items()}
                 embeds = self.embed_with_video(batch["input_ids"], video[row:row + 1].expand(len(chunk), -1, -1))
@@ -431,10 +496,11 @@ class VideoLLAMA(BaseModel):
         return scores
 
     @torch.no_grad()
-    def generate(self, frames, questions, max_new_tokens=16, histories=None, template=None, **generation_kwargs):
+    def generate(self, frames, questions, max_new_tokens=16, histories=None, template=None, sound=None,
+                 **generation_kwargs):
         """Answers (text) to one question per clip (``histories``: the earlier (question, answer)
         turns of each); greedy unless ``generation_kwargs`` say otherwise (a ``streamer`` gets the
-        tokens as they come). (B, C, H, W) frames are images. Prompts (in ``template``, else the
+        tokens as they come). (B, C, H, W) frames are images; ``sound`` as in :meth:`score`. Prompts (in ``template``, else the
         model's) are left-padded so that every answer starts at the same place; an answer stops at
         the template's end symbol, which is cut off."""
         tokenizer = self.llama_tokenizer
@@ -442,7 +508,8 @@ class VideoLLAMA(BaseModel):
         image = frames.dim() == 4
         if image:
             frames = frames.unsqueeze(2)
-        prompts = [self.prompt_ids(q, h, image, template) for q, h in zip(questions, histories or [()] * len(questions))]
+        prompts = [self.prompt_ids(q, h, image, template, sound is not None)
+                   for q, h in zip(questions, histories or [()] * len(questions))]
         length = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), length), tokenizer.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), length), dtype=torch.long)
@@ -450,7 +517,7 @@ class VideoLLAMA(BaseModel):
             ids[row, length - len(prompt):] = torch.tensor(prompt)
             mask[row, length - len(prompt):] = 1
         ids, mask = ids.to(frames.device), mask.to(frames.device)
-        embeds = self.embed_with_video(ids, self.encode_video(frames))
+        embeds = self.embed_with_video(ids, self.encode_visual(frames, sound=sound))
         settings = {"do_sample": False, **generation_kwargs}
         if not template.end_is_eos:  # vicuna's "###": stop on the text, as the original's stopping criterion
             settings.update(stop_strings=[template.end_sym], tokenizer=tokenizer)
@@ -461,6 +528,14 @@ class VideoLLAMA(BaseModel):
         if not template.end_is_eos:
             texts = [t.split(template.end_sym)[0] for t in texts]
         return [t.strip() for t in texts]
+
+
+def imagebind_file(path):
+    """``model.imagebind_ckpt_path``: the original's folder holding ``imagebind_huge.pth``, or the file."""
+    from pathlib import Path
+
+    path = Path(path)
+    return path / IMAGEBIND_FILE if path.is_dir() else path
 
 
 def vit_dtype(cfg, on_cuda=None):

@@ -10,6 +10,7 @@ from pathlib import Path
 from video_llama.common.config import ANY, LegacyKey
 from video_llama.common.registry import registry
 from video_llama.conversation.templates import template_in_config
+from video_llama.models.audio_branch import MAX_AUDIO_CLIPS, frame_branches, visual_token_count
 
 logger = logging.getLogger(__name__)
 
@@ -19,23 +20,19 @@ logger = logging.getLogger(__name__)
 LEGACY_KEYS = {
     "fusion_header_type": LegacyKey(ANY, "the original ignores it too"),
     "fusion_head_layers": LegacyKey(ANY, "the original ignores it too"),
-    "frozen_audio_Qformer": LegacyKey(ANY, "this version has no audio branch"),
-    "num_audio_query_token": LegacyKey(ANY, "this version has no audio branch"),
-    "equip_audio_branch": LegacyKey(False, "the audio branch (ImageBind) is not in this version; set "
-                                           "model.equip_audio_branch=False, the vision branch trains alone"),
-    "imagebind_ckpt_path": LegacyKey(None, "the audio branch is not in this version; remove the key"),
-    "ckpt_2": LegacyKey(None, "audio-branch checkpoints (AL_*.pth) need the audio branch, which this version "
-                              "lacks; set model.ckpt_2=null"),
     "low_resource": LegacyKey(False, "the original's switch for its 8-bit LLM", means="llm_load_in_8bit"),
 }
 # files and folders, found from the current folder or the YAML's; the first three must exist at start-up
-PATH_KEYS = ("ckpt", "vit_ckpt", "q_former_model", "llama_model")
-CHECKED_PATH_KEYS = ("ckpt", "vit_ckpt", "q_former_model")
+PATH_KEYS = ("ckpt", "ckpt_2", "vit_ckpt", "q_former_model", "imagebind_ckpt_path", "llama_model")
+CHECKED_PATH_KEYS = ("ckpt", "ckpt_2", "vit_ckpt", "q_former_model", "imagebind_ckpt_path")
 PROMPT_PATH_KEYS = ("prompt_path",)  # also found among the package's own prompts
 
 
 def fill_derived(model):
-    """``end_sym`` and ``prompt_template`` left null follow ``template``."""
+    """``end_sym`` and ``prompt_template`` left null follow ``template``; ``num_visual_tokens`` is
+    what the frames give the LLM (the datasets' ``num_video_query_token`` follows it)."""
+    if model.get("num_visual_tokens") is None:
+        model.num_visual_tokens = visual_token_count(model)
     template = registry.mapping["template"].get(model.get("template"))
     if template is None:
         return
@@ -79,6 +76,7 @@ def config_problems(model, datasets):
         problems.append("model.freeze_qformer is True but model.q_former_model is null: the frozen image Q-Former "
                         "would stay random; set model.q_former_model to blip2_pretrained_flant5xxl.pth (or its URL) "
                         "or a Hugging Face BLIP-2 folder, or model.q_former_model=random to keep it random on purpose")
+    problems += _audio_branch_problems(model, datasets)
     if model.get("llm_load_in_8bit") and model.get("llm_load_in_4bit"):
         problems.append("model.llm_load_in_8bit and model.llm_load_in_4bit are both True; choose one")
     lora = model.get("lora") or {}
@@ -108,6 +106,31 @@ def config_problems(model, datasets):
                                 "never learnt to see frames of grey and frame-to-frame change; set "
                                 "model.freeze_vit=False to train it on them, or motion_channels=False")
     problems += _motion_channels_mixed(datasets)
+    return problems
+
+
+def _audio_branch_problems(model, datasets):
+    """The audio branch's files and the frames it can take."""
+    if model.get("num_visual_tokens") != visual_token_count(model):
+        return [f"model.num_visual_tokens ({model.num_visual_tokens}) is derived: the tokens of the branches the frames "
+                f"feed ({' + '.join(frame_branches(model))}: {visual_token_count(model)}); leave it out"]
+    if not model.get("equip_audio_branch"):
+        if model.get("ckpt_2"):
+            return [f"model.ckpt_2 ({model.ckpt_2}) is an audio-branch checkpoint but model.equip_audio_branch is "
+                    "False; set model.equip_audio_branch=True (with model.imagebind_ckpt_path), or model.ckpt_2=null"]
+        return []
+    problems = []
+    if not model.get("imagebind_ckpt_path"):
+        problems.append("model.equip_audio_branch is True but model.imagebind_ckpt_path is null: the frozen ImageBind "
+                        "towers would stay random; set it to the folder holding imagebind_huge.pth, or "
+                        "model.imagebind_ckpt_path=random to keep them random on purpose")
+    if "audio" in frame_branches(model):
+        for name, ds in datasets.items():
+            for split, proc in (ds.get("vis_processor") or {}).items():
+                if (proc.get("n_frms") or 0) > MAX_AUDIO_CLIPS:
+                    problems.append(f"datasets.{name}.vis_processor.{split}.n_frms ({proc.n_frms}) exceeds the audio "
+                                    f"branch's {MAX_AUDIO_CLIPS} positions, which the frames feed while it trains; "
+                                    f"sample at most {MAX_AUDIO_CLIPS} frames")
     return problems
 
 

@@ -31,7 +31,7 @@ class BaseDatasetBuilder:
     # a YAML states each text setting once (dataset key → model key). The BOUND ones may not differ
     # from the model's: the prompt's placeholders and template are what the model was built for.
     MODEL_KEYS = {"tokenizer_name": "llama_model", "max_txt_len": "max_txt_len", "model_type": "template",
-                  "num_video_query_token": "num_video_query_token", "prompt_path": "prompt_path",
+                  "num_video_query_token": "num_visual_tokens", "prompt_path": "prompt_path",
                   "prompt_template": "prompt_template"}
     MODEL_BOUND_KEYS = ("model_type", "num_video_query_token")
     # build_info keys naming files or folders (found from the current folder or the YAML's)
@@ -98,11 +98,12 @@ class BaseDatasetBuilder:
                 f"model must use one prompt template; set model.template={ds_cfg.model_type} (and leave "
                 f"{path}.model_type out, it follows the model)"
             )
-        if "num_video_query_token" in ds_cfg and ds_cfg.num_video_query_token != model_cfg.get("num_video_query_token"):
+        tokens = model_cfg.get("num_visual_tokens")
+        if "num_video_query_token" in ds_cfg and tokens is not None and ds_cfg.num_video_query_token != tokens:
             problems.append(
-                f"{path}.num_video_query_token ({ds_cfg.num_video_query_token}) must equal "
-                f"model.num_video_query_token ({model_cfg.get('num_video_query_token')}): the placeholder "
-                "count in the prompt is the number of video tokens the model produces"
+                f"{path}.num_video_query_token ({ds_cfg.num_video_query_token}) must equal the tokens the model "
+                f"gives the frames ({tokens}: model.num_video_query_token, or model.num_audio_query_token when "
+                "the audio branch trains alone; see model.num_visual_tokens): the placeholder count in the prompt"
             )
         if ds_cfg.get("tokenizer_name") and model_cfg.get("llama_model") and ds_cfg.tokenizer_name != model_cfg.llama_model:
             logger.warning("%s.tokenizer_name (%s) differs from model.llama_model (%s); they must share one vocabulary",
