@@ -8,7 +8,9 @@ The config is an evaluation config: its ``model`` section (``model.ckpt``: a tra
 a checkpoint, or a published one) and the ``vis_processor`` of its first dataset, as the original
 demo reads them. In the terminal, a line is a question; ``/video PATH``, ``/image PATH``,
 ``/reset`` and ``/quit`` do what they say. A clip with fewer frames than the model samples gets a
-``warning:`` line (the web UI: its status) before any answer about it.
+``warning:`` line (the web UI: its status) before any answer about it. A model with the audio branch
+hears the clip's soundtrack (``--audio FILE``: that sound instead) and a ``sound:`` line says whether
+it did; a clip without sound is answered from its frames.
 """
 
 import argparse
@@ -49,7 +51,7 @@ def terminal_chat(chat, settings, lines=sys.stdin, out=sys.stdout):
             elif command in ("/video", "/image"):
                 (chat.upload_video if command == "/video" else chat.upload_image)(argument.strip())
                 print(f"(now talking about {chat.visual.name})", file=out, flush=True)
-                warn_unreliable(chat, out)
+                say_what_is_used(chat, out)
             else:
                 shown = None
                 for text in chat.stream(line, **settings):  # the answer so far, as its tokens come
@@ -63,8 +65,11 @@ def terminal_chat(chat, settings, lines=sys.stdin, out=sys.stdout):
             print(f"error: {err}", file=out, flush=True)
 
 
-def warn_unreliable(chat, out):
-    """Print why answers about the uploaded clip may be unreliable, if anything says so."""
+def say_what_is_used(chat, out):
+    """Print whether the answers hear the clip (a model with the audio branch) and why they may be
+    unreliable, if anything says so."""
+    if chat.visual.hearing:
+        print(f"sound: {chat.visual.hearing}", file=out, flush=True)
     if chat.visual.warning:
         print(f"warning: {chat.visual.warning}", file=out, flush=True)
 
@@ -75,6 +80,7 @@ def main(argv=None):
     visual = parser.add_mutually_exclusive_group()
     visual.add_argument("--video", help="the clip to talk about")
     visual.add_argument("--image", help="or an image")
+    parser.add_argument("--audio", help="with --video, a sound file to hear instead of its soundtrack (audio branch)")
     parser.add_argument("--question", help="print the (greedy) answer to this question and exit")
     parser.add_argument("--web", action="store_true", help="serve the Gradio UI instead of the terminal chat")
     parser.add_argument("--host", default="127.0.0.1", help="address the web UI binds to (others than 127.0.0.1 expose it)")
@@ -93,6 +99,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.web and args.question:
         parser.error("--question prints one answer in the terminal; leave out --web")
+    if args.audio and not args.video:
+        parser.error("--audio goes with --video: the sound of that clip")
 
     setup = load_setup(*experiment(args), args.device, args.plugins)
     setup.prompt_style = args.prompt_style
@@ -107,8 +115,8 @@ def main(argv=None):
         return 0
     chat = setup.new_chat()
     if args.video:
-        chat.upload_video(args.video)
-        warn_unreliable(chat, sys.stderr)  # stdout: the answer alone (--question) or the chat
+        chat.upload_video(args.video, args.audio)
+        say_what_is_used(chat, sys.stderr)  # stdout: the answer alone (--question) or the chat
     elif args.image:
         chat.upload_image(args.image)
     settings = generation_settings(args)

@@ -9,14 +9,22 @@ before the first question), to compare answers with it; its models were trained 
 A long conversation drops its oldest turns, never the video tokens, to stay within
 ``max_context`` positions (the original demo kept the last 2000 positions, which can cut the
 video off).
+
+A model with the audio branch also hears the clip: its soundtrack, or a separate sound file, goes
+to the audio branch and the first question opens with the original demo's sentence about sound and
+sight (audio tokens first); a clip without sound is answered from its frames alone, and
+``Visual.hearing`` says which it was.
 """
 
+import logging
 import threading
 from dataclasses import dataclass, field
 
 import torch
 
 from video_llama.conversation.templates import original_demo_template, timestamp_sentence
+
+logger = logging.getLogger(__name__)
 
 # The original web demo's defaults; `--question` and batch inference are greedy (reproducible).
 WEB_DEFAULTS = {"max_new_tokens": 300, "num_beams": 1, "do_sample": True, "temperature": 1.0, "top_p": 0.9,
@@ -37,6 +45,8 @@ class Visual:
     name: str
     note: str = ""  # the timestamp sentence put before the first question
     warning: str = ""  # why answers about it may be unreliable (a clip shorter than the frames sampled)
+    sound: torch.Tensor = None  # (clips, 1, mel, time) filterbanks, for a model with the audio branch
+    hearing: str = ""  # whether the answers hear it: "" for a model without the audio branch
 
     @property
     def is_image(self):
@@ -52,6 +62,25 @@ def video_visual(vis_processor, path, timestamps=True):
     note = timestamp_sentence(info.shown_indices, info.fps) if timestamps and info is not None else ""
     warning = short_clip_warning(path, info) if info is not None and info.is_short else ""
     return Visual(frames, str(path), note, warning)
+
+
+def hear(visual, sound_processor, sound_path=None):
+    """Give ``visual`` its sound (its file's soundtrack, or ``sound_path``'s) when the model has the
+    audio branch (a ``sound_processor``); without sound it is answered from the frames, and
+    ``visual.hearing`` says which (logged once)."""
+    if sound_processor is None:
+        if sound_path:
+            raise ChatError(f"this model has no audio branch (model.equip_audio_branch) to hear {sound_path}")
+        return visual
+    visual.sound = sound_processor(sound_path or visual.name)
+    if visual.sound is None and sound_path:
+        raise ChatError(f"no sound to hear in {sound_path}: {sound_processor.last_reason}")
+    if visual.sound is None:
+        visual.hearing = f"no sound ({sound_processor.last_reason}): answering from the frames alone"
+        logger.warning("%s", visual.hearing)
+    else:
+        visual.hearing = f"hearing {sound_path or 'the soundtrack'} ({len(visual.sound)} clips of 2 s)"
+    return visual
 
 
 def short_clip_warning(path, info):
@@ -75,11 +104,19 @@ class Chat:
     visual: Visual = None
     history: list = field(default_factory=list)
     prompt_style: str = "training"  # or "original_demo" (PROMPT_STYLES; see the module's docstring)
+    sound_processor: object = None  # path → filterbanks or None (no sound; why: ``last_reason``); audio branch only
 
     def __post_init__(self):
         if self.prompt_style not in PROMPT_STYLES:
             raise ChatError(f"prompt style {self.prompt_style!r} is not one of {PROMPT_STYLES}")
-        self.template = original_demo_template(self.model.template) if self.prompt_style == "original_demo" else None
+
+    @property
+    def template(self):
+        """The template to ask in: None (the model's) or the original demo's, which drops its system
+        prompt for a clip with sound."""
+        if self.prompt_style != "original_demo":
+            return None
+        return original_demo_template(self.model.template, sound=self.visual is not None and self.visual.sound is not None)
 
     @property
     def device(self):
@@ -88,9 +125,12 @@ class Chat:
     def reset(self):
         self.visual, self.history = None, []
 
-    def upload_video(self, path):
-        """Decode ``path`` (raises VideoDecodeError naming it) and start a conversation about it."""
-        self.visual, self.history = video_visual(self.vis_processor, path, self.timestamps), []
+    def upload_video(self, path, sound_path=None):
+        """Decode ``path`` (raises VideoDecodeError naming it) and start a conversation about it;
+        a model with the audio branch hears its soundtrack, or ``sound_path`` instead."""
+        visual = video_visual(self.vis_processor, path, self.timestamps)
+        hear(visual, self.sound_processor, sound_path)
+        self.visual, self.history = visual, []
 
     def upload_image(self, path):
         """Read an image file (the processor raises VideoDecodeError naming it) and start a
@@ -105,13 +145,16 @@ class Chat:
         if self.visual is None:
             raise ChatError("upload a video or an image first")
         note = self.visual.note + (" " if self.template else "")  # the demo: first message, a space, question
+        if self.template and self.visual.sound is not None:  # its message about sound had no timestamps
+            note = ""
         for start in range(len(self.history) + 1):
             kept = self.history[start:]
             if kept:
                 history, current = [(note + kept[0][0], kept[0][1]), *kept[1:]], question
             else:
                 history, current = [], note + question
-            length = len(self.model.prompt_ids(current, history, self.visual.is_image, self.template))
+            length = len(self.model.prompt_ids(current, history, self.visual.is_image, self.template,
+                                               sound=self.visual.sound is not None))
             if length + max_new_tokens <= self.max_context:
                 return history, current
         raise ChatError(f"the question takes {length} positions, with max_new_tokens={max_new_tokens} more than "
@@ -119,6 +162,7 @@ class Chat:
 
     def _generate(self, history, question, settings, streamer=None):
         frames = self.visual.frames.unsqueeze(0).to(self.device)
+        sound = self.visual.sound.unsqueeze(0).to(self.device) if self.visual.sound is not None else None
         settings = dict(settings)
         max_new_tokens = settings.pop("max_new_tokens")
         if not settings.get("do_sample"):  # greedy or beams: sampling settings do not apply
@@ -126,7 +170,7 @@ class Chat:
                 settings.pop(key, None)
         with torch.inference_mode():
             return self.model.generate(frames, [question], max_new_tokens, histories=[history], template=self.template,
-                                       streamer=streamer, **settings)[0]
+                                       sound=sound, streamer=streamer, **settings)[0]
 
     def ask(self, question, **settings):
         """The answer to ``question`` (greedy unless ``settings`` say otherwise), added to the history."""

@@ -21,7 +21,7 @@ declared as plain strings); those tokens are prompt and are masked here (``docs/
 Caption data keeps the original's one-line form (``caption_prompt``).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from video_llama.common.config import PROMPTS_DIR
@@ -102,12 +102,18 @@ ORIGINAL_DEMO = {
 }
 
 
-def original_demo_template(template):
-    """The template the original demo chatted in for models trained with ``template``."""
+# With sound the original demo empties its system prompt (vicuna's was empty already).
+ORIGINAL_DEMO_SOUND = {**ORIGINAL_DEMO, "llama_v2": replace(
+    ORIGINAL_DEMO["llama_v2"], name="llama_v2_demo_sound", first_prompt="[INST] <<SYS>>\n\n<</SYS>>\n\n{q} [/INST]")}
+
+
+def original_demo_template(template, sound=False):
+    """The template the original demo chatted in for models trained with ``template`` (about a
+    clip with ``sound``: the one it used then)."""
     if template.name not in ORIGINAL_DEMO:
         raise ValueError(f"the original demo had no prompt for the {template.name!r} template; "
                          f"use prompt_style 'training' (the original's demo knew {sorted(ORIGINAL_DEMO)})")
-    return ORIGINAL_DEMO[template.name]
+    return (ORIGINAL_DEMO_SOUND if sound else ORIGINAL_DEMO)[template.name]
 
 
 def get_template(name):

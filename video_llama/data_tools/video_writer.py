@@ -7,8 +7,9 @@ import numpy as np
 CODECS = {".mp4": "libx264", ".avi": "mpeg4", ".mkv": "libx264", ".webm": "libvpx", ".mov": "libx264"}
 
 
-def write_video(path, frames, fps=8, gop=8):
-    """Write uint8 frames (T, H, W, 3) to ``path``; the codec follows the extension.
+def write_video(path, frames, fps=8, gop=8, sound=None, sample_rate=44100):
+    """Write uint8 frames (T, H, W, 3) to ``path``; the codec follows the extension. ``sound``: a
+    mono float waveform in [-1, 1] at ``sample_rate``, written as an AAC soundtrack (mp4, mov, mkv).
 
     H.264 is written without B-frames and with a short GOP (a keyframe every ``gop`` frames), so
     decoders seek cheaply and timestamps stay clean (see DESIGN.md on careless re-encodes), and
@@ -32,8 +33,19 @@ def write_video(path, frames, fps=8, gop=8):
                               "threads": "1"}
         elif codec == "mpeg4":
             stream.options = {"qscale": "3", "bf": "0", "g": str(gop)}  # the default quality smears small shapes
+        soundtrack = None
+        if sound is not None:  # every stream is added before the first packet
+            soundtrack = container.add_stream("aac", rate=sample_rate)
+            soundtrack.layout = "mono"
         for frame in frames:
             image = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[: stream.height, : stream.width]), format="rgb24")
             container.mux(stream.encode(image))
         container.mux(stream.encode())
+        if soundtrack is not None:
+            samples = np.asarray(sound, dtype=np.float32)
+            for start in range(0, samples.size, 1024):
+                chunk = av.AudioFrame.from_ndarray(samples[None, start:start + 1024], format="flt", layout="mono")
+                chunk.sample_rate, chunk.pts = sample_rate, start
+                container.mux(soundtrack.encode(chunk))
+            container.mux(soundtrack.encode(None))
     return path

@@ -11,6 +11,7 @@ from video_llama.common.utils import seed_everything
 from video_llama.conversation.chat import Chat
 from video_llama.jobs.experiment import check_evaluable
 from video_llama.models.video_llama import move_to_device
+from video_llama.processors.audio import SoundProcessor
 from video_llama.processors.image_processors import load_image
 
 
@@ -24,10 +25,11 @@ class ChatSetup:
     timestamps: bool
     config: object = None  # the resolved Config it was built from
     prompt_style: str = "training"  # Chat's: as the model was trained, or as the original demo asked
+    sound_processor: object = None  # a model with the audio branch hears the clips
 
     def new_chat(self, **state):
         return Chat(self.model, self.vis_processor, self.image_processor, self.timestamps,
-                    prompt_style=self.prompt_style, **state)
+                    prompt_style=self.prompt_style, sound_processor=self.sound_processor, **state)
 
 
 def visual_settings(cfg):
@@ -57,4 +59,6 @@ def load_setup(cfg_path, options=(), device=None, plugins=()):
         torch.cuda.set_device(run_device)  # a quantised LLM loads onto the current GPU and cannot move later
     model = registry.get_model_class(cfg.model_cfg.arch).from_config(cfg.model_cfg)
     move_to_device(model, run_device).eval()
-    return ChatSetup(model, vis_processor, lambda path: image_transform(load_image(path)), timestamps, cfg)
+    sound_processor = SoundProcessor() if getattr(model, "has_audio_branch", False) else None
+    return ChatSetup(model, vis_processor, lambda path: image_transform(load_image(path)), timestamps, cfg,
+                     sound_processor=sound_processor)

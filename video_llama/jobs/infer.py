@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from video_llama.common.errors import UserError
-from video_llama.conversation.chat import video_visual
+from video_llama.conversation.chat import hear, video_visual
 from video_llama.processors.video_decoding import VideoDecodeError
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def answer_batch(setup, batch, settings):
     lines, ready = [None] * len(batch), []
     for slot, (video, question, reference) in enumerate(batch):
         try:
-            visual = video_visual(setup.vis_processor, video, setup.timestamps)
+            visual = hear(video_visual(setup.vis_processor, video, setup.timestamps), setup.sound_processor)
         except VideoDecodeError as err:
             logger.warning("skipping %s: %s", video, err)
             lines[slot] = {"video": video, "question": question, "error": str(err)}
@@ -45,21 +45,32 @@ def answer_batch(setup, batch, settings):
         if visual.warning:
             logger.warning("%s", visual.warning)
         ready.append((slot, visual, question, reference))
-    if ready:
-        device = next(setup.model.parameters()).device
-        frames = torch.stack([visual.frames for _, visual, _, _ in ready]).to(device)
-        start = time.perf_counter()
-        with torch.inference_mode():
-            answers = setup.model.generate(frames, [visual.note + question for _, visual, question, _ in ready], **settings)
-        seconds = round((time.perf_counter() - start) / len(ready), 3)
-        for (slot, visual, question, reference), answer in zip(ready, answers):
-            line = {"video": batch[slot][0], "question": question, "answer": answer, "seconds": seconds}
-            if reference is not None:
-                line["reference"] = reference
-            if visual.warning:
-                line["warning"] = visual.warning
-            lines[slot] = line
+    heard = [item for item in ready if item[1].sound is not None]  # one generate call each: their prompts differ
+    for group in (heard, [item for item in ready if item[1].sound is None]):
+        if group:
+            answer_group(setup, group, settings, lines, batch)
     return lines
+
+
+def answer_group(setup, group, settings, lines, batch):
+    """Answer clips that are all heard, or all not, in one generate call; their lines into ``lines``."""
+    device = next(setup.model.parameters()).device
+    frames = torch.stack([visual.frames for _, visual, _, _ in group]).to(device)
+    sound = torch.stack([visual.sound for _, visual, _, _ in group]).to(device) if group[0][1].sound is not None else None
+    start = time.perf_counter()
+    with torch.inference_mode():
+        answers = setup.model.generate(frames, [visual.note + question for _, visual, question, _ in group],
+                                       sound=sound, **settings)
+    seconds = round((time.perf_counter() - start) / len(group), 3)
+    for (slot, visual, question, reference), answer in zip(group, answers):
+        line = {"video": batch[slot][0], "question": question, "answer": answer, "seconds": seconds}
+        if reference is not None:
+            line["reference"] = reference
+        if visual.hearing:
+            line["sound"] = visual.sound is not None
+        if visual.warning:
+            line["warning"] = visual.warning
+        lines[slot] = line
 
 
 def infer(setup, jobs, out, batch_size=8, max_new_tokens=64, progress=True):

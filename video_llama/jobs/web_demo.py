@@ -56,6 +56,8 @@ def build_app(setup, examples_dir=None, defaults=None):
         state = {"visual": chat.visual, "history": []}
         question = gr.update(interactive=True, placeholder=f"Ask about {name}")
         status = f"Now talking about **{name}**. Ask a question."
+        if chat.visual.hearing:  # a model with the audio branch: whether its answers hear the clip
+            status += f"\n\n**Sound**: {chat.visual.hearing.replace(str(path), name)}"
         if chat.visual.warning:  # stays shown above the answers until the next upload
             status += f"\n\n**Warning**: {chat.visual.warning.replace(str(path), name)}"
         return state, question, status, gr.update(), gr.update()

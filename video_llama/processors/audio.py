@@ -102,3 +102,32 @@ def load_soundtrack(source, sample_rate=SAMPLE_RATE):
             chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
         chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]  # what the resampler still holds
     return torch.from_numpy(np.concatenate(chunks) if chunks else np.zeros(0, np.float32))
+
+
+class SoundProcessor:
+    """path → (clips, 1, MEL_BINS, TARGET_FRAMES) filterbanks of its first audio stream, as the
+    original demo reads a video's sound (8 clips of 2 s spread over it); None, with the reason
+    kept in ``last_reason``, for a file without sound (no stream, nothing decodable, silence of
+    zero length), so that the caller can answer from the frames alone and say why."""
+
+    def __init__(self, clips=8):
+        self.clips = clips
+        self.last_reason = ""
+
+    def __call__(self, path):
+        import av
+
+        try:
+            waveform = load_soundtrack(str(path))
+        except NoSoundtrack as err:
+            return self._none(str(err))
+        except (av.error.FFmpegError, OSError) as err:
+            return self._none(f"the sound of {path} cannot be read ({type(err).__name__}: {err})")
+        if waveform.numel() == 0:
+            return self._none(f"{path} has an audio stream without samples")
+        self.last_reason = ""
+        return melspec_clips(waveform, clips=self.clips)
+
+    def _none(self, reason):
+        self.last_reason = reason
+        return None

@@ -1,0 +1,146 @@
+"""Chatting with sound: a model with the audio branch hears a clip's soundtrack (or a separate sound
+file), its prompt holds the audio tokens before the video's, a clip without sound is answered from
+its frames and the chat, the terminal, infer and the web status say which it was."""
+
+import json
+import logging
+import wave
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_CONFIG, gradient_clip
+from test_demo import demo_options
+
+SHORT = {"max_new_tokens": 4}
+WITH_AUDIO = ["model.equip_audio_branch=True", "model.imagebind_ckpt_path=random"]  # ckpt=random: all random
+
+
+def tone(hz, seconds=3.0, rate=44100):
+    return 0.5 * np.sin(2 * np.pi * hz * np.arange(int(seconds * rate)) / rate)
+
+
+@pytest.fixture(scope="module")
+def sound_clips(tmp_path_factory):
+    from video_llama.data_tools.video_writer import write_video
+
+    folder = tmp_path_factory.mktemp("sound_clips")
+    write_video(folder / "low.mp4", gradient_clip(24), sound=tone(300))
+    write_video(folder / "high.mp4", gradient_clip(24), sound=tone(3000))  # the same frames, another sound
+    write_video(folder / "silent.mp4", gradient_clip(24))
+    with wave.open(str(folder / "bell.wav"), "wb") as sink:  # a sound file of its own
+        sink.setnchannels(1), sink.setsampwidth(2), sink.setframerate(16000)
+        sink.writeframes((tone(1000, rate=16000) * 32767).astype(np.int16).tobytes())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_llm_dir, clips_dir):
+    from video_llama.jobs.chat import load_setup
+
+    return load_setup(TINY_CONFIG, [*demo_options(tiny_llm_dir, clips_dir), *WITH_AUDIO])
+
+
+def test_a_clip_with_sound_is_heard_and_its_audio_tokens_come_first(setup, sound_clips):
+    from video_llama.conversation.templates import SOUND_PROMPT
+
+    model = setup.model
+    chat = setup.new_chat()
+    chat.upload_video(sound_clips / "low.mp4")
+    assert chat.visual.sound.shape == (8, 1, 128, 204)
+    assert chat.visual.hearing == "hearing the soundtrack (8 clips of 2 s)"
+    answer = chat.ask("What do you hear?", **SHORT)
+    assert isinstance(answer, str) and chat.history == [("What do you hear?", answer)]
+
+    ids = model.prompt_ids("What do you hear?", sound=True)
+    patch = model.im_patch_token_id
+    runs = [len(run) for run in "".join("p" if i == patch else " " for i in ids).split()]
+    assert runs == [model.cfg.num_audio_query_token, model.num_video_query_token]  # audio placeholders, then video
+    text = model.llama_tokenizer.decode(ids)
+    assert SOUND_PROMPT.split("{audio}")[0].strip() in text and text.index("<Video>") > text.index("open your ears")
+
+    frames = chat.visual.frames.unsqueeze(0)
+    sounds = [setup.sound_processor(sound_clips / name).unsqueeze(0) for name in ("low.mp4", "high.mp4")]
+    low, high = (model.score(frames, ["What do you hear?"], ["a bell", "a drum"], sound=s) for s in sounds)
+    silent = model.score(frames, ["What do you hear?"], ["a bell", "a drum"])
+    assert not torch.allclose(low, high) and not torch.allclose(low, silent)  # the answer depends on the sound
+
+
+def test_a_clip_without_sound_is_answered_from_its_frames_and_says_so(setup, sound_clips, caplog):
+    chat = setup.new_chat()
+    with caplog.at_level(logging.WARNING):
+        chat.upload_video(sound_clips / "silent.mp4")
+    assert chat.visual.sound is None
+    assert chat.visual.hearing == (f"no sound ({sound_clips / 'silent.mp4'} has no audio stream): answering from "
+                                   "the frames alone")
+    chat.ask("What happens?", **SHORT)
+    chat.ask("And then?", **SHORT)
+    assert [r.getMessage() for r in caplog.records if "no sound" in r.getMessage()] == [chat.visual.hearing]  # once
+    ids = setup.model.prompt_ids("What happens?")
+    assert ids.count(setup.model.im_patch_token_id) == setup.model.num_video_query_token
+
+
+def test_a_separate_sound_file_is_heard_instead(setup, sound_clips, tiny_llm_dir, clips_dir):
+    from video_llama.conversation.chat import ChatError
+    from video_llama.jobs.chat import load_setup
+
+    chat = setup.new_chat()
+    chat.upload_video(sound_clips / "silent.mp4", sound_path=sound_clips / "bell.wav")
+    assert chat.visual.sound.shape == (8, 1, 128, 204) and chat.visual.hearing.startswith(f"hearing {sound_clips / 'bell.wav'}")
+    with pytest.raises(ChatError, match="no sound to hear in .*silent.mp4: .* has no audio stream"):
+        chat.upload_video(sound_clips / "low.mp4", sound_path=sound_clips / "silent.mp4")
+    vision_only = load_setup(TINY_CONFIG, demo_options(tiny_llm_dir, clips_dir)).new_chat()
+    with pytest.raises(ChatError, match="no audio branch"):
+        vision_only.upload_video(sound_clips / "low.mp4", sound_path=sound_clips / "bell.wav")
+    vision_only.upload_video(sound_clips / "low.mp4")
+    assert vision_only.visual.sound is None and vision_only.visual.hearing == ""  # it never listens
+
+
+def test_the_original_demo_asks_about_sound_without_its_system_prompt(setup, sound_clips):
+    from video_llama.conversation.templates import SOUND_PROMPT
+
+    from dataclasses import replace
+
+    chat = replace(setup, prompt_style="original_demo").new_chat()
+    chat.upload_video(sound_clips / "low.mp4")
+    history, question = chat._turns("What do you hear?", 4)
+    assert question == "What do you hear?"  # the original: its sentence about sound, a space, the question
+    text = setup.model.llama_tokenizer.decode(setup.model.prompt_ids(question, history, template=chat.template, sound=True),
+                                              skip_special_tokens=True)
+    opening = SOUND_PROMPT.split("{audio}")[0].strip()
+    assert text.startswith("[INST] <<SYS>>\n\n<</SYS>>\n\n" + opening) and text.endswith("heard. What do you hear? [/INST]")
+
+
+def test_infer_and_the_terminal_say_which_clips_were_heard(setup, sound_clips, tmp_path):
+    import io
+
+    from video_llama.cli.demo import terminal_chat
+    from video_llama.jobs.infer import infer
+
+    jobs = [(str(sound_clips / name), "What happens?", None) for name in ("low.mp4", "silent.mp4", "high.mp4")]
+    out = tmp_path / "answers.jsonl"
+    assert infer(setup, jobs, out, batch_size=3, max_new_tokens=3, progress=False) == (3, 0, 0)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["video"] for line in lines] == [job[0] for job in jobs]  # in order, though answered in two groups
+    assert [line["sound"] for line in lines] == [True, False, True]
+    chat = setup.new_chat()  # infer asks as the chat does
+    chat.upload_video(jobs[2][0])
+    assert chat.ask("What happens?", max_new_tokens=3) == lines[2]["answer"]
+
+    printed = io.StringIO()
+    terminal_chat(setup.new_chat(), SHORT, io.StringIO(f"/video {jobs[0][0]}\n/video {jobs[1][0]}\n/quit\n"), printed)
+    said = [line for line in printed.getvalue().splitlines() if line.startswith("sound: ")]
+    assert said == ["sound: hearing the soundtrack (8 clips of 2 s)",
+                    f"sound: no sound ({jobs[1][0]} has no audio stream): answering from the frames alone"]
+
+
+def test_the_web_demo_status_says_whether_sound_was_used(setup, sound_clips):
+    pytest.importorskip("gradio", reason="the web demo needs gradio (pip install -e '.[test]')")
+    from video_llama.jobs.web_demo import build_app
+
+    upload = next(f.fn for f in build_app(setup).fns.values() if f.name == "upload")
+    _, _, status, _, _ = upload(str(sound_clips / "low.mp4"), None, None)
+    assert status == "Now talking about **low.mp4**. Ask a question.\n\n**Sound**: hearing the soundtrack (8 clips of 2 s)"
+    _, _, status, _, _ = upload(str(sound_clips / "silent.mp4"), None, None)
+    assert status.endswith("**Sound**: no sound (silent.mp4 has no audio stream): answering from the frames alone")
