@@ -144,3 +144,32 @@ def test_the_web_demo_status_says_whether_sound_was_used(setup, sound_clips):
     assert status == "Now talking about **low.mp4**. Ask a question.\n\n**Sound**: hearing the soundtrack (8 clips of 2 s)"
     _, _, status, _, _ = upload(str(sound_clips / "silent.mp4"), None, None)
     assert status.endswith("**Sound**: no sound (silent.mp4 has no audio stream): answering from the frames alone")
+
+
+def test_select_mode_hears_each_window_and_decides_unheard_ones_from_the_frames(tiny_llm_dir, clips_dir, tmp_path,
+                                                                                 caplog):
+    """A 12 s clip whose sound stops after 6 s: windows up to 6 s are heard (their scores differ
+    from --no-sound's), windows from 8 s on are not (the same scores as --no-sound)."""
+    from video_llama.cli.main import main
+    from video_llama.data_tools.video_writer import write_video
+
+    clip = write_video(tmp_path / "long.mp4", np.concatenate([gradient_clip(24, seed=i) for i in range(4)]),
+                       sound=tone(440, seconds=6.0))
+    runs = {}
+    for name, extra in (("heard", []), ("deaf", ["--no-sound"])):
+        out = tmp_path / f"{name}.jsonl"
+        with caplog.at_level(logging.WARNING, logger="video_llama.tasks.mode_selection"):
+            assert main(["select-mode", "--cfg-path", str(TINY_CONFIG), "--options",
+                         *demo_options(tiny_llm_dir, clips_dir), *WITH_AUDIO, "run.labels=[greet_mode,clean_mode]",
+                         "run.device=cpu", "--video", str(clip), "--window-s", "2", "--stride-s", "1",
+                         "--out", str(out), *extra]) == 0
+        runs[name] = {e["t_end"]: e for e in map(json.loads, out.read_text().splitlines()) if "event" not in e}
+    heard, deaf = runs["heard"], runs["deaf"]
+    assert sorted(heard) == sorted(deaf) == [2.0 + i for i in range(10)]
+    assert all(heard[t]["sound"] for t in (2.0, 4.0, 6.0)) and not any(heard[t]["sound"] for t in (8.0, 10.0, 11.0))
+    assert all("sound" not in e for e in deaf.values())  # --no-sound: the frames alone, nothing to say
+    assert all(heard[t]["probs"] != deaf[t]["probs"] for t in (2.0, 4.0, 6.0))
+    assert all(heard[t]["probs"] == deaf[t]["probs"] for t in (8.0, 10.0, 11.0))
+    said = [r.getMessage() for r in caplog.records if r.name == "video_llama.tasks.mode_selection"]
+    assert said[0] == "2.0 s: hearing the sound" and said[1].endswith("no sound in this window: deciding from the frames alone")
+    assert len(said) == 2  # said when it changes, not per window

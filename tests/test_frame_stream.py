@@ -22,10 +22,11 @@ from video_llama.processors.video_decoding import VideoDecodeError
 FPS = 25
 
 
-def serve(port, segments, fps, size=64):
+def serve(port, segments, fps, size=64, hz=None):
     """A camera on tcp://127.0.0.1:PORT. Each segment, ``FRAMES:close`` or ``FRAMES:stall``, waits for
     a client and sends it FRAMES frames at real-time pace (frame i has brightness 5 i), then closes the
     connection and listens again for the next segment, or stalls: keeps it open, silent, until killed.
+    With ``hz``, a microphone too: a tone of that frequency beside the frames (MP2, 32 kHz).
     A client that goes away ends its segment early. Runs alone in a subprocess (PyAV holds the GIL
     while it waits for a client), so it imports what it needs itself."""
     import contextlib
@@ -41,12 +42,23 @@ def serve(port, segments, fps, size=64):
             stream = out.add_stream("mpeg4", rate=fps)
             stream.width = stream.height = size
             stream.pix_fmt = "yuv420p"
+            sound = None
+            if hz:
+                sound = out.add_stream("mp2", rate=32000)
+                sound.layout = "mono"
             out.start_encoding()  # waits for the client
-            start = time.monotonic()
+            start, sent = time.monotonic(), 0
             for i in range(int(count)):
                 frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 5 * i % 256, np.uint8), format="rgb24")
                 frame.pts = i
                 out.mux(stream.encode(frame))
+                while sound is not None and sent < (i + 1) * 32000 / fps:  # the sound up to this frame's end
+                    wave = 0.5 * np.sin(2 * np.pi * hz * np.arange(sent, sent + 1152) / 32000)
+                    chunk = av.AudioFrame.from_ndarray(wave.astype(np.float32)[None], format="flt",
+                                                       layout="mono")
+                    chunk.sample_rate, chunk.pts = 32000, sent
+                    out.mux(sound.encode(chunk))
+                    sent += 1152
                 time.sleep(max(0.0, start + (i + 1) / fps - time.monotonic()))
             if then == "stall":
                 time.sleep(3600)
@@ -72,12 +84,12 @@ def listening(port):
 
 
 @contextlib.contextmanager
-def camera(*segments):
+def camera(*segments, hz=None):
     """The URL of a :func:`serve` camera, listening; it is killed when the block ends."""
     if not Path("/proc/net/tcp").exists():
         pytest.skip("the loopback camera needs Linux's /proc/net/tcp to know when it listens")
     port = free_port()
-    code = f"{inspect.getsource(serve)}\nserve({port}, {list(segments)!r}, {FPS})"
+    code = f"{inspect.getsource(serve)}\nserve({port}, {list(segments)!r}, {FPS}, hz={hz!r})"
     server = subprocess.Popen([sys.executable, "-c", code])
     try:
         deadline = time.monotonic() + 20
@@ -100,6 +112,22 @@ def read(frames):
     except VideoDecodeError as err:
         error = err
     return got, error
+
+
+def test_a_live_stream_brings_its_sound_on_the_frames_clock():
+    import torch
+
+    from video_llama.processors.audio import SAMPLE_RATE, SoundBuffer
+
+    sound = SoundBuffer()
+    with camera("50:close", hz=1000) as url:
+        got, error = read(stream_frames(url, 32, stall_s=5, on_sound=sound.add))
+    assert error is None and len(got) == 50  # 2 s of frames
+    waveform = sound.waveform(0.0, 1.9)
+    assert waveform.numel() >= 0.9 * 1.9 * SAMPLE_RATE  # heard all along the frames (the encoder's delay aside)
+    spectrum = torch.fft.rfft(waveform[:SAMPLE_RATE]).abs()
+    assert abs(float(spectrum.argmax()) - 1000) <= 2  # the tone, resampled to 16 kHz
+    assert sound.clips(0.0, 2.0).shape == (1, 1, 128, 204) and sound.clips(3.0, 5.0) is None
 
 
 def test_a_live_stream_arrives_in_order_as_it_is_sent():

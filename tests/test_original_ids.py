@@ -94,7 +94,7 @@ class PromptOnly:
     from video_llama.models.video_llama import VideoLLAMA
 
     conversation, prompt_ids = VideoLLAMA.conversation, VideoLLAMA.prompt_ids
-    num_video_query_token = 32
+    num_video_query_token = num_visual_tokens = 32
 
     def __init__(self, tokenizer, template):
         self.llama_tokenizer, self.template = tokenizer, get_template(template)

@@ -9,7 +9,8 @@ Each line of ``--out`` is a decision (``t_start``, ``t_end``, ``mode``: the wind
 mode, ``p``, ``decided``: whether ``p`` reaches the threshold, ``current``: the mode after
 smoothing, ``latency_ms``, ``probs``) or a mode change (``event: mode_change``, ``t``, ``from``,
 ``to``). The temperature and threshold are those `video-llama calibrate` wrote into the run
-folder unless given. Ctrl-C (or SIGTERM) ends the run cleanly; every line is flushed as written.
+folder unless given. A model with the audio branch also hears each window's stretch of the source's
+sound (``sound``: whether it did; ``--no-sound``: frames alone). Ctrl-C (or SIGTERM) ends the run cleanly; every line is flushed as written.
 ``--out -`` writes the lines to stdout for a controller to read; the summary and the live status
 then go to stderr.
 
@@ -38,6 +39,7 @@ from video_llama.data_tools.action_folders import load_label_map
 from video_llama.jobs.chat import load_setup
 from video_llama.jobs.experiment import add_config_arguments, experiment
 from video_llama.processors import frame_stream
+from video_llama.processors.audio import SoundBuffer
 from video_llama.tasks.mode_selection import selector_for_run
 
 STALLED = 3  # the exit code of a live source that stalled
@@ -48,8 +50,9 @@ def selector_from_args(args):
     setup = load_setup(*experiment(args), args.device, args.plugins)
     run_cfg = setup.config.run_cfg
     dist_utils.set_cpu_threads(run_cfg)
+    sound = SoundBuffer() if setup.sound_processor is not None and not args.no_sound else None  # the audio branch
     selector = selector_for_run(setup.model, setup.vis_processor, run_cfg, args.question,
-                                load_label_map(args.label_map) if args.label_map else None,
+                                load_label_map(args.label_map) if args.label_map else None, sound,
                                 window_s=args.window_s, stride_s=args.stride_s, temperature=args.temperature,
                                 threshold=args.threshold, hold=args.hold, evidence=args.evidence,
                                 timestamps=setup.timestamps)
@@ -166,6 +169,8 @@ def main(argv=None):
     parser.add_argument("--threshold", type=float, help="decide at this probability or more (default: calibrate's)")
     parser.add_argument("--temperature", type=float, help="softmax temperature (default: calibrate's, else 1)")
     parser.add_argument("--device", help="cpu, cuda, ... (default: the config's run.device)")
+    parser.add_argument("--no-sound", action="store_true",
+                        help="a model with the audio branch decides from the frames alone (default: it hears the source)")
     args = parser.parse_args(argv)
 
     source = args.video or args.stream
@@ -183,7 +188,8 @@ def main(argv=None):
     reconnect_max_s = args.reconnect_max_s if args.reconnect else 0
     frames = frame_stream.stream_frames(source, size, follow=args.follow, stall_s=args.stall_s,
                                         reconnect_max_s=reconnect_max_s, start_timeout_s=args.start_timeout_s,
-                                        on_gap=lambda seconds: selector.restart_window())  # no window spans a gap
+                                        on_gap=lambda seconds: selector.restart_window(),  # no window spans a gap
+                                        on_sound=selector.sound.add if selector.sound is not None else None)
     to_stdout = args.out == "-"
     out_name = "stdout" if to_stdout else args.out
     if live:  # the stream gives up well before this itself; the watchdog ends a read PyAV cannot interrupt

@@ -131,3 +131,46 @@ class SoundProcessor:
     def _none(self, reason):
         self.last_reason = reason
         return None
+
+
+class SoundBuffer:
+    """The last ``keep_s`` seconds of a stream's sound (16 kHz mono, by stream time), fed as it is
+    read (``frame_stream.stream_frames(on_sound=buffer.add)``), for the filterbanks of a window."""
+
+    def __init__(self, keep_s=30.0, sample_rate=SAMPLE_RATE):
+        from collections import deque
+
+        self.keep_s, self.rate = keep_s, sample_rate
+        self.chunks = deque()  # (start time, float32 samples)
+        self.end = -math.inf  # the time the sound so far reaches
+
+    def add(self, t, samples):
+        """Samples starting at stream time ``t``; what repeats sound already held is dropped (a
+        followed file read again from a keyframe)."""
+        skip = max(0, math.ceil((self.end - t) * self.rate - 1e-6)) if self.chunks else 0
+        if skip >= len(samples):
+            return
+        t, samples = t + skip / self.rate, samples[skip:]
+        self.chunks.append((t, torch.as_tensor(samples, dtype=torch.float32)))
+        self.end = t + len(samples) / self.rate
+        while self.chunks and self.chunks[0][0] + len(self.chunks[0][1]) / self.rate < self.end - self.keep_s:
+            self.chunks.popleft()
+
+    def waveform(self, t0, t1):
+        """The samples between stream times ``t0`` and ``t1`` (fewer where the sound has gaps)."""
+        pieces = []
+        for start, samples in self.chunks:
+            first = max(0, round((t0 - start) * self.rate))
+            last = min(len(samples), round((t1 - start) * self.rate))
+            if last > first:
+                pieces.append(samples[first:last])
+        return torch.cat(pieces) if pieces else torch.zeros(0)
+
+    def clips(self, t0, t1, min_cover=0.5):
+        """The window's filterbanks as :func:`melspec_clips` makes them (one 2-second clip per 2 s
+        of window, at most 8), or None when sound covers less than ``min_cover`` of the window (a
+        source without sound, or sound that stopped)."""
+        waveform = self.waveform(t0, t1)
+        if waveform.numel() < min_cover * (t1 - t0) * self.rate:
+            return None
+        return melspec_clips(waveform, self.rate, clips=min(8, max(1, math.ceil((t1 - t0) / CLIP_SECONDS - 1e-6))))

@@ -70,8 +70,10 @@ def check_source(source, timeout_s=10.0):
 
 
 def stream_frames(source, size, follow=False, stall_s=10.0, reconnect_max_s=0.0, on_gap=None,
-                  start_timeout_s=30.0, poll_s=0.5, idle_s=5.0):
+                  start_timeout_s=30.0, poll_s=0.5, idle_s=5.0, on_sound=None):
     """Yield ``(stream seconds, uint8 (size, size, 3) RGB frame)`` in order, times increasing from 0.
+    With ``on_sound``, the source's sound goes to ``on_sound(stream seconds, 16 kHz mono float32
+    samples)`` as it is read, on the frames' clock (sound before the first frame is dropped).
 
     A file is read to its end. With ``follow`` it is still being written: it may take up to
     ``start_timeout_s`` to appear and hold enough to open; when it grows it is opened again and read
@@ -89,22 +91,26 @@ def stream_frames(source, size, follow=False, stall_s=10.0, reconnect_max_s=0.0,
             doing so until ``reconnect_max_s``).
     """
     if is_live(source):
-        return _live_frames(source, size, stall_s, reconnect_max_s, on_gap)
-    return _file_frames(source, size, follow, start_timeout_s, poll_s, idle_s)
+        return _live_frames(source, size, stall_s, reconnect_max_s, on_gap, on_sound)
+    return _file_frames(source, size, follow, start_timeout_s, poll_s, idle_s, on_sound)
 
 
-def _decoded(container, size, stall_s=None):
+def _decoded(container, size, stall_s=None, on_sound=None):
     """``(time in the source's clock, RGB frame)`` of each video frame of ``container``. With
     ``stall_s``, raise :class:`_NoFrame` when reading finds no frame for that long: no data at all
-    (PyAV's read timeout), or data without a video frame (a source sending only audio)."""
+    (PyAV's read timeout), or data without a video frame (a source sending only audio). With
+    ``on_sound``, its first audio stream goes to ``on_sound(source time, samples)``."""
     import av
 
     stream = container.streams.video[0]
     rate = float(stream.average_rate or 25)
     count, heard = 0, time.monotonic()
+    sound = _SoundReader(container.streams.audio[0], on_sound) if on_sound and container.streams.audio else None
     try:
         for packet in container.demux():
-            if packet.stream.index == stream.index:
+            if sound is not None and packet.stream.index == sound.stream.index:
+                sound.read(packet)
+            elif packet.stream.index == stream.index:
                 for frame in packet.decode():
                     t = frame.time if frame.time is not None else count / rate
                     count += 1
@@ -118,15 +124,53 @@ def _decoded(container, size, stall_s=None):
         raise
 
 
-def _file_frames(path, size, follow, start_timeout_s, poll_s, idle_s):
+class _SoundReader:
+    """One audio stream's packets → 16 kHz mono samples, timed by the first frame's time and the
+    samples since (the resampler holds some back, so its output frames carry no time of their own)."""
+
+    def __init__(self, stream, on_sound):
+        import av
+
+        from video_llama.processors.audio import SAMPLE_RATE
+
+        self.stream, self.on_sound, self.rate = stream, on_sound, SAMPLE_RATE
+        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+        self.start, self.samples = None, 0
+
+    def read(self, packet):
+        for frame in packet.decode():
+            if self.start is None and frame.time is None:
+                continue
+            self.start = frame.time if self.start is None else self.start
+            for out in self.resampler.resample(frame):
+                samples = out.to_ndarray().reshape(-1)
+                self.on_sound(self.start + self.samples / self.rate, samples)
+                self.samples += samples.size
+
+
+def _on_stream_clock(on_sound, offset):
+    """``on_sound`` fed in stream time, ``offset()`` (None: not known yet, the sound is dropped)
+    being stream time minus the source's time."""
+    if on_sound is None:
+        return None
+
+    def on_source_clock(t, samples):
+        shift = offset()
+        if shift is not None and t + shift >= 0:
+            on_sound(t + shift, samples)
+    return on_source_clock
+
+
+def _file_frames(path, size, follow, start_timeout_s, poll_s, idle_s, on_sound=None):
     first, last = None, -math.inf
     container = _open_when_written(path, start_timeout_s, poll_s) if follow else _open(path)
+    sound = _on_stream_clock(on_sound, lambda: None if first is None else -first)
     while True:
         try:
             if first is not None:  # a reopened, followed file: back to the keyframe before where the last read stopped
                 stream = container.streams.video[0]
                 container.seek(int((last + first) / stream.time_base), stream=stream, backward=True)
-            for t, frame in _decoded(container, size):
+            for t, frame in _decoded(container, size, on_sound=sound):
                 first = t if first is None else first
                 if t - first <= last:  # already read (a reopened, followed file)
                     continue
@@ -172,8 +216,10 @@ def _grows(path, poll_s, idle_s):
     return False
 
 
-def _live_frames(source, size, stall_s, reconnect_max_s, on_gap):
+def _live_frames(source, size, stall_s, reconnect_max_s, on_gap, on_sound=None):
     last, heard, count = 0.0, time.monotonic(), 0  # the last frame's stream time, when it came, frames so far
+    previous = None
+    sound = _on_stream_clock(on_sound, lambda: None if previous is None else last - previous)
     try:
         container = _open(source, stall_s)
     except VideoDecodeError as err:  # reconnecting, a source down now is waited for as one that dropped
@@ -184,7 +230,7 @@ def _live_frames(source, size, stall_s, reconnect_max_s, on_gap):
         step = 1 / float(container.streams.video[0].average_rate or 25)
         previous = None  # this connection's last frame time, in the source's clock
         try:
-            for t, frame in _decoded(container, size, stall_s):
+            for t, frame in _decoded(container, size, stall_s, sound):
                 if previous is None and count:  # the first frame after a reconnect: on by the gap
                     gap = time.monotonic() - heard
                     logger.warning("%s: reconnected after %.1f s gap", source, gap)

@@ -6,10 +6,13 @@ slides a window of ``n_frms`` frames over timestamped frames, scores every label
 (``score``: the log-likelihood of each label as the answer), turns the scores into calibrated
 probabilities (the run's temperature), sums them per mode (a label map may send several labels
 to one mode), abstains below the threshold (``unknown``), and smooths the decisions with
-:class:`Hysteresis`, so that one odd window never switches the mode.
+:class:`Hysteresis`, so that one odd window never switches the mode. A model with the audio branch
+also hears each window (its stretch of the source's sound, a ``SoundBuffer``); a window without
+sound is decided from its frames.
 """
 
 import dataclasses
+import logging
 import time
 from collections import deque
 
@@ -19,6 +22,8 @@ import torch
 from video_llama.conversation.templates import timestamp_sentence
 from video_llama.processors.video_decoding import window_frames
 from video_llama.tasks.calibration import decide, probabilities
+
+logger = logging.getLogger(__name__)
 
 
 class Hysteresis:
@@ -82,9 +87,11 @@ class ModeSelector:
         n_frms: frames per window, spread evenly over it.
         label_map: {label: mode}; labels it does not name are their own mode.
         settings: a :class:`SelectorSettings`.
+        sound: a ``processors.audio.SoundBuffer`` the source's sound is fed into, for a model with
+            the audio branch; None: the frames alone.
     """
 
-    def __init__(self, model, labels, question, plan, n_frms=8, label_map=None, settings=None):
+    def __init__(self, model, labels, question, plan, n_frms=8, label_map=None, settings=None, sound=None):
         self.model, self.labels, self.question, self.plan, self.n_frms = model, list(labels), question, plan, n_frms
         self.settings = settings or SelectorSettings()
         self.mode_of = [(label_map or {}).get(label, label) for label in self.labels]
@@ -93,6 +100,7 @@ class ModeSelector:
         self.smoother = Hysteresis(self.settings.hold, self.settings.evidence)
         self.frames = deque()  # (t, uint8 (H, W, 3)) of the last window_s seconds
         self.next_decision = None  # the stream time of the next decision
+        self.sound, self.heard = sound, None  # whether the last window was heard (said when it changes)
 
     @property
     def current(self):
@@ -129,13 +137,26 @@ class ModeSelector:
         clip = torch.from_numpy(np.stack([self.frames[i][1] for i in chosen])).permute(3, 0, 1, 2)
         return times[chosen], clip
 
-    def mode_probabilities(self, clip, times):
-        """{mode: probability} of one uint8 clip."""
+    def window_sound(self, t_end):
+        """The filterbanks of the window's sound, or None (no sound buffer, or no sound there); a
+        change between heard and unheard windows is logged."""
+        if self.sound is None:
+            return None
+        sound = self.sound.clips(t_end - self.settings.window_s, t_end)
+        if (sound is not None) != self.heard:
+            self.heard = sound is not None
+            logger.warning("%.1f s: %s", t_end, "hearing the sound" if self.heard else
+                           "no sound in this window: deciding from the frames alone")
+        return sound
+
+    def mode_probabilities(self, clip, times, sound=None):
+        """{mode: probability} of one uint8 clip (and its sound's filterbanks)."""
         note = timestamp_sentence(list(times - times[0]), 1.0) if self.settings.timestamps else ""
         frames = self.plan.apply(clip.contiguous()).unsqueeze(0).to(self.model.device)
+        sound = sound.unsqueeze(0).to(self.model.device) if sound is not None else None
         with torch.no_grad():
             scores = self.model.score(frames, [note + self.question], self.labels,
-                                      length_normalize=self.settings.length_norm)[0]
+                                      length_normalize=self.settings.length_norm, sound=sound)[0]
         probs = probabilities(scores.numpy(), self.settings.temperature)
         per_mode = dict.fromkeys(self.modes, 0.0)
         for mode, p in zip(self.mode_of, probs):
@@ -148,7 +169,8 @@ class ModeSelector:
         arrived = arrived or time.perf_counter()
         settings = self.settings
         times, clip = self.window(t_end)
-        per_mode = self.mode_probabilities(clip, times)
+        sound = self.window_sound(t_end)
+        per_mode = self.mode_probabilities(clip, times, sound)
         mode = max(per_mode, key=per_mode.get)
         choice, p = decide(list(per_mode.values()), list(per_mode), settings.threshold, settings.unknown)
         decided = choice == mode
@@ -158,6 +180,8 @@ class ModeSelector:
                  "p": round(p, 4), "decided": decided, "current": self.current,
                  "latency_ms": round((time.perf_counter() - arrived) * 1000, 1),
                  "probs": {m: round(v, 4) for m, v in per_mode.items()}}
+        if self.sound is not None:
+            event["sound"] = sound is not None
         events = [event]
         if changed is not None:
             events.append({"event": "mode_change", "t": round(float(t_end), 3), "from": before, "to": changed})
@@ -174,11 +198,12 @@ def label_modes(labels, names_to_modes):
     return {label: by_name.get(normalize_answer(label), label) for label in labels}
 
 
-def selector_for_run(model, vis_processor, run_cfg, question, label_map=None, **overrides):
+def selector_for_run(model, vis_processor, run_cfg, question, label_map=None, sound=None, **overrides):
     """A :class:`ModeSelector` for a trained run, set up as it was trained and calibrated: its labels
     (``run.labels``, else the run's ``labels.json``), its temperature and threshold (``calibrate``'s,
     unless ``run.temperature`` / ``run.decision_threshold``), the processor's window (``window_s``,
-    else 2 s) and frame count; ``label_map`` as :func:`label_modes` takes it. ``overrides`` replace :class:`SelectorSettings` fields (a None value
+    else 2 s) and frame count; ``label_map`` as :func:`label_modes` takes it; ``sound`` as
+    :class:`ModeSelector` takes it. ``overrides`` replace :class:`SelectorSettings` fields (a None value
     keeps the run's: ``threshold=None`` decides at the calibrated threshold).
 
     Raises:
@@ -200,4 +225,4 @@ def selector_for_run(model, vis_processor, run_cfg, question, label_map=None, **
     given = {key: value for key, value in overrides.items() if value is not None}
     settings = SelectorSettings(**{**run_settings, **given})
     return ModeSelector(model, labels, question, vis_processor.plan(None), config.n_frms,
-                        label_modes(labels, label_map), settings)
+                        label_modes(labels, label_map), settings, sound)
