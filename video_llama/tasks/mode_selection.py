@@ -153,10 +153,11 @@ class ModeSelector:
         """{mode: probability} of one uint8 clip (and its sound's filterbanks)."""
         note = timestamp_sentence(list(times - times[0]), 1.0) if self.settings.timestamps else ""
         frames = self.plan.apply(clip.contiguous()).unsqueeze(0).to(self.model.device)
-        sound = sound.unsqueeze(0).to(self.model.device) if sound is not None else None
+        # sound= only with sound: a model without the audio branch (a plugin's) need not take it
+        heard = {"sound": sound.unsqueeze(0).to(self.model.device)} if sound is not None else {}
         with torch.no_grad():
             scores = self.model.score(frames, [note + self.question], self.labels,
-                                      length_normalize=self.settings.length_norm, sound=sound)[0]
+                                      length_normalize=self.settings.length_norm, **heard)[0]
         probs = probabilities(scores.numpy(), self.settings.temperature)
         per_mode = dict.fromkeys(self.modes, 0.0)
         for mode, p in zip(self.mode_of, probs):
