@@ -173,3 +173,27 @@ def test_select_mode_hears_each_window_and_decides_unheard_ones_from_the_frames(
     said = [r.getMessage() for r in caplog.records if r.name == "video_llama.tasks.mode_selection"]
     assert said[0] == "2.0 s: hearing the sound" and said[1].endswith("no sound in this window: deciding from the frames alone")
     assert len(said) == 2  # said when it changes, not per window
+
+
+def test_evaluation_hears_the_clips_that_have_sound(tiny_llm_dir, sound_clips, tmp_path):
+    """action_recognition with datasets.*.sound: each test clip is scored with its sound when it
+    has one, from its frames when not, and each prediction says which."""
+    from pathlib import Path
+
+    from video_llama.jobs.experiment import evaluate
+
+    qa = lambda a: [{"q": "What is the action shown in the displayed video?", "a": a}]  # noqa: E731
+    anno = tmp_path / "test.json"
+    anno.write_text(json.dumps([{"video": name, "QA": qa(answer)} for name, answer in
+                                (("low.mp4", "greet_mode"), ("silent.mp4", "clean_mode"), ("high.mp4", "clean_mode"))]))
+    summary = evaluate(["--cfg-path", str(TINY_CONFIG), "--options", f"model.llama_model={tiny_llm_dir}",
+                        f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}", *WITH_AUDIO, "model.ckpt=random",
+                        f"datasets.webvid_instruct.build_info.anno_dir={{test: {anno}}}",
+                        f"datasets.webvid_instruct.build_info.videos_dir={sound_clips}",
+                        "datasets.webvid_instruct.sound=True", "run.task=action_recognition", "run.test_splits=[test]",
+                        "run.eval_mode=rank", f"run.output_dir={tmp_path / 'out'}"])
+    folder = Path(summary["run_dir"]) / "eval_test" / "webvid_instruct_test"
+    predictions = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert {p["video"]: p["sound"] for p in predictions} == {"low.mp4": True, "silent.mp4": False, "high.mp4": True}
+    scores = {p["video"]: p["scores"] for p in predictions}
+    assert scores["low.mp4"] != scores["high.mp4"]  # the same frames, another sound

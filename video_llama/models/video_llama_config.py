@@ -115,6 +115,10 @@ def _audio_branch_problems(model, datasets):
         return [f"model.num_visual_tokens ({model.num_visual_tokens}) is derived: the tokens of the branches the frames "
                 f"feed ({' + '.join(frame_branches(model))}: {visual_token_count(model)}); leave it out"]
     if not model.get("equip_audio_branch"):
+        hearing = [name for name, ds in datasets.items() if ds.get("sound")]
+        if hearing:
+            return [f"datasets.{hearing[0]}.sound is True but model.equip_audio_branch is False: no branch would hear "
+                    f"it; set datasets.{hearing[0]}.sound=False, or evaluate a model with the audio branch"]
         if model.get("ckpt_2"):
             return [f"model.ckpt_2 ({model.ckpt_2}) is an audio-branch checkpoint but model.equip_audio_branch is "
                     "False; set model.equip_audio_branch=True (with model.imagebind_ckpt_path), or model.ckpt_2=null"]

@@ -114,19 +114,26 @@ class SoundProcessor:
         self.clips = clips
         self.last_reason = ""
 
-    def __call__(self, path):
+    def __call__(self, source, span=None):
+        """``source``: a path or file-like; ``span``: (start, end) seconds, the stretch a window of
+        frames shows (one clip per 2 s of it, see :func:`window_clips`), else the whole sound."""
         import av
 
+        name = getattr(source, "name", source)
         try:
-            waveform = load_soundtrack(str(path))
+            waveform = load_soundtrack(source if hasattr(source, "read") else str(source))
         except NoSoundtrack as err:
             return self._none(str(err))
         except (av.error.FFmpegError, OSError) as err:
-            return self._none(f"the sound of {path} cannot be read ({type(err).__name__}: {err})")
+            return self._none(f"the sound of {name} cannot be read ({type(err).__name__}: {err})")
+        clips = self.clips
+        if span is not None:
+            waveform = waveform[int(span[0] * SAMPLE_RATE):int(span[1] * SAMPLE_RATE)]
+            clips = window_clips(span[1] - span[0])
         if waveform.numel() == 0:
-            return self._none(f"{path} has an audio stream without samples")
+            return self._none(f"{name} has no sound {'there' if span else 'samples'}")
         self.last_reason = ""
-        return melspec_clips(waveform, clips=self.clips)
+        return melspec_clips(waveform, clips=clips)
 
     def _none(self, reason):
         self.last_reason = reason
@@ -173,4 +180,10 @@ class SoundBuffer:
         waveform = self.waveform(t0, t1)
         if waveform.numel() < min_cover * (t1 - t0) * self.rate:
             return None
-        return melspec_clips(waveform, self.rate, clips=min(8, max(1, math.ceil((t1 - t0) / CLIP_SECONDS - 1e-6))))
+        return melspec_clips(waveform, self.rate, clips=window_clips(t1 - t0))
+
+
+def window_clips(seconds):
+    """The 2-second clips the sound of a window of frames is heard in: one per 2 s, at most 8
+    (the audio branch's positions); a whole video is heard in 8, as the original demo hears it."""
+    return min(8, max(1, math.ceil(seconds / CLIP_SECONDS - 1e-6)))

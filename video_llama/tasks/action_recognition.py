@@ -16,6 +16,8 @@ import json
 import logging
 from pathlib import Path
 
+import torch
+
 from video_llama.common import dist_utils
 from video_llama.common.errors import UserError
 from video_llama.common.registry import registry
@@ -213,6 +215,19 @@ def write_results(predictions, metrics, out_dir):
 # ---------------------------------------------------------------------------- the task
 
 
+def heard_groups(batch, device):
+    """[(row indices, stacked sound on ``device`` or None)]: the batch's clips with sound (the
+    dataset's ``sound`` key) and those without, each asked in one call; one group of all rows when
+    the batch carries no sound."""
+    rows = list(range(len(batch["video"])))
+    if "sound" not in batch:
+        return [(rows, None)]
+    heard = [i for i in rows if batch["sound"][i] is not None]
+    unheard = [i for i in rows if batch["sound"][i] is None]
+    groups = [(heard, torch.stack([batch["sound"][i] for i in heard]).to(device))] if heard else []
+    return groups + ([(unheard, None)] if unheard else [])
+
+
 @registry.register_task("action_recognition")
 class ActionRecognitionTask(BaseTask):
     """Trains like video_text_pretrain; evaluates by top-1 accuracy over a closed label set."""
@@ -229,20 +244,24 @@ class ActionRecognitionTask(BaseTask):
                                 "cache: evaluate a split without feature_cache (the cache is the training split's)")
             if "image" not in batch:  # every clip of the batch was unreadable
                 continue
+            if mode not in ("rank", "generate"):
+                raise ValueError(f"run.eval_mode must be rank or generate, got {mode!r}")
             frames = batch_to_device(batch, model.device)["image"]
             truths = [normalize_truth(a, labels) for a in batch["answer"]]
-            if mode == "rank":
-                scores = model.score(frames, batch["question"], labels, length_normalize=length_norm)
-                for video, truth, row in zip(batch["video"], truths, scores):
-                    predictions.append({"video": video, "label": truth, "prediction": labels[int(row.argmax())],
-                                        "scores": {l: round(float(s), 4) for l, s in zip(labels, row)}})
-            elif mode == "generate":
-                for video, truth, answer in zip(batch["video"], truths,
-                                                model.generate(frames, batch["question"], max_new_tokens)):
-                    predictions.append({"video": video, "label": truth, "answer": answer,
-                                        "prediction": match_answer(answer, labels)})
-            else:
-                raise ValueError(f"run.eval_mode must be rank or generate, got {mode!r}")
+            made = {}
+            for rows, sound in heard_groups(batch, model.device):  # clips heard, and not, are asked apart
+                heard = {} if sound is None else {"sound": sound}  # sound= only with sound (plugins' models)
+                questions = [batch["question"][i] for i in rows]
+                if mode == "rank":
+                    scores = model.score(frames[rows], questions, labels, length_normalize=length_norm, **heard)
+                    outcomes = [{"prediction": labels[int(row.argmax())],
+                                 "scores": {l: round(float(s), 4) for l, s in zip(labels, row)}} for row in scores]
+                else:
+                    answers = model.generate(frames[rows], questions, max_new_tokens, **heard)
+                    outcomes = [{"answer": answer, "prediction": match_answer(answer, labels)} for answer in answers]
+                for i, outcome in zip(rows, outcomes):
+                    made[i] = {**outcome, **({"sound": sound is not None} if "sound" in batch else {})}
+            predictions += [{"video": batch["video"][i], "label": truths[i], **made[i]} for i in sorted(made)]
         return predictions, unreadable
 
     def trained_labels(self, run_cfg, datasets):

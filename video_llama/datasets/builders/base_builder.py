@@ -15,6 +15,7 @@ from video_llama.common.utils import is_local_spec
 from video_llama.conversation.templates import template_in_config
 from video_llama.datasets.datasets.base_video_dataset import AnnotationError, BaseVideoDataset, read_quarantine
 from video_llama.datasets.datasets.shard_dataset import ShardDataset, shard_counts, shard_splits
+from video_llama.processors.audio import SoundProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +215,8 @@ class BaseDatasetBuilder:
             dataset.decode_timeout_s = self.config.get("decode_timeout_s", dataset.decode_timeout_s)
             if split == "train" and self.config.get("feature_cache"):
                 dataset.feature_cache = self.open_feature_cache(dataset)
+            if split != "train" and self.config.get("sound"):
+                dataset.sound_processor = SoundProcessor()
             datasets[split] = dataset
         return datasets
 

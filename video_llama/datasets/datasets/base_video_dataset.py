@@ -148,6 +148,7 @@ class BaseVideoDataset(Dataset):
     substitute_unreadable = True  # False: an unreadable clip is returned as a marker (evaluation)
     defer_pixels = False  # True: uint8 frames + PixelPlan, finished on the training device (run.pixels_on_device)
     fixed_windows = False  # True: windows (vis_processor window_s) cut where the sample's index says (evaluation)
+    sound_processor = None  # set (evaluation, dataset key ``sound``): samples carry their sound, None without
     decode_timeout_s = 10.0  # a clip whose decoding takes longer is abandoned and skipped (None: no deadline)
     feature_cache = None  # a FeatureCache: samples carry the frozen encoders' frame_features instead of pixels
 
@@ -224,7 +225,22 @@ class BaseVideoDataset(Dataset):
         sample = self.make_sample(record, frames, info)
         if plan is not None:  # uint8 frames, finished on the training device (batch_to_device)
             sample["pixel_plan"] = plan
+        if self.sound_processor is not None:
+            sample["sound"] = self.read_sound(source, info)
         return sample
+
+    def read_sound(self, source, info):
+        """The filterbanks of the sound the sample's frames show: a window's stretch of it, or the
+        whole clip's; None (the reason logged) when it has none."""
+        import io
+
+        span = None
+        if self.cuts_windows and info is not None and info.fps:
+            span = (info.indices[0] / info.fps, (info.indices[-1] + 1) / info.fps)
+        sound = self.sound_processor(io.BytesIO(source) if isinstance(source, bytes) else source, span)
+        if sound is None:
+            logger.info("%s: %s", self.name, self.sound_processor.last_reason)
+        return sound
 
     def log_failures_to(self, ledger):
         """Count bad clips for the whole run in ``ledger`` (the run folder's ``bad_clips``), shared
