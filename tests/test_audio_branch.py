@@ -152,3 +152,24 @@ def test_the_audio_branch_trains_on_frames_alone_and_its_run_keeps_the_vision_br
     assert changed == set(AUDIO_PARTS)  # the vision branch stayed as model.ckpt gave it
     again = VideoLLAMA.from_pretrained(run_dir)  # ckpt_2 is not needed: the run holds the audio branch
     assert all(torch.equal(again.state_dict()[n], t) for n, t in saved.items())
+
+
+@pytest.mark.parametrize("path, trains", [
+    ("train_configs/audiobranch_stage1_pretrain.yaml", set(AUDIO_PARTS)),
+    ("train_configs/audiobranch_stage2_finetune.yaml", set(AUDIO_PARTS)),
+    ("eval_configs/video_llama_eval_withaudio.yaml", {"video_Qformer", "video_query_tokens",
+                                                       "video_frame_position_embedding", "llama_proj"}),
+])
+def test_the_original_audio_branch_configs_build_the_full_model(path, trains):
+    """The original's AL configs (paths aside) assemble: both branches at full size on meta, the
+    freeze flags training what the original trains, the datasets' placeholders the frames' tokens."""
+    from video_llama.common.config import Config
+
+    from conftest import REPO_ROOT
+
+    cfg = Config.from_file(REPO_ROOT / path, ["run.device=cpu"])
+    model_cfg = OmegaConf.merge(cfg.model_cfg, {"llama_hidden_size": 4096})
+    with torch.device("meta"):
+        model = registry.get_model_class("video_llama")(model_cfg, on_cuda=False)
+    assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == trains
+    assert {ds.num_video_query_token for ds in cfg.datasets_cfg.values()} == {model.num_visual_tokens}
