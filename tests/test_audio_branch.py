@@ -152,6 +152,11 @@ def test_the_audio_branch_trains_on_frames_alone_and_its_run_keeps_the_vision_br
     assert changed == set(AUDIO_PARTS)  # the vision branch stayed as model.ckpt gave it
     again = VideoLLAMA.from_pretrained(run_dir)  # ckpt_2 is not needed: the run holds the audio branch
     assert all(torch.equal(again.state_dict()[n], t) for n, t in saved.items())
+    # the run as ckpt_2 beside another VL checkpoint: its audio branch only
+    other_vl = original_layout_file(al, VL_PARTS, tmp_path / "other_VL.pth")
+    mixed = build(al_config, f"ckpt={other_vl}", f"ckpt_2={run_dir}", "frozen_audio_Qformer=True").state_dict()
+    assert all(torch.equal(mixed[n], t) for n, t in saved.items() if n.split(".")[0] in AUDIO_PARTS)
+    assert all(torch.equal(mixed[n], t) for n, t in al.state_dict().items() if n.split(".")[0] in VL_PARTS)
 
 
 @pytest.mark.parametrize("path, trains", [

@@ -276,7 +276,7 @@ def _names(names):
 
 
 def load_weights(model, path, key, required_prefixes=None, wanted_prefixes=None, add_prefix=None,
-                 component=False, provided=()):
+                 component=False, provided=(), only=None):
     """Load ``path`` (any supported layout) into ``model``.
 
     Args:
@@ -287,6 +287,8 @@ def load_weights(model, path, key, required_prefixes=None, wanted_prefixes=None,
         component: a file of pretrained parts (EVA, BLIP-2): heads this model does not have
             (``t5_proj``, ``opt_proj``, ...) are reported as unused instead of failing.
         provided: names earlier files already loaded (``ckpt`` need not hold them again).
+        only: take only the modules these (our) name prefixes start, and report the file's other
+            entries as unused (``ckpt_2``: a run of ours holds both branches, the audio one is wanted).
     Raises:
         CheckpointError: naming the parameters when shapes disagree, when required weights are
             missing, or (not ``component``) when the file holds weights this model does not have.
@@ -295,6 +297,9 @@ def load_weights(model, path, key, required_prefixes=None, wanted_prefixes=None,
     if add_prefix:
         raw = {n if n.startswith(add_prefix) else add_prefix + n: t for n, t in raw.items()}
     state, unused = to_ours(raw)
+    if only is not None:
+        unused += [n for n in state if not n.startswith(tuple(only))]
+        state = {n: t for n, t in state.items() if n.startswith(tuple(only))}
     own = model.state_dict()
     report = LoadReport(source=f"{key}={path}", unused=[n for n in unused if not is_derived_buffer(n)],
                         ignored=[n for n in unused if is_derived_buffer(n)])

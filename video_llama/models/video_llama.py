@@ -110,6 +110,7 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
         self.llama_model, self.llama_tokenizer = llama_model, llama_tokenizer
         llm_width = cfg.llama_hidden_size or llama_model.config.hidden_size
         self.llama_proj = nn.Linear(width, llm_width)
+        self.weight_sources = {}  # parameter name → the config key of the file that filled it (load_pretrained_parts)
         self.has_audio_branch = bool(cfg.get("equip_audio_branch"))
         if self.has_audio_branch:
             self.build_audio_branch(cfg, llm_width, vit_dtype(cfg, on_cuda))
@@ -184,7 +185,7 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
         if cfg.get("ckpt_2") and audio_names and audio_names <= set(sources):  # a run of ours: it holds what ckpt_2 gave it
             logger.info("model.ckpt holds the audio branch; model.ckpt_2 (%s) is not needed and not loaded", cfg.ckpt_2)
         elif cfg.get("ckpt_2"):
-            report = load_weights(self, cfg.ckpt_2, "model.ckpt_2", required_prefixes=AUDIO_PARTS)
+            report = load_weights(self, cfg.ckpt_2, "model.ckpt_2", required_prefixes=AUDIO_PARTS, only=AUDIO_PARTS)
             sources.update(dict.fromkeys(report.loaded, "model.ckpt_2"))
         unfilled = sorted(n for n in audio_names if n not in sources)
         if unfilled and cfg.frozen_audio_Qformer and cfg.ckpt != RANDOM:
@@ -195,6 +196,7 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
             for name in self.llama_model.state_dict():
                 sources.setdefault(f"llama_model.{name}", "model.llama_model")
         self.log_sources(sources)
+        self.weight_sources = sources
         return sources
 
     def log_sources(self, sources):
@@ -330,15 +332,12 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
             digest.update(f"{name}{tuple(tensor.shape)}{values.sum().item():.6g}{values.square().sum().item():.6g}".encode())
         return digest.hexdigest()[:16]
 
-    PRETRAINED_PARTS = ("visual_encoder", "ln_vision", "Qformer", "query_tokens", "audio_encoder", "llama_model")
-
     def trainable_state_dict(self):
-        """What a checkpoint holds: the trainable part (the video and audio Q-Formers, their query
-        tokens, position embeddings and projections), frozen for this run or not, and whatever
-        else trains (LoRA adapters, an unfrozen encoder); the pretrained encoders and the LLM come
-        from their own files. So a run that trains one branch keeps the other (from ``ckpt`` or
-        ``ckpt_2``) and its folder alone rebuilds the model."""
-        saved = {n for n, p in self.named_parameters() if p.requires_grad or n.split(".")[0] not in self.PRETRAINED_PARTS}
+        """What a checkpoint holds: what trains, and what ``model.ckpt`` / ``ckpt_2`` gave (a run
+        that trains one branch keeps the other, frozen, as it started, so that its folder alone
+        rebuilds the model); the pretrained encoders and the LLM come from their own files."""
+        given = {n for n, source in self.weight_sources.items() if source in ("model.ckpt", "model.ckpt_2")}
+        saved = {n for n, p in self.named_parameters() if p.requires_grad or n in given}
         return {n: t for n, t in self.state_dict().items() if n in saved}
 
     # ------------------------------------------------------------------ forward
