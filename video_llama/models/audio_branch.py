@@ -14,12 +14,20 @@ tokens first) when both train, else the video branch. With sound (chat, inferenc
 the soundtrack feeds the audio branch and the frames the video branch.
 """
 
+import logging
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 
+from video_llama.common.errors import CheckpointError
+from video_llama.models.checkpoint import RANDOM, load_weights
 from video_llama.models.encoders import build_qformer
 from video_llama.models.imagebind import AUDIO, VISION, ImageBindTowers
 
+logger = logging.getLogger(__name__)
+
+IMAGEBIND_FILE = "imagebind_huge.pth"  # what the original's imagebind_ckpt_path folder holds
 MAX_AUDIO_CLIPS = 8  # audio_position_embedding's rows: 2-second clips, or frames in training
 AUDIO_QFORMER_LAYERS = 2
 AUDIO_PARTS = ("audio_Qformer", "audio_query_tokens", "audio_position_embedding", "audio_llama_proj")
@@ -56,6 +64,36 @@ class AudioLanguageBranch:
         self.audio_query_tokens = nn.Parameter(torch.zeros(1, cfg.num_audio_query_token, width).normal_(std=std))
         self.audio_position_embedding = nn.Embedding(MAX_AUDIO_CLIPS, embed_dim)
         self.audio_llama_proj = nn.Linear(width, llm_width)
+
+    def audio_branch_names(self):
+        """The names of the trainable part's parameters (what ``ckpt_2`` holds)."""
+        return {n for n, _ in self.named_parameters() if n.split(".")[0] in AUDIO_PARTS}
+
+    def load_imagebind(self, sources):
+        """``imagebind_ckpt_path`` into the towers (before ``ckpt``); ``sources`` records it."""
+        path = self.cfg.imagebind_ckpt_path
+        if path == RANDOM:
+            return
+        path = Path(path) / IMAGEBIND_FILE if Path(path).is_dir() else path
+        report = load_weights(self, path, "model.imagebind_ckpt_path", required_prefixes=("audio_encoder.",),
+                              add_prefix="audio_encoder.", component=True)
+        sources.update(dict.fromkeys(report.loaded, "model.imagebind_ckpt_path"))
+
+    def load_audio_branch(self, sources, random_on_purpose=False):
+        """``ckpt_2`` into the trainable part (after ``ckpt``), unless ``ckpt`` (a run of ours)
+        already filled it; a frozen branch that no file filled is refused unless kept
+        ``random_on_purpose`` (``model.ckpt: random``)."""
+        cfg, names = self.cfg, self.audio_branch_names()
+        if cfg.get("ckpt_2") and names <= set(sources):
+            logger.info("model.ckpt holds the audio branch; model.ckpt_2 (%s) is not needed and not loaded", cfg.ckpt_2)
+        elif cfg.get("ckpt_2"):
+            report = load_weights(self, cfg.ckpt_2, "model.ckpt_2", required_prefixes=AUDIO_PARTS, only=AUDIO_PARTS)
+            sources.update(dict.fromkeys(report.loaded, "model.ckpt_2"))
+        unfilled = sorted(names - set(sources))
+        if unfilled and cfg.frozen_audio_Qformer and not random_on_purpose:
+            raise CheckpointError(f"model.frozen_audio_Qformer is True but no file filled the audio branch ({unfilled[0]}, "
+                                  f"...): set model.ckpt_2 to its checkpoint (e.g. AL_LLaMA_2_7B_Finetuned.pth), train it "
+                                  "(model.frozen_audio_Qformer=False), or model.ckpt=random to keep it random on purpose")
 
     def imagebind_embeddings(self, sound=None, frames=None):
         """(B, clips, embed_dim) from the soundtrack's filterbanks (B, clips, 1, mel, time), or from

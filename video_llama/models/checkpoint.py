@@ -54,6 +54,7 @@ from video_llama.common.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
+RANDOM = "random"  # a weights key's value that keeps its part untrained on purpose (model.ckpt, vit_ckpt, ...)
 QFORMER_PREFIXES = ("Qformer", "video_Qformer", "audio_Qformer")
 POSITION_IDS_LENGTH = 512  # bert-base's position_ids buffer, which published checkpoints carry
 _UNUSED_QFORMER = re.compile(

@@ -39,12 +39,11 @@ from video_llama.conversation import (
 from video_llama.models import video_llama_config
 from video_llama.models.audio_branch import AUDIO_PARTS, AudioLanguageBranch, frame_branches, visual_token_count
 from video_llama.models.base_model import BaseModel
+from video_llama.models.checkpoint import RANDOM
 from video_llama.models.encoders import build_eva_vit, build_qformer
 
 logger = logging.getLogger(__name__)
 
-IMAGEBIND_FILE = "imagebind_huge.pth"  # what the original's imagebind_ckpt_path folder holds
-RANDOM = "random"  # model.ckpt value that asks for the untrained initialisation on purpose
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -156,7 +155,6 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
         ``.pth`` or a Hugging Face BLIP-2 folder, which may bring the ViT too), ImageBind, then
         ``ckpt`` (the trainable part: a published VL checkpoint or one of ours) and ``ckpt_2``
         (the audio branch's: a published AL checkpoint), as the original's eval config loads them."""
-        from video_llama.common.errors import CheckpointError
         from video_llama.common.hub import resolve_weights_file
         from video_llama.models.checkpoint import load_weights
 
@@ -171,27 +169,16 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
                                   "model.q_former_model", required_prefixes=("Qformer.", "query_tokens"),
                                   wanted_prefixes=("vision_model.", "qformer.", "query_tokens"), component=True)
             sources.update(dict.fromkeys(report.loaded, "model.q_former_model"))
-        if self.has_audio_branch and cfg.imagebind_ckpt_path != RANDOM:
-            report = load_weights(self, imagebind_file(cfg.imagebind_ckpt_path), "model.imagebind_ckpt_path",
-                                  required_prefixes=("audio_encoder.",), add_prefix="audio_encoder.", component=True)
-            sources.update(dict.fromkeys(report.loaded, "model.imagebind_ckpt_path"))
-        audio_names = {n for n, _ in self.named_parameters() if n.split(".")[0] in AUDIO_PARTS}
+        if self.has_audio_branch:
+            self.load_imagebind(sources)
         if cfg.ckpt and cfg.ckpt != RANDOM:  # the audio branch may come from ckpt_2
-            provided = set(sources) | (audio_names if cfg.get("ckpt_2") else set())
+            provided = set(sources) | (self.audio_branch_names() if cfg.get("ckpt_2") else set())
             report = load_weights(self, cfg.ckpt, "model.ckpt", required_prefixes=None, provided=provided)
             sources.update(dict.fromkeys(report.loaded, "model.ckpt"))
         elif cfg.ckpt == RANDOM:
             logger.warning("model.ckpt is 'random': the trainable part keeps its random initialisation (untrained)")
-        if cfg.get("ckpt_2") and audio_names and audio_names <= set(sources):  # a run of ours: it holds what ckpt_2 gave it
-            logger.info("model.ckpt holds the audio branch; model.ckpt_2 (%s) is not needed and not loaded", cfg.ckpt_2)
-        elif cfg.get("ckpt_2"):
-            report = load_weights(self, cfg.ckpt_2, "model.ckpt_2", required_prefixes=AUDIO_PARTS, only=AUDIO_PARTS)
-            sources.update(dict.fromkeys(report.loaded, "model.ckpt_2"))
-        unfilled = sorted(n for n in audio_names if n not in sources)
-        if unfilled and cfg.frozen_audio_Qformer and cfg.ckpt != RANDOM:
-            raise CheckpointError(f"model.frozen_audio_Qformer is True but no file filled the audio branch ({unfilled[0]}, "
-                                  f"...): set model.ckpt_2 to its checkpoint (e.g. AL_LLaMA_2_7B_Finetuned.pth), train it "
-                                  "(model.frozen_audio_Qformer=False), or model.ckpt=random to keep it random on purpose")
+        if self.has_audio_branch:
+            self.load_audio_branch(sources, random_on_purpose=cfg.ckpt == RANDOM)
         if self.llama_model is not None:  # loaded when the model was built; what model.ckpt held replaced it
             for name in self.llama_model.state_dict():
                 sources.setdefault(f"llama_model.{name}", "model.llama_model")
@@ -527,14 +514,6 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
         if not template.end_is_eos:
             texts = [t.split(template.end_sym)[0] for t in texts]
         return [t.strip() for t in texts]
-
-
-def imagebind_file(path):
-    """``model.imagebind_ckpt_path``: the original's folder holding ``imagebind_huge.pth``, or the file."""
-    from pathlib import Path
-
-    path = Path(path)
-    return path / IMAGEBIND_FILE if path.is_dir() else path
 
 
 def vit_dtype(cfg, on_cuda=None):

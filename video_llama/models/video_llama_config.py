@@ -130,6 +130,9 @@ def _audio_branch_problems(model, datasets):
                         "model.imagebind_ckpt_path=random to keep them random on purpose")
     if "audio" in frame_branches(model):
         for name, ds in datasets.items():
+            if ds.get("feature_cache"):
+                problems.append(f"datasets.{name}.feature_cache holds the image Q-Former's features, but the frames "
+                                "feed the audio branch (through ImageBind) while it trains; remove the feature_cache")
             for split, proc in (ds.get("vis_processor") or {}).items():
                 if (proc.get("n_frms") or 0) > MAX_AUDIO_CLIPS:
                     problems.append(f"datasets.{name}.vis_processor.{split}.n_frms ({proc.n_frms}) exceeds the audio "
