@@ -183,3 +183,30 @@ def test_the_original_audio_branch_configs_build_the_full_model(path, trains):
         model = registry.get_model_class("video_llama")(model_cfg, on_cuda=False)
     assert {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} == trains
     assert {ds.num_video_query_token for ds in cfg.datasets_cfg.values()} == {model.num_visual_tokens}
+
+
+@pytest.mark.parametrize("flags, branches, tokens", [
+    (["frozen_video_Qformer=False", "frozen_audio_Qformer=True", "ckpt=random"], ("video",), 32),
+    (["frozen_video_Qformer=True", "frozen_audio_Qformer=False", "frozen_llama_proj=True"], ("audio",), 8),
+    (["frozen_video_Qformer=False", "frozen_audio_Qformer=False"], ("audio", "video"), 40),
+])
+def test_the_freeze_flags_decide_what_the_frames_feed_and_what_learns(al_config, flags, branches, tokens):
+    """Video only, audio only, both (audio tokens first): the placeholders a prompt holds follow,
+    and a step's gradients reach exactly the parts that train; an image is a one-frame video to both."""
+    from video_llama.conversation import video_placeholder
+    from video_llama.conversation.templates import conversation_ids
+
+    model = build(al_config, *flags)
+    assert model.frame_branches == branches and model.num_visual_tokens == tokens
+    tokenizer = model.llama_tokenizer
+    ids, labels = conversation_ids(tokenizer, model.template, [(video_placeholder(tokens) + " What is it?", "a cat")])
+    batch = {"input_ids": torch.tensor([ids] * 2), "labels": torch.tensor([labels] * 2),
+             "attention_mask": torch.ones(2, len(ids), dtype=torch.long)}
+    for pixels in (torch.randn(2, 3, 4, 112, 112), torch.randn(2, 3, 112, 112)):  # a clip, an image
+        model.zero_grad()
+        model({**batch, "image": pixels})["loss"].backward()
+        learning = {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        trains = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+        assert learning == trains
+        assert ("audio_Qformer" in learning) == ("audio" in branches)
+        assert ("video_Qformer" in learning) == ("video" in branches)

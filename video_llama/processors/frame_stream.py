@@ -13,7 +13,6 @@ import math
 import os
 import threading
 import time
-from pathlib import Path
 
 from video_llama.processors.video_decoding import VideoDecodeError, file_problem, no_video_stream
 
