@@ -5,6 +5,7 @@ its frames and the chat, the terminal, infer and the web status say which it was
 import json
 import logging
 import wave
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,8 +179,6 @@ def test_select_mode_hears_each_window_and_decides_unheard_ones_from_the_frames(
 def test_evaluation_hears_the_clips_that_have_sound(tiny_llm_dir, sound_clips, tmp_path):
     """action_recognition with datasets.*.sound: each test clip is scored with its sound when it
     has one, from its frames when not, and each prediction says which."""
-    from pathlib import Path
-
     from video_llama.jobs.experiment import evaluate
 
     qa = lambda a: [{"q": "What is the action shown in the displayed video?", "a": a}]  # noqa: E731
@@ -197,3 +196,22 @@ def test_evaluation_hears_the_clips_that_have_sound(tiny_llm_dir, sound_clips, t
     assert {p["video"]: p["sound"] for p in predictions} == {"low.mp4": True, "silent.mp4": False, "high.mp4": True}
     scores = {p["video"]: p["scores"] for p in predictions}
     assert scores["low.mp4"] != scores["high.mp4"]  # the same frames, another sound
+
+
+def test_infer_hears_a_sound_file_named_as_the_video(tiny_llm_dir, clips_dir, sound_clips, tmp_path, capsys):
+    import shutil
+
+    from video_llama.cli.main import main
+
+    (tmp_path / "sounds").mkdir()
+    shutil.copy(sound_clips / "bell.wav", tmp_path / "sounds" / "silent.wav")  # silent.mp4's sound, kept apart
+    (tmp_path / "videos").mkdir()
+    for name in ("silent.mp4", "low.mp4"):
+        shutil.copy(sound_clips / name, tmp_path / "videos" / name)
+    out = tmp_path / "answers.jsonl"
+    options = ["--cfg-path", str(TINY_CONFIG), "--options", *demo_options(tiny_llm_dir, clips_dir), *WITH_AUDIO,
+               "--folder", str(tmp_path / "videos"), "--out", str(out), "--max-new-tokens", "2"]
+    assert main(["infer", *options, "--audio-dir", str(tmp_path / "sounds")]) == 0
+    assert {Path(line["video"]).name: line["sound"] for line in map(json.loads, out.read_text().splitlines())} == {
+        "silent.mp4": True, "low.mp4": True}  # the file for one, its own soundtrack for the other
+    assert "2 answered" in capsys.readouterr().out

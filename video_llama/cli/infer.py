@@ -7,7 +7,9 @@ clip with fewer frames than the model samples, whose answer may be unreliable; a
 be decoded gets a line with ``error`` instead and is skipped. Greedy answers, asked exactly as the chat asks
 (the timestamp sentence before the question when the model learned with it), ``--batch-size``
 clips per generate call. A re-run skips the videos the output already has, so a stopped run
-continues where it stopped.
+continues where it stopped. A model with the audio branch hears each clip's soundtrack, or with
+``--audio-dir`` the file there named as the video (``clip.mp4`` → ``clip.wav``, ``.flac``, ...);
+each line then has ``sound``: whether it was heard.
 """
 
 import argparse
@@ -30,6 +32,18 @@ def folder_videos(folder):
     if not folder.is_dir():
         raise UserError(f"--folder {folder} is not a folder")
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
+
+
+SOUND_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
+
+
+def sound_file(audio_dir, video):
+    """The file of ``audio_dir`` named as ``video`` with a sound extension, or None."""
+    for extension in SOUND_EXTENSIONS:
+        candidate = Path(audio_dir) / (Path(video).stem + extension)
+        if candidate.is_file():
+            return str(candidate)
+    return None
 
 
 def jobs_from_args(args):
@@ -58,13 +72,20 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the config's run.device)")
+    parser.add_argument("--audio-dir", help="a model with the audio branch hears the file here named as each video "
+                                            f"({', '.join(SOUND_EXTENSIONS)}) instead of its soundtrack")
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.max_new_tokens < 1:
         raise UserError("--batch-size and --max-new-tokens must be at least 1")
+    if args.audio_dir and not Path(args.audio_dir).is_dir():
+        raise UserError(f"--audio-dir {args.audio_dir} is not a folder")
     jobs = jobs_from_args(args)
     if not jobs:
         raise UserError(f"no videos in {args.folder or args.anno}")
     setup = load_setup(*experiment(args), args.device, args.plugins)
-    answered, failed, skipped = infer(setup, jobs, args.out, args.batch_size, args.max_new_tokens)
+    if args.audio_dir and setup.sound_processor is None:
+        raise UserError(f"--audio-dir {args.audio_dir}: this model has no audio branch (model.equip_audio_branch) to hear it")
+    sounds = {video: sound_file(args.audio_dir, video) for video, _, _ in jobs} if args.audio_dir else {}
+    answered, failed, skipped = infer(setup, jobs, args.out, args.batch_size, args.max_new_tokens, sounds=sounds)
     print(f"{answered} answered, {failed} could not be decoded (lines with \"error\"), {skipped} already in {args.out}")
     return 0

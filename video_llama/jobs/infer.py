@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from video_llama.common.errors import UserError
-from video_llama.conversation.chat import hear, video_visual
+from video_llama.conversation.chat import ChatError, hear, video_visual
 from video_llama.processors.video_decoding import VideoDecodeError
 
 logger = logging.getLogger(__name__)
@@ -32,13 +32,15 @@ def done_videos(out):
     return done
 
 
-def answer_batch(setup, batch, settings):
-    """Output lines for a batch of jobs, in its order: decoded, then answered in one generate call."""
+def answer_batch(setup, batch, settings, sounds=None):
+    """Output lines for a batch of jobs, in its order: decoded, then answered in one generate call
+    (two: the clips heard, and those not). ``sounds``: {video: sound file to hear instead of its own}."""
     lines, ready = [None] * len(batch), []
     for slot, (video, question, reference) in enumerate(batch):
         try:
-            visual = hear(video_visual(setup.vis_processor, video, setup.timestamps), setup.sound_processor)
-        except VideoDecodeError as err:
+            visual = hear(video_visual(setup.vis_processor, video, setup.timestamps), setup.sound_processor,
+                          (sounds or {}).get(video))
+        except (VideoDecodeError, ChatError) as err:
             logger.warning("skipping %s: %s", video, err)
             lines[slot] = {"video": video, "question": question, "error": str(err)}
             continue
@@ -73,8 +75,9 @@ def answer_group(setup, group, settings, lines, batch):
         lines[slot] = line
 
 
-def infer(setup, jobs, out, batch_size=8, max_new_tokens=64, progress=True):
-    """Answer ``jobs`` not yet in ``out``; returns (answered, failed, skipped as already done)."""
+def infer(setup, jobs, out, batch_size=8, max_new_tokens=64, progress=True, sounds=None):
+    """Answer ``jobs`` not yet in ``out`` (``sounds``: as :func:`answer_batch` takes them); returns
+    (answered, failed, skipped as already done)."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -85,7 +88,7 @@ def infer(setup, jobs, out, batch_size=8, max_new_tokens=64, progress=True):
     with open(out, "a", encoding="utf-8") as sink, tqdm(total=len(todo), desc="videos", disable=not progress) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start:start + batch_size]
-            for line in answer_batch(setup, batch, {"max_new_tokens": max_new_tokens}):
+            for line in answer_batch(setup, batch, {"max_new_tokens": max_new_tokens}, sounds):
                 sink.write(json.dumps(line, ensure_ascii=False) + "\n")
                 failed += "error" in line
                 answered += "error" not in line
