@@ -28,7 +28,7 @@ def main(argv=None):
 
     from video_llama.models.imagebind import AUDIO, VISION, ImageBindTowers
 
-    sizes = dict(vision_width=64, vision_layers=2, vision_heads=4, audio_width=48, audio_layers=2, audio_heads=4,
+    sizes = dict(vision_width=64, vision_layers=2, vision_heads=4, vision_patch=14, audio_width=48, audio_layers=2, audio_heads=4,
                  embed_dim=32, audio_drop_path=0.1)
     torch.manual_seed(0)
     theirs = imagebind_model.ImageBindModel(
@@ -38,7 +38,7 @@ def main(argv=None):
         audio_drop_path=sizes["audio_drop_path"], text_embed_dim=32, text_num_blocks=1, text_num_heads=2,
         depth_embed_dim=32, depth_num_blocks=1, depth_num_heads=2, thermal_embed_dim=32, thermal_num_blocks=1,
         thermal_num_heads=2, imu_embed_dim=32, imu_num_blocks=1, imu_num_heads=2).eval()
-    ours = ImageBindTowers(OmegaConf.create(sizes), img_size=224, patch_size=14).eval()
+    ours = ImageBindTowers(OmegaConf.create(sizes), img_size=224).eval()
     state = {n: t for n, t in theirs.state_dict().items() if f".{VISION}." in n or f".{AUDIO}." in n}
     result = ours.load_state_dict(state, strict=True)  # raises on any name missing or left over
     print(f"names: {len(state)} of ImageBind's vision and audio tensors loaded by name ({result})")

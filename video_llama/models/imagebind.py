@@ -138,8 +138,9 @@ class LogitScale(nn.Module):
 class ImageBindTowers(nn.Module):
     """The vision and audio towers of ImageBind, sized by the ``model.imagebind`` keys."""
 
-    def __init__(self, cfg, img_size, patch_size, mel_bins=MEL_BINS, mel_frames=MEL_FRAMES):
+    def __init__(self, cfg, img_size, mel_bins=MEL_BINS, mel_frames=MEL_FRAMES):
         super().__init__()
+        patch_size = cfg.vision_patch
         vision_stem = PatchStem(nn.Sequential(
             RepeatFrames(VISION_FRAMES),
             nn.Conv3d(3, cfg.vision_width, kernel_size=(VISION_FRAMES, patch_size, patch_size),

@@ -128,6 +128,9 @@ def _audio_branch_problems(model, datasets):
         problems.append("model.equip_audio_branch is True but model.imagebind_ckpt_path is null: the frozen ImageBind "
                         "towers would stay random; set it to the folder holding imagebind_huge.pth, or "
                         "model.imagebind_ckpt_path=random to keep them random on purpose")
+    if model.img_size % model.imagebind.vision_patch:
+        problems.append(f"model.img_size ({model.img_size}) is not a multiple of model.imagebind.vision_patch "
+                        f"({model.imagebind.vision_patch}): ImageBind's vision tower cuts the frames into whole patches")
     if "audio" in frame_branches(model):
         for name, ds in datasets.items():
             if ds.get("feature_cache"):
