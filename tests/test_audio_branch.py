@@ -210,3 +210,20 @@ def test_the_freeze_flags_decide_what_the_frames_feed_and_what_learns(al_config,
         assert learning == trains
         assert ("audio_Qformer" in learning) == ("audio" in branches)
         assert ("video_Qformer" in learning) == ("video" in branches)
+
+
+def test_the_original_stage_1_projection_file_starts_llama_proj_unless_ckpt_brings_one(al_config, published, tmp_path):
+    """llama_proj_model (the original's stage 1: MiniGPT-4's pretrained_minigpt4.pth, whose other
+    weights are not ours) fills llama_proj where model.ckpt has none; the projection is then kept
+    in the run's checkpoint, so the run needs the file no more."""
+    vl, vl_path, _, _ = published
+    minigpt4 = {"llama_proj.weight": torch.full_like(vl.llama_proj.weight, 0.5),
+                "llama_proj.bias": torch.zeros_like(vl.llama_proj.bias), "Qformer.bert.pooler.dense.weight": torch.ones(2)}
+    torch.save({"model": minigpt4}, tmp_path / "pretrained_minigpt4.pth")
+    vision_only = ["equip_audio_branch=False", "frozen_video_Qformer=False", "frozen_llama_proj=True",
+                   f"llama_proj_model={tmp_path / 'pretrained_minigpt4.pth'}"]
+    model = build(al_config, *vision_only, "ckpt=random")
+    assert torch.equal(model.llama_proj.weight, minigpt4["llama_proj.weight"])
+    assert {"llama_proj.weight", "llama_proj.bias"} <= set(model.trainable_state_dict())  # frozen, yet kept
+    over = build(al_config, *vision_only, f"ckpt={vl_path}")  # ckpt's projection wins
+    assert torch.equal(over.llama_proj.weight, vl.llama_proj.weight)

@@ -55,7 +55,8 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
     MODULE_NAMES = ("visual_encoder", "ln_vision", "Qformer", "query_tokens", "video_frame_position_embedding",
                     "video_Qformer", "video_query_tokens", "llama_model", "llama_proj", "audio_encoder",
                     *AUDIO_PARTS)
-    DEPLOYMENT_KEYS = ("ckpt", "ckpt_2", "llama_model", "vit_ckpt", "q_former_model", "imagebind_ckpt_path",
+    DEPLOYMENT_KEYS = ("ckpt", "ckpt_2", "llama_proj_model", "llama_model", "vit_ckpt", "q_former_model",
+                       "imagebind_ckpt_path",
                        "llama_dtype", "vit_precision",
                        "attn_implementation", "llm_load_in_8bit", "llm_load_in_4bit", "llm_grad_checkpoint",
                        "use_grad_checkpoint", "low_resource")
@@ -153,7 +154,8 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
     def load_pretrained_parts(self):
         """The files the config names, in order: the EVA ViT, the BLIP-2 image Q-Former (LAVIS
         ``.pth`` or a Hugging Face BLIP-2 folder, which may bring the ViT too), ImageBind, then
-        ``ckpt`` (the trainable part: a published VL checkpoint or one of ours) and ``ckpt_2``
+        ``ckpt`` (the trainable part: a published VL checkpoint or one of ours),
+        ``llama_proj_model`` (MiniGPT-4's projection, where ``ckpt`` brought none) and ``ckpt_2``
         (the audio branch's: a published AL checkpoint), as the original's eval config loads them."""
         from video_llama.common.hub import resolve_weights_file
         from video_llama.models.checkpoint import load_weights
@@ -171,12 +173,18 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
             sources.update(dict.fromkeys(report.loaded, "model.q_former_model"))
         if self.has_audio_branch:
             self.load_imagebind(sources)
-        if cfg.ckpt and cfg.ckpt != RANDOM:  # the audio branch may come from ckpt_2
-            provided = set(sources) | (self.audio_branch_names() if cfg.get("ckpt_2") else set())
+        projection = {n for n, _ in self.llama_proj.named_parameters(prefix="llama_proj")}
+        if cfg.ckpt and cfg.ckpt != RANDOM:  # the audio branch may come from ckpt_2, the projection from llama_proj_model
+            provided = (set(sources) | (self.audio_branch_names() if cfg.get("ckpt_2") else set())
+                        | (projection if cfg.get("llama_proj_model") else set()))
             report = load_weights(self, cfg.ckpt, "model.ckpt", required_prefixes=None, provided=provided)
             sources.update(dict.fromkeys(report.loaded, "model.ckpt"))
         elif cfg.ckpt == RANDOM:
             logger.warning("model.ckpt is 'random': the trainable part keeps its random initialisation (untrained)")
+        if cfg.get("llama_proj_model") and not projection <= set(sources):  # MiniGPT-4's, where ckpt has none
+            report = load_weights(self, cfg.llama_proj_model, "model.llama_proj_model",
+                                  required_prefixes=("llama_proj.",), only=("llama_proj.",), component=True)
+            sources.update(dict.fromkeys(report.loaded, "model.llama_proj_model"))
         if self.has_audio_branch:
             self.load_audio_branch(sources, random_on_purpose=cfg.ckpt == RANDOM)
         if self.llama_model is not None:  # loaded when the model was built; what model.ckpt held replaced it
@@ -320,10 +328,12 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
         return digest.hexdigest()[:16]
 
     def trainable_state_dict(self):
-        """What a checkpoint holds: what trains, and what ``model.ckpt`` / ``ckpt_2`` gave (a run
-        that trains one branch keeps the other, frozen, as it started, so that its folder alone
-        rebuilds the model); the pretrained encoders and the LLM come from their own files."""
-        given = {n for n, source in self.weight_sources.items() if source in ("model.ckpt", "model.ckpt_2")}
+        """What a checkpoint holds: what trains, and what ``ckpt``, ``ckpt_2`` or ``llama_proj_model``
+        gave (a run that trains one branch keeps the other, frozen, as it started, so that its
+        folder alone rebuilds the model); the pretrained encoders and the LLM come from their own
+        files."""
+        given = {n for n, source in self.weight_sources.items()
+                 if source in ("model.ckpt", "model.ckpt_2", "model.llama_proj_model")}
         saved = {n for n, p in self.named_parameters() if p.requires_grad or n in given}
         return {n: t for n, t in self.state_dict().items() if n in saved}
 

@@ -23,8 +23,8 @@ LEGACY_KEYS = {
     "low_resource": LegacyKey(False, "the original's switch for its 8-bit LLM", means="llm_load_in_8bit"),
 }
 # files and folders, found from the current folder or the YAML's; the first three must exist at start-up
-PATH_KEYS = ("ckpt", "ckpt_2", "vit_ckpt", "q_former_model", "imagebind_ckpt_path", "llama_model")
-CHECKED_PATH_KEYS = ("ckpt", "ckpt_2", "vit_ckpt", "q_former_model", "imagebind_ckpt_path")
+PATH_KEYS = ("ckpt", "ckpt_2", "llama_proj_model", "vit_ckpt", "q_former_model", "imagebind_ckpt_path", "llama_model")
+CHECKED_PATH_KEYS = ("ckpt", "ckpt_2", "llama_proj_model", "vit_ckpt", "q_former_model", "imagebind_ckpt_path")
 PROMPT_PATH_KEYS = ("prompt_path",)  # also found among the package's own prompts
 
 
