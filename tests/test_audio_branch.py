@@ -130,12 +130,16 @@ def test_the_audio_branch_trains_on_frames_alone_and_its_run_keeps_the_vision_br
     checkpoint frozen, the AL one trained on video data without sound; only the audio Q-Former,
     its query tokens, position embedding and projection change; the run folder alone rebuilds the
     whole model."""
+    import shutil
+
+    from video_llama.common.config import Config
     from video_llama.jobs.experiment import train
     from video_llama.models.video_llama import VideoLLAMA
 
     from conftest import REPO_ROOT
 
-    vl, vl_path, al, al_path = published
+    vl, vl_path, al, published_al = published
+    al_path = shutil.copy(published_al, tmp_path / "AL_stage1.pth")  # removed below: the run holds what it gave
     summary = train(["--cfg-path", str(REPO_ROOT / "train_configs/audiobranch_stage2_finetune.yaml"), "--options",
                      "model.model_type=tiny", f"model.llama_model={tiny_llm_dir}", "model.imagebind_ckpt_path=random",
                      f"model.ckpt={vl_path}", f"model.ckpt_2={al_path}", "model.img_size=112",
@@ -155,8 +159,12 @@ def test_the_audio_branch_trains_on_frames_alone_and_its_run_keeps_the_vision_br
               **{n: t for n, t in al.state_dict().items() if n.split(".")[0] in AUDIO_PARTS}}
     changed = {n.split(".")[0] for n, t in saved.items() if not torch.equal(t, before[n])}
     assert changed == set(AUDIO_PARTS)  # the vision branch stayed as model.ckpt gave it
-    again = VideoLLAMA.from_pretrained(run_dir)  # ckpt_2 is not needed: the run holds the audio branch
+    Path(al_path).unlink()
+    again = VideoLLAMA.from_pretrained(run_dir)  # ckpt_2 is not read: the run holds the audio branch
     assert all(torch.equal(again.state_dict()[n], t) for n, t in saved.items())
+    adopted = Config.from_file(TINY_CONFIG, [f"model.ckpt={run_dir}", f"model.llama_model={tiny_llm_dir}",
+                                             f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}"], trained_model=True)
+    assert adopted.model_cfg.ckpt_2 is None and adopted.model_cfg.equip_audio_branch  # the run's model, no AL file
     # the run as ckpt_2 beside another VL checkpoint: its audio branch only
     other_vl = original_layout_file(al, VL_PARTS, tmp_path / "other_VL.pth")
     mixed = build(al_config, f"ckpt={other_vl}", f"ckpt_2={run_dir}", "frozen_audio_Qformer=True").state_dict()
@@ -224,6 +232,6 @@ def test_the_original_stage_1_projection_file_starts_llama_proj_unless_ckpt_brin
                    f"llama_proj_model={tmp_path / 'pretrained_minigpt4.pth'}"]
     model = build(al_config, *vision_only, "ckpt=random")
     assert torch.equal(model.llama_proj.weight, minigpt4["llama_proj.weight"])
-    assert {"llama_proj.weight", "llama_proj.bias"} <= set(model.trainable_state_dict())  # frozen, yet kept
+    assert {"llama_proj.weight", "llama_proj.bias"} <= set(model.checkpoint_state_dict())  # frozen, yet kept
     over = build(al_config, *vision_only, f"ckpt={vl_path}")  # ckpt's projection wins
     assert torch.equal(over.llama_proj.weight, vl.llama_proj.weight)

@@ -221,9 +221,9 @@ def test_from_pretrained_rebuilds_our_checkpoint(tiny_llm_dir, clips_dir, tmp_pa
         for param in model.parameters():
             if param.requires_grad:
                 param.add_(1.0)
-    RunFolder(tmp_path).save_checkpoint("checkpoint_e1_s0", model.trainable_state_dict(), {}, OmegaConf.to_yaml(cfg.config))
+    RunFolder(tmp_path).save_checkpoint("checkpoint_e1_s0", model.checkpoint_state_dict(), {}, OmegaConf.to_yaml(cfg.config))
     again = model_cls.from_pretrained(tmp_path)
-    assert all(torch.equal(again.state_dict()[n], t) for n, t in model.trainable_state_dict().items())
+    assert all(torch.equal(again.state_dict()[n], t) for n, t in model.checkpoint_state_dict().items())
 
 
 def test_the_start_up_table_says_a_trained_llm_comes_from_the_checkpoint(tiny_llm_dir, clips_dir, tmp_path):
@@ -234,7 +234,7 @@ def test_the_start_up_table_says_a_trained_llm_comes_from_the_checkpoint(tiny_ll
     cfg = tiny_config(tiny_llm_dir, clips_dir / "train.json", clips_dir, "model.freeze_llm=False")
     model_cls = registry.get_model_class("video_llama")
     model = model_cls.from_config(cfg.model_cfg)
-    RunFolder(tmp_path).save_checkpoint("checkpoint_e1_s0", model.trainable_state_dict(), {}, OmegaConf.to_yaml(cfg.config))
+    RunFolder(tmp_path).save_checkpoint("checkpoint_e1_s0", model.checkpoint_state_dict(), {}, OmegaConf.to_yaml(cfg.config))
     sources = model_cls.from_pretrained(tmp_path).load_pretrained_parts()
     llm = {origin for name, origin in sources.items() if name.startswith("llama_model.")}
     assert llm == {"model.ckpt"}  # not model.llama_model, whose weights the checkpoint's replaced

@@ -26,7 +26,7 @@ def test_with_lora_only_the_adapters_and_the_intended_parts_learn(tiny):
     assert any("lora_B" in n and g.abs().sum() > 0 for n, g in grads.items())  # the adapters do learn
     assert any(n.startswith("video_Qformer.") for n in grads) and not any(n.startswith("visual_encoder.") for n in grads)
     assert model.llama_model.training  # LoRA's dropout acts in train mode; the LLM has none of its own
-    saved = model.trainable_state_dict()  # what a checkpoint holds: the adapters, never the LLM's own weights
+    saved = model.checkpoint_state_dict()  # what a checkpoint holds: the adapters, never the LLM's own weights
     assert any("lora_" in n for n in saved) and not any(n.startswith("llama_model.") and "lora_" not in n for n in saved)
 
 
@@ -150,7 +150,7 @@ def test_fsdp_trains_like_ddp_and_its_checkpoints_load_plain_and_resume_under_dd
     fingerprints = json.loads((fsdp_run / "summary.json").read_text())["rank_weight_fingerprints"]
     assert fingerprints[0] == fingerprints[1]  # whole parameters gathered alike on both ranks
 
-    plain = VideoLLAMA.from_pretrained(fsdp_run / "checkpoint_e2_s0").trainable_state_dict()
+    plain = VideoLLAMA.from_pretrained(fsdp_run / "checkpoint_e2_s0").checkpoint_state_dict()
     assert all(torch.equal(plain[n], fsdp_weights[n]) for n in fsdp_weights)
 
     resumed = tmp_path / "resumed" / fsdp_run.name  # a copy: the resumed run writes into its folder

@@ -27,7 +27,7 @@ def original_runner_checkpoint(model, path, epoch=2, changes=None):
     state dict minus the frozen *parameters* (buffers stay), in the original names, beside an
     optimizer state, the config as a plain dict, the scaler and the epoch. ``changes``: entries
     to replace or add (original names), to make a bad file."""
-    trainable = {n: t.detach().clone() for n, t in model.trainable_state_dict().items()}
+    trainable = {n: t.detach().clone() for n, t in model.checkpoint_state_dict().items()}
     state = to_original(trainable)
     config = model.llama_model.config
     head = config.hidden_size // config.num_attention_heads
@@ -65,7 +65,7 @@ def finetuned(tiny_llm_dir, clips_dir, tmp_path_factory):
             if param.requires_grad:
                 param.add_(torch.randn(param.shape, generator=gen))
     path = original_runner_checkpoint(model, tmp_path_factory.mktemp("original_run") / "checkpoint_2.pth")
-    return cfg, model.trainable_state_dict(), path
+    return cfg, model.checkpoint_state_dict(), path
 
 
 def test_the_checkpoint_written_here_has_the_original_names(finetuned):

@@ -31,7 +31,7 @@ def merge_lora(run, out):
     config.model.llama_model = str(llm_dir.resolve())
     config.model.ckpt = None
     config.model.lora.r = 0
-    weights = {n: t for n, t in model.trainable_state_dict().items() if not n.startswith("llama_model.")}
+    weights = {n: t for n, t in model.checkpoint_state_dict().items() if not n.startswith("llama_model.")}
     return RunFolder(out).save_checkpoint("checkpoint_merged", weights, {"merged_from": str(run)}, OmegaConf.to_yaml(config))
 
 

@@ -234,6 +234,7 @@ def adopt_trained_model(user, base_dir=None, source=None):
         return user  # the saved arch is not registered (a plugin not loaded): the YAML's, and its error
     free = model_cls.DEPLOYMENT_KEYS
     saved = OmegaConf.create({key: saved[key] for key in saved if key in known})  # keys this version still has
+    saved.merge_with({key: None for key in model_cls.RUN_HOLDS if key in saved})  # the run holds their weights
     ignored = [f"model.{key}: {model[key]!r} (the run's: {saved[key]!r})" for key in model
                if key not in free and key in saved and model[key] != saved[key]]
     kept = OmegaConf.merge(model, saved, {key: model[key] for key in model if key in free})

@@ -70,23 +70,27 @@ class AudioLanguageBranch:
         return {n for n, _ in self.named_parameters() if n.split(".")[0] in AUDIO_PARTS}
 
     def load_imagebind(self, sources):
-        """``imagebind_ckpt_path`` into the towers (before ``ckpt``); ``sources`` records it."""
+        """``imagebind_ckpt_path`` (the original's folder, the file, or its URL) into the towers
+        (before ``ckpt``); ``sources`` records it."""
+        from video_llama.common.hub import resolve_weights_file
+
         path = self.cfg.imagebind_ckpt_path
         if path == RANDOM:
             return
-        path = Path(path) / IMAGEBIND_FILE if Path(path).is_dir() else path
+        path = Path(path) / IMAGEBIND_FILE if Path(path).is_dir() else resolve_weights_file(path, "model.imagebind_ckpt_path")
         report = load_weights(self, path, "model.imagebind_ckpt_path", required_prefixes=("audio_encoder.",),
                               add_prefix="audio_encoder.", component=True)
         sources.update(dict.fromkeys(report.loaded, "model.imagebind_ckpt_path"))
 
     def load_audio_branch(self, sources, random_on_purpose=False):
-        """``ckpt_2`` into the trainable part (after ``ckpt``), unless ``ckpt`` (a run of ours)
-        already filled it; a frozen branch that no file filled is refused unless kept
+        """``ckpt_2`` into the trainable part, after ``ckpt`` and over what it gave, as the original
+        loads them; a frozen branch that no file filled is refused unless kept
         ``random_on_purpose`` (``model.ckpt: random``)."""
         cfg, names = self.cfg, self.audio_branch_names()
-        if cfg.get("ckpt_2") and names <= set(sources):
-            logger.info("model.ckpt holds the audio branch; model.ckpt_2 (%s) is not needed and not loaded", cfg.ckpt_2)
-        elif cfg.get("ckpt_2"):
+        if cfg.get("ckpt_2"):
+            replaced = [n for n in names if sources.get(n) == "model.ckpt"]
+            if replaced:  # a run of ours as ckpt: it held an audio branch (a rebuilt run never names ckpt_2)
+                logger.warning("model.ckpt_2 (%s) replaces the audio branch model.ckpt (%s) holds", cfg.ckpt_2, cfg.ckpt)
             report = load_weights(self, cfg.ckpt_2, "model.ckpt_2", required_prefixes=AUDIO_PARTS, only=AUDIO_PARTS)
             sources.update(dict.fromkeys(report.loaded, "model.ckpt_2"))
         unfilled = sorted(names - set(sources))

@@ -16,6 +16,9 @@ class BaseModel(nn.Module):
     # ``model:`` keys that using a trained model may set apart from its run (where files are, how it
     # loads and runs); every other key is the trained run's (see common.config.adopt_trained_model)
     DEPLOYMENT_KEYS = ("ckpt",)
+    # file keys whose weights a run's checkpoint holds once trained from them: a model rebuilt from
+    # the run does not read them again (unless the user names one anew)
+    RUN_HOLDS = ()
     # keys of other code bases' configs accepted for their sake: key → common.config.LegacyKey
     LEGACY_KEYS = {}
     # keys naming files or folders, found from the current folder or the YAML's; the CHECKED ones must

@@ -363,5 +363,5 @@ def fit_frame_positions(weight, num_positions, report=None):
 def save_original_layout(model, path):
     """The trainable weights in the original Video-LLaMA layout (``{"model": ...}``), for tools
     that expect the published checkpoints' format."""
-    state = {n: t.detach().cpu() for n, t in model.trainable_state_dict().items()}
+    state = {n: t.detach().cpu() for n, t in model.checkpoint_state_dict().items()}
     torch.save({"model": to_original(state)}, path)

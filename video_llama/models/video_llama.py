@@ -44,6 +44,8 @@ from video_llama.models.encoders import build_eva_vit, build_qformer
 
 logger = logging.getLogger(__name__)
 
+# the guide's "trainable layers" of both branches, trained in this run or not
+BRANCH_PARTS = ("video_Qformer", "video_query_tokens", "video_frame_position_embedding", "llama_proj", *AUDIO_PARTS)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -60,6 +62,7 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
                        "llama_dtype", "vit_precision",
                        "attn_implementation", "llm_load_in_8bit", "llm_load_in_4bit", "llm_grad_checkpoint",
                        "use_grad_checkpoint", "low_resource")
+    RUN_HOLDS = ("ckpt_2", "llama_proj_model")  # see checkpoint_state_dict
     PRETRAINED_MODEL_CONFIG_DICT = {
         "pretrain_llama_v2": "models/video_llama/pretrain_llama_v2.yaml",
         "pretrain_vicuna": "models/video_llama/pretrain_vicuna.yaml",
@@ -224,7 +227,8 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
         folder = resolve_checkpoint(path, prefer=BEST, key="from_pretrained")
         saved = OmegaConf.load(folder / CONFIG).model
         # over today's defaults, so that a run saved before a key existed still builds
-        cfg = OmegaConf.merge(cls.default_config(saved.model_type), saved, {**overrides, "ckpt": str(folder)})
+        held = dict.fromkeys(cls.RUN_HOLDS)  # the folder holds what they gave the run
+        cfg = OmegaConf.merge(cls.default_config(saved.model_type), saved, {**held, **overrides, "ckpt": str(folder)})
         return cls.from_config(cfg, load_llm=load_llm)
 
     def frozen_modules(self):
@@ -327,13 +331,13 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
             digest.update(f"{name}{tuple(tensor.shape)}{values.sum().item():.6g}{values.square().sum().item():.6g}".encode())
         return digest.hexdigest()[:16]
 
-    def trainable_state_dict(self):
-        """What a checkpoint holds: what trains, and what ``ckpt``, ``ckpt_2`` or ``llama_proj_model``
-        gave (a run that trains one branch keeps the other, frozen, as it started, so that its
-        folder alone rebuilds the model); the pretrained encoders and the LLM come from their own
-        files."""
+    def checkpoint_state_dict(self):
+        """What a checkpoint holds: what trains, and the branches' parts (``BRANCH_PARTS``) that
+        ``ckpt``, ``ckpt_2`` or ``llama_proj_model`` gave: a run that trains one branch keeps the
+        other, frozen, as it started, so that its folder alone rebuilds the model. The pretrained
+        encoders and the LLM come from their own files."""
         given = {n for n, source in self.weight_sources.items()
-                 if source in ("model.ckpt", "model.ckpt_2", "model.llama_proj_model")}
+                 if source in ("model.ckpt", "model.ckpt_2", "model.llama_proj_model") and n.split(".")[0] in BRANCH_PARTS}
         saved = {n for n, p in self.named_parameters() if p.requires_grad or n in given}
         return {n: t for n, t in self.state_dict().items() if n in saved}
 

@@ -425,7 +425,7 @@ class RunnerBase:
         save that fails (a full disk) ends the run on every rank, with rank 0's reason, instead of
         leaving the others waiting for it."""
         rng_states = dist_utils.all_gather_object(rng_state())
-        weights = fsdp.gathered_state(self.model.trainable_state_dict())  # whole on every rank under FSDP too
+        weights = fsdp.gathered_state(self.model.checkpoint_state_dict())  # whole on every rank under FSDP too
         optimizer_state = fsdp.gathered_optimizer_state(optimizer)
         failure = None
         if self.rank == 0:
