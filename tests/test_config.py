@@ -279,7 +279,6 @@ def test_processor_image_size_follows_model_unless_set(tmp_path):
         (["model.equip_audio_branch=True", "model.imagebind_ckpt_path=random", "model.frozen_video_Qformer=True",
           "model.frozen_audio_Qformer=False", "datasets.webvid_instruct.vis_processor.train.n_frms=16"],
          "n_frms (16) exceeds the audio branch's 8 positions"),
-        (["model.num_visual_tokens=5"], "model.num_visual_tokens (5) is derived"),
         (["model.equip_audio_branch=True", "model.imagebind_ckpt_path=random", "model.frozen_video_Qformer=True",
           "model.frozen_audio_Qformer=False", "datasets.webvid_instruct.feature_cache=features"],
          "feature_cache holds the image Q-Former's features, but the frames feed the audio branch"),

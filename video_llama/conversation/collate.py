@@ -54,3 +54,15 @@ def collate_video_samples(samples, pad_token_id=None):
         if key not in batch and key not in ("input_ids", "labels"):
             batch[key] = [s[key] for s in samples]
     return batch
+
+
+def sound_groups(sounds):
+    """[(rows, stacked filterbanks or None)]: the rows of a batch that can be asked in one call, by
+    their ``sounds`` (a tensor each, or None: not heard): those heard, by filterbank shape, then those
+    not. A model asked about a heard clip gets a prompt with the audio placeholders, one about an
+    unheard clip a prompt without them."""
+    by_shape = {}
+    for row, sound in enumerate(sounds):
+        by_shape.setdefault(None if sound is None else tuple(sound.shape), []).append(row)
+    return [(rows, None if shape is None else torch.stack([sounds[row] for row in rows]))
+            for shape, rows in sorted(by_shape.items(), key=lambda item: item[0] is None)]

@@ -9,6 +9,7 @@ import torch
 
 from video_llama.common.errors import UserError
 from video_llama.conversation.chat import ChatError, hear, video_visual
+from video_llama.conversation.collate import sound_groups
 from video_llama.processors.video_decoding import VideoDecodeError
 
 logger = logging.getLogger(__name__)
@@ -47,22 +48,21 @@ def answer_batch(setup, batch, settings, sounds=None):
         if visual.warning:
             logger.warning("%s", visual.warning)
         ready.append((slot, visual, question, reference))
-    heard = [item for item in ready if item[1].sound is not None]  # one generate call each: their prompts differ
-    for group in (heard, [item for item in ready if item[1].sound is None]):
-        if group:
-            answer_group(setup, group, settings, lines, batch)
+    for rows, sound in sound_groups([visual.sound for _, visual, _, _ in ready]):  # one generate call each
+        answer_group(setup, [ready[row] for row in rows], sound, settings, lines, batch)
     return lines
 
 
-def answer_group(setup, group, settings, lines, batch):
-    """Answer clips that are all heard, or all not, in one generate call; their lines into ``lines``."""
+def answer_group(setup, group, sound, settings, lines, batch):
+    """Answer clips that are all heard (their stacked ``sound``), or all not, in one generate call;
+    their lines into ``lines``."""
     device = next(setup.model.parameters()).device
     frames = torch.stack([visual.frames for _, visual, _, _ in group]).to(device)
-    sound = torch.stack([visual.sound for _, visual, _, _ in group]).to(device) if group[0][1].sound is not None else None
+    heard = {} if sound is None else {"sound": sound.to(device)}
     start = time.perf_counter()
     with torch.inference_mode():
         answers = setup.model.generate(frames, [visual.note + question for _, visual, question, _ in group],
-                                       sound=sound, **settings)
+                                       **heard, **settings)
     seconds = round((time.perf_counter() - start) / len(group), 3)
     for (slot, visual, question, reference), answer in zip(group, answers):
         line = {"video": batch[slot][0], "question": question, "answer": answer, "seconds": seconds}

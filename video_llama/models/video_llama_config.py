@@ -31,8 +31,11 @@ PROMPT_PATH_KEYS = ("prompt_path",)  # also found among the package's own prompt
 def fill_derived(model):
     """``end_sym`` and ``prompt_template`` left null follow ``template``; ``num_visual_tokens`` is
     what the frames give the LLM (the datasets' ``num_video_query_token`` follows it)."""
-    if model.get("num_visual_tokens") is None:
-        model.num_visual_tokens = visual_token_count(model)
+    derived = visual_token_count(model)
+    if model.get("num_visual_tokens") not in (None, derived):  # e.g. a run's config, trained with other flags
+        logger.warning("model.num_visual_tokens is derived from the freeze flags: %d, not %s", derived,
+                       model.num_visual_tokens)
+    model.num_visual_tokens = derived
     template = registry.mapping["template"].get(model.get("template"))
     if template is None:
         return
@@ -111,9 +114,6 @@ def config_problems(model, datasets):
 
 def _audio_branch_problems(model, datasets):
     """The audio branch's files and the frames it can take."""
-    if model.get("num_visual_tokens") != visual_token_count(model):
-        return [f"model.num_visual_tokens ({model.num_visual_tokens}) is derived: the tokens of the branches the frames "
-                f"feed ({' + '.join(frame_branches(model))}: {visual_token_count(model)}); leave it out"]
     if not model.get("equip_audio_branch"):
         hearing = [name for name, ds in datasets.items() if ds.get("sound")]
         if hearing:

@@ -127,8 +127,8 @@ class SoundProcessor:
         except (av.error.FFmpegError, OSError) as err:
             return self._none(f"the sound of {name} cannot be read ({type(err).__name__}: {err})")
         clips = self.clips
-        if span is not None:
-            waveform = waveform[int(span[0] * SAMPLE_RATE):int(span[1] * SAMPLE_RATE)]
+        if span is not None:  # a window may start before the sound does: fewer samples, as many clips
+            waveform = waveform[max(0, int(span[0] * SAMPLE_RATE)):max(0, int(span[1] * SAMPLE_RATE))]
             clips = window_clips(span[1] - span[0])
         if waveform.numel() == 0:
             return self._none(f"{name} has no sound {'there' if span else 'samples'}")

@@ -16,13 +16,12 @@ import json
 import logging
 from pathlib import Path
 
-import torch
-
 from video_llama.common import dist_utils
 from video_llama.common.errors import UserError
 from video_llama.common.registry import registry
 from video_llama.common.run_folder import RunFolder
 from video_llama.conversation.answers import match_answer
+from video_llama.conversation.collate import sound_groups
 from video_llama.datasets.datasets.base_video_dataset import TooManyBadVideos
 from video_llama.datasets.datasets.shard_dataset import ShardDataset
 from video_llama.processors.pixel_plan import batch_to_device
@@ -215,19 +214,6 @@ def write_results(predictions, metrics, out_dir):
 # ---------------------------------------------------------------------------- the task
 
 
-def heard_groups(batch, device):
-    """[(row indices, stacked sound on ``device`` or None)]: the batch's clips with sound (the
-    dataset's ``sound`` key) and those without, each asked in one call; one group of all rows when
-    the batch carries no sound."""
-    rows = list(range(len(batch["video"])))
-    if "sound" not in batch:
-        return [(rows, None)]
-    heard = [i for i in rows if batch["sound"][i] is not None]
-    unheard = [i for i in rows if batch["sound"][i] is None]
-    groups = [(heard, torch.stack([batch["sound"][i] for i in heard]).to(device))] if heard else []
-    return groups + ([(unheard, None)] if unheard else [])
-
-
 @registry.register_task("action_recognition")
 class ActionRecognitionTask(BaseTask):
     """Trains like video_text_pretrain; evaluates by top-1 accuracy over a closed label set."""
@@ -249,8 +235,8 @@ class ActionRecognitionTask(BaseTask):
             frames = batch_to_device(batch, model.device)["image"]
             truths = [normalize_truth(a, labels) for a in batch["answer"]]
             made = {}
-            for rows, sound in heard_groups(batch, model.device):  # clips heard, and not, are asked apart
-                heard = {} if sound is None else {"sound": sound}  # sound= only with sound (plugins' models)
+            for rows, sound in sound_groups(batch.get("sound") or [None] * len(batch["video"])):
+                heard = {} if sound is None else {"sound": sound.to(model.device)}  # plugins' models take no sound=
                 questions = [batch["question"][i] for i in rows]
                 if mode == "rank":
                     scores = model.score(frames[rows], questions, labels, length_normalize=length_norm, **heard)
@@ -272,6 +258,9 @@ class ActionRecognitionTask(BaseTask):
                                                   for r in dataset.records]) or None
 
     def evaluate_split(self, model, loader, run_cfg, split, out_dir, dataset):
+        if getattr(dataset, "sound_processor", None) is not None and run_cfg.get("strategy") == "fsdp":
+            raise UserError(f"{split}: the dataset's sound is True and run.strategy is fsdp: clips heard and not are "
+                            "asked apart, a number of calls that may differ between ranks; evaluate with run.strategy=ddp")
         labels = label_set(run_cfg, dataset.anno_files, lambda: dataset.records, model.cfg.get("ckpt"))
         local = self.predict(model, loader, labels, run_cfg.eval_mode, run_cfg.max_new_tokens, run_cfg.length_norm)
         gathered = dist_utils.all_gather_object(local)

@@ -88,6 +88,9 @@ class BaseDatasetBuilder:
                             f"reads {' or '.join(cls.DATA_TYPES)}; use a builder for that kind of data or set "
                             f"data_type={cls.DATA_TYPES[0]}")
         info = ds_cfg.get("build_info") or {}
+        if ds_cfg.get("sound") and info.get("shards"):
+            problems.append(f"{path}.sound reads the clips' sound from their files, which shards do not hold; "
+                            "evaluate from annotation files (build_info.anno_dir), or set sound=False")
         if info.get("quarantine") and info.get("shards"):
             problems.append(f"{path}.build_info.quarantine applies to annotation files, not to shards; give it to "
                             "`video-llama export-shards --quarantine` when the shards are made, and set it to null here")

@@ -230,13 +230,15 @@ class BaseVideoDataset(Dataset):
         return sample
 
     def read_sound(self, source, info):
-        """The filterbanks of the sound the sample's frames show: a window's stretch of it, or the
+        """The filterbanks of the sound the sample's frames show: the window's stretch of it (the
+        ``window_s`` seconds up to its last frame, as the mode selector hears a window), or the
         whole clip's; None (the reason logged) when it has none."""
         import io
 
         span = None
         if self.cuts_windows and info is not None and info.fps:
-            span = (info.indices[0] / info.fps, (info.indices[-1] + 1) / info.fps)
+            end = (info.indices[-1] + 1) / info.fps
+            span = (end - self.vis_processor.config.window_s, end)
         sound = self.sound_processor(io.BytesIO(source) if isinstance(source, bytes) else source, span)
         if sound is None:
             logger.info("%s: %s", self.name, self.sound_processor.last_reason)
