@@ -47,11 +47,18 @@ def test_full_size_model_has_the_published_audio_branch(reference, llm_width):
 
 
 def test_the_audio_tower_reads_what_the_soundtrack_processor_makes():
-    from video_llama.models.imagebind import MEL_BINS, MEL_FRAMES
-    from video_llama.processors.audio import MEL_BINS as PROCESSOR_BINS, TARGET_FRAMES, melspec_clips
+    """The tower is built for 128 × 204 filterbanks and the processor makes them: its patches and
+    position embedding fit (229 = 1 + 12 × 19), and the embeddings are ImageBind's: norm 20."""
+    from video_llama.models.imagebind import AUDIO, ImageBindTowers
+    from video_llama.processors.audio import melspec_clips
 
-    clips = melspec_clips(torch.zeros(16000 * 3), clips=3)
-    assert clips.shape == (3, 1, MEL_BINS, MEL_FRAMES) and (PROCESSOR_BINS, TARGET_FRAMES) == (MEL_BINS, MEL_FRAMES)
+    cfg = registry.get_model_class("video_llama").default_config("tiny")
+    towers = ImageBindTowers(cfg.imagebind, img_size=112).eval()
+    clips = melspec_clips(torch.randn(16000 * 5) * 0.1, clips=3)
+    with torch.no_grad():
+        embeddings = towers(clips.unsqueeze(0), AUDIO)
+    assert embeddings.shape == (1, 3, cfg.imagebind.embed_dim)
+    assert torch.allclose(embeddings.norm(dim=-1), torch.full((1, 3), 20.0))
 
 
 @pytest.fixture(scope="module")

@@ -114,6 +114,21 @@ def read(frames):
     return got, error
 
 
+def loudness(sound, t0, t1):
+    """Root mean square of the sound between stream times ``t0`` and ``t1``."""
+    waveform = sound.waveform(t0, t1)
+    return float(waveform.square().mean().sqrt()) if waveform.numel() else 0.0
+
+
+def bursts(seconds, on, rate=44100, hz=1000):
+    """A waveform of ``seconds`` that sounds a tone during each (start, end) of ``on``, silent between."""
+    t = np.arange(int(seconds * rate)) / rate
+    loud = np.zeros_like(t, dtype=bool)
+    for start, end in on:
+        loud |= (t >= start) & (t < end)
+    return 0.5 * np.sin(2 * np.pi * hz * t) * loud
+
+
 def test_a_live_stream_brings_its_sound_on_the_frames_clock():
     import torch
 
@@ -128,6 +143,53 @@ def test_a_live_stream_brings_its_sound_on_the_frames_clock():
     spectrum = torch.fft.rfft(waveform[:SAMPLE_RATE]).abs()
     assert abs(float(spectrum.argmax()) - 1000) <= 2  # the tone, resampled to 16 kHz
     assert sound.clips(0.0, 2.0).shape == (1, 1, 128, 204) and sound.clips(3.0, 5.0) is None
+
+
+def test_sound_keeps_its_place_across_a_jump_of_the_sources_clock(tmp_path):
+    """Two recordings sent one after the other on one connection, each starting its clock at 0 and
+    sounding from 0.5 to 1.0 s: on the stream's clock the second burst comes 2 s after the first."""
+    import threading
+
+    from video_llama.data_tools.video_writer import write_video
+    from video_llama.processors.audio import SoundBuffer
+
+    frames = np.stack([np.full((32, 32, 3), 5 * i, np.uint8) for i in range(50)])  # 2 s at 25 fps
+    parts = [write_video(tmp_path / f"part{i}.ts", frames, fps=25, sound=bursts(2.0, [(0.5, 1.0)])) for i in range(2)]
+    payload = b"".join(part.read_bytes() for part in parts)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def send():
+        connection, _ = server.accept()
+        with connection:
+            connection.sendall(payload)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    sound = SoundBuffer()
+    got, error = read(stream_frames(f"tcp://127.0.0.1:{port}", 32, stall_s=5, on_sound=sound.add))
+    server.close()
+    assert error is None and len(got) == 100 and got[-1][0] == pytest.approx(3.96, abs=0.05)
+    quiet, loud = loudness(sound, 0.1, 0.4), loudness(sound, 0.6, 0.9)
+    assert loud > 0.2 > 0.02 > quiet
+    assert loudness(sound, 2.6, 2.9) > 0.2 and loudness(sound, 2.1, 2.4) < 0.02 and loudness(sound, 1.2, 1.9) < 0.02
+
+
+def test_a_file_gives_out_each_frame_once_its_sound_has_reached_it(tmp_path):
+    """Containers interleave the sound up to a second behind the frames: a frame is given out once
+    the sound reaches it, so a window decided at a frame hears all of its sound."""
+    from video_llama.data_tools.video_writer import write_video
+    from video_llama.processors.audio import SoundBuffer
+
+    frames = np.stack([np.full((32, 32, 3), 5 * i, np.uint8) for i in range(48)])  # 6 s at 8 fps
+    path = write_video(tmp_path / "clip.mp4", frames, fps=8, sound=bursts(6.0, [(1.0, 2.0), (4.0, 5.0)]))
+    sound, reached = SoundBuffer(), []
+    for t, _ in stream_frames(path, 32, on_sound=sound.add):
+        reached.append((t, sound.end))
+    # from the second frame (the sound read before the first is dropped: nothing places it yet) to
+    # the last second (where the sound has ended)
+    assert len(reached) == 48 and all(end >= t for t, end in reached[1:-8])
+    assert loudness(sound, 1.1, 1.9) > 0.2 and loudness(sound, 4.1, 4.9) > 0.2 and loudness(sound, 2.2, 3.8) < 0.02
 
 
 def test_a_live_stream_arrives_in_order_as_it_is_sent():

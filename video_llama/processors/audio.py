@@ -88,19 +88,20 @@ def melspec_clips(waveform, sample_rate=SAMPLE_RATE, clips=8):
 
 
 def load_soundtrack(source, sample_rate=SAMPLE_RATE):
-    """The first audio stream of ``source`` (a path or file-like), mono at ``sample_rate``, as a
-    float tensor in [-1, 1]. Raises NoSoundtrack when there is none."""
+    """The first channel of the first audio stream of ``source`` (a path or file-like) at
+    ``sample_rate`` (ImageBind's filterbank, torchaudio's Kaldi ``fbank``, reads channel 0 of a
+    recording), as a float tensor in [-1, 1]. Raises NoSoundtrack when there is none."""
     import av
     import numpy as np
 
     with av.open(source) as container:
         if not container.streams.audio:
             raise NoSoundtrack(f"{getattr(source, 'name', source)} has no audio stream")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        resampler = av.AudioResampler(format="fltp", rate=sample_rate)  # planar: channel 0 is a row
         chunks = []
         for frame in container.decode(container.streams.audio[0]):
-            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
-        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]  # what the resampler still holds
+            chunks += [f.to_ndarray()[0] for f in resampler.resample(frame)]
+        chunks += [f.to_ndarray()[0] for f in resampler.resample(None)]  # what the resampler still holds
     return torch.from_numpy(np.concatenate(chunks) if chunks else np.zeros(0, np.float32))
 
 

@@ -13,6 +13,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 
 from video_llama.processors.video_decoding import VideoDecodeError, file_problem, no_video_stream
 
@@ -94,17 +95,23 @@ def stream_frames(source, size, follow=False, stall_s=10.0, reconnect_max_s=0.0,
     return _file_frames(source, size, follow, start_timeout_s, poll_s, idle_s, on_sound)
 
 
+SOUND_WAIT_S = 1.0  # a frame waits at most this long (its count at the stream's rate) for the sound to reach it
+
+
 def _decoded(container, size, stall_s=None, on_sound=None):
     """``(time in the source's clock, RGB frame)`` of each video frame of ``container``. With
     ``stall_s``, raise :class:`_NoFrame` when reading finds no frame for that long: no data at all
     (PyAV's read timeout), or data without a video frame (a source sending only audio). With
-    ``on_sound``, its first audio stream goes to ``on_sound(source time, samples)``."""
+    ``on_sound``, its first audio stream goes to ``on_sound(source time, samples)``, and a frame is
+    given out once the sound has reached its time (containers interleave the sound up to a second
+    behind the frames), or once ``SOUND_WAIT_S`` of frames wait behind it."""
     import av
 
     stream = container.streams.video[0]
     rate = float(stream.average_rate or 25)
     count, heard = 0, time.monotonic()
     sound = _SoundReader(container.streams.audio[0], on_sound) if on_sound and container.streams.audio else None
+    pending = deque()
     try:
         for packet in container.demux():
             if sound is not None and packet.stream.index == sound.stream.index:
@@ -113,10 +120,13 @@ def _decoded(container, size, stall_s=None, on_sound=None):
                 for frame in packet.decode():
                     t = frame.time if frame.time is not None else count / rate
                     count += 1
-                    yield t, frame.to_ndarray(width=size, height=size, format="rgb24")
-                    heard = time.monotonic()  # the time the reader spent on the frame is not the source's
+                    pending.append((t, frame.to_ndarray(width=size, height=size, format="rgb24")))
+            while pending and (sound is None or sound.reached(pending[0][0]) or len(pending) > SOUND_WAIT_S * rate):
+                yield pending.popleft()
+                heard = time.monotonic()  # the time the reader spent on the frame is not the source's
             if stall_s and time.monotonic() - heard > stall_s:
                 raise _NoFrame()
+        yield from pending  # the end: nothing more to wait for
     except av.error.ExitError as err:
         if stall_s:  # PyAV's read timeout ended a blocking read
             raise _NoFrame() from err
@@ -124,47 +134,72 @@ def _decoded(container, size, stall_s=None, on_sound=None):
 
 
 class _SoundReader:
-    """One audio stream's packets → 16 kHz mono samples, timed by the first frame's time and the
-    samples since (the resampler holds some back, so its output frames carry no time of their own)."""
+    """One audio stream's packets → 16 kHz samples of its first channel (as ImageBind's filterbank
+    reads a recording), on the sound's own clock: the first frame's time and the samples since (the
+    resampler holds some back, so its output carries no time of its own). Sound that went missing
+    (a frame up to ``MAX_GAP_S`` later than the count) leaves its gap; a source clock that jumps
+    back, or further ahead, does not move the sound, which goes on as the frames' stream time does.
+    A packet that does not decode is dropped (logged once): the sound never ends the frames."""
+
+    RESYNC_S, MAX_GAP_S = 0.1, 5.0
 
     def __init__(self, stream, on_sound):
-        import av
-
         from video_llama.processors.audio import SAMPLE_RATE
 
         self.stream, self.on_sound, self.rate = stream, on_sound, SAMPLE_RATE
-        self.resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-        self.start, self.samples = None, 0
+        self.start, self.samples, self.resampler, self.broken = None, 0, None, False
+
+    def reached(self, t):
+        """Whether the sound read so far reaches source time ``t``."""
+        return self.start is not None and self.start + self.samples / self.rate >= t
 
     def read(self, packet):
-        for frame in packet.decode():
-            if self.start is None and frame.time is None:
+        import av
+
+        try:
+            frames = packet.decode()
+        except (av.error.FFmpegError, ValueError) as err:
+            if not self.broken:
+                logger.warning("a sound packet could not be decoded and is dropped (%s); the frames go on", err)
+            self.broken = True
+            return
+        for frame in frames:
+            if frame.time is None and self.start is None:
                 continue
-            self.start = frame.time if self.start is None else self.start
+            if self.start is None:
+                self.start = frame.time
+                self.resampler = av.AudioResampler(format="fltp", rate=self.rate)  # planar: channel 0 is a row
+            elif frame.time is not None:
+                missing = frame.time - self.start - self.samples / self.rate
+                if self.RESYNC_S < missing <= self.MAX_GAP_S:
+                    self.samples += round(missing * self.rate)
             for out in self.resampler.resample(frame):
-                samples = out.to_ndarray().reshape(-1)
+                samples = out.to_ndarray()[0]
                 self.on_sound(self.start + self.samples / self.rate, samples)
                 self.samples += samples.size
 
 
 def _on_stream_clock(on_sound, offset):
-    """``on_sound`` fed in stream time, ``offset()`` (None: not known yet, the sound is dropped)
-    being stream time minus the source's time."""
+    """``on_sound`` fed in stream time: the sound's own clock (see :class:`_SoundReader`) moved by
+    ``offset()``, stream time minus the source's, taken once, when the first sound comes after the
+    first frame (None until then: that sound is dropped). One per opened source."""
     if on_sound is None:
         return None
+    taken = []
 
     def on_source_clock(t, samples):
-        shift = offset()
-        if shift is not None and t + shift >= 0:
-            on_sound(t + shift, samples)
+        if not taken and offset() is not None:
+            taken.append(offset())
+        if taken and t + taken[0] >= 0:
+            on_sound(t + taken[0], samples)
     return on_source_clock
 
 
 def _file_frames(path, size, follow, start_timeout_s, poll_s, idle_s, on_sound=None):
     first, last = None, -math.inf
     container = _open_when_written(path, start_timeout_s, poll_s) if follow else _open(path)
-    sound = _on_stream_clock(on_sound, lambda: None if first is None else -first)
     while True:
+        sound = _on_stream_clock(on_sound, lambda: None if first is None else -first)
         try:
             if first is not None:  # a reopened, followed file: back to the keyframe before where the last read stopped
                 stream = container.streams.video[0]
@@ -217,8 +252,6 @@ def _grows(path, poll_s, idle_s):
 
 def _live_frames(source, size, stall_s, reconnect_max_s, on_gap, on_sound=None):
     last, heard, count = 0.0, time.monotonic(), 0  # the last frame's stream time, when it came, frames so far
-    previous = None
-    sound = _on_stream_clock(on_sound, lambda: None if previous is None else last - previous)
     try:
         container = _open(source, stall_s)
     except VideoDecodeError as err:  # reconnecting, a source down now is waited for as one that dropped
@@ -228,6 +261,7 @@ def _live_frames(source, size, stall_s, reconnect_max_s, on_gap, on_sound=None):
     while True:
         step = 1 / float(container.streams.video[0].average_rate or 25)
         previous = None  # this connection's last frame time, in the source's clock
+        sound = _on_stream_clock(on_sound, lambda: None if previous is None else last - previous)
         try:
             for t, frame in _decoded(container, size, stall_s, sound):
                 if previous is None and count:  # the first frame after a reconnect: on by the gap
