@@ -13,6 +13,7 @@ each line then has ``sound``: whether it was heard.
 """
 
 import argparse
+import logging
 from pathlib import Path
 
 from video_llama.common.errors import UserError
@@ -24,6 +25,8 @@ from video_llama.jobs.chat import load_setup
 from video_llama.jobs.experiment import add_config_arguments, experiment
 from video_llama.jobs.infer import infer
 from video_llama.processors.video_decoding import VIDEO_EXTENSIONS
+
+logger = logging.getLogger(__name__)
 
 
 def folder_videos(folder):
@@ -37,13 +40,25 @@ def folder_videos(folder):
 SOUND_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
 
 
-def sound_file(audio_dir, video):
-    """The file of ``audio_dir`` named as ``video`` with a sound extension, or None."""
-    for extension in SOUND_EXTENSIONS:
-        candidate = Path(audio_dir) / (Path(video).stem + extension)
-        if candidate.is_file():
-            return str(candidate)
-    return None
+def sound_files(audio_dir, videos):
+    """{video: the file of ``audio_dir`` named as it, with a sound extension}; a video without one
+    is heard from its own soundtrack (logged). Two videos of one name would share a file: refused."""
+    names = {}
+    for video in videos:
+        names.setdefault(Path(video).stem, []).append(video)
+    shared = [paths for paths in names.values() if len(paths) > 1]
+    if shared:
+        raise UserError(f"--audio-dir finds a video's sound by its name, and {len(shared)} names are shared, e.g. "
+                        f"{shared[0][:3]}; give videos of distinct names or leave out --audio-dir")
+    found = {}
+    for video in videos:
+        candidates = [Path(audio_dir) / (Path(video).stem + extension) for extension in SOUND_EXTENSIONS]
+        found[video] = next((str(c) for c in candidates if c.is_file()), None)
+    missing = [video for video, path in found.items() if path is None]
+    if missing:
+        logger.warning("--audio-dir %s has no sound file for %d video(s), heard from their own soundtrack: %s",
+                       audio_dir, len(missing), missing[:5])
+    return {video: path for video, path in found.items() if path is not None}
 
 
 def jobs_from_args(args):
@@ -85,7 +100,7 @@ def main(argv=None):
     setup = load_setup(*experiment(args), args.device, args.plugins)
     if args.audio_dir and setup.sound_processor is None:
         raise UserError(f"--audio-dir {args.audio_dir}: this model has no audio branch (model.equip_audio_branch) to hear it")
-    sounds = {video: sound_file(args.audio_dir, video) for video, _, _ in jobs} if args.audio_dir else {}
+    sounds = sound_files(args.audio_dir, [video for video, _, _ in jobs]) if args.audio_dir else {}
     answered, failed, skipped = infer(setup, jobs, args.out, args.batch_size, args.max_new_tokens, sounds=sounds)
     print(f"{answered} answered, {failed} could not be decoded (lines with \"error\"), {skipped} already in {args.out}")
     return 0

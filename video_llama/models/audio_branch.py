@@ -8,10 +8,12 @@ checkpoints (``AL_LLaMA_2_7B_*.pth``) load by the same rename as the vision bran
       → audio Q-Former over audio_query_tokens          2 layers, width 768, 8 queries, cross-attending to 1024
       → audio_llama_proj                                (B, 8, D_llm): tokens for the LLM, before the video's
 
-Which branch the frames feed follows the two freeze flags, as in the original: the audio branch when
-it trains and the video Q-Former is frozen (the original's ``audiobranch_*`` configs), both (audio
-tokens first) when both train, else the video branch. With sound (chat, inference, mode selection)
-the soundtrack feeds the audio branch and the frames the video branch.
+Which branch the frames feed follows the two freeze flags: as in the original, the audio branch when
+it trains and the video Q-Former is frozen (its ``audiobranch_*`` configs), else the video branch;
+when both train, both (audio tokens first: the original trained no such model, and this is the order
+its demo asks in). A model is asked as it trained: one whose audio branch trained alone answers
+about silent frames through it too. With sound (chat, inference, mode selection, evaluation) the
+soundtrack feeds the audio branch and the frames the video branch, as the original demo asks.
 """
 
 import logging

@@ -19,6 +19,7 @@ SAMPLE_RATE = 16000
 CLIP_SECONDS = 2.0
 MEL_BINS = 128
 TARGET_FRAMES = 204  # frames a clip's filterbank is padded (or cut) to
+CLIPS_PER_VIDEO = 8  # the original demo hears a video in 8 clips (and its audio branch has 8 positions)
 FBANK_MEAN, FBANK_STD = -4.268, 9.138  # ImageBind's normalisation of its audio input
 FRAME_MS, SHIFT_MS = 25.0, 10.0
 PREEMPHASIS = 0.97
@@ -71,7 +72,7 @@ def clip_starts(duration, clips, clip_seconds=CLIP_SECONDS):
     return [latest * i / max(clips - 1, 1) for i in range(clips)]
 
 
-def melspec_clips(waveform, sample_rate=SAMPLE_RATE, clips=8):
+def melspec_clips(waveform, sample_rate=SAMPLE_RATE, clips=CLIPS_PER_VIDEO):
     """(samples,) mono waveform → (clips, 1, MEL_BINS, TARGET_FRAMES): each clip's filterbank,
     bins × frames, zero-padded (or cut) to ``TARGET_FRAMES`` and normalised, as ImageBind's audio
     tower takes it."""
@@ -111,7 +112,7 @@ class SoundProcessor:
     kept in ``last_reason``, for a file without sound (no stream, nothing decodable, silence of
     zero length), so that the caller can answer from the frames alone and say why."""
 
-    def __init__(self, clips=8):
+    def __init__(self, clips=CLIPS_PER_VIDEO):
         self.clips = clips
         self.last_reason = ""
 
@@ -185,6 +186,6 @@ class SoundBuffer:
 
 
 def window_clips(seconds):
-    """The 2-second clips the sound of a window of frames is heard in: one per 2 s, at most 8
-    (the audio branch's positions); a whole video is heard in 8, as the original demo hears it."""
-    return min(8, max(1, math.ceil(seconds / CLIP_SECONDS - 1e-6)))
+    """The 2-second clips the sound of a window of frames is heard in: one per 2 s, at most
+    ``CLIPS_PER_VIDEO``; a whole video is heard in that many, as the original demo hears it."""
+    return min(CLIPS_PER_VIDEO, max(1, math.ceil(seconds / CLIP_SECONDS - 1e-6)))
