@@ -442,14 +442,27 @@ class _DecodeThread:
     overruns and is abandoned. A forked data-loader worker starts its own (threads do not fork)."""
 
     def __init__(self):
+        import atexit
         import queue
 
         self.jobs, self.pid = queue.SimpleQueue(), os.getpid()
-        threading.Thread(target=self._serve, name="decode-with-deadline", daemon=True).start()
+        self.thread = threading.Thread(target=self._serve, name="decode-with-deadline", daemon=True)
+        self.thread.start()
+        atexit.register(self.stop)
 
     def _serve(self):
         while True:
-            self.jobs.get()()
+            job = self.jobs.get()
+            if job is None:
+                return
+            job()
+
+    def stop(self, wait_s=1.0):
+        """Let the thread end before the interpreter does (at exit): a daemon thread still running
+        when Python finalises can hold a lock the exit needs (stderr's), and the process aborts. An
+        abandoned decode that is still blocked is waited for ``wait_s`` at most."""
+        self.jobs.put(None)
+        self.thread.join(wait_s)
 
 
 _decoder = None
