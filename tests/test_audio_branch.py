@@ -132,7 +132,7 @@ def test_a_frozen_audio_branch_that_no_file_fills_is_refused(al_config, publishe
 
 
 def test_the_audio_branch_trains_on_frames_alone_and_its_run_keeps_the_vision_branch(al_config, published, tiny_llm_dir,
-                                                                                     clips_dir, tmp_path):
+                                                                                     clips_dir, tmp_path, caplog):
     """The original's audiobranch stage 2 as written (its YAML at tiny sizes, our paths): the VL
     checkpoint frozen, the AL one trained on video data without sound; only the audio Q-Former,
     its query tokens, position embedding and projection change; the run folder alone rebuilds the
@@ -147,6 +147,7 @@ def test_the_audio_branch_trains_on_frames_alone_and_its_run_keeps_the_vision_br
 
     vl, vl_path, al, published_al = published
     al_path = shutil.copy(published_al, tmp_path / "AL_stage1.pth")  # removed below: the run holds what it gave
+    caplog.set_level(logging.INFO, logger="video_llama.runners.runner_base")
     summary = train(["--cfg-path", str(REPO_ROOT / "train_configs/audiobranch_stage2_finetune.yaml"), "--options",
                      "model.model_type=tiny", f"model.llama_model={tiny_llm_dir}", "model.imagebind_ckpt_path=random",
                      f"model.ckpt={vl_path}", f"model.ckpt_2={al_path}", "model.img_size=112",
@@ -158,6 +159,7 @@ def test_the_audio_branch_trains_on_frames_alone_and_its_run_keeps_the_vision_br
                      "run.iters_per_epoch=12", "run.init_lr=3e-3", "run.warmup_steps=1", "run.batch_size_train=2",
                      "run.num_workers=0", f"run.output_dir={tmp_path}", "run.device=cpu", "run.amp=False"])
     run_dir = Path(summary["run_dir"])
+    assert "stay off cpu: the frames feed the audio branch alone" in caplog.text  # the ViT did nothing
     losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     assert sum(losses[-4:]) / 4 < sum(losses[:4]) / 4, losses
     saved = load_file(str(run_dir / "checkpoint_e1_s0" / "model.safetensors"))
@@ -242,3 +244,24 @@ def test_the_original_stage_1_projection_file_starts_llama_proj_unless_ckpt_brin
     assert {"llama_proj.weight", "llama_proj.bias"} <= set(model.checkpoint_state_dict())  # frozen, yet kept
     over = build(al_config, *vision_only, f"ckpt={vl_path}")  # ckpt's projection wins
     assert torch.equal(over.llama_proj.weight, vl.llama_proj.weight)
+
+
+def test_the_plan_leaves_out_the_image_encoders_the_audio_branch_does_not_use(tiny_llm_dir, clips_dir):
+    """Frames that feed the audio branch alone never reach the ViT and image Q-Former: the planner
+    leaves them off the device as the runner does, unless a dataset is heard (sound sends the frames
+    to the video branch in evaluation): then they are resident and idle in the step."""
+    from video_llama.common.config import Config
+    from video_llama.jobs.plan import plan_step, setting_of
+
+    options = [f"model.llama_model={tiny_llm_dir}", f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
+               f"datasets.webvid_instruct.build_info.anno_dir={clips_dir / 'train.json'}",
+               f"datasets.webvid_instruct.build_info.videos_dir={clips_dir}", "datasets.webvid_instruct.num_video_query_token=null",
+               "datasets.webvid_instruct.vis_processor.train.n_frms=4", *AL_ONLY]
+    plans = {}
+    for heard in (False, True):
+        cfg = Config.from_file(TINY_CONFIG, [*options, f"datasets.webvid_instruct.sound={heard}"])
+        plans[heard] = plan_step(cfg, setting_of(cfg), gpu=False)
+    off, idle = plans[False], plans[True]
+    assert off.released == "the frames feed the audio branch alone (through ImageBind)" and off.idle == 0
+    assert idle.released == "" and idle.idle > 0
+    assert idle.parameters - off.parameters == idle.idle and idle.flops == off.flops  # the step is the same

@@ -186,13 +186,13 @@ def plan_step(cfg, setting, gpu=True):
                 return task.train_step(model, batch)
 
         step = simulate_step(model, optimizer, batch, loss_fn, block=CUDA_BLOCK if gpu else 1)
-    released = setting.features and not run.valid_splits
-    if setting.features:  # the encoders do not run; the runner keeps them only to evaluate from pixels
+    released = model.idle_image_encoders(cfg.datasets_cfg, run)  # as the runner decides (RunnerBase)
+    if setting.features or model.frame_branches == ("audio",):  # the step does not run the ViT and image Q-Former
         idle = sum(t.numel() * t.element_size() for _, t in model.frozen_encoder_tensors())
-        if not released:
+        if not released:  # kept only to evaluate (from pixels, or with sound)
             step = dataclasses.replace(step, idle=idle)
         else:  # released before training (RunnerBase): untouched by the step, so exactly their bytes less
-            step = dataclasses.replace(step, parameters=step.parameters - idle, peak=step.peak - idle)
+            step = dataclasses.replace(step, parameters=step.parameters - idle, peak=step.peak - idle, released=released)
     if setting.low_bit or setting.fsdp_gpus > 1:
         if released:  # as the runner does before training: the estimates then leave them out
             model.release_frozen_encoders()
@@ -295,11 +295,10 @@ def report(cfg_path, setting, plan, gpu=True, mfu=0.4, llm_source=None):
              "| memory | GiB |", "| --- | ---: |", *(f"| {name} | {size / GIB:.2f} |" for name, size in rows), ""]
     if plan.idle:
         lines += [f"of the parameters, {plan.idle / GIB:.2f} GiB are the frozen ViT and image Q-Former, idle while training "
-                  "reads their outputs from the feature cache, kept on the GPU to evaluate run.valid_splits from "
-                  f"pixels: without validation (run.valid_splits=[]) the peak is {(plan.peak - plan.idle) / GIB:.2f} GiB", ""]
-    elif setting.features:
-        lines += ["the frozen ViT and image Q-Former are not on the GPU: training reads their outputs from the feature "
-                  "cache and evaluates nothing from pixels (run.valid_splits is empty)", ""]
+                  "(a feature cache stands for them, or the frames feed the audio branch), kept on the GPU to evaluate "
+                  f"(from pixels, or with sound): without that the peak is {(plan.peak - plan.idle) / GIB:.2f} GiB", ""]
+    elif plan.released:
+        lines += [f"the frozen ViT and image Q-Former are not on the GPU: {plan.released}", ""]
     per_sample = plan.flops / setting.batch
     lines.append(f"trainable parameters: {plan.trainable / 1e6:,.1f} M; one step: {plan.flops / 1e12:,.2f} TFLOP "
                  f"(forward and backward, {per_sample / 1e12:,.2f} a sample)")

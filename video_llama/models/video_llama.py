@@ -293,6 +293,20 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
                 tensors.append((part, module))
         return tensors
 
+    def idle_image_encoders(self, datasets, run):
+        """Why the frozen ViT and image Q-Former do no work in a training run of ``datasets`` and
+        ``run`` (their config sections), so that they may stay off the device
+        (:meth:`release_frozen_encoders`); None when they work. Either training reads their outputs
+        from feature caches and evaluates nothing from pixels, or the frames feed the audio branch
+        alone and no dataset is heard (sound would send the frames to the video branch)."""
+        if not (self.cfg.freeze_vit is True and self.cfg.freeze_qformer is True):
+            return None
+        if datasets and all(d.get("feature_cache") for d in datasets.values()) and not (run.valid_splits or run.evaluate):
+            return "training reads their outputs from feature caches and evaluates nothing from pixels"
+        if self.frame_branches == ("audio",) and not any(d.get("sound") for d in datasets.values()):
+            return "the frames feed the audio branch alone (through ImageBind)"
+        return None
+
     def release_frozen_encoders(self):
         """Drop the frozen ViT and image Q-Former (their memory with them): for a run that reads
         their outputs from a feature cache and never needs pixels. Returns the bytes released."""

@@ -66,7 +66,7 @@ class RunnerBase:
         self.run_cfg = cfg.run_cfg
         self.rank, self.world_size = dist_utils.get_rank(), dist_utils.get_world_size()
         self.device = torch.device(dist_utils.device_for(self.run_cfg, int(os.environ.get("LOCAL_RANK", 0))))
-        self._release_cached_encoders(model, datasets)
+        self._release_idle_encoders(model)
         self.model = move_to_device(model, self.device)  # a quantised LLM stays where it was loaded
         self.job_id = job_id or launcher_job_id(self.run_cfg) or datetime.datetime.now().strftime("%Y%m%d%H%M%S")
         self.start_epoch, self.start_step = 0, 0
@@ -75,16 +75,14 @@ class RunnerBase:
         self.chance = None  # the validation metric a model that learned nothing reaches, when the task says
         self.window_videos = []  # the clips of the accumulation window in progress, to name a failed step's
 
-    def _release_cached_encoders(self, model, datasets):
-        """A run whose training data all come from feature caches, and that evaluates nothing from
-        pixels during training, has no use for the frozen ViT and image Q-Former: they stay off the
-        device (evaluate.py builds its own model)."""
-        train = [d for splits in datasets.values() for split, d in splits.items() if split in self.run_cfg.train_splits]
-        cached = train and all(getattr(d, "feature_cache", None) is not None for d in train)
-        if cached and not self.run_cfg.valid_splits and not self.run_cfg.evaluate and hasattr(model, "release_frozen_encoders"):
+    def _release_idle_encoders(self, model):
+        """Frozen encoders a run never uses (``idle_image_encoders``: a feature cache stands for
+        them, or the frames go to the audio branch alone) stay off the device (evaluate.py builds
+        its own model)."""
+        why = model.idle_image_encoders(self.config.datasets_cfg, self.run_cfg) if hasattr(model, "idle_image_encoders") else None
+        if why:
             released = model.release_frozen_encoders()
-            logger.info("training reads the frozen encoders' outputs from feature caches: the ViT and image Q-Former "
-                        "(%.2f GiB) stay off %s", released / 2**30, self.device)
+            logger.info("the ViT and image Q-Former (%.2f GiB) stay off %s: %s", released / 2**30, self.device, why)
 
     # ------------------------------------------------------------------ the loop
     def train(self):

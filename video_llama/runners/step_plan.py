@@ -117,6 +117,7 @@ class StepPlan:
     flops: int  # of the forward and backward (the optimizer's elementwise work is not counted)
     trainable: int  # trainable parameters (count)
     idle: int = 0  # bytes of the parameters that are resident but that the step does not use (the caller says which)
+    released: str = ""  # why parameters the step would not use are left off the device (the caller's reason)
     estimated: str = ""  # what the caller changed by estimate rather than simulation (e.g. a quantised LLM)
 
 
