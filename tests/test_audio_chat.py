@@ -128,11 +128,14 @@ def test_infer_and_the_terminal_say_which_clips_were_heard(setup, sound_clips, t
     chat.upload_video(jobs[2][0])
     assert chat.ask("What happens?", max_new_tokens=3) == lines[2]["answer"]
 
-    printed = io.StringIO()
-    terminal_chat(setup.new_chat(), SHORT, io.StringIO(f"/video {jobs[0][0]}\n/video {jobs[1][0]}\n/quit\n"), printed)
-    said = [line for line in printed.getvalue().splitlines() if line.startswith("sound: ")]
+    printed, bell = io.StringIO(), sound_clips / "bell.wav"
+    lines = f"/video {jobs[0][0]}\n/video {jobs[1][0]}\n/video {jobs[1][0]} '{bell}'\n/video {jobs[1][0]} 'unclosed\n/quit\n"
+    terminal_chat(setup.new_chat(), SHORT, io.StringIO(lines), printed)
+    said = [line for line in printed.getvalue().splitlines() if line.startswith(("sound: ", "error: "))]
     assert said == ["sound: hearing the soundtrack (8 clips of 2 s)",
-                    f"sound: no sound ({jobs[1][0]} has no audio stream): answering from the frames alone"]
+                    f"sound: no sound ({jobs[1][0]} has no audio stream): answering from the frames alone",
+                    f"sound: hearing {bell} (8 clips of 2 s)", said[3]]
+    assert said[3].startswith("error: cannot read the paths in") and "No closing quotation" in said[3]
 
 
 def test_the_web_demo_status_says_whether_sound_was_used(setup, sound_clips):

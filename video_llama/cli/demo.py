@@ -6,7 +6,7 @@
 
 The config is an evaluation config: its ``model`` section (``model.ckpt``: a training run folder,
 a checkpoint, or a published one) and the ``vis_processor`` of its first dataset, as the original
-demo reads them. In the terminal, a line is a question; ``/video PATH``, ``/image PATH``,
+demo reads them. In the terminal, a line is a question; ``/video PATH [SOUND]``, ``/image PATH``,
 ``/reset`` and ``/quit`` do what they say. A clip with fewer frames than the model samples gets a
 ``warning:`` line (the web UI: its status) before any answer about it. A model with the audio branch
 hears the clip's soundtrack (``--audio FILE``: that sound instead) and a ``sound:`` line says whether
@@ -14,6 +14,7 @@ it did; a clip without sound is answered from its frames.
 """
 
 import argparse
+import shlex
 import sys
 
 from video_llama.common.errors import UserError
@@ -21,7 +22,7 @@ from video_llama.conversation.chat import PROMPT_STYLES, WEB_DEFAULTS, ChatError
 from video_llama.jobs.chat import load_setup
 from video_llama.jobs.experiment import add_config_arguments, experiment
 
-COMMANDS = "commands: /video PATH, /image PATH, /reset, /quit; anything else is a question"
+COMMANDS = "commands: /video PATH [SOUND], /image PATH, /reset, /quit; anything else is a question"
 
 
 def generation_settings(args):
@@ -49,7 +50,10 @@ def terminal_chat(chat, settings, lines=sys.stdin, out=sys.stdout):
                 chat.reset()
                 print("(conversation cleared; upload a video or an image)", file=out, flush=True)
             elif command in ("/video", "/image"):
-                (chat.upload_video if command == "/video" else chat.upload_image)(argument.strip())
+                if command == "/video":  # a second path: the sound to hear instead of its soundtrack
+                    chat.upload_video(*(paths(argument) or [""])[:2])
+                else:
+                    chat.upload_image(argument.strip())
                 print(f"(now talking about {chat.visual.name})", file=out, flush=True)
                 say_what_is_used(chat, out)
             else:
@@ -63,6 +67,14 @@ def terminal_chat(chat, settings, lines=sys.stdin, out=sys.stdout):
                 print(file=out, flush=True)
         except (UserError, ChatError) as err:
             print(f"error: {err}", file=out, flush=True)
+
+
+def paths(argument):
+    """The paths of a command line (quoted where they hold spaces)."""
+    try:
+        return shlex.split(argument)
+    except ValueError as err:
+        raise ChatError(f"cannot read the paths in {argument!r}: {err}") from None
 
 
 def say_what_is_used(chat, out):
