@@ -1,5 +1,5 @@
 """Our ImageBind towers against ImageBind's own code: the same weights under the same names give the
-same embeddings. Needs a checkout of ImageBind's model code (not shipped here: CC-BY-NC), e.g. the
+same embeddings, at ImageBind's 224² frames and at 112² (its positions resized). Needs a checkout of ImageBind's model code (not shipped here: CC-BY-NC), e.g. the
 original Video-LLaMA's ``video_llama/models/ImageBind``, and its imports (einops, ftfy, regex,
 iopath) on the path.
 
@@ -38,21 +38,23 @@ def main(argv=None):
         audio_drop_path=sizes["audio_drop_path"], text_embed_dim=32, text_num_blocks=1, text_num_heads=2,
         depth_embed_dim=32, depth_num_blocks=1, depth_num_heads=2, thermal_embed_dim=32, thermal_num_blocks=1,
         thermal_num_heads=2, imu_embed_dim=32, imu_num_blocks=1, imu_num_heads=2).eval()
-    ours = ImageBindTowers(OmegaConf.create(sizes), img_size=224).eval()
+    ours = ImageBindTowers(OmegaConf.create(sizes)).eval()
     state = {n: t for n, t in theirs.state_dict().items() if f".{VISION}." in n or f".{AUDIO}." in n}
     result = ours.load_state_dict(state, strict=True)  # raises on any name missing or left over
     print(f"names: {len(state)} of ImageBind's vision and audio tensors loaded by name ({result})")
 
-    images = torch.randn(3, 3, 224, 224)
     sounds = torch.randn(2, 4, 1, 128, 204)
     with torch.no_grad():
-        _, their_vision = theirs.get_audio_feature(images, imagebind_model.ModalityType.VISION)
+        for side in (224, 112):  # the size its positions are learnt for, and one they are resized to
+            images = torch.randn(3, 3, side, side)
+            _, theirs_ = theirs.get_audio_feature(images, imagebind_model.ModalityType.VISION)
+            ours_ = ours(images[:, None], VISION)[:, 0]
+            print(f"vision {side}²: {tuple(ours_.shape)}, max |difference| {float((theirs_ - ours_).abs().max()):.2e}, "
+                  f"norms {float(ours_.norm(dim=-1).mean()):.3f}")
         _, their_audio = theirs.get_audio_feature(sounds, imagebind_model.ModalityType.AUDIO)
-        our_vision = ours(images[:, None], VISION)[:, 0]
         our_audio = ours(sounds, AUDIO)
-    for name, a, b in (("vision", their_vision, our_vision), ("audio", their_audio, our_audio)):
-        print(f"{name}: {tuple(b.shape)}, max |difference| {float((a - b).abs().max()):.2e}, "
-              f"norms {float(b.norm(dim=-1).mean()):.3f}")
+    print(f"audio: {tuple(our_audio.shape)}, max |difference| {float((their_audio - our_audio).abs().max()):.2e}, "
+          f"norms {float(our_audio.norm(dim=-1).mean()):.3f}")
     return 0
 
 

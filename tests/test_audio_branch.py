@@ -53,7 +53,7 @@ def test_the_audio_tower_reads_what_the_soundtrack_processor_makes():
     from video_llama.processors.audio import melspec_clips
 
     cfg = registry.get_model_class("video_llama").default_config("tiny")
-    towers = ImageBindTowers(cfg.imagebind, img_size=112).eval()
+    towers = ImageBindTowers(cfg.imagebind).eval()
     clips = melspec_clips(torch.randn(16000 * 5) * 0.1, clips=3)
     with torch.no_grad():
         embeddings = towers(clips.unsqueeze(0), AUDIO)

@@ -58,7 +58,7 @@ class AudioLanguageBranch:
 
     def build_audio_branch(self, cfg, llm_width, dtype):
         """``dtype``: the towers' (the ViT's: fp16 for ``vit_precision: fp16`` on a GPU)."""
-        self.audio_encoder = ImageBindTowers(cfg.imagebind, cfg.img_size).to(dtype)
+        self.audio_encoder = ImageBindTowers(cfg.imagebind).to(dtype)  # ImageBind's shapes, whatever the frames' size
         embed_dim = cfg.imagebind.embed_dim
         self.audio_Qformer = build_qformer(cfg, num_layers=AUDIO_QFORMER_LAYERS, encoder_width=embed_dim,
                                            cross_attention_freq=1)

@@ -32,6 +32,7 @@ VISION_FRAMES = 2  # ImageBind's vision stem sees an image as a 2-frame clip (th
 AUDIO_KERNEL, AUDIO_STRIDE = 16, 10
 # the audio tower's input: 128 mel bins × 204 frames of a 2-second clip (processors/audio.py makes them)
 MEL_BINS, MEL_FRAMES = 128, 204
+VISION_IMG_SIZE = 224  # the vision tower's positions are learnt for 224² images; other sizes resize them
 AUDIO_LOGIT_SCALE = 20.0
 
 
@@ -104,7 +105,18 @@ class Tokenizer(nn.Module):
     def forward(self, x):
         tokens = self.rgbt_stem(x)
         tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        return tokens + self.pos_embedding_helper.pos_embed
+        return tokens + self.positions(tokens.shape[1] - 1)
+
+    def positions(self, patches):
+        """The position embedding for ``patches`` patches: the learnt one, or, for frames of
+        another size, its square grid resized bicubically (as ImageBind adapts it)."""
+        learnt = self.pos_embedding_helper.pos_embed
+        if learnt.shape[1] == patches + 1:
+            return learnt
+        side, new = math.isqrt(learnt.shape[1] - 1), math.isqrt(patches)
+        grid = learnt[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+        grid = nn.functional.interpolate(grid, size=(new, new), mode="bicubic").permute(0, 2, 3, 1)
+        return torch.cat([learnt[:, :1], grid.reshape(1, new * new, -1).to(learnt.dtype)], dim=1)
 
 
 class Head(nn.Sequential):
@@ -138,7 +150,7 @@ class LogitScale(nn.Module):
 class ImageBindTowers(nn.Module):
     """The vision and audio towers of ImageBind, sized by the ``model.imagebind`` keys."""
 
-    def __init__(self, cfg, img_size, mel_bins=MEL_BINS, mel_frames=MEL_FRAMES):
+    def __init__(self, cfg, mel_bins=MEL_BINS, mel_frames=MEL_FRAMES):
         super().__init__()
         patch_size = cfg.vision_patch
         vision_stem = PatchStem(nn.Sequential(
@@ -149,7 +161,7 @@ class ImageBindTowers(nn.Module):
                                norm_layer=nn.LayerNorm(cfg.audio_width))
         audio_patches = ((mel_bins - AUDIO_KERNEL) // AUDIO_STRIDE + 1) * ((mel_frames - AUDIO_KERNEL) // AUDIO_STRIDE + 1)
         self.modality_preprocessors = nn.ModuleDict({
-            VISION: Tokenizer(vision_stem, (img_size // patch_size) ** 2, cfg.vision_width),
+            VISION: Tokenizer(vision_stem, (VISION_IMG_SIZE // patch_size) ** 2, cfg.vision_width),
             AUDIO: Tokenizer(audio_stem, audio_patches, cfg.audio_width),
         })
         self.modality_trunks = nn.ModuleDict({
