@@ -88,21 +88,35 @@ def melspec_clips(waveform, sample_rate=SAMPLE_RATE, clips=CLIPS_PER_VIDEO):
     return torch.stack(out)[:, None]
 
 
+class FirstChannel:
+    """Audio frames → float32 arrays of their first channel at ``sample_rate`` (ImageBind's
+    filterbank, torchaudio's Kaldi ``fbank``, reads channel 0 of a recording); ``None`` flushes
+    what the resampler holds back."""
+
+    def __init__(self, sample_rate=SAMPLE_RATE):
+        import av
+
+        self.resampler = av.AudioResampler(format="fltp", rate=sample_rate)  # planar: channel 0 is a row
+
+    def __call__(self, frame):
+        return [out.to_ndarray()[0] for out in self.resampler.resample(frame)]
+
+
 def load_soundtrack(source, sample_rate=SAMPLE_RATE):
     """The first channel of the first audio stream of ``source`` (a path or file-like) at
-    ``sample_rate`` (ImageBind's filterbank, torchaudio's Kaldi ``fbank``, reads channel 0 of a
-    recording), as a float tensor in [-1, 1]. Raises NoSoundtrack when there is none."""
+    ``sample_rate`` (:class:`FirstChannel`), as a float tensor in [-1, 1]. Raises NoSoundtrack when
+    there is none."""
     import av
     import numpy as np
 
     with av.open(source) as container:
         if not container.streams.audio:
             raise NoSoundtrack(f"{getattr(source, 'name', source)} has no audio stream")
-        resampler = av.AudioResampler(format="fltp", rate=sample_rate)  # planar: channel 0 is a row
+        first_channel = FirstChannel(sample_rate)
         chunks = []
         for frame in container.decode(container.streams.audio[0]):
-            chunks += [f.to_ndarray()[0] for f in resampler.resample(frame)]
-        chunks += [f.to_ndarray()[0] for f in resampler.resample(None)]  # what the resampler still holds
+            chunks += first_channel(frame)
+        chunks += first_channel(None)  # what the resampler still holds
     return torch.from_numpy(np.concatenate(chunks) if chunks else np.zeros(0, np.float32))
 
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import deque
 
+from video_llama.processors.audio import SAMPLE_RATE, FirstChannel
 from video_llama.processors.video_decoding import VideoDecodeError, file_problem, no_video_stream
 
 logger = logging.getLogger(__name__)
@@ -134,8 +135,8 @@ def _decoded(container, size, stall_s=None, on_sound=None):
 
 
 class _SoundReader:
-    """One audio stream's packets → 16 kHz samples of its first channel (as ImageBind's filterbank
-    reads a recording), on the sound's own clock: the first frame's time and the samples since (the
+    """One audio stream's packets → 16 kHz samples of its first channel (``audio.FirstChannel``),
+    on the sound's own clock: the first frame's time and the samples since (the
     resampler holds some back, so its output carries no time of its own). Sound that went missing
     (a frame up to ``MAX_GAP_S`` later than the count) leaves its gap; a source clock that jumps
     back, or further ahead, does not move the sound, which goes on as the frames' stream time does.
@@ -144,10 +145,8 @@ class _SoundReader:
     RESYNC_S, MAX_GAP_S = 0.1, 5.0
 
     def __init__(self, stream, on_sound):
-        from video_llama.processors.audio import SAMPLE_RATE
-
         self.stream, self.on_sound, self.rate = stream, on_sound, SAMPLE_RATE
-        self.start, self.samples, self.resampler, self.broken = None, 0, None, False
+        self.start, self.samples, self.first_channel, self.broken = None, 0, None, False
 
     def reached(self, t):
         """Whether the sound read so far reaches source time ``t``."""
@@ -168,13 +167,12 @@ class _SoundReader:
                 continue
             if self.start is None:
                 self.start = frame.time
-                self.resampler = av.AudioResampler(format="fltp", rate=self.rate)  # planar: channel 0 is a row
+                self.first_channel = FirstChannel(self.rate)
             elif frame.time is not None:
                 missing = frame.time - self.start - self.samples / self.rate
                 if self.RESYNC_S < missing <= self.MAX_GAP_S:
                     self.samples += round(missing * self.rate)
-            for out in self.resampler.resample(frame):
-                samples = out.to_ndarray()[0]
+            for samples in self.first_channel(frame):
                 self.on_sound(self.start + self.samples / self.rate, samples)
                 self.samples += samples.size
 
