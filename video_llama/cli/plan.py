@@ -25,7 +25,7 @@ def main(argv=None):
     parser.add_argument("--gpus", type=int, default=1, help="GPUs of the run: with run.strategy=fsdp the plan is per "
                         "GPU of the sharded model (estimated from the one-GPU plan)")
     parser.add_argument("--grid", action="store_true", help="also the most samples that fit --gpu-memory for 8/16/32 "
-                        "frames × (as written, LLM checkpointing, LoRA r=8, both): about 40 plans, minutes at 7B")
+                        "frames × the memory settings: 2-4 plans a setting, minutes at 7B")
     args = parser.parse_args(argv)
     if args.grid and not args.gpu_memory:
         parser.error("--grid needs --gpu-memory")

@@ -334,12 +334,13 @@ def first_that_fits(cfg, setting, gpu_memory, gpu=True):
     return None
 
 
-def largest_batch(cfg, setting, step, gpu_memory, gpu=True):
+def largest_batch(cfg, setting, step, gpu_memory, gpu=True, doubled=None):
     """(batch, plan): the most samples a step of ``setting`` (whose plan is ``step``) fits in
-    ``gpu_memory``. Memory grows linearly with the batch: two plans give the line, a third checks
-    the batch it predicts (and the batch below it, while that one does not fit)."""
-    other = dataclasses.replace(setting, batch=setting.batch * 2)
-    slope = (plan_step(cfg, other, gpu=gpu).peak - step.peak) / setting.batch
+    ``gpu_memory``. Memory grows linearly with the batch: two plans give the line (``doubled``:
+    the plan at twice the batch, when the caller has it), a third checks the batch it predicts
+    (and the batch below it, while that one does not fit)."""
+    doubled = doubled or plan_step(cfg, dataclasses.replace(setting, batch=setting.batch * 2), gpu=gpu)
+    slope = (doubled.peak - step.peak) / setting.batch
     batch = max(1, setting.batch + int(((1 - MARGIN) * gpu_memory - step.peak) // max(slope, 1)))
     while True:
         candidate = dataclasses.replace(setting, batch=batch)
@@ -406,7 +407,7 @@ def grid(cfg, gpu_memory, gpu=True, frames=GRID_FRAMES, lora_r=8):
             step = plan_step(cfg, one, gpu=gpu)
             two = plan_step(cfg, dataclasses.replace(one, batch=2), gpu=gpu)
             if fits(step, gpu_memory):
-                most = str(largest_batch(cfg, one, step, gpu_memory, gpu=gpu)[0])
+                most = str(largest_batch(cfg, one, step, gpu_memory, gpu=gpu, doubled=two)[0])
             else:
                 most = "none"
             lines.append(f"| {count} | {name} | {step.peak / GIB:.3f} | {(two.peak - step.peak) / GIB:.3f} | {most} |")

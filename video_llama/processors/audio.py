@@ -9,6 +9,7 @@ spaced on the mel scale (1127 ln(1 + f / 700)) from 20 Hz to the Nyquist frequen
 (floored at float32's epsilon). The soundtrack is decoded with PyAV.
 """
 
+import functools
 import math
 
 import torch
@@ -35,6 +36,7 @@ def mel(hz):
     return 1127.0 * torch.log1p(torch.as_tensor(hz, dtype=torch.float64) / 700.0)
 
 
+@functools.lru_cache(maxsize=8)  # the same filters for every clip; only read by a matmul
 def mel_filters(num_bins, fft_size, sample_rate, low_hz=LOW_HZ):
     """(num_bins, fft_size // 2 + 1) triangular filters, equally spaced on the mel scale from
     ``low_hz`` to the Nyquist frequency; the Nyquist bin itself gets no weight (as Kaldi's)."""

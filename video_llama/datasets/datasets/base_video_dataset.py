@@ -202,8 +202,8 @@ class BaseVideoDataset(Dataset):
         """The sample of ``record`` with its clip decoded from ``source`` (a path, or the video's
         bytes with ``where`` naming them), or ``{"unreadable": ..., "error": ...}``, counted.
         ``rng``: where a window is cut (None: the processor's own choice)."""
+        self.budget.tried += 1
         if self.feature_cache is not None:
-            self.budget.tried += 1
             skipped = self.feature_cache.skipped(record)
             if skipped:  # unreadable when the cache was written: counted and skipped like a clip now
                 self._record_failure(record, f"not in the feature cache: {skipped}", record["video"])
@@ -212,7 +212,6 @@ class BaseVideoDataset(Dataset):
             sample = self.make_sample(record, features, info)
             sample["frame_features"] = sample.pop("image")
             return sample
-        self.budget.tried += 1
         try:
             frames, info, plan = with_deadline(self.read_visual, source, self.decode_timeout_s, rng)
         except VideoDecodeError as err:
