@@ -72,6 +72,8 @@ def measured_step(cfg, setting):
 
     torch.manual_seed(0)
     model = meta_model(model_config(cfg, setting), gpu=False, device="cpu").train()  # the planner's model, real
+    if model.idle_image_encoders(cfg.datasets_cfg, cfg.run_cfg):  # as the runner does before training
+        model.release_frozen_encoders()
     task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
     optimizer = build_optimizer(model, cfg.run_cfg)
     batch = planned_batch(model, data_shape(cfg), setting)

@@ -34,7 +34,13 @@ def test_a_pure_tone_lights_the_mel_bin_around_its_frequency(hz):
 def test_filters_are_triangles_on_the_mel_scale():
     filters = audio.mel_filters(128, 512, audio.SAMPLE_RATE)
     assert filters.shape == (128, 257) and float(filters[:, -1].abs().sum()) == 0  # no weight on the Nyquist bin
-    assert float(filters.max()) <= 1.0 and bool((filters >= 0).all())
+    # filter 60 by hand: rising from its left neighbour's centre to its own, falling to its right one's
+    mel = lambda hz: 1127 * math.log(1 + hz / 700)  # noqa: E731
+    left, centre, right = (mel(centre_hz(i)) for i in (59, 60, 61))
+    for k in range(257):
+        m = mel(k * audio.SAMPLE_RATE / 512)
+        expected = max(0.0, min((m - left) / (centre - left), (right - m) / (right - centre))) if k < 256 else 0.0
+        assert float(filters[60, k]) == pytest.approx(expected, abs=1e-6)
     reached = filters.sum(dim=1) > 0  # the lowest filters are narrower than the spectrum's 31.25 Hz bins
     peaks = filters[reached].argmax(dim=1)
     assert int(reached.sum()) > 100 and bool((peaks[1:] >= peaks[:-1]).all())  # centres rise with the bin

@@ -33,8 +33,8 @@ def main(argv=None):
     from video_llama.common.config import Config
 
     gpu_memory = parse_bytes(args.gpu_memory) if args.gpu_memory else None
-    print(plan(args.cfg_path, args.options, args.plugins, gpu=not args.cpu, gpu_memory=gpu_memory, gpus=args.gpus)[2])
+    cfg = Config.from_file(args.cfg_path, args.options, args.plugins)
+    print(plan(cfg, args.cfg_path, gpu=not args.cpu, gpu_memory=gpu_memory, gpus=args.gpus)[2])
     if args.grid:
-        cfg = Config.from_file(args.cfg_path, args.options, args.plugins)
         print("\n" + "\n".join(grid(cfg, gpu_memory, gpu=not args.cpu)))
     return 0

@@ -17,7 +17,7 @@ from video_llama.common.errors import UserError
 from video_llama.common.registry import registry
 from video_llama.conversation import IGNORE_INDEX
 from video_llama.models.llm_shapes import llm_config
-from video_llama.runners.runner_base import build_optimizer
+from video_llama.runners.runner_base import autocast_rule, build_optimizer
 from video_llama.runners.step_plan import CUDA_BLOCK, simulate_step
 
 logger = logging.getLogger(__name__)
@@ -175,8 +175,8 @@ def plan_step(cfg, setting, gpu=True):
     task = registry.get_task_class(run.task).setup_task(cfg)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)  # to_empty reads the meta parameters
     model = fake_model(model_config(cfg, setting), gpu, fake_mode)
-    amp = bool(run.amp) and not gpu and run.amp_dtype == "bf16"  # as the runner does on the CPU
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[run.amp_dtype]
+    dtype, amp, _ = autocast_rule(run, "cpu")
+    amp = amp and not gpu  # a GPU run's autocast is not simulated (see above)
     with fake_mode:
         optimizer = build_optimizer(model, run, device_type="cuda" if gpu else "cpu")
         batch = planned_batch(model, data_shape(cfg), setting)
@@ -223,11 +223,6 @@ class Shapes:
     llm_linear_bytes: int
     largest_linear_bytes: int  # one such weight, dequantised for its matmul
     units: list  # the FSDP units' own parameter bytes, the model's rest last
-
-
-def model_shapes(cfg, setting, gpu=True):
-    """:class:`Shapes` of the experiment's model, built on the meta device (seconds at 7B)."""
-    return shapes_of(meta_model(model_config(cfg, setting), gpu))
 
 
 def shapes_of(model):
@@ -414,12 +409,9 @@ def grid(cfg, gpu_memory, gpu=True, frames=GRID_FRAMES, lora_r=8):
     return lines
 
 
-def plan(cfg_path, options=(), plugins=(), gpu=True, gpu_memory=None, gpus=1):
-    """Plan the experiment at ``cfg_path`` as written, per GPU of ``gpus``; returns (setting,
-    plan, the report)."""
-    from video_llama.common.config import Config
-
-    cfg = Config.from_file(cfg_path, list(options), list(plugins))
+def plan(cfg, cfg_path, gpu=True, gpu_memory=None, gpus=1):
+    """Plan the experiment ``cfg`` (read from ``cfg_path``) as written, per GPU of ``gpus``;
+    returns (setting, plan, the report)."""
     setting = setting_of(cfg)
     sharded = gpus > 1 and cfg.run_cfg.strategy == "fsdp"
     if sharded:

@@ -382,15 +382,10 @@ class RunnerBase:
 
     def _precision(self):
         """(autocast context factory, grad scaler) for run.amp / run.amp_dtype on this device."""
-        run, device = self.run_cfg, self.device.type
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[run.amp_dtype]
-        enabled = bool(run.amp)
-        if enabled and device == "cpu" and dtype == torch.float16:
-            logger.warning("run.amp with amp_dtype=fp16 is not supported on CPU: training in fp32 "
-                           "(set run.amp_dtype=bf16 for bf16 autocast on CPU, or run.amp=False)")
-            enabled = False
-        elif enabled and device == "cpu":
-            logger.warning("run.amp on CPU: bf16 autocast (set run.amp=False for fp32)")
+        device = self.device.type
+        dtype, enabled, note = autocast_rule(self.run_cfg, device)
+        if note:
+            logger.warning(note)
         autocast = functools.partial(torch.autocast, device_type=device, dtype=dtype, enabled=enabled)
         scaler = torch.amp.GradScaler(device, enabled=enabled and dtype == torch.float16)
         return autocast, scaler
@@ -636,6 +631,19 @@ def seed_worker(worker_id, base_seed, rank):
         if signum is not None:
             signal.signal(signum, signal.SIG_IGN)
     seed_everything(base_seed * 1000 + rank * 100 + worker_id)
+
+
+def autocast_rule(run, device_type):
+    """(dtype, enabled, note) of ``run.amp`` / ``run.amp_dtype`` on a ``device_type`` device: CPU
+    autocast runs bf16 only. ``note`` tells the user what the CPU makes of the YAML's ask (None on
+    a GPU). One rule for the runner and the planner, which simulates the same step."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[run.amp_dtype]
+    if not run.amp or device_type != "cpu":
+        return dtype, bool(run.amp), None
+    if dtype == torch.float16:
+        return dtype, False, ("run.amp with amp_dtype=fp16 is not supported on CPU: training in fp32 "
+                              "(set run.amp_dtype=bf16 for bf16 autocast on CPU, or run.amp=False)")
+    return dtype, True, "run.amp on CPU: bf16 autocast (set run.amp=False for fp32)"
 
 
 def build_optimizer(model, run_cfg, device_type=None):
