@@ -77,3 +77,22 @@ def test_the_soundtrack_of_a_video_and_of_a_video_without_one(tmp_path):
     write_video(silent, np.zeros((8, 32, 32, 3), np.uint8))
     with pytest.raises(audio.NoSoundtrack, match="no audio stream"):
         audio.load_soundtrack(str(silent))
+
+
+def test_a_window_decodes_its_stretch_of_the_sound_alone(tmp_path):
+    """A window of a long video seeks to its sound and stops after it: the filterbanks are those of
+    the whole soundtrack's stretch (to the resampler's phase, a fraction of a 16 kHz sample)."""
+    from video_llama.data_tools.video_writer import write_video
+
+    path = tmp_path / "long.mp4"
+    t = np.arange(12 * 44100) / 44100
+    write_video(path, np.zeros((96, 32, 32, 3), np.uint8), sound=0.4 * np.sin(2 * np.pi * (300 + 40 * t) * t))  # a chirp
+    whole = audio.load_soundtrack(str(path))
+    for span in [(-1.0, 1.0), (2.5, 4.5), (7.3, 9.3), (11.0, 13.0)]:
+        part = audio.load_soundtrack(str(path), span)
+        stretch = whole[max(0, round(span[0] * audio.SAMPLE_RATE)):round(span[1] * audio.SAMPLE_RATE)]
+        assert part.numel() == stretch.numel()  # 1 s before the sound starts, 1 s after it ends: 16000 samples
+        clips = audio.window_clips(span[1] - span[0])
+        difference = audio.melspec_clips(part, clips=clips) - audio.melspec_clips(stretch, clips=clips)
+        assert float(difference.abs().mean()) < 0.01  # of values spread ±0.56 (normalised log-mel)
+    assert audio.load_soundtrack(str(path), (20.0, 22.0)).numel() == 0  # past the end: nothing

@@ -104,22 +104,41 @@ class FirstChannel:
         return [out.to_ndarray()[0] for out in self.resampler.resample(frame)]
 
 
-def load_soundtrack(source, sample_rate=SAMPLE_RATE):
+SEEK_LEAD_S = 0.25  # decoded before a span's start: a decoder starting cold (AAC's overlapping frames) settles
+
+
+def load_soundtrack(source, span=None, sample_rate=SAMPLE_RATE):
     """The first channel of the first audio stream of ``source`` (a path or file-like) at
-    ``sample_rate`` (:class:`FirstChannel`), as a float tensor in [-1, 1]. Raises NoSoundtrack when
-    there is none."""
+    ``sample_rate`` (:class:`FirstChannel`), as a float tensor in [-1, 1]. ``span``: (start, end)
+    seconds from the sound's first sample, the stretch a window of frames shows: only that much is
+    decoded (a seek to it, a stop after it), so the windows of a long video do not each decode all
+    of it. Raises NoSoundtrack when there is none."""
     import av
     import numpy as np
 
     with av.open(source) as container:
         if not container.streams.audio:
             raise NoSoundtrack(f"{getattr(source, 'name', source)} has no audio stream")
+        stream = container.streams.audio[0]
+        origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        seeks = span is not None and span[0] > SEEK_LEAD_S
+        if seeks:
+            container.seek(int((origin + span[0] - SEEK_LEAD_S) / stream.time_base), stream=stream)
         first_channel = FirstChannel(sample_rate)
-        chunks = []
-        for frame in container.decode(container.streams.audio[0]):
+        chunks, first = [], None if seeks else 0.0  # first: the time of the first sample decoded, from the sound's first
+        for frame in container.decode(stream):
+            time = None if frame.pts is None else float(frame.pts * frame.time_base) - origin
+            if first is None:
+                first = max(time or 0.0, 0.0)
+            if span is not None and time is not None and time > span[1]:
+                break
             chunks += first_channel(frame)
         chunks += first_channel(None)  # what the resampler still holds
-    return torch.from_numpy(np.concatenate(chunks) if chunks else np.zeros(0, np.float32))
+    waveform = torch.from_numpy(np.concatenate(chunks) if chunks else np.zeros(0, np.float32))
+    if span is None:
+        return waveform
+    start, end = (max(0, round((t - first) * sample_rate)) for t in span)
+    return waveform[start:end]  # a window may start before the sound does: fewer samples
 
 
 class SoundProcessor:
@@ -139,15 +158,12 @@ class SoundProcessor:
 
         name = getattr(source, "name", source)
         try:
-            waveform = load_soundtrack(source if hasattr(source, "read") else str(source))
+            waveform = load_soundtrack(source if hasattr(source, "read") else str(source), span)
         except NoSoundtrack as err:
             return self._none(str(err))
         except (av.error.FFmpegError, OSError) as err:
             return self._none(f"the sound of {name} cannot be read ({type(err).__name__}: {err})")
-        clips = self.clips
-        if span is not None:  # a window may start before the sound does: fewer samples, as many clips
-            waveform = waveform[max(0, int(span[0] * SAMPLE_RATE)):max(0, int(span[1] * SAMPLE_RATE))]
-            clips = window_clips(span[1] - span[0])
+        clips = self.clips if span is None else window_clips(span[1] - span[0])
         if waveform.numel() == 0:
             return self._none(f"{name} has no sound {'there' if span else 'samples'}")
         self.last_reason = ""
