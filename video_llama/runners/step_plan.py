@@ -24,7 +24,6 @@ CPU_ATTENTION_FLOPS = {
     torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
         lambda grad_out, query, key, value, *_, **__: sdpa_backward_flop_count(grad_out, query, key, value),
 }
-CATEGORIES = ("parameters", "batch", "gradients", "optimizer state", "activations")
 
 
 def storage_bytes(storage, block=1):
@@ -74,15 +73,11 @@ class LiveMemory(TorchDispatchMode):
                 self.track(leaf)
         return out
 
-    def peak_breakdown(self, categories):
-        """The peak's bytes by category: ``categories`` maps a storage's id to its name (storages
-        still alive now: parameters, gradients, optimizer state); the rest is "activations"
-        (what the forward kept for the backward, and temporaries)."""
-        totals = dict.fromkeys(CATEGORIES, 0)
-        for key, (ref, size) in self.at_peak.items():
-            alive = ref() is not None
-            totals[categories.get(key, "activations") if alive else "activations"] += size
-        return totals
+    def transient_at_peak(self, lasting):
+        """Bytes at the peak of the storages that did not outlast the step, or are not among
+        ``lasting`` (ids: parameters, the batch, gradients, optimizer state): what the forward kept
+        for the backward, and temporaries."""
+        return sum(size for key, (ref, size) in self.at_peak.items() if ref() is None or key not in lasting)
 
 
 class CountFlops(TorchDispatchMode):
@@ -144,10 +139,9 @@ def simulate_step(model, optimizer, batch, loss_fn, block=1):
              "gradients": storage_ids(p.grad for p in trainable if p.grad is not None),
              "optimizer state": storage_ids(state)}
     size = {name: sum(memory.sizes.get(key, 0) for key in keys) for name, keys in parts.items()}
-    breakdown = memory.peak_breakdown({key: name for name, keys in parts.items() for key in keys})
     plan = StepPlan(
         parameters=size["parameters"], batch=size["batch"], gradients=size["gradients"],
-        optimizer_state=size["optimizer state"], activations_at_peak=breakdown["activations"],
+        optimizer_state=size["optimizer state"], activations_at_peak=memory.transient_at_peak(set().union(*parts.values())),
         peak=memory.peak, flops=flops.total, trainable=sum(p.numel() for p in trainable),
     )
     optimizer.zero_grad(set_to_none=True)
