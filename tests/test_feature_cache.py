@@ -64,14 +64,17 @@ def test_training_from_the_cache_is_training_from_pixels(cached):
 
 
 def test_a_cache_is_refused_where_it_cannot_stand_for_the_pixels(cached):
+    from video_llama.common.config import Config, ConfigError
     from video_llama.datasets.datasets.feature_cache import FeatureCacheError
     from video_llama.jobs.feature_cache import check_trains_from_cache
 
     options, out, _ = cached
     cache = f"datasets.webvid_instruct.feature_cache={out}"
-    _, model, data = build_run(options, cache, "model.freeze_vit=False", "model.vit_precision=fp32")
-    with pytest.raises(FeatureCacheError, match="freeze_vit"):
-        check_trains_from_cache(model, data)
+    for training in ("model.freeze_vit=False", "model.freeze_qformer=False"):  # refused with the config, before building
+        with pytest.raises(ConfigError, match="feature_cache holds the outputs of the frozen ViT"):
+            Config.from_file("train_configs/tiny_cpu_finetune.yaml", [*options, cache, training, "model.vit_precision=fp32"])
+    with pytest.raises(ConfigError, match="feature_cache is read beside annotation files"):
+        Config.from_file("train_configs/tiny_cpu_finetune.yaml", [*options, cache, "datasets.webvid_instruct.build_info.shards=x.tar"])
     _, other, data = build_run(options, cache)
     torch.manual_seed(5)
     from video_llama.common.registry import registry

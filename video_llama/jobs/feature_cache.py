@@ -31,19 +31,14 @@ def encoder_identity(model):
 
 
 def check_trains_from_cache(model, datasets):
-    """Refuse a run that reads a feature cache while the ViT or the image Q-Former trains, or
-    whose frozen encoders are not those the cache was made with."""
-    caches = [(name, split, d.feature_cache) for name, splits in datasets.items() for split, d in splits.items()
+    """Refuse a run whose frozen encoders are not those its feature cache was made with (that
+    they are frozen is checked with the config, ``video_llama_config.config_problems``)."""
+    caches = [d.feature_cache for splits in datasets.values() for d in splits.values()
               if getattr(d, "feature_cache", None) is not None]
     if not caches:
         return
-    cfg = model.cfg
-    if not (cfg.freeze_vit and cfg.freeze_qformer):
-        raise FeatureCacheError(f"datasets.{caches[0][0]}.feature_cache holds the outputs of the frozen ViT and image "
-                                "Q-Former, but model.freeze_vit or model.freeze_qformer is False: those outputs change "
-                                "as they train. Train from pixels (remove feature_cache) or freeze both")
     identity = encoder_identity(model)
-    for _, _, cache in caches:
+    for cache in caches:
         cache.check_encoders(identity, where="this model")
 
 

@@ -80,6 +80,11 @@ def config_problems(model, datasets):
                         "would stay random; set model.q_former_model to blip2_pretrained_flant5xxl.pth (or its URL) "
                         "or a Hugging Face BLIP-2 folder, or model.q_former_model=random to keep it random on purpose")
     problems += _audio_branch_problems(model, datasets)
+    cached = [name for name, ds in datasets.items() if ds.get("feature_cache")]
+    if cached and not (model.get("freeze_vit") and model.get("freeze_qformer")):
+        problems.append(f"datasets.{cached[0]}.feature_cache holds the outputs of the frozen ViT and image Q-Former, "
+                        "but model.freeze_vit or model.freeze_qformer is False: those outputs change as they train; "
+                        "train from pixels (remove feature_cache) or freeze both")
     if model.get("llm_load_in_8bit") and model.get("llm_load_in_4bit"):
         problems.append("model.llm_load_in_8bit and model.llm_load_in_4bit are both True; choose one")
     lora = model.get("lora") or {}

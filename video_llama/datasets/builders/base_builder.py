@@ -91,6 +91,9 @@ class BaseDatasetBuilder:
         if ds_cfg.get("sound") and info.get("shards"):
             problems.append(f"{path}.sound reads the clips' sound from their files, which shards do not hold; "
                             "evaluate from annotation files (build_info.anno_dir), or set sound=False")
+        if ds_cfg.get("feature_cache") and info.get("shards"):
+            problems.append(f"{path}.feature_cache is read beside annotation files (build_info.anno_dir), not shards: "
+                            "remove one of build_info.shards and feature_cache")
         if info.get("quarantine") and info.get("shards"):
             problems.append(f"{path}.build_info.quarantine applies to annotation files, not to shards; give it to "
                             "`video-llama export-shards --quarantine` when the shards are made, and set it to null here")
@@ -255,9 +258,6 @@ class BaseDatasetBuilder:
         info = self.config.build_info
         if info.get("anno_dir"):
             raise AnnotationError("build_info sets both shards and anno_dir; keep one (shards hold the annotations)")
-        if self.config.get("feature_cache"):
-            raise AnnotationError("feature_cache is read beside annotation files (build_info.anno_dir), not shards: "
-                                  "remove one of build_info.shards and feature_cache")
         datasets = {}
         for split, urls in shard_splits(info.shards).items():
             if self.wanted_splits is not None and split not in self.wanted_splits:
