@@ -88,6 +88,30 @@ def test_a_decoder_that_blocks_is_abandoned_at_its_deadline_and_the_clip_skipped
     assert "stalled.mp4 took longer than 0.5 s (decode_timeout_s)" in error and "stalled.mp4" in caplog.text
 
 
+def test_the_decode_thread_does_its_torch_work_on_one_thread_and_leaves_the_callers_default(monkeypatch):
+    """A second thread with an OpenMP team of its own makes libgomp stop spinning in every team (more
+    threads than cores): the training step of the caller's thread took twice as long on 2 cores."""
+    import threading
+
+    import torch
+
+    from video_llama.processors import video_decoding
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # make test runs with one thread (OMP_NUM_THREADS=1): two to tell apart
+    monkeypatch.setattr(video_decoding, "_decoder", None)  # a fresh decode thread
+    try:
+        seen = video_decoding.with_deadline(lambda _: torch.get_num_threads(), "clip.mp4", 5.0)
+        later = []
+        thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert seen == 1 and torch.get_num_threads() == 2 and later == [2]
+    finally:
+        video_decoding._decoder.stop()
+        torch.set_num_threads(threads)
+
+
 def test_the_bad_clip_budget_counts_every_worker_of_the_run(tiny_llm_dir, clips_dir, tmp_path):
     """Two copies of a dataset (as two data-loader workers, or two ranks, hold) sharing the run's
     bad_clips.jsonl: each alone finds too few bad clips to stop, together they find too many."""
