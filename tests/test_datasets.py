@@ -108,7 +108,8 @@ def test_the_decode_thread_does_its_torch_work_on_one_thread_and_leaves_the_call
         thread.join()
         assert seen == 1 and torch.get_num_threads() == 2 and later == [2]
     finally:
-        video_decoding._decoder.stop()
+        if video_decoding._decoder is not None:
+            video_decoding._decoder.stop()
         torch.set_num_threads(threads)
 
 

@@ -66,13 +66,16 @@ def test_training_from_the_cache_is_training_from_pixels(cached):
 def test_a_cache_is_refused_where_it_cannot_stand_for_the_pixels(cached):
     from video_llama.common.config import Config, ConfigError
     from video_llama.datasets.datasets.feature_cache import FeatureCacheError
-    from video_llama.jobs.feature_cache import check_trains_from_cache
+    from video_llama.jobs.feature_cache import check_trains_from_cache, write_feature_cache
 
     options, out, _ = cached
     cache = f"datasets.webvid_instruct.feature_cache={out}"
-    for training in ("model.freeze_vit=False", "model.freeze_qformer=False"):  # refused with the config, before building
-        with pytest.raises(ConfigError, match="feature_cache holds the outputs of the frozen ViT"):
-            Config.from_file("train_configs/tiny_cpu_finetune.yaml", [*options, cache, training, "model.vit_precision=fp32"])
+    for key in ("freeze_vit", "freeze_qformer"):  # refused with the config, before building, naming the key
+        training = [f"model.{key}=False", "model.vit_precision=fp32"]
+        with pytest.raises(ConfigError, match=f"feature_cache: model.{key} is False, but a feature cache holds"):
+            Config.from_file("train_configs/tiny_cpu_finetune.yaml", [*options, cache, *training])
+        with pytest.raises(FeatureCacheError, match=f"model.{key} is False.*set model.{key}=True"):
+            write_feature_cache("train_configs/tiny_cpu_finetune.yaml", out / "unused", 1, [*options, *training])
     with pytest.raises(ConfigError, match="feature_cache is read beside annotation files"):
         Config.from_file("train_configs/tiny_cpu_finetune.yaml", [*options, cache, "datasets.webvid_instruct.build_info.shards=x.tar"])
     _, other, data = build_run(options, cache)

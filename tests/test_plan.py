@@ -228,6 +228,9 @@ def test_low_bit_llms_and_fsdp_are_estimated_from_the_simulated_step(tiny_experi
     assert step.parameters - eight.parameters == 3 * weights
     assert 3.45 * weights < step.parameters - four.parameters < 3.5 * weights
     assert "4 bits" in four.estimated and step.peak > eight.peak > four.peak
+    largest = 4 * llm.hidden_size * max(llm.hidden_size, llm.intermediate_size)  # fp32 bytes of one weight matrix
+    for planned in (eight, four):  # the weights' saving, less one weight dequantised for its matmul
+        assert 0 < planned.peak - (step.peak - (step.parameters - planned.parameters)) <= largest
     per_gpu = [plan_step(tiny_experiment, dataclasses.replace(base, fsdp_gpus=n), gpu=True).peak for n in (2, 8)]
     assert step.peak > per_gpu[0] > per_gpu[1]
 

@@ -19,6 +19,7 @@ from video_llama.common.errors import UserError
 from video_llama.common.registry import registry
 from video_llama.common.utils import seed_everything, seeded
 from video_llama.datasets.datasets.feature_cache import CACHE_INFO, TENSOR, FeatureCacheError
+from video_llama.models.video_llama_config import frozen_encoders_problem
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ def write_feature_cache(cfg_path, out, views=1, options=(), plugins=(), batch_fr
     if views < 1:
         raise UserError(f"--views must be at least 1, not {views}")
     cfg = Config.from_file(cfg_path, list(options), list(plugins))
+    if frozen_encoders_problem(cfg.model_cfg):  # before minutes of loading the model
+        raise FeatureCacheError(frozen_encoders_problem(cfg.model_cfg))
     name, dataset_cfg = next(iter(cfg.datasets_cfg.items()))
     processors = dataset_cfg.vis_processor
     processor_cfg = processors.train if views > 1 else processors.get("eval", processors.train)
@@ -73,9 +76,6 @@ def write_feature_cache(cfg_path, out, views=1, options=(), plugins=(), batch_fr
     task = registry.get_task_class(cfg.run_cfg.task).setup_task(cfg)
     seed_everything(cfg.run_cfg.seed)  # as train.py seeds rank 0 before building: random encoders come out alike
     model = task.build_model(cfg).eval()
-    if not (model.cfg.freeze_vit and model.cfg.freeze_qformer):
-        raise FeatureCacheError("model.freeze_vit and model.freeze_qformer must both be True: the cache holds the "
-                                "outputs of encoders that do not train")
     device = torch.device("cuda" if torch.cuda.is_available() and str(cfg.run_cfg.device).startswith("cuda") else "cpu")
     for _, tensor in model.frozen_encoder_tensors():  # only what encode_frames runs: not the LLM
         tensor.data = tensor.data.to(device)

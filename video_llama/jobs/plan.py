@@ -175,7 +175,7 @@ def plan_step(cfg, setting, gpu=True):
     task = registry.get_task_class(run.task).setup_task(cfg)
     fake_mode = FakeTensorMode(allow_non_fake_inputs=True)  # to_empty reads the meta parameters
     model = fake_model(model_config(cfg, setting), gpu, fake_mode)
-    dtype, amp, _ = autocast_rule(run, "cpu")
+    dtype, amp, _ = autocast_rule(run, "cuda" if gpu else "cpu")
     amp = amp and not gpu  # a GPU run's autocast is not simulated (see above)
     with fake_mode:
         optimizer = build_optimizer(model, run, device_type="cuda" if gpu else "cpu")

@@ -375,10 +375,8 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
         from a feature cache (the ViT and the image Q-Former must be frozen)."""
         if frame_features is None:
             frame_features = self.encode_frames(frames)
-        elif not (self.cfg.freeze_vit and self.cfg.freeze_qformer):
-            raise ValueError("frame_features come from a feature cache of the frozen ViT and image Q-Former, but "
-                             "model.freeze_vit or model.freeze_qformer is False: train from pixels (remove the "
-                             "dataset's feature_cache), or freeze both")
+        elif video_llama_config.frozen_encoders_problem(self.cfg):
+            raise ValueError(video_llama_config.frozen_encoders_problem(self.cfg))
         batch, num_frames = frame_features.shape[0], frame_features.shape[1]
         if num_frames > self.cfg.max_frame_pos:
             raise ValueError(f"{num_frames} frames exceed model.max_frame_pos ({self.cfg.max_frame_pos})")

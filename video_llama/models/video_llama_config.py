@@ -81,10 +81,8 @@ def config_problems(model, datasets):
                         "or a Hugging Face BLIP-2 folder, or model.q_former_model=random to keep it random on purpose")
     problems += _audio_branch_problems(model, datasets)
     cached = [name for name, ds in datasets.items() if ds.get("feature_cache")]
-    if cached and not (model.get("freeze_vit") and model.get("freeze_qformer")):
-        problems.append(f"datasets.{cached[0]}.feature_cache holds the outputs of the frozen ViT and image Q-Former, "
-                        "but model.freeze_vit or model.freeze_qformer is False: those outputs change as they train; "
-                        "train from pixels (remove feature_cache) or freeze both")
+    if cached and frozen_encoders_problem(model):
+        problems.append(f"datasets.{cached[0]}.feature_cache: {frozen_encoders_problem(model)}")
     if model.get("llm_load_in_8bit") and model.get("llm_load_in_4bit"):
         problems.append("model.llm_load_in_8bit and model.llm_load_in_4bit are both True; choose one")
     lora = model.get("lora") or {}
@@ -115,6 +113,17 @@ def config_problems(model, datasets):
                                 "model.freeze_vit=False to train it on them, or motion_channels=False")
     problems += _motion_channels_mixed(datasets)
     return problems
+
+
+def frozen_encoders_problem(model):
+    """Why a feature cache cannot stand for the ViT and image Q-Former of ``model`` (its config):
+    one of them trains; None when both are frozen."""
+    training = [key for key in ("freeze_vit", "freeze_qformer") if not model.get(key)]
+    if not training:
+        return None
+    return (f"model.{training[0]} is False, but a feature cache holds the outputs of the frozen ViT and image Q-Former, "
+            "which change as they train; set " + " and ".join(f"model.{key}=True" for key in training)
+            + ", or train from pixels (no feature_cache)")
 
 
 def _audio_branch_problems(model, datasets):

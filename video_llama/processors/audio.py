@@ -113,6 +113,23 @@ def load_soundtrack(source, span=None, sample_rate=SAMPLE_RATE):
     seconds from the sound's first sample, the stretch a window of frames shows: only that much is
     decoded (a seek to it, a stop after it), so the windows of a long video do not each decode all
     of it. Raises NoSoundtrack when there is none."""
+    seeks = span is not None and span[0] > SEEK_LEAD_S
+    decoded = _decode_soundtrack(source, span, sample_rate, seek=seeks)
+    if decoded is None:  # a frame after the seek without a timestamp: nothing says where it is
+        if hasattr(source, "seek"):
+            source.seek(0)
+        decoded = _decode_soundtrack(source, span, sample_rate, seek=False)
+    waveform, first = decoded
+    if span is None:
+        return waveform
+    start, end = (max(0, round((t - first) * sample_rate)) for t in span)
+    return waveform[start:end]  # a window may start before the sound does: fewer samples
+
+
+def _decode_soundtrack(source, span, sample_rate, seek):
+    """(waveform, the time of its first sample from the sound's first) of ``source`` up to the end
+    of ``span``, from ``SEEK_LEAD_S`` before its start when ``seek``; None when a frame after the
+    seek has no timestamp. A seek past the sound's end decodes nothing: an empty waveform."""
     import av
     import numpy as np
 
@@ -121,24 +138,23 @@ def load_soundtrack(source, span=None, sample_rate=SAMPLE_RATE):
             raise NoSoundtrack(f"{getattr(source, 'name', source)} has no audio stream")
         stream = container.streams.audio[0]
         origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        seeks = span is not None and span[0] > SEEK_LEAD_S
-        if seeks:
-            container.seek(int((origin + span[0] - SEEK_LEAD_S) / stream.time_base), stream=stream)
+        first = 0.0
+        if seek:
+            first = span[0] - SEEK_LEAD_S
+            container.seek(int((origin + first) / stream.time_base), stream=stream)
         first_channel = FirstChannel(sample_rate)
-        chunks, first = [], None if seeks else 0.0  # first: the time of the first sample decoded, from the sound's first
+        chunks, placed = [], not seek
         for frame in container.decode(stream):
             time = None if frame.pts is None else float(frame.pts * frame.time_base) - origin
-            if first is None:
-                first = max(time or 0.0, 0.0)
+            if not placed:
+                if time is None:
+                    return None
+                first, placed = max(time, 0.0), True  # where the seek landed: at or before the asked time
             if span is not None and time is not None and time > span[1]:
                 break
             chunks += first_channel(frame)
         chunks += first_channel(None)  # what the resampler still holds
-    waveform = torch.from_numpy(np.concatenate(chunks) if chunks else np.zeros(0, np.float32))
-    if span is None:
-        return waveform
-    start, end = (max(0, round((t - first) * sample_rate)) for t in span)
-    return waveform[start:end]  # a window may start before the sound does: fewer samples
+    return torch.from_numpy(np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), first
 
 
 class SoundProcessor:

@@ -457,10 +457,13 @@ class _DecodeThread:
         # The processors' torch work here runs on this thread alone. With OpenMP threads of its own,
         # a second team, libgomp holds more threads than there are cores and stops spinning between
         # parallel regions in every team: the caller's training step took twice as long (the tiny
-        # recipe's step from a feature cache after reading pixels: 0.019 → 0.041 s on 2 cores).
-        torch.get_num_threads()  # torch sets a thread's OpenMP threads at its first call: before the next line
-        torch.set_num_threads(1)  # this thread's OpenMP team (and the default for threads started later)
-        ready.set()
+        # recipe's step from a feature cache after reading pixels, benchmarks/feature_cache.py:
+        # 0.019 → 0.041 s on 2 cores).
+        try:
+            torch.get_num_threads()  # torch sets a thread's OpenMP threads at its first call: before the next line
+            torch.set_num_threads(1)  # this thread's OpenMP team (and the default for threads started later)
+        finally:
+            ready.set()
         while True:
             job = self.jobs.get()
             if job is None:
@@ -476,6 +479,7 @@ class _DecodeThread:
 
 
 _decoder = None
+_decoder_lock = threading.Lock()  # one decode thread made at a time: each reads and restores torch's default threads
 
 
 def with_deadline(decode, source, timeout_s, *args):
@@ -501,9 +505,11 @@ def with_deadline(decode, source, timeout_s, *args):
             outcome["error"] = err
         done.set()
 
-    if _decoder is None or _decoder.pid != os.getpid():
-        _decoder = _DecodeThread()
-    _decoder.jobs.put(run)
+    with _decoder_lock:
+        if _decoder is None or _decoder.pid != os.getpid():
+            _decoder = _DecodeThread()
+        decoder = _decoder
+    decoder.jobs.put(run)
     if not done.wait(deadline):
         _decoder = None  # left blocked with the abandoned decode; the next one starts afresh
         name = (f"<{len(source)} bytes>" if _is_bytes(source) else " and ".join(map(str, source))
