@@ -35,6 +35,10 @@ def test_full_size_model_has_the_published_audio_branch(reference, llm_width):
     published = json.loads((DATA_DIR / "original_checkpoint_keys.json").read_text())[reference]
     mapped = {original_to_ours(n): tuple(s) for n, s in published.items() if original_to_ours(n)}
     assert ours == mapped  # every AL name, with its shape, and nothing else
+    assert sum(params[name].numel() for name in ours) == {"AL_7B": 22_855_680, "AL_13B": 23_643_136}[reference]
+    towers = {tower: sum(p.numel() for n, p in params.items() if n.startswith("audio_encoder.") and f".{tower}" in n)
+              for tower in ("vision", "audio")}
+    assert towers == {"vision": 632_829_440, "audio": 86_235_648}  # docs/checkpoints.md's counts
     assert all(ours_to_original(name) in published for name in ours)  # and back to the original's names
     # ImageBind-huge's towers as imagebind_huge.pth names them: 224/14 = 16² patches, 12 × 19 filterbank patches
     assert params["audio_encoder.modality_preprocessors.vision.pos_embedding_helper.pos_embed"].shape == (1, 257, 1280)
@@ -251,7 +255,7 @@ def test_the_plan_leaves_out_the_image_encoders_the_audio_branch_does_not_use(ti
     leaves them off the device as the runner does, unless a dataset is heard (sound sends the frames
     to the video branch in evaluation): then they are resident and idle in the step."""
     from video_llama.common.config import Config
-    from video_llama.jobs.plan import plan_step, setting_of
+    from video_llama.jobs.plan import meta_model, model_config, plan_step, setting_of
 
     options = [f"model.llama_model={tiny_llm_dir}", f"datasets.webvid_instruct.tokenizer_name={tiny_llm_dir}",
                f"datasets.webvid_instruct.build_info.anno_dir={clips_dir / 'train.json'}",
@@ -265,3 +269,7 @@ def test_the_plan_leaves_out_the_image_encoders_the_audio_branch_does_not_use(ti
     assert off.released == "the frames feed the audio branch alone (through ImageBind)" and off.idle == 0
     assert idle.released == "" and idle.idle > 0
     assert idle.parameters - off.parameters == idle.idle and idle.flops == off.flops  # the step is the same
+    model = meta_model(model_config(cfg, setting_of(cfg)), gpu=False)  # counted by the modules' names
+    encoders = sum(t.numel() * t.element_size() for n, t in [*model.named_parameters(), *model.named_buffers()]
+                   if n.split(".")[0] in ("visual_encoder", "ln_vision", "Qformer", "query_tokens"))
+    assert 0 <= encoders - idle.idle <= 0.001 * encoders  # the state dict leaves out non-persistent position ids

@@ -168,6 +168,7 @@ def test_options_must_be_key_value(tmp_path):
          ("vis_processor.train.still_suppression", "vis_processor.eval.still_suppression")),
         (["run.strategy=fsdp", "run.amp_dtype=fp16"], ("run.strategy", "run.amp_dtype")),
         (["run.strategy=fdsp"], ("run.strategy", "did you mean 'fsdp'")),
+        (["run.strategy=fsdp", "datasets.webvid_instruct.sound=True"], ("datasets.webvid_instruct.sound", "run.strategy=fsdp")),
     ],
 )
 def test_consistency_checks_name_both_keys(tmp_path, options, both_keys):

@@ -514,6 +514,10 @@ def _check_run(config, problems):
     elif run.strategy == "fsdp" and run.amp and run.amp_dtype == "fp16":
         problems.append("run.strategy=fsdp with run.amp_dtype=fp16: the fp16 loss scaler does not handle sharded "
                         "gradients here; use run.amp_dtype=bf16 (or run.strategy=ddp)")
+    heard = [name for name, ds in config.datasets.items() if ds.get("sound")]
+    if run.strategy == "fsdp" and heard:
+        problems.append(f"datasets.{heard[0]}.sound with run.strategy=fsdp: clips heard and not are asked apart, a number "
+                        "of calls that may differ between ranks; evaluate with run.strategy=ddp")
     if run.device not in ("cuda", "cpu") and not str(run.device).startswith("cuda:"):
         problems.append(f"run.device: must be cuda or cpu, got {run.device!r}")
     for key in ("batch_size_train", "batch_size_eval", "accum_grad_iters", "max_epoch"):

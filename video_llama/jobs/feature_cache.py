@@ -53,8 +53,8 @@ def write_feature_cache(cfg_path, out, views=1, options=(), plugins=(), batch_fr
     if views < 1:
         raise UserError(f"--views must be at least 1, not {views}")
     cfg = Config.from_file(cfg_path, list(options), list(plugins))
-    if frozen_encoders_problem(cfg.model_cfg):  # before minutes of loading the model
-        raise FeatureCacheError(frozen_encoders_problem(cfg.model_cfg))
+    if problem := frozen_encoders_problem(cfg.model_cfg):  # before minutes of loading the model
+        raise FeatureCacheError(problem)
     name, dataset_cfg = next(iter(cfg.datasets_cfg.items()))
     processors = dataset_cfg.vis_processor
     processor_cfg = processors.train if views > 1 else processors.get("eval", processors.train)

@@ -299,7 +299,7 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
         (:meth:`release_frozen_encoders`); None when they work. Either training reads their outputs
         from feature caches and evaluates nothing from pixels, or the frames feed the audio branch
         alone and no dataset is heard (sound would send the frames to the video branch)."""
-        if not (self.cfg.freeze_vit is True and self.cfg.freeze_qformer is True):
+        if video_llama_config.frozen_encoders_problem(self.cfg):  # they train
             return None
         if datasets and all(d.get("feature_cache") for d in datasets.values()) and not (run.valid_splits or run.evaluate):
             return "training reads their outputs from feature caches and evaluates nothing from pixels"
@@ -375,8 +375,8 @@ class VideoLLAMA(BaseModel, AudioLanguageBranch):
         from a feature cache (the ViT and the image Q-Former must be frozen)."""
         if frame_features is None:
             frame_features = self.encode_frames(frames)
-        elif video_llama_config.frozen_encoders_problem(self.cfg):
-            raise ValueError(video_llama_config.frozen_encoders_problem(self.cfg))
+        elif problem := video_llama_config.frozen_encoders_problem(self.cfg):
+            raise ValueError(problem)
         batch, num_frames = frame_features.shape[0], frame_features.shape[1]
         if num_frames > self.cfg.max_frame_pos:
             raise ValueError(f"{num_frames} frames exceed model.max_frame_pos ({self.cfg.max_frame_pos})")

@@ -81,8 +81,8 @@ def config_problems(model, datasets):
                         "or a Hugging Face BLIP-2 folder, or model.q_former_model=random to keep it random on purpose")
     problems += _audio_branch_problems(model, datasets)
     cached = [name for name, ds in datasets.items() if ds.get("feature_cache")]
-    if cached and frozen_encoders_problem(model):
-        problems.append(f"datasets.{cached[0]}.feature_cache: {frozen_encoders_problem(model)}")
+    if cached and (problem := frozen_encoders_problem(model)):
+        problems.append(f"datasets.{cached[0]}.feature_cache: {problem}")
     if model.get("llm_load_in_8bit") and model.get("llm_load_in_4bit"):
         problems.append("model.llm_load_in_8bit and model.llm_load_in_4bit are both True; choose one")
     lora = model.get("lora") or {}

@@ -172,9 +172,11 @@ class SoundProcessor:
         frames shows (one clip per 2 s of it, see :func:`window_clips`), else the whole sound."""
         import av
 
+        from video_llama.processors.video_decoding import as_source
+
         name = getattr(source, "name", source)
         try:
-            waveform = load_soundtrack(source if hasattr(source, "read") else str(source), span)
+            waveform = load_soundtrack(as_source(source), span)
         except NoSoundtrack as err:
             return self._none(str(err))
         except (av.error.FFmpegError, OSError) as err:

@@ -118,7 +118,7 @@ class WindowSampling:
         return window_frames(times, times[end], self.seconds, self.n_frms)
 
 
-def _as_source(source):
+def as_source(source):
     """decord and PyAV accept a path or a file-like object rewound to 0 (not raw bytes)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return io.BytesIO(bytes(source))
@@ -140,7 +140,7 @@ def lacks_video_stream(source):
     import av
 
     try:
-        with av.open(_as_source(source)) as container:
+        with av.open(as_source(source)) as container:
             return not container.streams.video
     except Exception:  # not a container PyAV reads either: decord's own message stands
         return False
@@ -195,7 +195,7 @@ class DecordBackend:
 
         try:
             with native_stderr() as captured:
-                reader = decord.VideoReader(_as_source(source), height=height or -1, width=width or -1, num_threads=1)
+                reader = decord.VideoReader(as_source(source), height=height or -1, width=width or -1, num_threads=1)
                 num_frames, fps = len(reader), float(reader.get_avg_fps() or 0.0)
                 indices = choose_frames(sampling, num_frames, n_frms, fps, rng)
                 frames = reader.get_batch(indices).asnumpy()
@@ -211,7 +211,7 @@ class DecordBackend:
 
         try:
             with native_stderr() as captured:
-                reader = decord.VideoReader(_as_source(source), num_threads=1)
+                reader = decord.VideoReader(as_source(source), num_threads=1)
                 return len(reader), float(reader.get_avg_fps() or 0.0)
         except Exception as err:
             if lacks_video_stream(source):
@@ -229,7 +229,7 @@ class PyAVBackend:
         import av
 
         try:
-            with av.open(_as_source(source)) as container:
+            with av.open(as_source(source)) as container:
                 if not container.streams.video:
                     raise no_video_stream(source)
                 stream = container.streams.video[0]
@@ -262,7 +262,7 @@ class PyAVBackend:
         import av
 
         try:
-            with av.open(_as_source(source)) as container:
+            with av.open(as_source(source)) as container:
                 if not container.streams.video:
                     raise no_video_stream(source)
                 stream = container.streams.video[0]

@@ -258,9 +258,6 @@ class ActionRecognitionTask(BaseTask):
                                                   for r in dataset.records]) or None
 
     def evaluate_split(self, model, loader, run_cfg, split, out_dir, dataset):
-        if getattr(dataset, "sound_processor", None) is not None and run_cfg.get("strategy") == "fsdp":
-            raise UserError(f"{split}: the dataset's sound is True and run.strategy is fsdp: clips heard and not are "
-                            "asked apart, a number of calls that may differ between ranks; evaluate with run.strategy=ddp")
         labels = label_set(run_cfg, dataset.anno_files, lambda: dataset.records, model.cfg.get("ckpt"))
         local = self.predict(model, loader, labels, run_cfg.eval_mode, run_cfg.max_new_tokens, run_cfg.length_norm)
         gathered = dist_utils.all_gather_object(local)

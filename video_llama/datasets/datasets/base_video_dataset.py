@@ -213,7 +213,7 @@ class BaseVideoDataset(Dataset):
             sample["frame_features"] = sample.pop("image")
             return sample
         try:
-            frames, info, plan = with_deadline(self.read_visual, source, self.decode_timeout_s, rng)
+            frames, info, plan, sound = with_deadline(self.read_clip, source, self.decode_timeout_s, rng)
         except VideoDecodeError as err:
             self._record_failure(record, err, where or str(source))
             return {"unreadable": record["video"], "error": str(err)}
@@ -225,20 +225,25 @@ class BaseVideoDataset(Dataset):
         if plan is not None:  # uint8 frames, finished on the training device (batch_to_device)
             sample["pixel_plan"] = plan
         if self.sound_processor is not None:
-            sample["sound"] = self.read_sound(source, info)
+            sample["sound"] = sound
         return sample
+
+    def read_clip(self, source, rng=None):
+        """:meth:`read_visual`'s (frames, info, plan), and the sound those frames show (with a
+        ``sound_processor``): one job under the decoding deadline, which a stalled file holds up
+        for the sound as much as for the frames."""
+        frames, info, plan = self.read_visual(source, rng)
+        return frames, info, plan, self.read_sound(source, info) if self.sound_processor is not None else None
 
     def read_sound(self, source, info):
         """The filterbanks of the sound the sample's frames show: the window's stretch of it (the
         ``window_s`` seconds up to its last frame, as the mode selector hears a window), or the
         whole clip's; None (the reason logged) when it has none."""
-        import io
-
         span = None
         if self.cuts_windows and info is not None and info.fps:
             end = (info.indices[-1] + 1) / info.fps
             span = (end - self.vis_processor.config.window_s, end)
-        sound = self.sound_processor(io.BytesIO(source) if isinstance(source, bytes) else source, span)
+        sound = self.sound_processor(source, span)  # bytes, a file object or a path (as_source)
         if sound is None:
             logger.info("%s: %s", self.name, self.sound_processor.last_reason)
         return sound
